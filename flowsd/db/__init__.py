@@ -1,0 +1,1 @@
+"""Database access: connection helpers, the embedded server and the SQL migrations."""

@@ -1,0 +1,12 @@
+"""Errors shared across flowsd's layers."""
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad argument, bad config, unreachable database).
+
+    The command line prints it as one line and exits with status 2.
+    """
+
+
+class ConfigError(UserError):
+    """The configuration file or an environment override is invalid."""

@@ -1,0 +1,1 @@
+"""Operations side channels: logging, metrics, health endpoints, systemd notify."""

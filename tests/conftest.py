@@ -1,0 +1,63 @@
+"""Shared fixtures: the test suite's PostgreSQL.
+
+``FLOWSD_TEST_DATABASE_URL`` names a server to use (each test gets its own database on it,
+dropped afterwards). Without it the suite starts a throw-away embedded PostgreSQL once per
+test session, so `make test` needs no database server on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from flowsd.db.embedded import start_embedded
+from flowsd.db.urls import with_database
+
+TEST_DATABASE_URL_ENV = "FLOWSD_TEST_DATABASE_URL"
+
+# Durability is irrelevant for a throw-away test server; these make it several times faster.
+_FAST_UNSAFE_SETTINGS = (
+    "ALTER SYSTEM SET fsync = off",
+    "ALTER SYSTEM SET synchronous_commit = off",
+    "ALTER SYSTEM SET full_page_writes = off",
+)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a maintenance database on the test server (may create and drop databases)."""
+    configured = os.environ.get(TEST_DATABASE_URL_ENV)
+    if configured:
+        yield configured
+        return
+    server = start_embedded(tmp_path_factory.mktemp("pg") / "data", cleanup="delete")
+    for statement in _FAST_UNSAFE_SETTINGS:
+        server.psql(statement)
+    server.psql("SELECT pg_reload_conf()")
+    try:
+        yield server.url("postgres")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """URL of a new, empty database that is dropped when the test ends."""
+    name = f"flowsd_test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield with_database(pg_admin_url, name)
+    finally:
+        admin = await asyncpg.connect(pg_admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
