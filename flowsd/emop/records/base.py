@@ -1,0 +1,76 @@
+"""The record base class and the small readers the record modules share."""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Any, Self, TypeVar
+
+import msgspec
+
+from flowsd.emop.errors import EncodeError, PayloadError
+
+
+class Record(msgspec.Struct, frozen=True):
+    """A typed payload. Subclasses implement ``decode`` and ``encode``."""
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        raise NotImplementedError
+
+
+class RawPayload(Record, frozen=True):
+    """An object without a dedicated layout: the payload bytes as they came."""
+
+    payload: bytes
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        return cls(bytes(payload))
+
+    def encode(self) -> bytes:
+        return self.payload
+
+
+def need(payload: bytes, size: int, what: str) -> None:
+    """Raise :class:`PayloadError` unless ``payload`` holds at least ``size`` bytes."""
+    if len(payload) < size:
+        raise PayloadError(f"{what}: needs {size} payload bytes, got {len(payload)}")
+
+
+def unpack(fmt: struct.Struct, payload: bytes, what: str, offset: int = 0) -> tuple[Any, ...]:
+    need(payload, offset + fmt.size, what)
+    return fmt.unpack_from(payload, offset)
+
+
+def pack(fmt: struct.Struct, what: str, *values: int | bytes) -> bytes:
+    try:
+        return fmt.pack(*values)
+    except struct.error as exc:
+        raise EncodeError(f"{what}: value out of range ({exc})") from None
+
+
+E = TypeVar("E", bound=enum.IntEnum)
+
+
+def enum_or_int(enum_type: type[E], value: int) -> E | int:
+    """The enum member for ``value``, or the plain integer when the enum has none."""
+    try:
+        return enum_type(value)
+    except ValueError:
+        return value
+
+
+def bits_msb_first(byte: int) -> list[bool]:
+    return [bool(byte & (0x80 >> i)) for i in range(8)]
+
+
+def byte_from_bits_msb_first(bits: list[bool]) -> int:
+    value = 0
+    for i, bit in enumerate(bits):
+        if bit:
+            value |= 0x80 >> i
+    return value
