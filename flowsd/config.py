@@ -54,11 +54,160 @@ class ManagementConfig(_Section, frozen=True):
     listen: str = "127.0.0.1:9469"
 
 
+class MetersConfig(_Section, frozen=True):
+    """How flowsd talks to meters: see config/flowsd.toml [meters] for every key."""
+
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8080
+    # "per_request": a new TCP connection for every request, as the meters expect.
+    # "persistent": keep one connection per meter for a whole poll (simulators, gateways).
+    connection_mode: Literal["per_request", "persistent"] = "per_request"
+    connect_timeout_seconds: Seconds = 10.0
+    read_timeout_seconds: Seconds = 10.0
+    min_gap_seconds: Seconds = 2.0
+    request_attempts: PositiveInt = 5
+    retry_initial_seconds: Seconds = 2.0
+    retry_max_seconds: Seconds = 16.0
+    max_connections_in_flight: PositiveInt = 256
+    max_new_connections_per_second: Annotated[float, msgspec.Meta(gt=0)] = 100.0
+    new_connections_burst: PositiveInt = 100
+    offline_after_failures: PositiveInt = 3
+    probe_initial_seconds: Seconds = 60.0
+    probe_max_seconds: Seconds = 3600.0
+    probe_object: str = "csq_net_op"
+    watchdog_seconds: Annotated[float, msgspec.Meta(gt=0)] = 180.0
+    schedule_jitter_seconds: Seconds = 30.0
+    schedule_tick_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.25
+    backfill_max_requests_per_poll: PositiveInt = 12
+    backfill_horizon_hours: PositiveInt = 168
+    profile_settle_seconds: Seconds = 60.0
+    event_log_max_pages: Annotated[int, msgspec.Meta(ge=1, le=10)] = 10
+    stop_deadline_seconds: Seconds = 10.0
+
+
+class PollConfig(_Section, frozen=True):
+    """The poll plan: which objects at which cadence, per kind of hardware."""
+
+    # Cadence name -> seconds. The lists below refer to these names.
+    cadences: dict[str, Annotated[float, msgspec.Meta(gt=0)]] = msgspec.field(
+        default_factory=lambda: {"half_hourly": 1800.0, "hourly": 3600.0, "daily": 86400.0}
+    )
+    # Cadence name -> objects (catalogue names or the groups tariffs_active, tariffs_future,
+    # event_log, profile_logs) for single-phase and three-phase meters.
+    single_phase: dict[str, list[str]] = msgspec.field(
+        default_factory=lambda: {
+            "half_hourly": ["profile_logs"],
+            "hourly": ["prepay_balance", "csq_net_op", "instantaneous_voltage", "event_log"],
+            "daily": [
+                "read_element_a",
+                "read_element_b",
+                "tariffs_active",
+                "tariffs_future",
+                "time",
+                "firmware_version",
+                "hardware_version",
+                "serial",
+                "prepay_enabled_flag",
+                "daylight_savings_correction_flag",
+                "backlight",
+                "load_switch",
+            ],
+        }
+    )
+    three_phase: dict[str, list[str]] = msgspec.field(
+        default_factory=lambda: {
+            "hourly": [
+                "csq_net_op",
+                "three_phase_instantaneous_voltage_l1",
+                "three_phase_instantaneous_voltage_l2",
+                "three_phase_instantaneous_voltage_l3",
+            ],
+            "daily": [
+                "three_phase_total_active_import",
+                "three_phase_total_active_export",
+                "three_phase_total_reactive_import",
+                "three_phase_total_reactive_export",
+                "three_phase_total_apparent_import",
+                "three_phase_total_apparent_export",
+                "time",
+                "firmware_version",
+                "hardware_version",
+                "three_phase_hardware_configuration",
+                "three_phase_serial",
+                "backlight",
+            ],
+        }
+    )
+
+
+class AppenderConfig(_Section, frozen=True):
+    """The event appender: group commit, back-pressure and the spill journal."""
+
+    # Events accepted but not yet taken by the appender; producers wait when it is full.
+    queue_size: PositiveInt = 10_000
+    # A batch is committed when it holds this many events or flush_interval after its first.
+    batch_max: PositiveInt = 2_000
+    flush_interval_seconds: Seconds = 0.05
+    # While the database is unreachable, events wait in memory up to this many, then go to
+    # the spill journal under the state directory (fsync'd per write).
+    memory_max_events: PositiveInt = 50_000
+    spill_segment_max_bytes: PositiveInt = 16 * 1024 * 1024
+    # Committed batches buffered per in-process subscriber before it must catch up by reading.
+    subscriber_max_batches: PositiveInt = 256
+    # Guards on the appender's session (no append transaction may hold the log for long).
+    statement_timeout_seconds: Seconds = 30.0
+    lock_timeout_seconds: Seconds = 10.0
+
+
+class IngestConfig(_Section, frozen=True):
+    """How readings become events: see config/flowsd.toml [ingest]."""
+
+    # |meter clock - local clock| at or above this raises a clock-drift state change.
+    clock_drift_threshold_seconds: Annotated[float, msgspec.Meta(gt=0)] = 20.0
+
+
+class DaemonConfig(_Section, frozen=True):
+    """The daemon's own housekeeping: see config/flowsd.toml [daemon]."""
+
+    # meter_registry is re-read this often, and soon after a NOTIFY from its trigger.
+    registry_reload_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    # Per-meter session state and the heartbeat row are written in batches this often.
+    state_flush_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # On SIGTERM: at most this long to commit (or spill) the queued events.
+    drain_seconds: Seconds = 30.0
+    # A one-line fleet summary in the log this often; 0 disables it.
+    summary_seconds: Seconds = 0.0
+    # Name of this daemon's heartbeat row; empty: the host name.
+    instance: str = ""
+
+
+class ProjectionsConfig(_Section, frozen=True):
+    """The projector runner (flowsd.projections): batching, wake-ups, parking."""
+
+    # Projections to run; empty means all of them (names as in `flowsd replay --projection`).
+    enabled: list[str] = msgspec.field(default_factory=list)
+    # Events per transaction: starts at batch_min near the head, doubles while behind.
+    batch_min: PositiveInt = 500
+    batch_max: PositiveInt = 20_000
+    # Fallback poll of the log head when no NOTIFY or in-process batch arrived.
+    poll_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    # A projector whose checkpoint has not moved for this long while behind is not ready.
+    stall_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    # Delay before retrying a batch after a database error (doubles up to the max).
+    retry_initial_seconds: Seconds = 0.5
+    retry_max_seconds: Seconds = 30.0
+
+
 class Config(_Section, frozen=True):
     database: DatabaseConfig = DatabaseConfig()
     state: StateConfig = StateConfig()
     logging: LoggingConfig = LoggingConfig()
     management: ManagementConfig = ManagementConfig()
+    meters: MetersConfig = MetersConfig()
+    poll: PollConfig = PollConfig()
+    appender: AppenderConfig = AppenderConfig()
+    projections: ProjectionsConfig = ProjectionsConfig()
+    ingest: IngestConfig = IngestConfig()
+    daemon: DaemonConfig = DaemonConfig()
 
     @property
     def state_directory(self) -> Path:

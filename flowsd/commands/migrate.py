@@ -1,0 +1,55 @@
+"""``flowsd migrate``: create or upgrade the ``flows`` schema (idempotent).
+
+Applies the pending SQL migrations of :mod:`flowsd.db.migrate` to the configured database
+(``--database-url``, ``FLOWSD_DATABASE_URL``, ``[database] url``, else the embedded server)
+and prints one line saying what it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from flowsd.config import load_config, with_database_url
+from flowsd.db.connect import CONNECTION_ERRORS, connect, resolve_database
+from flowsd.db.migrate import MigrationReport, migrate
+from flowsd.db.urls import redact
+from flowsd.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "migrate",
+        help="create or upgrade the flows schema (idempotent)",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
+    parser.add_argument(
+        "--database-url", metavar="URL", help="PostgreSQL URL (overrides the configuration)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = with_database_url(load_config(args.config), args.database_url)
+    target = resolve_database(config)
+    try:
+        report = asyncio.run(_migrate(target.url, config.database.connect_timeout_seconds))
+    finally:
+        target.close()
+    if report.applied:
+        applied = ", ".join(str(v) for v in report.applied)
+        print(f"migrated {redact(target.url)} to version {report.version} (applied {applied})")
+    else:
+        print(f"{redact(target.url)} is up to date (version {report.version})")
+    return 0
+
+
+async def _migrate(url: str, connect_timeout: float) -> MigrationReport:
+    conn = await connect(url, connect_timeout=connect_timeout)
+    try:
+        return await migrate(conn)
+    except CONNECTION_ERRORS as exc:
+        raise UserError(f"lost the connection to {redact(url)} while migrating: {exc}") from exc
+    finally:
+        await conn.close()

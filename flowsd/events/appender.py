@@ -1,0 +1,434 @@
+"""The appender: one task that group-commits accepted events to the event log.
+
+Producers call :meth:`Appender.append`; it waits while the bounded queue is full
+(back-pressure on the meter sessions, nothing dropped). The appender task takes events from the
+queue into memory and commits them in batches of up to ``batch_max`` events, or whatever
+arrived within ``flush_interval_seconds`` of a batch's first event, one serialised transaction
+per batch (:func:`flowsd.events.store.append_batch`). Each committed batch, with its positions,
+is handed to subscribers in memory and announced to other processes with one NOTIFY.
+
+Where accepted events are, oldest first: spill journal segments, then memory, then the queue.
+They are committed in that order, so the log keeps acceptance order.
+
+When the database is unreachable the appender retries with a growing delay and keeps taking
+events from the queue; beyond ``memory_max_events`` in memory it writes them all to the spill
+journal (fsync'd) and frees the memory. The journal is drained before anything newer, also by
+the next process after a restart. If the journal cannot be written (disk full), the events stay
+in memory, ``flowsd_spill_disk_full`` is raised and the appender stops taking from the queue, so
+producers wait: an alarm, never a silent loss. On :meth:`stop` everything still in memory or in
+the queue is committed, or spilled if the database is unreachable.
+
+Events the database refuses on their own merits (SQLSTATE classes 22 and 23, e.g. an unknown
+``meter_id``) are retried one by one; the ones still refused are stored whole in
+``flowsd.rejected_event`` and counted, and the rest commit.
+
+What a SIGKILL can lose: events in the queue or in memory that were neither committed nor
+spilled. Meters are re-read, and the idempotency keys make re-reading safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Literal
+
+import asyncpg
+import msgspec
+import structlog
+
+from flowsd.config import AppenderConfig, Config
+from flowsd.db.connect import CONNECTION_ERRORS
+from flowsd.errors import UserError
+from flowsd.events import metrics
+from flowsd.events.codec import payload_json
+from flowsd.events.spill import SpillJournal
+from flowsd.events.store import AppendResult, append_batch
+from flowsd.events.subscriptions import Listener, SubscriberHub, Subscription
+from flowsd.events.types import Event
+
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+Source = Literal["memory", "journal"]
+
+log = structlog.get_logger("flowsd.events.appender")
+
+_ABSORB_POLL_SECONDS = 0.1
+# Failures worth retrying: the database is away, busy, or refused the whole statement.
+_RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, UserError, asyncpg.PostgresError)
+
+
+class AppenderClosedError(RuntimeError):
+    """``append`` after ``stop``."""
+
+
+class _StoppedSignal(Exception):  # noqa: N818 (control flow, not an error)
+    """Raised inside the task once stop was requested and everything is committed or spilled."""
+
+
+class _SpilledSignal(Exception):  # noqa: N818 (control flow, not an error)
+    """The in-flight memory batch moved to the journal while the database was away."""
+
+
+def _is_rejection(exc: BaseException) -> bool:
+    """A refusal of the data itself (data exception, integrity violation), not of the moment."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in ("22", "23")
+
+
+class Appender:
+    """Accepts events and commits them in order; run :meth:`run` as one task."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        *,
+        config: AppenderConfig,
+        spill_directory: Path,
+        reconnect_initial_seconds: float = 0.5,
+        reconnect_max_seconds: float = 30.0,
+    ) -> None:
+        self._connect = connect
+        self._config = config
+        self._journal = SpillJournal(
+            spill_directory, segment_max_bytes=config.spill_segment_max_bytes
+        )
+        self._reconnect_initial = reconnect_initial_seconds
+        self._reconnect_max = reconnect_max_seconds
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(config.queue_size)
+        self._memory: deque[Event] = deque()
+        self._hub = SubscriberHub(config.subscriber_max_batches)
+        self._conn: asyncpg.Connection | None = None
+        self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._spill_blocked = False
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, config: Config, connect: Connect) -> Appender:
+        """An appender set up by ``[appender]`` and ``[database]``, spilling under
+        ``<state directory>/spill``."""
+        return cls(
+            connect,
+            config=config.appender,
+            spill_directory=config.state_directory / "spill",
+            reconnect_initial_seconds=config.database.reconnect_initial_seconds,
+            reconnect_max_seconds=config.database.reconnect_max_seconds,
+        )
+
+    # -- producers --------------------------------------------------------------------------
+
+    async def append(self, event: Event) -> None:
+        """Accept ``event``; waits while the queue is full."""
+        if self._closed:
+            raise AppenderClosedError("the appender is stopping")
+        self._idle.clear()
+        await self._queue.put(event)
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+
+    async def append_many(self, events: Sequence[Event]) -> None:
+        for event in events:
+            await self.append(event)
+
+    def append_nowait(self, event: Event) -> None:
+        """Accept ``event`` or raise :class:`asyncio.QueueFull`."""
+        if self._closed:
+            raise AppenderClosedError("the appender is stopping")
+        self._queue.put_nowait(event)
+        self._idle.clear()
+
+    # -- subscribers --------------------------------------------------------------------------
+
+    def subscribe(self) -> Subscription:
+        """A buffer that receives every batch this appender commits from now on."""
+        return self._hub.subscribe()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with every committed batch, inside the appender task."""
+        self._hub.add_listener(listener)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop accepting; :meth:`run` returns once everything is committed or spilled."""
+        self._closed = True
+        self._stopping.set()
+
+    async def flush(self) -> None:
+        """Wait until every event accepted so far is committed (or rejected)."""
+        await self._idle.wait()
+
+    @property
+    def spilled_events(self) -> int:
+        return self._journal.pending_events
+
+    async def run(self) -> None:
+        """The appender task."""
+        pending = await asyncio.to_thread(self._journal.scan)
+        if pending:
+            log.info("draining spill journal from an earlier run", events=pending)
+        try:
+            while True:
+                if self._journal.has_segments():
+                    await self._drain_oldest_segment()
+                elif self._memory:
+                    await self._commit_from_memory()
+                elif not await self._take_batch_from_queue():
+                    break
+                self._note_idle()
+        except _StoppedSignal:
+            log.info("appender stopped", spilled_events=self._journal.pending_events)
+        except BaseException:
+            await self._spill_everything()
+            raise
+        finally:
+            self._journal.close()
+            await self._drop_connection()
+
+    # -- the loop's steps ---------------------------------------------------------------------
+
+    async def _take_batch_from_queue(self) -> bool:
+        """Move up to one batch from the queue to memory; False once stopped and empty."""
+        loop = asyncio.get_running_loop()
+        if self._queue.empty():
+            self._note_idle()
+            if self._stopping.is_set():
+                return False
+            first = await self._first_event_or_stop()
+            if first is None:
+                return not self._queue.empty()
+            self._memory.append(first)
+        deadline = loop.time() + self._config.flush_interval_seconds
+        limit = self._config.batch_max
+        while len(self._memory) < limit:
+            while len(self._memory) < limit and not self._queue.empty():
+                self._memory.append(self._queue.get_nowait())
+            remaining = deadline - loop.time()
+            if len(self._memory) >= limit or remaining <= 0 or self._stopping.is_set():
+                break
+            try:
+                self._memory.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        self._update_gauges()
+        return True
+
+    async def _first_event_or_stop(self) -> Event | None:
+        getter = asyncio.ensure_future(self._queue.get())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        return None
+
+    async def _commit_from_memory(self) -> None:
+        batch = list(islice(self._memory, self._config.batch_max))
+        try:
+            results = await self._append_with_retry(batch, "memory")
+        except _SpilledSignal:
+            return
+        for _ in batch:
+            self._memory.popleft()
+        self._update_gauges()
+        if self._spill_blocked and len(self._memory) < self._config.memory_max_events:
+            # The backlog the disk could not take is draining into the database again.
+            self._spill_blocked = False
+            metrics.SPILL_DISK_FULL.set(0)
+        for result in results:
+            self._hub.publish(result)
+
+    async def _drain_oldest_segment(self) -> None:
+        segment = self._journal.oldest_segment()
+        if self._journal.is_being_written(segment):
+            self._journal.seal()
+        events = await asyncio.to_thread(self._journal.read, segment)
+        for start in range(0, len(events), self._config.batch_max):
+            chunk = events[start : start + self._config.batch_max]
+            for result in await self._append_with_retry(chunk, "journal"):
+                self._hub.publish(result)
+        await asyncio.to_thread(self._journal.remove, segment)
+        log.info("spill segment committed", segment=segment.name, events=len(events))
+
+    # -- committing --------------------------------------------------------------------------
+
+    async def _append_with_retry(self, batch: list[Event], source: Source) -> list[AppendResult]:
+        """Commit ``batch``, retrying until it is in (or, from memory, moved to the journal)."""
+        delay = self._reconnect_initial
+        while True:
+            try:
+                conn = await self._connection()
+                try:
+                    results = [await self._timed_append(conn, batch)]
+                except asyncpg.PostgresError as exc:
+                    if not _is_rejection(exc):
+                        raise
+                    results = await self._append_individually(conn, batch)
+                metrics.DATABASE_UP.set(1)
+                return results
+            except _RETRYABLE as exc:
+                metrics.DATABASE_UP.set(0)
+                metrics.APPEND_ERRORS.labels(kind=type(exc).__name__).inc()
+                log.warning(
+                    "append failed; retrying",
+                    error=str(exc) or type(exc).__name__,
+                    retry_in_seconds=round(delay, 3),
+                    events=len(batch),
+                    source=source,
+                )
+                await self._drop_connection()
+            spilled = await self._wait_absorbing(delay)
+            if spilled and source == "memory":
+                raise _SpilledSignal
+            if self._stopping.is_set() and not self._memory and self._queue.empty():
+                raise _StoppedSignal
+            delay = min(delay * 2, self._reconnect_max)
+
+    async def _timed_append(self, conn: asyncpg.Connection, batch: list[Event]) -> AppendResult:
+        started = time.perf_counter()
+        result = await append_batch(conn, batch)
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.EVENTS_APPENDED.inc(len(result.events))
+        metrics.EVENTS_DUPLICATE.inc(result.duplicates)
+        metrics.HEAD_POSITION.set(result.through_position)
+        return result
+
+    async def _append_individually(
+        self, conn: asyncpg.Connection, batch: list[Event]
+    ) -> list[AppendResult]:
+        results = []
+        for event in batch:
+            try:
+                results.append(await self._timed_append(conn, [event]))
+            except asyncpg.PostgresError as exc:
+                if not _is_rejection(exc):
+                    raise
+                await self._reject(conn, event, exc)
+        return results
+
+    async def _reject(self, conn: asyncpg.Connection, event: Event, exc: BaseException) -> None:
+        await conn.execute(
+            """
+            INSERT INTO flowsd.rejected_event (idempotency_key, meter_id, event_type, event, error)
+            VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (idempotency_key) DO NOTHING
+            """,
+            event.idempotency_key(),
+            event.meter_id,
+            event.type_id,
+            msgspec.json.encode(event).decode(),
+            str(exc),
+        )
+        metrics.EVENTS_REJECTED.inc()
+        log.error(
+            "event rejected by the database",
+            meter_id=str(event.meter_id),
+            event_type=event.type_id,
+            payload=payload_json(event.body),
+            error=str(exc),
+        )
+
+    # -- while the database is away -----------------------------------------------------------
+
+    async def _wait_absorbing(self, seconds: float) -> bool:
+        """Wait ``seconds`` while taking events from the queue; True if memory was spilled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        bound = self._config.memory_max_events
+        spilled = False
+        while True:
+            if self._stopping.is_set():
+                return await self._spill_everything() or spilled
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return spilled
+            if self._spill_blocked and len(self._memory) >= bound:
+                # Disk full too: leave events in the queue so producers wait; retry the disk
+                # once per retry period.
+                await asyncio.sleep(min(remaining, _ABSORB_POLL_SECONDS))
+                if remaining <= _ABSORB_POLL_SECONDS:
+                    spilled = await self._spill_memory() or spilled
+                continue
+            try:
+                timeout = min(remaining, _ABSORB_POLL_SECONDS)
+                self._memory.append(await asyncio.wait_for(self._queue.get(), timeout))
+            except TimeoutError:
+                pass
+            while len(self._memory) <= bound and not self._queue.empty():
+                self._memory.append(self._queue.get_nowait())
+            self._update_gauges()
+            if len(self._memory) > bound:
+                spilled = await self._spill_memory() or spilled
+
+    async def _spill_everything(self) -> bool:
+        """Memory and queue to the journal (on stop or crash while uncommitted)."""
+        while not self._queue.empty():
+            self._memory.append(self._queue.get_nowait())
+        return await self._spill_memory()
+
+    async def _spill_memory(self) -> bool:
+        if not self._memory:
+            return False
+        events = list(self._memory)
+        try:
+            await asyncio.to_thread(self._journal.write, events)
+        except OSError as exc:
+            self._spill_blocked = True
+            metrics.SPILL_DISK_FULL.set(1)
+            metrics.SPILL_WRITE_ERRORS.inc()
+            log.error(
+                "cannot write the spill journal: events held in memory, producers paused",
+                error=str(exc),
+                events_in_memory=len(events),
+                directory=str(self._journal.directory),
+            )
+            return False
+        self._spill_blocked = False
+        metrics.SPILL_DISK_FULL.set(0)
+        self._memory.clear()
+        self._update_gauges()
+        log.warning("database unreachable: events spilled to disk", events=len(events))
+        return True
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            conn = await self._connect()
+            try:
+                await conn.execute(
+                    "SELECT set_config('statement_timeout', $1, false),"
+                    " set_config('lock_timeout', $2, false),"
+                    " set_config('idle_in_transaction_session_timeout', $1, false)",
+                    f"{int(self._config.statement_timeout_seconds * 1000)}ms",
+                    f"{int(self._config.lock_timeout_seconds * 1000)}ms",
+                )
+            except BaseException:
+                conn.terminate()
+                raise
+            self._conn = conn
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 2.0)
+            except _RETRYABLE:
+                conn.terminate()
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _note_idle(self) -> None:
+        if self._queue.empty() and not self._memory and not self._journal.has_segments():
+            self._idle.set()
+
+    def _update_gauges(self) -> None:
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+        metrics.MEMORY_EVENTS.set(len(self._memory))

@@ -1,0 +1,84 @@
+"""Prometheus metrics of the event store (``flowsd_`` names, no per-meter labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from flowsd.ops.metrics import REGISTRY
+
+QUEUE_DEPTH = Gauge(
+    "flowsd_appender_queue_depth", "Events accepted and waiting for the appender", registry=REGISTRY
+)
+MEMORY_EVENTS = Gauge(
+    "flowsd_appender_memory_events",
+    "Events held in memory by the appender (taken from the queue, not yet committed)",
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "flowsd_appender_batch_size",
+    "Events per committed append batch",
+    buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 50000),
+    registry=REGISTRY,
+)
+COMMIT_SECONDS = Histogram(
+    "flowsd_appender_commit_seconds",
+    "Duration of one append transaction",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+EVENTS_APPENDED = Counter(
+    "flowsd_events_appended_total", "Events committed to the event log", registry=REGISTRY
+)
+EVENTS_DUPLICATE = Counter(
+    "flowsd_events_duplicate_total",
+    "Events not stored because their idempotency key was already in the log",
+    registry=REGISTRY,
+)
+EVENTS_REJECTED = Counter(
+    "flowsd_events_rejected_total",
+    "Events the database refused on their own (kept in flowsd.rejected_event)",
+    registry=REGISTRY,
+)
+HEAD_POSITION = Gauge(
+    "flowsd_event_log_head_position", "Highest position this process committed", registry=REGISTRY
+)
+DATABASE_UP = Gauge(
+    "flowsd_appender_database_up",
+    "1 while the appender's last database operation succeeded, 0 while it is retrying",
+    registry=REGISTRY,
+)
+APPEND_ERRORS = Counter(
+    "flowsd_appender_errors_total",
+    "Failed append attempts (each is retried)",
+    ["kind"],
+    registry=REGISTRY,
+)
+SPILLED_EVENTS = Counter(
+    "flowsd_spill_events_written_total",
+    "Events written to the spill journal while the database was unreachable",
+    registry=REGISTRY,
+)
+SPILL_PENDING_EVENTS = Gauge(
+    "flowsd_spill_pending_events",
+    "Events in the spill journal not yet committed to the database",
+    registry=REGISTRY,
+)
+SPILL_BYTES = Gauge("flowsd_spill_bytes", "Size of the spill journal on disk", registry=REGISTRY)
+SPILL_DISK_FULL = Gauge(
+    "flowsd_spill_disk_full",
+    "1 while the spill journal cannot be written (disk full or I/O error): an alarm",
+    registry=REGISTRY,
+)
+SPILL_WRITE_ERRORS = Counter(
+    "flowsd_spill_write_errors_total", "Failed writes to the spill journal", registry=REGISTRY
+)
+SPILL_CORRUPT_RECORDS = Counter(
+    "flowsd_spill_corrupt_records_total",
+    "Spill records that failed their checksum (a torn write at a crash)",
+    registry=REGISTRY,
+)
+SUBSCRIBER_DROPPED_BATCHES = Counter(
+    "flowsd_event_subscriber_dropped_batches_total",
+    "Committed batches not handed to a slow in-process subscriber (it reads the log instead)",
+    registry=REGISTRY,
+)

@@ -1,0 +1,212 @@
+"""The spill journal: accepted events kept on local disk while the database is unreachable.
+
+Layout: a directory of segment files ``segment-<20-digit sequence>.spill``, oldest first. Every
+segment starts with the 16-byte magic ``FLOWSD-SPILL-v1\\n``, then records::
+
+    length  u32 big-endian   size of the body
+    crc32   u32 big-endian   zlib.crc32 of the body
+    body    msgpack of flowsd.events.types.Event
+
+:meth:`SpillJournal.write` appends a whole batch with one ``write`` and ``fsync`` (and fsyncs
+the directory when it creates a segment), so a batch is on disk before the appender lets go of
+it. A crash can tear only the last batch being written: reading stops at the first record whose
+length or checksum does not fit, counts it, and keeps what came before. Segments are
+committed oldest first and deleted once every event in them is in the database; a crash between
+commit and delete replays a segment, which the idempotency keys turn into a no-op.
+
+The methods are blocking (disk I/O); the appender calls them through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import structlog
+
+from flowsd.events import metrics
+from flowsd.events.codec import decode_from_spill, encode_for_spill
+from flowsd.events.types import Event
+
+MAGIC = b"FLOWSD-SPILL-v1\n"
+_HEADER = struct.Struct(">II")
+_MAX_RECORD_BYTES = 16 * 1024 * 1024
+_PREFIX, _SUFFIX = "segment-", ".spill"
+
+log = structlog.get_logger("flowsd.events.spill")
+
+
+class SpillJournal:
+    """Append-only, fsync'd segments of events, drained oldest first."""
+
+    def __init__(self, directory: Path, *, segment_max_bytes: int = 16 * 1024 * 1024) -> None:
+        self.directory = directory
+        self.segment_max_bytes = segment_max_bytes
+        self._writer: BinaryIO | None = None
+        self._writer_path: Path | None = None
+        self._counts: dict[Path, int] = {}
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    def segments(self) -> list[Path]:
+        """Segments on disk, oldest first."""
+        if not self.directory.exists():
+            return []
+        found = [p for p in self.directory.iterdir() if _sequence_of(p) is not None]
+        return sorted(found, key=lambda p: _sequence_of(p) or 0)
+
+    def scan(self) -> int:
+        """Count the events on disk (at start-up); updates the pending metrics."""
+        self._counts = {path: len(_read_records(path)) for path in self.segments()}
+        self._update_metrics()
+        return sum(self._counts.values())
+
+    def has_segments(self) -> bool:
+        """Whether any segment (known to this process) still waits to be committed."""
+        return bool(self._counts)
+
+    def oldest_segment(self) -> Path:
+        return min(self._counts, key=lambda p: _sequence_of(p) or 0)
+
+    @property
+    def pending_events(self) -> int:
+        return sum(self._counts.values())
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(self, events: Sequence[Event]) -> None:
+        """Append ``events`` durably (write + fsync). Raises OSError, e.g. on a full disk."""
+        if not events:
+            return
+        data = b"".join(_frame(encode_for_spill(event)) for event in events)
+        writer, path = self._open_writer()
+        try:
+            writer.write(data)
+            writer.flush()
+            os.fsync(writer.fileno())
+        except OSError:
+            # The file may now end in a partial batch: never append after it.
+            self.seal()
+            raise
+        self._counts[path] = self._counts.get(path, 0) + len(events)
+        metrics.SPILLED_EVENTS.inc(len(events))
+        self._update_metrics()
+        if writer.tell() >= self.segment_max_bytes:
+            self.seal()
+
+    def seal(self) -> None:
+        """Close the segment being written; the next write starts a new one."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        self._writer_path = None
+
+    def is_being_written(self, path: Path) -> bool:
+        return self._writer_path == path
+
+    # -- draining ----------------------------------------------------------------------------
+
+    def read(self, path: Path) -> list[Event]:
+        """The intact events of one segment, in the order they were written."""
+        return [decode_from_spill(body) for body in _read_records(path)]
+
+    def remove(self, path: Path) -> None:
+        """Delete a fully committed segment."""
+        if self.is_being_written(path):
+            self.seal()
+        path.unlink(missing_ok=True)
+        _fsync_directory(self.directory)
+        self._counts.pop(path, None)
+        self._update_metrics()
+
+    def close(self) -> None:
+        self.seal()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _open_writer(self) -> tuple[BinaryIO, Path]:
+        if self._writer is not None and self._writer_path is not None:
+            return self._writer, self._writer_path
+        self.directory.mkdir(parents=True, exist_ok=True)
+        existing = self.segments()
+        sequence = (_sequence_of(existing[-1]) or 0) + 1 if existing else 1
+        path = self.directory / f"{_PREFIX}{sequence:020d}{_SUFFIX}"
+        writer = path.open("xb")
+        try:
+            writer.write(MAGIC)
+            writer.flush()
+            os.fsync(writer.fileno())
+            _fsync_directory(self.directory)
+        except OSError:
+            writer.close()
+            path.unlink(missing_ok=True)
+            raise
+        self._writer, self._writer_path = writer, path
+        self._counts.setdefault(path, 0)
+        return writer, path
+
+    def _update_metrics(self) -> None:
+        metrics.SPILL_PENDING_EVENTS.set(self.pending_events)
+        size = 0
+        for path in self._counts:
+            try:
+                size += path.stat().st_size
+            except OSError:
+                continue
+        metrics.SPILL_BYTES.set(size)
+
+
+def _frame(body: bytes) -> bytes:
+    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def _read_records(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    if not data.startswith(MAGIC):
+        if len(data) >= len(MAGIC) or not MAGIC.startswith(data):
+            log.error("spill segment has no flowsd header; ignored", segment=str(path))
+            metrics.SPILL_CORRUPT_RECORDS.inc()
+        return []
+    records: list[bytes] = []
+    offset = len(MAGIC)
+    while offset < len(data):
+        if offset + _HEADER.size > len(data):
+            break
+        length, crc = _HEADER.unpack_from(data, offset)
+        start, end = offset + _HEADER.size, offset + _HEADER.size + length
+        if length > _MAX_RECORD_BYTES or end > len(data):
+            break
+        body = data[start:end]
+        if zlib.crc32(body) != crc:
+            break
+        records.append(body)
+        offset = end
+    if offset < len(data):
+        metrics.SPILL_CORRUPT_RECORDS.inc()
+        log.warning(
+            "spill segment ends in unreadable bytes (torn write at a crash)",
+            segment=str(path),
+            unreadable_bytes=len(data) - offset,
+            events_kept=len(records),
+        )
+    return records
+
+
+def _sequence_of(path: Path) -> int | None:
+    name = path.name
+    if not (name.startswith(_PREFIX) and name.endswith(_SUFFIX)):
+        return None
+    digits = name[len(_PREFIX) : -len(_SUFFIX)]
+    return int(digits) if digits.isdigit() else None
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

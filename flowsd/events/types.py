@@ -1,0 +1,601 @@
+"""The event catalogue: every event flowsd appends to ``flows.meter_event_log``.
+
+An :class:`Event` is an envelope (which meter, when it was observed, when flowsd read it) around
+a *body*, one of the tagged :class:`EventBody` structs below. The body is what goes into the
+``payload`` JSONB column; the envelope fills the table's own columns:
+
+=====================  ========================================================================
+column                 source
+=====================  ========================================================================
+``position``           assigned by the database at commit (global, gap-safe order)
+``meter_id``           :attr:`Event.meter_id` (FK to ``meter_registry``)
+``timestamp``          :attr:`Event.observed_at`: meter time where the meter gives one (profile
+                       records, meter-native log entries), else the time of the read
+``event_type``         ``body.TYPE_ID`` (Emlite id for meter-native entries, 1000+ for flowsd's)
+``event_set``          the meter's ``event_set`` for meter-native entries, NULL otherwise
+``read_at``            :attr:`Event.read_at`: when flowsd received the answer
+``recorded_at``        set by the database when the event was committed
+``payload``            ``msgspec.json`` of the body (NULL for meter-native entries: the columns
+                       hold everything)
+``idempotency_key``    :meth:`Event.idempotency_key`, unique in the table
+=====================  ========================================================================
+
+Units (one rule, visible in every field name): exact values, never floats.
+Money is ``Decimal`` GBP (``*_gbp``; encoded as JSON strings such as ``"0.51082"``), energy is
+integer Wh / varh (``*_wh``, ``*_varh``) as the meter counts it, voltage is ``Decimal`` volts
+(``*_v``), durations are seconds, times are timezone-aware UTC (a meter's naive clock is
+interpreted as UTC, as the reference client does), except ``activation_datetime`` which is the
+meter's own naive local setting. Three-phase energy totals keep the meter's raw counts plus
+``counts_per_kwh`` because the scale depends on the hardware (1000 for P1.ax, 10000 for P1.cx).
+
+Type ids (``meter_event_log_type`` names in brackets):
+
+* 1–255: meter-native event-log entries, Emlite's own ids (``BM_OVER_CURRENT`` …), one body
+  class :class:`MeterLogEntry`.
+* 1001–1099 readings: 1001 :class:`BalanceRead` (``BALANCE_READ``), 1002
+  :class:`SignalQualityRead` (``SIGNAL_QUALITY_READ``), 1003 :class:`VoltageRead`, 1004
+  :class:`ThreePhaseVoltageRead`, 1005 :class:`ClockRead`, 1006 :class:`RegisterRead`, 1007
+  :class:`ThreePhaseRegisterRead`, 1008 :class:`ActiveTariffRead`, 1009 :class:`FutureTariffRead`,
+  1010 :class:`IdentityRead`, 1011 :class:`FlagsRead`, 1012 :class:`BacklightRead`, 1013
+  :class:`LoadSwitchRead`, 1014 :class:`ProfileLog1Record`, 1015 :class:`ProfileLog2Record`,
+  1016 :class:`ThreePhaseIntervalRecord`.
+* 1101–1199 state changes: 1101 :class:`BalanceChanged`, 1102 :class:`FutureTariffChanged`,
+  1103 :class:`TariffActivated`, 1104 :class:`MeterWentOffline`, 1105 :class:`MeterCameOnline`,
+  1106 :class:`HealthChanged`, 1107 :class:`FirmwareChanged`, 1108 :class:`HardwareChanged`,
+  1109 :class:`SerialChanged`, 1110 :class:`PrepayModeChanged`, 1111
+  :class:`ClockDriftThresholdCrossed`, 1112 :class:`DaylightSavingsCorrectionChanged`.
+* 1201–1299 reserved for commands and their outcomes (future tariff written, clock set, ...).
+
+The SQL name of each type is the tag in upper case (``balance_read`` -> ``BALANCE_READ``).
+
+Versioning rules (the log is never rewritten, so old payloads must decode forever):
+
+* a tag and a type id, once published, never change meaning;
+* a field may be added only with a default, so payloads written before it still decode;
+  readers ignore fields they do not know, so payloads written by newer code decode too;
+* a field is never removed, renamed or retyped; an incompatible change is a new type (new tag,
+  new id) and the old one keeps decoding.
+
+Idempotency: :meth:`Event.idempotency_key` is a UUID derived only from meter facts: meter id,
+type id, observed time (microseconds since the Unix epoch) and the body's
+:meth:`EventBody.discriminator` (an md5 of them, led by the observed time in milliseconds so
+the unique index grows at its end). The same observation read twice gives the same key, so the
+database ignores the second append. For meter-native entries the formula is reproduced in SQL
+(``flowsd.event_idempotency_key``, used by the migration that widens production rows), so
+re-reading a meter after an upgrade does not duplicate its old log entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import lru_cache
+from typing import ClassVar, Literal, TypeAlias, get_args
+
+import msgspec
+
+HealthStatus = Literal["healthy", "unhealthy"]
+Element = Literal["A", "B", "SINGLE"]
+
+# The first id of each reserved range, for SQL and documentation.
+NATIVE_TYPE_ID_MAX = 999
+READING_TYPE_IDS = range(1001, 1100)
+STATE_CHANGE_TYPE_IDS = range(1101, 1200)
+COMMAND_TYPE_IDS = range(1201, 1300)
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class EventBody(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every event body. Subclasses set a tag, ``TYPE_ID`` and ``NAME``."""
+
+    TYPE_ID: ClassVar[int]
+    NAME: ClassVar[str]
+
+    def discriminator(self) -> str:
+        """What, besides meter, type and observed time, tells two observations apart."""
+        return ""
+
+    def type_id(self) -> int:
+        return self.TYPE_ID
+
+
+# --- shared value structs (untagged, nested inside bodies) ---------------------------------
+
+
+class ActiveTariff(msgspec.Struct, frozen=True, kw_only=True):
+    """The tariff in force on a meter (``meter_shadows.tariffs_active``), money in GBP."""
+
+    standing_charge_gbp: Decimal  # per day
+    unit_rate_a_gbp: Decimal  # per kWh, element A (the active price)
+    unit_rate_b_gbp: Decimal  # per kWh, element B
+    emergency_credit_gbp: Decimal
+    ecredit_availability_gbp: Decimal
+    debt_recovery_rate_gbp: Decimal  # per day
+    # threshold_mask[i] is rate (i + 1); threshold_values[i] is th(i + 1).
+    threshold_mask: tuple[bool, ...] = ()
+    threshold_values: tuple[int, ...] = ()
+    block_rate: int | None = None
+    tou_rate: int | None = None
+    element_b_tou_rate: int | None = None
+    block_8_rate_1_gbp: Decimal | None = None
+
+
+class FutureTariff(msgspec.Struct, frozen=True, kw_only=True):
+    """The tariff programmed to activate later (``meter_shadows.tariffs_future``)."""
+
+    standing_charge_gbp: Decimal
+    unit_rate_a_gbp: Decimal  # block 8 rate 1
+    unit_rate_b_gbp: Decimal  # element B TOU rate 1
+    emergency_credit_gbp: Decimal
+    ecredit_availability_gbp: Decimal
+    debt_recovery_rate_gbp: Decimal
+    # The meter's own setting, naive: UTC, or UK local time with DST correction enabled.
+    activation_datetime: datetime | None = None
+    threshold_mask: tuple[bool, ...] = ()
+    threshold_values: tuple[int, ...] = ()
+
+
+# --- meter-native event-log entries ---------------------------------------------------------
+
+
+class MeterLogEntry(EventBody, frozen=True, tag="meter_log_entry"):
+    """One record of the meter's own event log; ``observed_at`` is its meter timestamp.
+
+    Its type id is Emlite's ``event_id`` (``emlite_type_id``), not a fixed class id.
+    """
+
+    TYPE_ID: ClassVar[int] = 0
+    NAME: ClassVar[str] = "METER_LOG_ENTRY"
+
+    emlite_type_id: int
+    event_set: int
+
+    def type_id(self) -> int:
+        return self.emlite_type_id
+
+    def discriminator(self) -> str:
+        return str(self.event_set)
+
+
+# --- readings (1001-1099) -------------------------------------------------------------------
+
+
+class BalanceRead(EventBody, frozen=True, tag="balance_read"):
+    """Prepay balance (negative = debt); emergency credit in use when the meter reports it."""
+
+    TYPE_ID: ClassVar[int] = 1001
+    NAME: ClassVar[str] = "BALANCE_READ"
+
+    balance_gbp: Decimal
+    emergency_credit_gbp: Decimal | None = None
+
+
+class SignalQualityRead(EventBody, frozen=True, tag="signal_quality_read"):
+    """Cellular CSQ (0-31) and network operator code from ``csq_net_op``."""
+
+    TYPE_ID: ClassVar[int] = 1002
+    NAME: ClassVar[str] = "SIGNAL_QUALITY_READ"
+
+    csq: int
+    network_operator: int | None = None
+
+
+class VoltageRead(EventBody, frozen=True, tag="voltage_read"):
+    """Single-phase instantaneous voltage."""
+
+    TYPE_ID: ClassVar[int] = 1003
+    NAME: ClassVar[str] = "VOLTAGE_READ"
+
+    voltage_v: Decimal
+
+
+class ThreePhaseVoltageRead(EventBody, frozen=True, tag="three_phase_voltage_read"):
+    """Three-phase instantaneous voltages; a phase whose read failed is None."""
+
+    TYPE_ID: ClassVar[int] = 1004
+    NAME: ClassVar[str] = "THREE_PHASE_VOLTAGE_READ"
+
+    l1_v: Decimal | None
+    l2_v: Decimal | None
+    l3_v: Decimal | None
+
+
+class ClockRead(EventBody, frozen=True, tag="clock_read"):
+    """The meter's clock. ``observed_at`` is the read time (a drifting clock must not move the
+    observation in time); ``drift_seconds`` = meter_time - read time, signed."""
+
+    TYPE_ID: ClassVar[int] = 1005
+    NAME: ClassVar[str] = "CLOCK_READ"
+
+    meter_time: datetime
+    drift_seconds: float
+
+
+class RegisterRead(EventBody, frozen=True, tag="register_read"):
+    """Cumulative register values of one element (``read_element_a``/``_b``)."""
+
+    TYPE_ID: ClassVar[int] = 1006
+    NAME: ClassVar[str] = "REGISTER_READ"
+
+    element: Element
+    import_active_wh: int
+    export_active_wh: int
+    import_reactive_varh: int | None = None
+    export_reactive_varh: int | None = None
+
+    def discriminator(self) -> str:
+        return self.element
+
+
+class ThreePhaseRegisterRead(EventBody, frozen=True, tag="three_phase_register_read"):
+    """Three-phase total registers as raw meter counts; kWh = count / ``counts_per_kwh``."""
+
+    TYPE_ID: ClassVar[int] = 1007
+    NAME: ClassVar[str] = "THREE_PHASE_REGISTER_READ"
+
+    counts_per_kwh: int
+    active_import: int | None
+    active_export: int | None
+    reactive_import: int | None = None
+    reactive_export: int | None = None
+    apparent_import: int | None = None
+    apparent_export: int | None = None
+
+
+class ActiveTariffRead(EventBody, frozen=True, tag="active_tariff_read"):
+    TYPE_ID: ClassVar[int] = 1008
+    NAME: ClassVar[str] = "ACTIVE_TARIFF_READ"
+
+    tariff: ActiveTariff
+
+
+class FutureTariffRead(EventBody, frozen=True, tag="future_tariff_read"):
+    TYPE_ID: ClassVar[int] = 1009
+    NAME: ClassVar[str] = "FUTURE_TARIFF_READ"
+
+    tariff: FutureTariff
+
+
+class IdentityRead(EventBody, frozen=True, tag="identity_read"):
+    """Serial, hardware and firmware; a field not read in this poll is None.
+
+    ``hardware`` is the production code (``C1.w``, ``P1.ax`` ...), ``hardware_raw`` the
+    meter's string; ``firmware_version`` is formatted as production does (``3_03_2``).
+    """
+
+    TYPE_ID: ClassVar[int] = 1010
+    NAME: ClassVar[str] = "IDENTITY_READ"
+
+    serial: str | None = None
+    hardware: str | None = None
+    hardware_raw: str | None = None
+    firmware_version: str | None = None
+
+
+class FlagsRead(EventBody, frozen=True, tag="flags_read"):
+    """The meter's boolean settings; a flag not read in this poll is None."""
+
+    TYPE_ID: ClassVar[int] = 1011
+    NAME: ClassVar[str] = "FLAGS_READ"
+
+    prepay_enabled: bool | None = None
+    daylight_savings_correction_enabled: bool | None = None
+    no_debt_recovery_in_emergency_credit: bool | None = None
+    no_standing_charge_in_power_fail: bool | None = None
+
+
+class BacklightRead(EventBody, frozen=True, tag="backlight_read"):
+    """``setting`` as production stores it (``normal_sp``, ``always_off_3p`` ...), None when
+    the raw value is unknown."""
+
+    TYPE_ID: ClassVar[int] = 1012
+    NAME: ClassVar[str] = "BACKLIGHT_READ"
+
+    raw: int
+    setting: str | None
+
+
+class LoadSwitchRead(EventBody, frozen=True, tag="load_switch_read"):
+    TYPE_ID: ClassVar[int] = 1013
+    NAME: ClassVar[str] = "LOAD_SWITCH_READ"
+
+    raw: int
+    setting: str | None
+
+
+class _ProfileStatus(EventBody, frozen=True):
+    """Status word of a profile record, kept raw (wire bytes 0 and 1 as ``byte0 << 8 | byte1``)."""
+
+    TYPE_ID: ClassVar[int] = -1
+    NAME: ClassVar[str] = ""
+
+    status: int
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.status & 0x0080)
+
+    @property
+    def power_fail(self) -> bool:
+        return bool(self.status & 0x0040)
+
+    @property
+    def time_error(self) -> bool:
+        return bool(self.status & 0x0030)
+
+    @property
+    def reset(self) -> bool:
+        return bool(self.status & 0x0100)
+
+
+class ProfileLog1Record(_ProfileStatus, frozen=True, tag="profile_log_1_record"):
+    """Half-hourly profile log 1: cumulative import Wh at ``observed_at`` (the record's time)."""
+
+    TYPE_ID: ClassVar[int] = 1014
+    NAME: ClassVar[str] = "PROFILE_LOG_1_RECORD"
+
+    import_a_wh: int
+    import_b_wh: int | None = None
+
+
+class ProfileLog2Record(_ProfileStatus, frozen=True, tag="profile_log_2_record"):
+    """Half-hourly profile log 2: export and reactive registers (element B on twin meters)."""
+
+    TYPE_ID: ClassVar[int] = 1015
+    NAME: ClassVar[str] = "PROFILE_LOG_2_RECORD"
+
+    export_a_wh: int
+    reactive_import_a_varh: int
+    reactive_export_a_varh: int
+    voltage_raw: int | None = None
+    export_b_wh: int | None = None
+    reactive_import_b_varh: int | None = None
+    reactive_export_b_varh: int | None = None
+
+
+class ThreePhaseIntervalRecord(EventBody, frozen=True, tag="three_phase_interval_record"):
+    """One record of the three-phase interval profile; ``values`` maps the channel's object id
+    (hex, e.g. ``"d79600"``) to its raw count."""
+
+    TYPE_ID: ClassVar[int] = 1016
+    NAME: ClassVar[str] = "THREE_PHASE_INTERVAL_RECORD"
+
+    profile: int
+    interval_minutes: int
+    status: int
+    counts_per_kwh: int
+    values: dict[str, int]
+
+    def discriminator(self) -> str:
+        return str(self.profile)
+
+
+# --- state changes (1101-1199) ---------------------------------------------------------------
+
+
+class BalanceChanged(EventBody, frozen=True, tag="balance_changed"):
+    TYPE_ID: ClassVar[int] = 1101
+    NAME: ClassVar[str] = "BALANCE_CHANGED"
+
+    previous_gbp: Decimal | None
+    balance_gbp: Decimal
+
+
+class FutureTariffChanged(EventBody, frozen=True, tag="future_tariff_changed"):
+    TYPE_ID: ClassVar[int] = 1102
+    NAME: ClassVar[str] = "FUTURE_TARIFF_CHANGED"
+
+    previous: FutureTariff | None
+    tariff: FutureTariff
+
+
+class TariffActivated(EventBody, frozen=True, tag="tariff_activated"):
+    """The active tariff differs from the last one seen (typically a future tariff swapped in)."""
+
+    TYPE_ID: ClassVar[int] = 1103
+    NAME: ClassVar[str] = "TARIFF_ACTIVATED"
+
+    previous: ActiveTariff | None
+    tariff: ActiveTariff
+
+
+class MeterWentOffline(EventBody, frozen=True, tag="meter_went_offline"):
+    TYPE_ID: ClassVar[int] = 1104
+    NAME: ClassVar[str] = "METER_WENT_OFFLINE"
+
+    consecutive_failures: int
+    last_error: str
+    last_answer_at: datetime | None = None
+
+
+class MeterCameOnline(EventBody, frozen=True, tag="meter_came_online"):
+    TYPE_ID: ClassVar[int] = 1105
+    NAME: ClassVar[str] = "METER_CAME_ONLINE"
+
+    offline_since: datetime | None = None
+
+
+class HealthChanged(EventBody, frozen=True, tag="health_changed"):
+    TYPE_ID: ClassVar[int] = 1106
+    NAME: ClassVar[str] = "HEALTH_CHANGED"
+
+    previous: HealthStatus | None
+    health: HealthStatus
+    details: str = ""
+
+
+class FirmwareChanged(EventBody, frozen=True, tag="firmware_changed"):
+    TYPE_ID: ClassVar[int] = 1107
+    NAME: ClassVar[str] = "FIRMWARE_CHANGED"
+
+    previous: str | None
+    firmware_version: str
+
+
+class HardwareChanged(EventBody, frozen=True, tag="hardware_changed"):
+    TYPE_ID: ClassVar[int] = 1108
+    NAME: ClassVar[str] = "HARDWARE_CHANGED"
+
+    previous: str | None
+    hardware: str
+
+
+class SerialChanged(EventBody, frozen=True, tag="serial_changed"):
+    TYPE_ID: ClassVar[int] = 1109
+    NAME: ClassVar[str] = "SERIAL_CHANGED"
+
+    previous: str | None
+    serial: str
+
+
+class PrepayModeChanged(EventBody, frozen=True, tag="prepay_mode_changed"):
+    TYPE_ID: ClassVar[int] = 1110
+    NAME: ClassVar[str] = "PREPAY_MODE_CHANGED"
+
+    previous: bool | None
+    prepay_enabled: bool
+
+
+class ClockDriftThresholdCrossed(EventBody, frozen=True, tag="clock_drift_threshold_crossed"):
+    """``above`` is True when |drift| rose to the threshold or beyond, False when it fell back."""
+
+    TYPE_ID: ClassVar[int] = 1111
+    NAME: ClassVar[str] = "CLOCK_DRIFT_THRESHOLD_CROSSED"
+
+    drift_seconds: float
+    threshold_seconds: float
+    above: bool
+
+
+class DaylightSavingsCorrectionChanged(
+    EventBody, frozen=True, tag="daylight_savings_correction_changed"
+):
+    TYPE_ID: ClassVar[int] = 1112
+    NAME: ClassVar[str] = "DAYLIGHT_SAVINGS_CORRECTION_CHANGED"
+
+    previous: bool | None
+    enabled: bool
+
+
+# Every body this version of flowsd writes. The order is irrelevant; ids and tags are unique.
+AnyBody: TypeAlias = (
+    MeterLogEntry
+    | BalanceRead
+    | SignalQualityRead
+    | VoltageRead
+    | ThreePhaseVoltageRead
+    | ClockRead
+    | RegisterRead
+    | ThreePhaseRegisterRead
+    | ActiveTariffRead
+    | FutureTariffRead
+    | IdentityRead
+    | FlagsRead
+    | BacklightRead
+    | LoadSwitchRead
+    | ProfileLog1Record
+    | ProfileLog2Record
+    | ThreePhaseIntervalRecord
+    | BalanceChanged
+    | FutureTariffChanged
+    | TariffActivated
+    | MeterWentOffline
+    | MeterCameOnline
+    | HealthChanged
+    | FirmwareChanged
+    | HardwareChanged
+    | SerialChanged
+    | PrepayModeChanged
+    | ClockDriftThresholdCrossed
+    | DaylightSavingsCorrectionChanged
+)
+
+BODY_CLASSES: tuple[type[EventBody], ...] = get_args(AnyBody)
+# flowsd's own types by id (meter-native entries are all MeterLogEntry, see body_class_for).
+BODY_CLASS_BY_TYPE_ID: dict[int, type[EventBody]] = {
+    cls.TYPE_ID: cls for cls in BODY_CLASSES if cls is not MeterLogEntry
+}
+
+
+def body_class_for(type_id: int) -> type[EventBody] | None:
+    """The body class of a stored ``event_type``; None for an id this version does not know."""
+    if 0 < type_id <= NATIVE_TYPE_ID_MAX:
+        return MeterLogEntry
+    return BODY_CLASS_BY_TYPE_ID.get(type_id)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One event: envelope plus body. Construct it where the observation is made."""
+
+    meter_id: uuid.UUID
+    observed_at: datetime
+    read_at: datetime | None
+    body: AnyBody
+
+    @property
+    def type_id(self) -> int:
+        return self.body.type_id()
+
+    def idempotency_key(self) -> uuid.UUID:
+        return idempotency_key(
+            self.meter_id, self.type_id, self.observed_at, self.body.discriminator()
+        )
+
+
+class UnknownBody(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored event whose type this version of flowsd does not know (written by a newer one)."""
+
+    type_id: int
+    payload: bytes | None
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as committed: its global ``position`` and the database's ``recorded_at``."""
+
+    position: int
+    recorded_at: datetime
+    meter_id: uuid.UUID
+    observed_at: datetime
+    read_at: datetime | None
+    body: AnyBody | UnknownBody
+    idempotency_key: uuid.UUID
+
+
+def epoch_microseconds(moment: datetime) -> int:
+    """Microseconds since 1970-01-01 UTC (naive datetimes are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _UNIX_EPOCH) // _MICROSECOND
+
+
+@lru_cache(maxsize=1 << 16)
+def _uuid_text(value: uuid.UUID) -> str:
+    # str(UUID) is a noticeable share of key derivation; a fleet has a bounded set of meters.
+    return str(value)
+
+
+def idempotency_key(
+    meter_id: uuid.UUID, type_id: int, observed_at: datetime, discriminator: str = ""
+) -> uuid.UUID:
+    """The observation's key: 48 bits of observed time (ms), then 80 bits of an md5.
+
+    ``md5("<meter uuid>|<type id>|<epoch µs>|<discriminator>")`` identifies the observation;
+    its first 6 bytes are replaced by the observed time in milliseconds (big-endian, as in a
+    UUIDv7), so keys of recent events sit together at the end of the unique index instead of
+    landing on random index pages. The SQL twin is ``flowsd.event_idempotency_key`` (migration
+    0002). md5 is used for its availability in SQL, not for security: keys are not adversarial.
+    """
+    epoch_us = epoch_microseconds(observed_at)
+    text = f"{_uuid_text(meter_id)}|{type_id}|{epoch_us}|{discriminator}"
+    digest = hashlib.md5(text.encode(), usedforsecurity=False).digest()
+    time_prefix = ((epoch_us // 1000) & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+    return uuid.UUID(bytes=time_prefix + digest[6:])
+
+
+def catalogue() -> list[tuple[int, str]]:
+    """(type id, name) of flowsd's own types, as seeded into ``meter_event_log_type``."""
+    return sorted((cls.TYPE_ID, cls.NAME) for cls in BODY_CLASS_BY_TYPE_ID.values())

@@ -1,0 +1,230 @@
+"""One request to one meter: pacing, a connection slot, retries, strict validation.
+
+A :class:`MeterLink` belongs to one meter session. For each request it waits out the
+meter's minimum gap, takes a fleet connection slot (unless it still holds an open
+persistent connection), connects, exchanges one frame, validates it (the codec checks
+delimiter, length, CRC, NAK, format and echoed object id; the link adds the addresses) and
+retries connection-level failures with a doubling, jittered backoff. It returns an
+:class:`Answer` or the final :class:`Failure`; what a failure means for the meter (breaker,
+observations) is the session's business.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+
+from flowsd.config import MetersConfig
+from flowsd.emop import (
+    REFERENCE_CLIENT,
+    BadDelimiterError,
+    BadFrameLengthError,
+    CrcMismatchError,
+    EmopError,
+    FrameTooLargeError,
+    NakError,
+    Request,
+    Response,
+    ResponseMismatchError,
+    TruncatedFrameError,
+    decode_response,
+    encode_request,
+)
+from flowsd.meters import metrics, transport
+from flowsd.meters.breaker import jittered_backoff
+from flowsd.meters.limits import ConnectionLimiter
+from flowsd.meters.observations import FailureReason
+from flowsd.meters.transport import MeterConnection, TransportError
+from flowsd.meters.watchdog import ProgressWatchdog
+
+RequestKind = Literal["object", "profile_log", "event_log", "probe"]
+
+
+class PollAbortError(Exception):
+    """The rest of this poll is pointless (meter unreachable, breaker opened, stopping)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    response: Response
+    attempts: int
+    latency: float  # connect start to last byte, successful attempt
+    sent_at: float  # wall clock, request written
+    received_at: float  # wall clock, response complete
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    reason: FailureReason
+    detail: str
+    attempts: int
+
+    @property
+    def meter_answered(self) -> bool:
+        """The meter sent a well-formed refusal (NAK): it is alive."""
+        return self.reason == "nak"
+
+    @property
+    def connection_level(self) -> bool:
+        return self.reason in transport.RETRYABLE
+
+
+def classify(exc: EmopError) -> FailureReason:
+    """The failure reason for a codec error."""
+    match exc:
+        case BadDelimiterError():
+            return "bad_delimiter"
+        case TruncatedFrameError():
+            return "truncated"
+        case BadFrameLengthError() | FrameTooLargeError():
+            return "bad_length"
+        case CrcMismatchError():
+            return "crc"
+        case NakError():
+            return "nak"
+        case ResponseMismatchError():
+            return "mismatch"
+    return "payload"
+
+
+class MeterLink:
+    """The connection side of one meter session."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        settings: MetersConfig,
+        limiter: ConnectionLimiter,
+        wall_clock: Callable[[], float],
+        rng: random.Random,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.settings = settings
+        self.limiter = limiter
+        self.wall_clock = wall_clock
+        self.rng = rng
+        self.stopping = stopping
+        self.waiting_for_slot = False
+        self._conn: MeterConnection | None = None
+        self._slot_limiter: ConnectionLimiter | None = None  # set while a slot is held
+        self._last_exchange_end = -1e18  # monotonic
+
+    async def request(
+        self,
+        request: Request,
+        kind: RequestKind,
+        *,
+        attempts: int | None,
+        twin: bool,
+        watchdog: ProgressWatchdog,
+    ) -> Answer | Failure:
+        """Send ``request`` until it succeeds, fails for good, or runs out of attempts."""
+        wire = encode_request(request)
+        max_attempts = attempts or self.settings.request_attempts
+        failure = Failure("internal", "no attempt made", 0)
+        for attempt in range(max_attempts):
+            if attempt:
+                if self.stopping():
+                    raise PollAbortError  # not the meter's failure: do not count it
+                metrics.RETRIES.inc()
+                settings = self.settings
+                await anyio.sleep(
+                    jittered_backoff(
+                        attempt - 1,
+                        settings.retry_initial_seconds,
+                        settings.retry_max_seconds,
+                        self.rng,
+                    )
+                )
+            try:
+                answer = await self._attempt(wire, request, twin, watchdog, attempt + 1)
+            except TransportError as exc:
+                failure = Failure(exc.reason, exc.detail, attempt + 1)  # type: ignore[arg-type]
+            except EmopError as exc:
+                failure = Failure(classify(exc), str(exc), attempt + 1)
+            else:
+                metrics.labelled(metrics.REQUESTS, kind, "ok", "ok").inc()
+                metrics.REQUEST_LATENCY.observe(answer.latency)
+                return answer
+            finally:
+                watchdog.progress()
+            metrics.labelled(metrics.REQUESTS, kind, "failed", failure.reason).inc()
+            if not failure.connection_level:
+                break
+        return failure
+
+    async def _attempt(
+        self, wire: bytes, request: Request, twin: bool, watchdog: ProgressWatchdog, number: int
+    ) -> Answer:
+        settings = self.settings
+        wait = self._last_exchange_end + settings.min_gap_seconds - time.monotonic()
+        if wait > 0:
+            await anyio.sleep(wait)
+        start = time.monotonic()
+        try:
+            conn = await self._connection(watchdog)
+            sent_at = self.wall_clock()
+            try:
+                frame = await conn.exchange(wire, settings.read_timeout_seconds)
+            except TransportError:
+                self.close()
+                raise
+            received_at = self.wall_clock()
+            latency = time.monotonic() - start
+            if settings.connection_mode == "per_request":
+                self.close()
+            try:
+                response = decode_response(frame, request, twin=twin)
+                if response.frame.destination != REFERENCE_CLIENT:
+                    raise ResponseMismatchError(
+                        f"response addressed to {response.frame.destination}, not to flowsd"
+                    )
+            except EmopError:
+                self.close()  # the stream position is unknown after a bad frame
+                raise
+            return Answer(response, number, latency, sent_at, received_at)
+        finally:
+            self._last_exchange_end = time.monotonic()
+
+    async def _connection(self, watchdog: ProgressWatchdog) -> MeterConnection:
+        if self._conn is not None and self._conn.usable:
+            return self._conn
+        self.close()
+        if not self.limiter.try_acquire():
+            if self.stopping():
+                raise PollAbortError
+            # Waiting for the fleet's caps is not being stuck; stop() may cancel this wait.
+            self.waiting_for_slot = True
+            try:
+                with watchdog.paused():
+                    await self.limiter.acquire()
+            finally:
+                self.waiting_for_slot = False
+        # A slot goes back to the limiter that granted it, even after a reconfigure.
+        self._slot_limiter = self.limiter
+        try:
+            self._conn = await transport.connect(
+                self.host, self.port, self.settings.connect_timeout_seconds
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection (if any) and give its slot back."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._slot_limiter is not None:
+            limiter, self._slot_limiter = self._slot_limiter, None
+            limiter.release()

@@ -1,0 +1,122 @@
+"""Prometheus metrics of the polling engine (``flowsd_meter_*``), in flowsd's registry.
+
+No per-meter labels: per-meter detail goes to logs and observations. Labels are bounded
+sets (outcome, failure reason, breaker state, request kind).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from flowsd.ops.metrics import REGISTRY
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40)
+_POLL_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+
+REQUESTS = Counter(
+    "flowsd_meter_requests",
+    "Meter request attempts by outcome and failure reason (reason 'ok' for successes).",
+    ["kind", "outcome", "reason"],
+    registry=REGISTRY,
+)
+REQUEST_LATENCY = Histogram(
+    "flowsd_meter_request_duration_seconds",
+    "Connect to last byte of a successful meter exchange.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "flowsd_meter_request_retries", "Request attempts that were retried.", registry=REGISTRY
+)
+CONNECTIONS_IN_FLIGHT = Gauge(
+    "flowsd_meter_connections_in_flight", "Open TCP connections to meters.", registry=REGISTRY
+)
+CONNECTS = Counter("flowsd_meter_connects", "TCP connections opened to meters.", registry=REGISTRY)
+BYTES_SENT = Counter("flowsd_meter_sent_bytes", "Bytes written to meters.", registry=REGISTRY)
+BYTES_RECEIVED = Counter(
+    "flowsd_meter_received_bytes", "Bytes received from meters.", registry=REGISTRY
+)
+METERS = Gauge(
+    "flowsd_meters", "Meters under polling by breaker state.", ["state"], registry=REGISTRY
+)
+BREAKER_TRANSITIONS = Counter(
+    "flowsd_meter_breaker_transitions",
+    "Meters going offline / coming online.",
+    ["transition"],
+    registry=REGISTRY,
+)
+BREAKER_PROBES = Counter(
+    "flowsd_meter_breaker_probes", "Probes of offline meters.", ["outcome"], registry=REGISTRY
+)
+WATCHDOG_CANCELLATIONS = Counter(
+    "flowsd_meter_watchdog_cancellations",
+    "Polls cancelled because they made no progress within the watchdog deadline.",
+    registry=REGISTRY,
+)
+POLLS = Counter("flowsd_meter_polls", "Polls finished, by outcome.", ["outcome"], registry=REGISTRY)
+POLL_DURATION = Histogram(
+    "flowsd_meter_poll_duration_seconds",
+    "Duration of one poll of one meter.",
+    buckets=_POLL_BUCKETS,
+    registry=REGISTRY,
+)
+POLLS_RUNNING = Gauge("flowsd_meter_polls_running", "Polls in progress.", registry=REGISTRY)
+SCHEDULE_LATENESS = Histogram(
+    "flowsd_meter_schedule_lateness_seconds",
+    "How late a poll started after its due time.",
+    buckets=_POLL_BUCKETS,
+    registry=REGISTRY,
+)
+SKIPPED_SLOTS = Counter(
+    "flowsd_meter_skipped_slots",
+    "Cadence slots not serviced (meter offline or still busy).",
+    registry=REGISTRY,
+)
+SINK_WAIT = Counter(
+    "flowsd_meter_sink_wait_seconds",
+    "Time sessions spent waiting for the observation sink (back-pressure).",
+    registry=REGISTRY,
+)
+OBSERVATIONS = Counter(
+    "flowsd_meter_observations", "Observations handed to the sink.", ["type"], registry=REGISTRY
+)
+INTERVAL_GAPS = Counter(
+    "flowsd_meter_interval_gaps",
+    "Ranges of half hours a meter did not return (unrecoverable gaps).",
+    registry=REGISTRY,
+)
+EVENT_LOG_OVERFLOWS = Counter(
+    "flowsd_meter_event_log_overflows",
+    "Event-log scans that hit the meter's 100-event window before the last seen entry.",
+    registry=REGISTRY,
+)
+EVENT_LOG_RESCANS = Counter(
+    "flowsd_meter_event_log_rescans",
+    "Multi-page event-log scans dropped because the log moved while it was read.",
+    registry=REGISTRY,
+)
+EVENT_LOG_INVALID = Counter(
+    "flowsd_meter_event_log_invalid_records",
+    "Event-log records with the invalid event id 0.",
+    registry=REGISTRY,
+)
+CLOCK_DRIFT = Histogram(
+    "flowsd_meter_clock_drift_abs_seconds",
+    "Absolute meter clock drift measured at each clock read.",
+    buckets=(0.5, 1, 2, 5, 10, 20, 60, 300, 3600, 86400),
+    registry=REGISTRY,
+)
+
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, cached: label lookups are on the per-request path."""
+    key = (id(metric), values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child

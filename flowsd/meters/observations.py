@@ -1,0 +1,187 @@
+"""What the polling engine hands to its sink: a small family of frozen msgspec Structs.
+
+Every observation names the meter (``meter_id``, ``serial`` as the registry knows it) and
+when flowsd received it (``read_at``, UTC). Times that come *from the meter* (its clock,
+profile-record and event timestamps) are kept exactly as the meter reported them; clock
+drift is measured and reported separately (:class:`ClockDrift`), never applied to them.
+
+The daemon maps these onto its event catalogue; this module depends only on the codec's
+record types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+import msgspec
+
+from flowsd.emop.records import ProfileLog1Record, ProfileLog2Record, ProfileStatus, Record
+
+# Why a request or a poll failed. Connection-level reasons are retried within a request;
+# frame-level reasons (the meter answered, but not acceptably) are final for that request.
+FailureReason = Literal[
+    "refused",  # TCP connection refused (meter busy, too soon after the last one, or down)
+    "connect_timeout",  # no TCP connection within connect_timeout_seconds
+    "unreachable",  # other connect errors (no route, network down)
+    "reset",  # connection reset during the exchange
+    "closed",  # the meter closed the connection without sending a byte
+    "read_timeout",  # the whole frame did not arrive within read_timeout_seconds
+    "truncated",  # the connection closed in the middle of a frame
+    "bad_delimiter",  # first byte is not 0x7e (garbage)
+    "bad_length",  # frame-length byte impossible
+    "crc",  # CRC mismatch
+    "nak",  # the meter refused the request (control-byte NAK code, see detail)
+    "mismatch",  # a valid frame that does not answer the request (format, object id, address)
+    "payload",  # the payload does not fit the object's record
+    "watchdog",  # the poll made no progress within watchdog_seconds and was cancelled
+    "stopped",  # the engine was stopped while the poll was running
+    "internal",  # a bug in flowsd: logged with a traceback, never raised out of the session
+]
+
+
+class Observation(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Base of everything the engine emits."""
+
+    meter_id: UUID
+    serial: str | None
+    read_at: datetime
+
+
+class Reading(Observation, frozen=True, kw_only=True):
+    """One object read from a meter, decoded by the codec.
+
+    ``meter_time`` is set only where the object itself is a time stamped by the meter (its
+    clock); ``latency_seconds`` is connect-to-last-byte of the successful attempt.
+    """
+
+    object_name: str
+    object_id: int
+    record: Record
+    meter_time: datetime | None = None
+    latency_seconds: float
+
+
+class ClockDrift(Observation, frozen=True, kw_only=True):
+    """The meter clock compared with local UTC when the clock was read.
+
+    The meter's answer is assumed to be taken half way through the exchange, so
+    ``local_time`` is the request midpoint; ``uncertainty_seconds`` covers half the
+    round trip plus the clock's one-second resolution. Positive drift: the meter is ahead.
+    """
+
+    meter_time: datetime
+    local_time: datetime
+    drift_seconds: float
+    uncertainty_seconds: float
+
+
+class IntervalRecord(Observation, frozen=True, kw_only=True):
+    """One half-hour record of profile log 1 (imports) or 2 (exports, reactive, voltage).
+
+    ``interval_at`` is the record's own timestamp (meter time, UTC as the meter reports it).
+    """
+
+    log: Literal[1, 2]
+    interval_at: datetime
+    status: ProfileStatus
+    record: ProfileLog1Record | ProfileLog2Record
+
+
+class IntervalGap(Observation, frozen=True, kw_only=True):
+    """Half hours the meter skipped: asked for ``start``, it answered from ``end``.
+
+    Covers ``start`` inclusive to ``end`` exclusive; the meter holds no data for them.
+    """
+
+    log: Literal[1, 2]
+    start: datetime
+    end: datetime
+
+
+class MeterLogEntry(Observation, frozen=True, kw_only=True):
+    """One entry of the meter's own event log.
+
+    Several entries can share a second and an event id; ``ordinal`` numbers them in the
+    order the meter logged them (0 = first), so (meter, occurred_at, event_id, ordinal)
+    identifies an entry.
+    """
+
+    occurred_at: datetime
+    event_id: int
+    event_set: int
+    ordinal: int
+
+
+class EventLogCursor(msgspec.Struct, frozen=True, kw_only=True):
+    """Where event-log reading resumes: the newest entry time already stored and the
+    (event_id, event_set) of every entry stored at exactly that second (with repeats).
+
+    Build it from stored entries with :func:`flowsd.meters.eventlog.cursor_from_entries`.
+    """
+
+    newest: datetime
+    seen_at_newest: tuple[tuple[int, int], ...] = ()
+
+
+class EventLogScanned(Observation, frozen=True, kw_only=True):
+    """Summary of one event-log scan, emitted after its entries.
+
+    ``cursor`` is where the next scan resumes. ``possibly_lost_before`` is set when the
+    meter's 100-event window was exhausted before reaching the previous cursor: entries
+    between the old cursor and that time may be gone. ``invalid_records`` counts records
+    with event id 0 (invalid on real meters), which are reported here and not emitted.
+    """
+
+    pages_read: int
+    new_entries: int
+    cursor: EventLogCursor | None
+    possibly_lost_before: datetime | None = None
+    invalid_records: int = 0
+
+
+class ReadFailure(Observation, frozen=True, kw_only=True):
+    """One request that failed (after its retries), e.g. a NAK for an unsupported object."""
+
+    object_name: str
+    reason: FailureReason
+    detail: str
+    attempts: int
+
+
+class SessionOutcome(Observation, frozen=True, kw_only=True):
+    """The end of one poll (or breaker probe) of one meter.
+
+    ``transition`` is the breaker's view: ``went_offline`` when this poll made the meter
+    cross the failure threshold, ``came_online`` when an offline meter answered again.
+    """
+
+    kind: Literal["poll", "probe"]
+    cadences: tuple[str, ...]
+    ok: bool
+    reason: FailureReason | None = None
+    detail: str = ""
+    requests: int
+    failed_requests: int
+    consecutive_failures: int
+    online: bool
+    transition: Literal["went_offline", "came_online"] | None = None
+    duration_seconds: float
+
+
+ObservationT = (
+    Reading
+    | ClockDrift
+    | IntervalRecord
+    | IntervalGap
+    | MeterLogEntry
+    | EventLogScanned
+    | ReadFailure
+    | SessionOutcome
+)
+
+# The engine awaits the sink with the observations of one exchange (or one outcome); while
+# the sink is blocked the session waits, so nothing read is dropped.
+ObservationSink = Callable[[Sequence[Observation]], Awaitable[None]]

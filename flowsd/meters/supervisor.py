@@ -1,0 +1,377 @@
+"""The fleet supervisor: one wave scheduler waking the meter sessions that are due.
+
+Instead of a timer per meter, one ticker (every ``schedule_tick_seconds``) pops the meters
+whose next due time has come from a heap and starts their poll (or breaker probe) in the
+task group (the stand-alone measurements in research/perf-limits.md §5 found one ticker
+cheaper than a timer per meter). A meter still busy when due is not started twice; its
+missed slots are counted when it next runs. Two meter ids sharing one address take turns.
+
+Public surface::
+
+    supervisor = FleetSupervisor(config.meters, PollPlan.from_config(config.poll), sink)
+    supervisor.apply(targets)            # add / update / remove meters, any time
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)   # returns once running
+        ...
+        await supervisor.stop()          # stop dialling, let in-flight polls end, then return
+    supervisor.status()                  # counts, in-flight, slowest and failing meters
+    supervisor.reconfigure(meters, plan) # a reloaded config: caps, timeouts, cadences
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import math
+import random
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from uuid import UUID
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from flowsd.config import MetersConfig
+from flowsd.emop import UnknownObjectError, by_name
+from flowsd.errors import ConfigError
+from flowsd.meters import metrics
+from flowsd.meters.limits import ConnectionLimiter
+from flowsd.meters.observations import FailureReason, ObservationSink
+from flowsd.meters.plan import PollPlan
+from flowsd.meters.session import MeterSession, SessionStats, WallClock
+from flowsd.meters.target import MeterTarget
+
+
+class ApplyResult(msgspec.Struct, frozen=True):
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
+
+
+class SlowMeter(msgspec.Struct, frozen=True):
+    meter_id: UUID
+    serial: str | None
+    last_poll_seconds: float
+
+
+class FailingMeter(msgspec.Struct, frozen=True):
+    meter_id: UUID
+    serial: str | None
+    online: bool
+    consecutive_failures: int
+    reason: FailureReason | None
+    detail: str
+    failed_at: datetime | None
+    offline_since: datetime | None
+
+
+class FleetStatus(msgspec.Struct, frozen=True):
+    """Snapshot for ``flowsd status`` and readiness."""
+
+    running: bool
+    meters: int
+    online: int
+    offline: int
+    polls_running: int
+    connections_in_flight: int
+    peak_connections_in_flight: int
+    connects: int
+    requests_ok: int
+    request_failures: dict[str, int]
+    polls: int
+    probes: int
+    watchdog_cancellations: int
+    skipped_slots: int
+    slowest: list[SlowMeter]
+    failing: list[FailingMeter]
+
+
+def _utc(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+class FleetSupervisor:
+    """Owns the meter sessions, the schedule heap and the fleet-wide limits."""
+
+    def __init__(
+        self,
+        settings: MetersConfig,
+        plan: PollPlan,
+        sink: ObservationSink,
+        *,
+        wall_clock: WallClock = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        FleetSupervisor._check(settings)
+        self.settings = settings
+        self.plan = plan
+        self.sink = sink
+        self.wall_clock = wall_clock
+        self.rng = rng or random.Random()
+        self.limiter = ConnectionLimiter(
+            settings.max_connections_in_flight,
+            settings.max_new_connections_per_second,
+            settings.new_connections_burst,
+        )
+        self.stats = SessionStats()
+        self.sessions: dict[UUID, MeterSession] = {}
+        self._heap: list[tuple[float, int, UUID]] = []
+        self._stopping = False
+        self._running = False
+        self._stopped = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._busy = 0
+        self._task_group: TaskGroup | None = None
+        self._offline = 0
+        self._busy_addresses: set[tuple[str, int]] = set()
+        self._address_waiters: dict[tuple[str, int], collections.deque[MeterSession]] = {}
+        self.log = structlog.get_logger("flowsd.meters")
+
+    # ----------------------------------------------------------------- meters
+
+    def apply(self, targets: Iterable[MeterTarget]) -> ApplyResult:
+        """Make the fleet exactly ``targets``. Unchanged meters keep schedule and cursors;
+        changed ones (address, port, hardware) keep them too; removed ones are abandoned."""
+        wanted = {t.meter_id: t for t in targets}
+        added = updated = removed = unchanged = 0
+        for meter_id in list(self.sessions):
+            if meter_id not in wanted:
+                gone = self.sessions.pop(meter_id)
+                self._offline -= not gone.breaker.online
+                if gone.cancel_scope is not None:
+                    gone.cancel_scope.cancel()
+                removed += 1
+        for meter_id, target in wanted.items():
+            session = self.sessions.get(meter_id)
+            if session is None:
+                session = MeterSession(
+                    target,
+                    settings=self.settings,
+                    plan=self.plan,
+                    limiter=self.limiter,
+                    sink=self.sink,
+                    stats=self.stats,
+                    wall_clock=self.wall_clock,
+                    rng=random.Random(self.rng.getrandbits(64)),
+                    stopping=lambda: self._stopping,
+                )
+                self.sessions[meter_id] = session
+                self._offline += not session.breaker.online
+                self._push(session)
+                added += 1
+            elif session.target.same_identity(target):
+                unchanged += 1
+            else:
+                session.update_target(target)
+                if not session.running:
+                    self._push(session)
+                updated += 1
+        self._refresh_state_gauge()
+        return ApplyResult(added, updated, removed, unchanged)
+
+    def _address(self, session: MeterSession) -> tuple[str, int]:
+        return (session.target.ip_address, session.target.port or self.settings.port)
+
+    def reconfigure(self, settings: MetersConfig, plan: PollPlan) -> None:
+        """Apply a reloaded ``[meters]``/``[poll]`` without restarting anything.
+
+        Meters keep their cursors, breaker state and the slots of every cadence whose period
+        is unchanged; caps apply to new connections (open ones finish under the old caps).
+        """
+        FleetSupervisor._check(settings)
+        if (
+            settings.max_connections_in_flight != self.settings.max_connections_in_flight
+            or settings.max_new_connections_per_second
+            != self.settings.max_new_connections_per_second
+            or settings.new_connections_burst != self.settings.new_connections_burst
+        ):
+            self.limiter = ConnectionLimiter(
+                settings.max_connections_in_flight,
+                settings.max_new_connections_per_second,
+                settings.new_connections_burst,
+            )
+        self.settings = settings
+        self.plan = plan
+        for session in self.sessions.values():
+            session.reconfigure(settings, plan, self.limiter)
+            if not session.running:
+                self._push(session)
+
+    @staticmethod
+    def _check(settings: MetersConfig) -> None:
+        try:
+            by_name(settings.probe_object)
+        except UnknownObjectError:
+            raise ConfigError(
+                f"key 'meters.probe_object': unknown object {settings.probe_object!r}"
+            ) from None
+
+    def _push(self, session: MeterSession) -> None:
+        session.heap_generation += 1
+        wake = session.next_wake()
+        if math.isfinite(wake):
+            heapq.heappush(self._heap, (wake, session.heap_generation, session.target.meter_id))
+
+    def _refresh_state_gauge(self) -> None:
+        # O(1) per poll: the offline count is kept up to date by apply() and _drive().
+        metrics.METERS.labels("online").set(len(self.sessions) - self._offline)
+        metrics.METERS.labels("offline").set(self._offline)
+
+    # ----------------------------------------------------------------- running
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll the fleet until :meth:`stop`; returns when in-flight polls are done."""
+        self._running = True
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                task_status.started()
+                while not self._stopping:
+                    self._wake_due(tg)
+                    await anyio.sleep(self.settings.schedule_tick_seconds)
+                with anyio.move_on_after(self.settings.stop_deadline_seconds):
+                    await self._idle.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self._running = False
+            self._task_group = None
+            self._stopped.set()
+
+    def _wake_due(self, tg: TaskGroup) -> None:
+        now = self.wall_clock()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, generation, meter_id = heapq.heappop(heap)
+            session = self.sessions.get(meter_id)
+            if session is None or generation != session.heap_generation or session.running:
+                continue
+            address = self._address(session)
+            if address in self._busy_addresses:
+                # Another meter id with the same address is talking to it: one conversation
+                # per device, whatever the registry says. Queue up, first come first served.
+                self._address_waiters.setdefault(address, collections.deque()).append(session)
+                continue
+            self._launch(tg, session, now)
+
+    def _launch(self, tg: TaskGroup, session: MeterSession, now: float) -> None:
+        if session.breaker.online:
+            due = session.schedule.due(now)
+            if not due:
+                self._push(session)
+                return
+            lateness = session.schedule.lateness(due, now)
+            metrics.SCHEDULE_LATENESS.observe(lateness)
+            skipped = session.schedule.mark_done(due, now)
+            if skipped:
+                self.stats.skipped_slots += skipped
+                metrics.SKIPPED_SLOTS.inc(skipped)
+            self._start(tg, session, tuple(due))
+        elif session.breaker.probe_due(now):
+            self._start(tg, session, None)
+        else:
+            self._push(session)
+
+    def _next_waiter(self, address: tuple[str, int]) -> None:
+        waiters = self._address_waiters.get(address)
+        while waiters:
+            session = waiters.popleft()
+            if self.sessions.get(session.target.meter_id) is not session or session.running:
+                continue
+            tg = self._task_group
+            if tg is None or self._stopping:
+                self._push(session)
+            else:
+                self._launch(tg, session, self.wall_clock())
+            break
+        if not waiters:
+            self._address_waiters.pop(address, None)
+
+    def _start(
+        self, tg: TaskGroup, session: MeterSession, cadences: tuple[str, ...] | None
+    ) -> None:
+        session.running = True
+        self._busy_addresses.add(self._address(session))
+        self._busy += 1
+        self._idle = anyio.Event() if self._busy == 1 else self._idle
+        tg.start_soon(self._drive, session, cadences)
+
+    async def _drive(self, session: MeterSession, cadences: tuple[str, ...] | None) -> None:
+        was_online = session.breaker.online
+        try:
+            if cadences is None:
+                await session.probe()
+            else:
+                await session.poll(cadences)
+        finally:
+            session.running = False
+            address = self._address(session)
+            self._busy_addresses.discard(address)
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.set()
+            if self.sessions.get(session.target.meter_id) is session:
+                self._offline += was_online - session.breaker.online
+                self._push(session)
+            self._next_waiter(address)
+            self._refresh_state_gauge()
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop dialling; in-flight polls end after their current request (or are abandoned
+        after ``deadline``, default ``stop_deadline_seconds``); returns when run() has."""
+        if deadline is not None:
+            self.settings = msgspec.structs.replace(self.settings, stop_deadline_seconds=deadline)
+        self._stopping = True
+        for session in self.sessions.values():
+            # Not dialled yet: nothing is in flight for these, so end them now.
+            if session.waiting_for_slot and session.cancel_scope is not None:
+                session.cancel_scope.cancel()
+        if self._running:
+            await self._stopped.wait()
+
+    # ----------------------------------------------------------------- introspection
+
+    def status(self, *, top: int = 10) -> FleetStatus:
+        sessions = list(self.sessions.values())
+        online = len(sessions) - self._offline
+        timed = [s for s in sessions if s.last_poll_seconds is not None]
+        timed.sort(key=lambda s: s.last_poll_seconds or 0.0, reverse=True)
+        failing = [s for s in sessions if s.breaker.consecutive_failures or not s.breaker.online]
+        failing.sort(key=lambda s: (s.breaker.online, -s.breaker.consecutive_failures))
+        return FleetStatus(
+            running=self._running and not self._stopping,
+            meters=len(sessions),
+            online=online,
+            offline=len(sessions) - online,
+            polls_running=self._busy,
+            connections_in_flight=self.limiter.in_flight,
+            peak_connections_in_flight=self.limiter.peak_in_flight,
+            connects=self.limiter.connects,
+            requests_ok=self.stats.requests_ok,
+            request_failures=dict(self.stats.failures),
+            polls=self.stats.polls,
+            probes=self.stats.probes,
+            watchdog_cancellations=self.stats.watchdog_cancellations,
+            skipped_slots=self.stats.skipped_slots,
+            slowest=[
+                SlowMeter(s.target.meter_id, s.target.serial, s.last_poll_seconds or 0.0)
+                for s in timed[:top]
+            ],
+            failing=[
+                FailingMeter(
+                    meter_id=s.target.meter_id,
+                    serial=s.target.serial,
+                    online=s.breaker.online,
+                    consecutive_failures=s.breaker.consecutive_failures,
+                    reason=s.last_failure.reason if s.last_failure else None,
+                    detail=s.last_failure.detail if s.last_failure else "",
+                    failed_at=_utc(s.last_failure_at),
+                    offline_since=_utc(s.breaker.offline_since),
+                )
+                for s in failing[:top]
+            ],
+        )

@@ -1,0 +1,165 @@
+"""Helpers for the polling-engine tests: settings, a collecting sink, simulated fleets.
+
+Every test that opens sockets takes its own loopback /24 (127.78.<n>.x) and port 0, so
+tests never collide with each other or with a running simulator.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+import msgspec
+
+from flowsd.config import MetersConfig, PollConfig
+from flowsd.meters.limits import ConnectionLimiter
+from flowsd.meters.observations import Observation
+from flowsd.meters.plan import PollPlan
+from flowsd.meters.session import MeterSession, SessionStats
+from flowsd.meters.supervisor import FleetSupervisor
+from flowsd.meters.target import MeterResume, MeterTarget
+from flowsd.sim.fleet import SimulatedFleet
+
+_subnets = itertools.count(1)
+ObsT = TypeVar("ObsT", bound=Observation)
+
+FAST = MetersConfig(
+    min_gap_seconds=0.0,
+    connect_timeout_seconds=1.0,
+    read_timeout_seconds=0.5,
+    request_attempts=2,
+    retry_initial_seconds=0.01,
+    retry_max_seconds=0.02,
+    max_new_connections_per_second=10_000.0,
+    new_connections_burst=1000,
+    probe_initial_seconds=0.3,
+    probe_max_seconds=0.6,
+    watchdog_seconds=10.0,
+    schedule_jitter_seconds=0.0,
+    schedule_tick_seconds=0.02,
+    profile_settle_seconds=0.0,
+    backfill_horizon_hours=6,
+    stop_deadline_seconds=2.0,
+)
+
+
+def settings(**changes: Any) -> MetersConfig:
+    return msgspec.structs.replace(FAST, **changes)
+
+
+def plan_of(
+    single: Sequence[str] = ("csq_net_op",),
+    three: Sequence[str] = ("csq_net_op",),
+    period: float = 0.5,
+) -> PollPlan:
+    poll = PollConfig(
+        cadences={"fast": period},
+        single_phase={"fast": list(single)},
+        three_phase={"fast": list(three)},
+    )
+    return PollPlan.from_config(poll)
+
+
+def production_plan() -> PollPlan:
+    return PollPlan.from_config(PollConfig())
+
+
+class Collector:
+    """An observation sink that keeps everything, optionally slow."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.items: list[Observation] = []
+        self.delay = delay
+        self.calls = 0
+
+    async def __call__(self, batch: Sequence[Observation]) -> None:
+        self.calls += 1
+        if self.delay:
+            await anyio.sleep(self.delay)
+        self.items.extend(batch)
+
+    def of(self, kind: type[ObsT], serial: str | None = None) -> list[ObsT]:
+        return [
+            o for o in self.items if isinstance(o, kind) and (serial is None or o.serial == serial)
+        ]
+
+
+def subnet() -> str:
+    """A fresh loopback base address for one test."""
+    return f"127.78.{next(_subnets)}.1"
+
+
+@asynccontextmanager
+async def fleet_of(
+    meters: int = 1,
+    *,
+    hardware: Sequence[str] | None = None,
+    faults: str | None = None,
+    seed: int = 7,
+    history_days: int = 2,
+) -> AsyncIterator[SimulatedFleet]:
+    async with SimulatedFleet(
+        meters=meters,
+        seed=seed,
+        base_address=subnet(),
+        port=0,
+        faults=faults,
+        hardware=hardware,
+        history_days=history_days,
+    ) as fleet:
+        yield fleet
+
+
+def targets_for(
+    fleet: SimulatedFleet,
+    *,
+    hardware_known: bool = True,
+    resume: Callable[[int], MeterResume] | None = None,
+) -> list[MeterTarget]:
+    return [
+        MeterTarget(
+            meter_id=uuid.UUID(int=m.index + 1),
+            serial=m.serial,
+            ip_address=m.ip_address,
+            port=m.port,
+            hardware=m.hardware if hardware_known else None,
+            resume=resume(m.index) if resume else MeterResume(),
+        )
+        for m in fleet.meters
+    ]
+
+
+@asynccontextmanager
+async def running(supervisor: FleetSupervisor) -> AsyncIterator[FleetSupervisor]:
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        try:
+            yield supervisor
+        finally:
+            with anyio.fail_after(10):
+                await supervisor.stop()
+
+
+async def wait_until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
+    """Check ``predicate`` every 20 ms; fail the test if it does not hold within ``limit``."""
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 - the condition lives in other tasks' data
+            await anyio.sleep(0.02)
+
+
+def session_for(
+    target: MeterTarget, config: MetersConfig, plan: PollPlan, sink: Collector
+) -> MeterSession:
+    """A session outside a supervisor, with its own limiter and counters."""
+    limiter = ConnectionLimiter(
+        config.max_connections_in_flight,
+        config.max_new_connections_per_second,
+        config.new_connections_burst,
+    )
+    return MeterSession(
+        target, settings=config, plan=plan, limiter=limiter, sink=sink, stats=SessionStats()
+    )

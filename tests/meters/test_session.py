@@ -1,0 +1,168 @@
+"""A session against simulated meters: every object per hardware kind, time, faults."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flowsd.emop.records import ClockTime, CsqNetOp, PrepayBalance, Serial
+from flowsd.meters.observations import (
+    ClockDrift,
+    EventLogScanned,
+    IntervalRecord,
+    MeterLogEntry,
+    ReadFailure,
+    Reading,
+    SessionOutcome,
+)
+from flowsd.meters.plan import HardwareFamily, ObjectRead
+from flowsd.meters.target import MeterResume
+
+from .conftest import (
+    Collector,
+    fleet_of,
+    plan_of,
+    production_plan,
+    session_for,
+    settings,
+    targets_for,
+)
+
+HARDWARE = ["C1.w", "B1.w", "EMA1.w", "P1.ax", "P1.cx"]
+
+
+@pytest.mark.parametrize("hardware_known", [True, False])
+async def test_a_poll_reads_every_planned_object_for_each_hardware_kind(
+    hardware_known: bool,
+) -> None:
+    plan = production_plan()
+    config = settings(read_timeout_seconds=2.0)
+    async with fleet_of(len(HARDWARE), hardware=HARDWARE) as fleet:
+        now = datetime.now(UTC)
+        resume = MeterResume(
+            profile_log_1_last=now - timedelta(hours=3), profile_log_2_last=now - timedelta(hours=3)
+        )
+        for target, meter in zip(
+            targets_for(fleet, hardware_known=hardware_known, resume=lambda _: resume),
+            fleet.meters,
+            strict=True,
+        ):
+            sink = Collector()
+            session = session_for(target, config, plan, sink)
+            await session.poll(plan.cadence_names())
+            family: HardwareFamily = "three_phase" if meter.three_phase else "single_phase"
+            wanted = {
+                i.name for c in plan.cadences(family) for i in c.items if isinstance(i, ObjectRead)
+            }
+            read = {r.object_name for r in sink.of(Reading)}
+            naks = {f.object_name for f in sink.of(ReadFailure) if f.reason == "nak"}
+            assert not [f for f in sink.of(ReadFailure) if f.reason != "nak"]
+            # Three-phase meters refuse hardware_version, and L2/L3 voltages now and then.
+            allowed_naks = {
+                "hardware_version",
+                "three_phase_instantaneous_voltage_l2",
+                "three_phase_instantaneous_voltage_l3",
+            }
+            assert naks <= (allowed_naks if meter.three_phase else set()), meter.hardware
+            assert read | naks == wanted, meter.hardware
+            truth = fleet.truth(meter.index)
+            serials = [r.record for r in sink.of(Reading) if isinstance(r.record, Serial)]
+            if not meter.three_phase:
+                assert [s.value for s in serials] == [truth.serial]
+                balance = [
+                    r.record for r in sink.of(Reading) if isinstance(r.record, PrepayBalance)
+                ]
+                assert len(balance) == 1
+                assert sink.of(EventLogScanned)
+                intervals = sink.of(IntervalRecord)
+                assert {i.log for i in intervals} == {1, 2}
+                assert len(intervals) >= 2 * 5
+            else:
+                assert not sink.of(IntervalRecord) and not sink.of(MeterLogEntry)
+            (outcome,) = sink.of(SessionOutcome)
+            assert outcome.ok and outcome.online and outcome.kind == "poll"
+            assert session.family == family
+            assert session.hardware == meter.hardware  # learned from the meter when unknown
+
+
+async def test_clock_reading_keeps_meter_time_and_measures_drift() -> None:
+    plan = plan_of(["time"])
+    async with fleet_of(1, hardware=["B1.w"]) as fleet:
+        (target,) = targets_for(fleet)
+        sink = Collector()
+        await session_for(target, settings(), plan, sink).poll(["fast"])
+        (reading,) = sink.of(Reading)
+        (drift,) = sink.of(ClockDrift)
+        assert isinstance(reading.record, ClockTime)
+        assert reading.meter_time == reading.record.to_datetime() == drift.meter_time
+        assert reading.read_at.tzinfo is not None and reading.read_at.utcoffset() == timedelta(0)
+        truth = fleet.truth(0)
+        expected = (truth.meter_clock - truth.at).total_seconds()
+        assert abs(drift.drift_seconds - expected) <= drift.uncertainty_seconds + 0.1
+        assert abs(expected) > 1.0  # the simulated meter's clock is off: drift is visible
+
+
+async def test_profile_records_carry_the_meters_own_timestamps_and_match_truth() -> None:
+    plan = plan_of(["profile_logs"])
+    async with fleet_of(1, hardware=["C1.w"]) as fleet:
+        now = datetime.now(UTC)
+        last = now - timedelta(hours=4)
+        resume = MeterResume(profile_log_1_last=last, profile_log_2_last=last)
+        (target,) = targets_for(fleet, resume=lambda _: resume)
+        sink = Collector()
+        await session_for(target, settings(), plan, sink).poll(["fast"])
+        log1 = [r for r in sink.of(IntervalRecord) if r.log == 1]
+        truth = {t.end: t for t in fleet.intervals(0, last, now)}
+        assert len(log1) >= 7
+        for record in log1:
+            assert record.interval_at.minute in (0, 30) and record.interval_at > last
+            expected = truth[record.interval_at]
+            assert (record.record.import_a, record.record.import_b) == expected.registers_at_end[:2]  # type: ignore[union-attr]
+
+
+FAULT_CASES = [
+    ("refuse=1", {"reset", "refused", "closed"}),
+    ("blackhole=1", {"read_timeout"}),
+    ("slow=1:2s", {"read_timeout"}),
+    ("badcrc=1", {"crc"}),
+    ("truncate=1", {"truncated"}),
+    ("garbage=1", {"bad_delimiter"}),
+    ("trickle=1:0.2s", {"read_timeout"}),
+    ("nak=1", {"nak"}),
+    ("nak=1:2", {"nak"}),
+    ("offline=1:1h", {"refused"}),
+]
+
+
+@pytest.mark.parametrize(("faults", "reasons"), FAULT_CASES, ids=[c[0] for c in FAULT_CASES])
+async def test_faults_give_their_reason_and_never_raise(faults: str, reasons: set[str]) -> None:
+    plan = plan_of(["csq_net_op", "prepay_balance"])
+    config = settings(read_timeout_seconds=0.4, request_attempts=2)
+    async with fleet_of(1, hardware=["B1.w"], faults=faults) as fleet:
+        (target,) = targets_for(fleet)
+        sink = Collector()
+        session = session_for(target, config, plan, sink)
+        await session.poll(["fast"])
+        failures = sink.of(ReadFailure)
+        assert failures and {f.reason for f in failures} <= reasons, failures
+        (outcome,) = sink.of(SessionOutcome)
+        if "nak" in reasons:
+            assert outcome.ok and len(failures) == 2 and session.breaker.consecutive_failures == 0
+        else:
+            assert not outcome.ok and outcome.reason in reasons
+            assert session.breaker.consecutive_failures >= 1
+        assert not sink.of(Reading)
+
+
+@pytest.mark.parametrize("faults", ["split=1:4", "trickle=1:0.005s", "toosoon=1:0.01s"])
+async def test_split_and_slow_but_complete_answers_are_read(faults: str) -> None:
+    plan = plan_of(["csq_net_op", "prepay_balance"])
+    config = settings(read_timeout_seconds=2.0, min_gap_seconds=0.05)
+    async with fleet_of(1, hardware=["B1.w"], faults=faults) as fleet:
+        (target,) = targets_for(fleet)
+        sink = Collector()
+        await session_for(target, config, plan, sink).poll(["fast"])
+        assert not sink.of(ReadFailure)
+        csq = [r.record for r in sink.of(Reading) if isinstance(r.record, CsqNetOp)]
+        assert len(csq) == 1 and csq[0].csq == fleet.truth(0).csq
