@@ -3,6 +3,10 @@
 Applies the pending SQL migrations of :mod:`flowsd.db.migrate` to the configured database
 (``--database-url``, ``FLOWSD_DATABASE_URL``, ``[database] url``, else the embedded server)
 and prints one line saying what it did.
+
+Run it as the owner of schema ``flows`` (in production the role that owns the tables, e.g.
+``tsdbadmin``); the first run also needs CREATEROLE to create ``flowsd_writer`` and
+``flowsd_reader``, unless an administrator created them beforehand.
 """
 
 from __future__ import annotations

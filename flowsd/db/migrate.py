@@ -129,4 +129,9 @@ async def migrate(
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
         final = await applied_versions(conn)
         _check_compatible(final, plan)
+        if applied_now and await conn.fetchval(
+            "SELECT to_regprocedure('flowsd.apply_grants()') IS NOT NULL"
+        ):
+            # Tables added by any migration get the roles' privileges.
+            await conn.execute("CALL flowsd.apply_grants()")
     return MigrationReport(tuple(applied_now), max(final, default=0))

@@ -45,7 +45,7 @@ from flowsd.db.connect import CONNECTION_ERRORS
 from flowsd.errors import UserError
 from flowsd.events import metrics
 from flowsd.events.codec import payload_json
-from flowsd.events.spill import SpillJournal
+from flowsd.events.spill import SpillDirectoryInUseError, SpillJournal
 from flowsd.events.store import AppendResult, append_batch
 from flowsd.events.subscriptions import Listener, SubscriberHub, Subscription
 from flowsd.events.types import Event
@@ -89,6 +89,7 @@ class Appender:
         spill_directory: Path,
         reconnect_initial_seconds: float = 0.5,
         reconnect_max_seconds: float = 30.0,
+        connect_timeout_seconds: float = 10.0,
     ) -> None:
         self._connect = connect
         self._config = config
@@ -97,6 +98,10 @@ class Appender:
         )
         self._reconnect_initial = reconnect_initial_seconds
         self._reconnect_max = reconnect_max_seconds
+        self._connect_timeout = connect_timeout_seconds
+        # A commit that outlives this is abandoned and retried (the key makes the retry safe):
+        # the server's statement_timeout cannot fire across a dead network.
+        self._append_timeout = config.statement_timeout_seconds + config.lock_timeout_seconds + 5
         self._queue: asyncio.Queue[Event] = asyncio.Queue(config.queue_size)
         self._memory: deque[Event] = deque()
         self._hub = SubscriberHub(config.subscriber_max_batches)
@@ -105,6 +110,7 @@ class Appender:
         self._idle = asyncio.Event()
         self._spill_blocked = False
         self._closed = False
+        self._database_up = True  # until an append fails
 
     @classmethod
     def from_config(cls, config: Config, connect: Connect) -> Appender:
@@ -116,6 +122,7 @@ class Appender:
             spill_directory=config.state_directory / "spill",
             reconnect_initial_seconds=config.database.reconnect_initial_seconds,
             reconnect_max_seconds=config.database.reconnect_max_seconds,
+            connect_timeout_seconds=config.database.connect_timeout_seconds,
         )
 
     # -- producers --------------------------------------------------------------------------
@@ -166,7 +173,20 @@ class Appender:
 
     async def run(self) -> None:
         """The appender task."""
-        pending = await asyncio.to_thread(self._journal.scan)
+        try:
+            pending = await asyncio.to_thread(self._journal.scan)
+        except SpillDirectoryInUseError:
+            raise
+        except OSError as exc:
+            # Appends can still work; an outage now has nowhere to spill. Alarm, don't stop.
+            pending = 0
+            self._spill_blocked = True
+            metrics.SPILL_DISK_FULL.set(1)
+            log.error(
+                "spill journal unavailable",
+                error=str(exc),
+                directory=str(self._journal.directory),
+            )
         if pending:
             log.info("draining spill journal from an earlier run", events=pending)
         try:
@@ -262,6 +282,13 @@ class Appender:
         """Commit ``batch``, retrying until it is in (or, from memory, moved to the journal)."""
         delay = self._reconnect_initial
         while True:
+            if self._stopping.is_set() and not self._database_up:
+                # Stopping during an outage: no more attempts, everything goes to the journal.
+                spilled = await self._spill_everything()
+                if spilled and source == "memory":
+                    raise _SpilledSignal
+                if not self._memory and self._queue.empty():
+                    raise _StoppedSignal
             try:
                 conn = await self._connection()
                 try:
@@ -271,9 +298,11 @@ class Appender:
                         raise
                     results = await self._append_individually(conn, batch)
                 metrics.DATABASE_UP.set(1)
+                self._database_up = True
                 return results
             except _RETRYABLE as exc:
                 metrics.DATABASE_UP.set(0)
+                self._database_up = False
                 metrics.APPEND_ERRORS.labels(kind=type(exc).__name__).inc()
                 log.warning(
                     "append failed; retrying",
@@ -292,7 +321,7 @@ class Appender:
 
     async def _timed_append(self, conn: asyncpg.Connection, batch: list[Event]) -> AppendResult:
         started = time.perf_counter()
-        result = await append_batch(conn, batch)
+        result = await asyncio.wait_for(append_batch(conn, batch), self._append_timeout)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.EVENTS_APPENDED.inc(len(result.events))
@@ -400,7 +429,7 @@ class Appender:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            conn = await self._connect()
+            conn = await asyncio.wait_for(self._connect(), self._connect_timeout)
             try:
                 await conn.execute(
                     "SELECT set_config('statement_timeout', $1, false),"

@@ -14,11 +14,15 @@ length or checksum does not fit, counts it, and keeps what came before. Segments
 committed oldest first and deleted once every event in them is in the database; a crash between
 commit and delete replays a segment, which the idempotency keys turn into a no-op.
 
+One journal per directory: the first scan or write takes an exclusive ``flock`` on
+``<directory>/.lock``, held until :meth:`SpillJournal.close` or the process exits.
+
 The methods are blocking (disk I/O); the appender calls them through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import zlib
@@ -28,16 +32,22 @@ from typing import BinaryIO
 
 import structlog
 
+from flowsd.errors import UserError
 from flowsd.events import metrics
 from flowsd.events.codec import decode_from_spill, encode_for_spill
 from flowsd.events.types import Event
 
 MAGIC = b"FLOWSD-SPILL-v1\n"
+LOCK_FILE = ".lock"
 _HEADER = struct.Struct(">II")
 _MAX_RECORD_BYTES = 16 * 1024 * 1024
 _PREFIX, _SUFFIX = "segment-", ".spill"
 
 log = structlog.get_logger("flowsd.events.spill")
+
+
+class SpillDirectoryInUseError(UserError):
+    """Two appenders must never share a journal: each would drain the other's segments."""
 
 
 class SpillJournal:
@@ -49,6 +59,7 @@ class SpillJournal:
         self._writer: BinaryIO | None = None
         self._writer_path: Path | None = None
         self._counts: dict[Path, int] = {}
+        self._lock_fd: int | None = None
 
     # -- inspection ---------------------------------------------------------------------------
 
@@ -60,7 +71,12 @@ class SpillJournal:
         return sorted(found, key=lambda p: _sequence_of(p) or 0)
 
     def scan(self) -> int:
-        """Count the events on disk (at start-up); updates the pending metrics."""
+        """Claim the directory and count the events on disk (at start-up).
+
+        Raises :class:`SpillDirectoryInUseError` while another journal (another flowsd
+        process, or another appender in this one) holds the directory.
+        """
+        self.claim()
         self._counts = {path: len(_read_records(path)) for path in self.segments()}
         self._update_metrics()
         return sum(self._counts.values())
@@ -123,15 +139,33 @@ class SpillJournal:
         self._counts.pop(path, None)
         self._update_metrics()
 
+    def claim(self) -> None:
+        """Hold an exclusive lock on the directory until :meth:`close` (or process exit)."""
+        if self._lock_fd is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpillDirectoryInUseError(
+                f"spill directory {self.directory} is in use by another flowsd appender"
+            ) from None
+        self._lock_fd = fd
+
     def close(self) -> None:
         self.seal()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     # -- internals ------------------------------------------------------------------------------
 
     def _open_writer(self) -> tuple[BinaryIO, Path]:
         if self._writer is not None and self._writer_path is not None:
             return self._writer, self._writer_path
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.claim()
         existing = self.segments()
         sequence = (_sequence_of(existing[-1]) or 0) + 1 if existing else 1
         path = self.directory / f"{_PREFIX}{sequence:020d}{_SUFFIX}"

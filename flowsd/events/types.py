@@ -14,7 +14,7 @@ column                 source
 ``event_type``         ``body.TYPE_ID`` (Emlite id for meter-native entries, 1000+ for flowsd's)
 ``event_set``          the meter's ``event_set`` for meter-native entries, NULL otherwise
 ``read_at``            :attr:`Event.read_at`: when flowsd received the answer
-``recorded_at``        set by the database when the event was committed
+``recorded_at``        set by the database: the start of the append transaction
 ``payload``            ``msgspec.json`` of the body (NULL for meter-native entries: the columns
                        hold everything)
 ``idempotency_key``    :meth:`Event.idempotency_key`, unique in the table

@@ -15,7 +15,7 @@ import pytest
 
 from flowsd.config import AppenderConfig, Config
 from flowsd.events.appender import Appender
-from flowsd.events.spill import SpillJournal
+from flowsd.events.spill import SpillDirectoryInUseError, SpillJournal
 from flowsd.events.store import AppendResult
 from flowsd.events.types import Event, RecordedEvent
 from flowsd.ops.metrics import sample_value
@@ -81,6 +81,14 @@ async def running(db: Database, tmp_path: Path) -> AsyncIterator[Callable[..., A
     for appender, task in started:
         appender.stop()
         await asyncio.wait_for(task, 10)
+
+
+def spilled_count(directory: Path) -> int:
+    journal = SpillJournal(directory)
+    try:
+        return journal.scan()
+    finally:
+        journal.close()
 
 
 async def stored_keys(conn: asyncpg.Connection) -> list[uuid.UUID]:
@@ -172,7 +180,7 @@ async def test_outage_spills_to_disk_and_drains_in_order(
     await appender.append_many(after)
     await asyncio.wait_for(appender.flush(), 10)
     assert await stored_keys(conn) == [e.idempotency_key() for e in first + during + after]
-    assert list((tmp_path / "spill").iterdir()) == []
+    assert list((tmp_path / "spill").glob("*.spill")) == []
     assert sample_value("flowsd_spill_pending_events") == 0
 
 
@@ -187,7 +195,7 @@ async def test_stop_during_outage_spills_and_the_next_run_drains(
     await asyncio.sleep(0.05)
     appender.stop()
     await asyncio.wait_for(task, 5)
-    assert SpillJournal(tmp_path / "spill").scan() == 25
+    assert spilled_count(tmp_path / "spill") == 25
     db.up = True
     successor = make_appender(db, tmp_path / "spill")
     task = asyncio.create_task(successor.run())
@@ -286,4 +294,14 @@ async def test_from_config_spills_under_the_state_directory(
     await appender.append(balance_event(meters[0], 1))
     appender.stop()
     await asyncio.wait_for(task, 5)
-    assert SpillJournal(tmp_path / "state" / "spill").scan() == 1
+    assert spilled_count(tmp_path / "state" / "spill") == 1
+
+
+async def test_two_appenders_cannot_share_a_spill_directory(db: Database, tmp_path: Path) -> None:
+    first = make_appender(db, tmp_path / "spill")
+    task = asyncio.create_task(first.run())
+    await asyncio.sleep(0.1)
+    with pytest.raises(SpillDirectoryInUseError):
+        await make_appender(db, tmp_path / "spill").run()
+    first.stop()
+    await asyncio.wait_for(task, 5)

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+import tempfile
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowsd.config import AppenderConfig
+from flowsd.events.appender import Appender
 from flowsd.events.codec import to_columns
 from flowsd.events.reader import head_position, read_events
 from flowsd.events.store import append_batch
@@ -161,3 +165,58 @@ def test_readers_never_skip_or_repeat_committed_events(
     event_db: str, plan: list[Step], seed: int
 ) -> None:
     asyncio.run(_scenario(event_db, plan, seed))
+
+
+async def _appenders_scenario(url: str, counts: list[int], batch_max: int, seed: int) -> None:
+    setup = await asyncpg.connect(url)
+    try:
+        meters = await create_meters(setup, len(counts))
+        start = await head_position(setup)
+    finally:
+        await setup.close()
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(url)
+
+    config = AppenderConfig(batch_max=batch_max, flush_interval_seconds=0.002, queue_size=50)
+    with tempfile.TemporaryDirectory() as spill:
+        appenders = [
+            Appender(connect, config=config, spill_directory=Path(spill) / str(i))
+            for i in range(len(counts))
+        ]
+        tasks = [asyncio.create_task(a.run()) for a in appenders]
+        done = asyncio.Event()
+        readers = [asyncio.create_task(_read(url, start, done, seed + r)) for r in range(2)]
+        events = [
+            [balance_event(meter, n) for n in range(count)]
+            for meter, count in zip(meters, counts, strict=True)
+        ]
+        await asyncio.gather(*(a.append_many(e) for a, e in zip(appenders, events, strict=True)))
+        await asyncio.wait_for(asyncio.gather(*(a.flush() for a in appenders)), 30)
+        done.set()
+        views = await asyncio.wait_for(asyncio.gather(*readers), 30)
+        for appender in appenders:
+            appender.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    expected = {e.idempotency_key() for stream in events for e in stream}
+    for seen in views:
+        positions = [p for p, _ in seen]
+        assert positions == sorted(set(positions))
+        assert {k for _, k in seen} == expected
+        assert len(seen) == len(expected)
+
+
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    counts=st.lists(st.integers(1, 300), min_size=2, max_size=4),
+    batch_max=st.sampled_from([1, 7, 50, 500]),
+    seed=st.integers(0, 2**16),
+)
+def test_several_appender_tasks_and_readers(
+    event_db: str, counts: list[int], batch_max: int, seed: int
+) -> None:
+    asyncio.run(_appenders_scenario(event_db, counts, batch_max, seed))

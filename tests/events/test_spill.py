@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from flowsd.events.spill import MAGIC, SpillJournal
+import pytest
+
+from flowsd.events.spill import MAGIC, SpillDirectoryInUseError, SpillJournal
 from tests.events.helpers import balance_event, native_event
 
 METER = uuid.UUID("0b5e7c1a-3f42-4a8e-9d61-2c7a5b9e4f10")
@@ -70,3 +72,17 @@ def test_removing_a_segment_forgets_it(tmp_path: Path) -> None:
     journal.remove(journal.oldest_segment())
     assert not journal.has_segments()
     assert journal.segments() == []
+
+
+def test_one_journal_per_directory(tmp_path: Path) -> None:
+    first = SpillJournal(tmp_path)
+    first.scan()
+    second = SpillJournal(tmp_path)
+    with pytest.raises(SpillDirectoryInUseError, match="in use"):
+        second.scan()
+    with pytest.raises(SpillDirectoryInUseError):
+        second.write([balance_event(METER, 1)])
+    first.close()
+    second.write([balance_event(METER, 1)])
+    second.close()
+    assert SpillJournal(tmp_path).scan() == 1

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from flowsd.events.reader import head_position, listen_for_appends, read_events
+from flowsd.events.reader import head_position, iter_batches, listen_for_appends, read_events
 from flowsd.events.store import APPEND_LOCK_KEY, append_batch
 from flowsd.events.types import MeterLogEntry, UnknownBody, idempotency_key
 from tests.events.helpers import balance_event, native_event, register_event
@@ -203,3 +203,13 @@ async def test_commit_notifies_other_processes_once_per_batch(
         assert received.empty()
     finally:
         await listener.close()
+
+
+async def test_iter_batches_pages_to_the_head_or_a_limit(
+    conn: asyncpg.Connection, meters: list[uuid.UUID]
+) -> None:
+    await append_batch(conn, [balance_event(meters[0], i) for i in range(25)])
+    pages = [page async for page in iter_batches(conn, 0, batch_size=10)]
+    assert [len(p) for p in pages] == [10, 10, 5]
+    limited = [page async for page in iter_batches(conn, 3, batch_size=10, until=15)]
+    assert [e.position for p in limited for e in p] == list(range(4, 16))
