@@ -2,18 +2,19 @@
 
 The stable API is what this module exports. Everything raised derives from
 :class:`EmopError` (framing: :class:`FrameError` and subclasses; a meter's refusal:
-:class:`NakError`; a frame answering something else: :class:`ResponseMismatchError`; a payload
+:class:`NakError`; a frame answering something else: :class:`ResponseMismatchError`, or one
+addressed to another client: :class:`ResponseAddressError`; a payload
 that does not fit: :class:`PayloadError`; a value that cannot be sent: :class:`EncodeError`).
 
 Client side (the daemon)::
 
-    request = ReadRequest(object_id("prepay_balance"))       # or ProfileLogRequest(1, ts) ...
-    wire = encode_request(request)                           # the reference client's bytes
-    reader = ResponseReader(request)                         # per connection
-    response = reader.feed(chunk)                            # None until a frame is complete
-    response = reader.eof()                                  # at EOF: the response or raise
-    balance = response.record                                # PrepayBalance(balance=1523456)
-    balance.gbp                                              # Decimal('15.23456')
+    request = ReadRequest(object_id("prepay_balance"))         # or ProfileLogRequest(1, ts) ...
+    wire = encode_request(request)                             # the reference client's bytes
+    reader = ResponseReader(request, client=REFERENCE_CLIENT)  # per connection
+    response = reader.feed(chunk)                              # None until a frame is complete
+    response = reader.eof()                                    # at EOF: the response or raise
+    balance = response.record                                  # PrepayBalance(balance=1523456)
+    balance.gbp                                                # Decimal('15.23456')
 
 or, with the whole reply in hand, ``decode_response(raw_bytes, request, twin=False)``.
 Writes: ``WriteRequest(object_id(name), record.encode())`` or the helpers in
@@ -27,6 +28,10 @@ Meter side (the simulator)::
         request = parse_request(item)                        # ReadRequest, WriteRequest, ...
         reply = encode_response(item, PrepayBalance(1523456), meter=Address(0, 0x002F41))
         reply = encode_nak(item, NakCode.OBJECT_NOT_RECOGNISED, meter=...)
+
+With one request per connection, ``decode_frame(raw)`` and, on :class:`CrcMismatchError`,
+``encode_nak(decode_frame_unverified(raw), NakCode.FCS_ERROR, meter=...)`` answers a damaged
+request the way a meter does.
 
 Records (``PrepayBalance``, ``ProfileLog1``, ...) live in :mod:`flowsd.emop.records`, unit
 conversions in :mod:`flowsd.emop.units`, the JSON rendering of ``flowsd emop decode`` in
@@ -49,6 +54,7 @@ from flowsd.emop.errors import (
     FrameTooLargeError,
     NakError,
     PayloadError,
+    ResponseAddressError,
     ResponseMismatchError,
     TruncatedFrameError,
     UnknownObjectError,
@@ -64,6 +70,7 @@ from flowsd.emop.frame import (
     ReadWrite,
     decode_frame,
     decode_frame_prefix,
+    decode_frame_unverified,
     encode_frame,
 )
 from flowsd.emop.messages import (
@@ -117,6 +124,7 @@ __all__ = [
     "Record",
     "Request",
     "Response",
+    "ResponseAddressError",
     "ResponseMismatchError",
     "ResponseReader",
     "ThreePhaseIntervalsRequest",
@@ -131,6 +139,7 @@ __all__ = [
     "decode_body",
     "decode_frame",
     "decode_frame_prefix",
+    "decode_frame_unverified",
     "decode_payload",
     "decode_response",
     "encode_frame",

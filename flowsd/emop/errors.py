@@ -2,7 +2,8 @@
 
 Framing problems (:class:`FrameError` and subclasses) mean the bytes are not a valid frame.
 :class:`NakError` means a valid frame in which the meter refused the request.
-:class:`ResponseMismatchError` means a valid frame that does not answer the request.
+:class:`ResponseMismatchError` means a valid frame that does not answer the request
+(:class:`ResponseAddressError`: it is addressed to another client).
 :class:`PayloadError` means a valid frame whose payload does not fit the object's record.
 :class:`EncodeError` means a value that cannot be put on the wire.
 """
@@ -57,6 +58,10 @@ class NakError(EmopError):
 
 class ResponseMismatchError(EmopError):
     """A valid frame that does not answer the request (format or echoed object id differs)."""
+
+
+class ResponseAddressError(ResponseMismatchError):
+    """A valid frame addressed to someone other than the client that sent the request."""
 
 
 class PayloadError(EmopError):

@@ -157,6 +157,31 @@ def check_frame_length(length: int, max_frame_length: int = MAX_FRAME_LENGTH) ->
 
 def decode_frame_prefix(buffer: bytes | bytearray | memoryview) -> tuple[Frame, int]:
     """Decode the frame at the start of ``buffer``; return it and the number of bytes used."""
+    total = _frame_total(buffer)
+    raw = bytes(buffer[:total])
+    carried = (raw[-2] << 8) | raw[-1]
+    computed = crc16(memoryview(raw)[1:-2])
+    if carried != computed:
+        raise CrcMismatchError(carried, computed)
+    return _unpack(raw), total
+
+
+def decode_frame(buffer: bytes | bytearray | memoryview) -> Frame:
+    """Decode one frame; bytes after its CRC are ignored (as the SPEC recommends)."""
+    return decode_frame_prefix(buffer)[0]
+
+
+def decode_frame_unverified(buffer: bytes | bytearray | memoryview) -> Frame:
+    """Decode one frame without checking its CRC (delimiter and length are still checked).
+
+    For a meter that must answer a request whose CRC is wrong with NAK 1: the NAK goes back
+    to the requester's address with its sequence, which this reads from the damaged frame.
+    """
+    return _unpack(bytes(buffer[: _frame_total(buffer)]))
+
+
+def _frame_total(buffer: bytes | bytearray | memoryview) -> int:
+    """The byte count of the frame at the start of ``buffer``; raise unless all are there."""
     if len(buffer) == 0:
         raise TruncatedFrameError("truncated: no bytes at all (empty reply)")
     if buffer[0] != DELIMITER:
@@ -170,20 +195,10 @@ def decode_frame_prefix(buffer: bytes | bytearray | memoryview) -> tuple[Frame, 
         raise TruncatedFrameError(
             f"truncated: frame length {length} needs {total} bytes, only {len(buffer)} received"
         )
-    return _unpack(buffer, total), total
+    return total
 
 
-def decode_frame(buffer: bytes | bytearray | memoryview) -> Frame:
-    """Decode one frame; bytes after its CRC are ignored (as the SPEC recommends)."""
-    return decode_frame_prefix(buffer)[0]
-
-
-def _unpack(buffer: bytes | bytearray | memoryview, total: int) -> Frame:
-    raw = bytes(buffer[:total])
-    carried = (raw[-2] << 8) | raw[-1]
-    computed = crc16(memoryview(raw)[1:-2])
-    if carried != computed:
-        raise CrcMismatchError(carried, computed)
+def _unpack(raw: bytes) -> Frame:
     return Frame(
         destination=Address(raw[2], int.from_bytes(raw[3:6], "big")),
         source=Address(raw[6], int.from_bytes(raw[7:10], "big")),

@@ -2,7 +2,8 @@
 
 Client side: build a request (:func:`encode_request`), then read the answer with
 :func:`decode_response` (or :class:`flowsd.emop.parser.ResponseReader` on a byte stream),
-which checks NAK, format and echoed object id before decoding the record.
+which checks NAK, format, echoed object id and, when given the client's address, the
+destination before decoding the record.
 
 Meter side: :func:`parse_request` turns a request frame into a typed request;
 :func:`encode_response` answers it (addressed back to the requester, sequence echoed) and
@@ -22,6 +23,7 @@ from flowsd.emop.errors import (
     FrameTooLargeError,
     NakError,
     PayloadError,
+    ResponseAddressError,
     ResponseMismatchError,
 )
 from flowsd.emop.frame import (
@@ -220,13 +222,21 @@ def _reply(request: Frame, meter: Address, nak_code: int, data: bytes) -> bytes:
     return encode_frame(frame)
 
 
-def encode_response(request: Frame, body: Record | bytes = b"", *, meter: Address) -> bytes:
+def encode_response(
+    request: Frame,
+    body: Record | bytes = b"",
+    *,
+    meter: Address,
+    parsed: Request | None = None,
+) -> bytes:
     """A meter's answer to ``request``: destination = the requester, sequence echoed.
 
     ``body`` is the record (or raw bytes) after the data-field header: a read's value; the
     whole body for profile logs, event log and intervals; nothing for a write acknowledgement.
+    ``parsed`` is ``parse_request(request)`` when the caller has it already.
     """
-    return _reply(request, meter, 0, response_data(parse_request(request), body))
+    typed = parse_request(request) if parsed is None else parsed
+    return _reply(request, meter, 0, response_data(typed, body))
 
 
 def encode_nak(request: Frame, code: int, *, meter: Address) -> bytes:
@@ -239,9 +249,30 @@ def encode_nak(request: Frame, code: int, *, meter: Address) -> bytes:
     return _reply(request, meter, code, bytes(header))
 
 
-def check_response(frame: Frame, request: Request) -> None:
-    """Raise unless ``frame`` is a positive answer to ``request``."""
-    expected_format = request_data(request)[0]
+def _request_format(request: Request) -> int:
+    match request:
+        case ReadRequest() | WriteRequest():
+            return Format.DEFAULT
+        case ProfileLogRequest(log=1):
+            return Format.PROFILE_LOG_1
+        case ProfileLogRequest(log=2):
+            return Format.PROFILE_LOG_2
+        case EventLogRequest():
+            return Format.EVENT_LOG
+        case ThreePhaseIntervalsRequest():
+            return Format.THREE_PHASE_INTERVALS
+    raise EncodeError(f"not a request: {request!r}")
+
+
+def check_response(frame: Frame, request: Request, *, client: Address | None = None) -> None:
+    """Raise unless ``frame`` is a positive answer to ``request``.
+
+    With ``client`` (the request's source address), a frame addressed elsewhere is a
+    :class:`ResponseAddressError`; the reference client never looks at addresses.
+    """
+    if client is not None and frame.destination != client:
+        raise ResponseAddressError(f"response addressed to {frame.destination}, not to {client}")
+    expected_format = _request_format(request)
     if not frame.data:
         raise PayloadError("empty data field")
     oid = None
@@ -269,14 +300,21 @@ def check_response(frame: Frame, request: Request) -> None:
         raise ResponseMismatchError(f"event log response echoes object {oid}")
 
 
-def decode_response(frame: Frame | bytes, request: Request, *, twin: bool = False) -> Response:
+def decode_response(
+    frame: Frame | bytes,
+    request: Request,
+    *,
+    twin: bool = False,
+    client: Address | None = None,
+) -> Response:
     """Validate ``frame`` (bytes or decoded) as the answer to ``request`` and decode it.
 
-    ``twin`` selects the twin-element layout for profile log 2.
+    ``twin`` selects the twin-element layout for profile log 2; ``client`` makes the
+    destination address part of the check (see :func:`check_response`).
     """
     if not isinstance(frame, Frame):
         frame = decode_frame(frame)
-    check_response(frame, request)
+    check_response(frame, request, client=client)
     if isinstance(request, WriteRequest):
         return Response(frame, None)
     if isinstance(request, ReadRequest):

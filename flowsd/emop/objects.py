@@ -1,5 +1,8 @@
 """The object-id catalogue: all 213 objects of the SPEC appendix, by name and by id.
 
+The 136 tariff price registers follow one numbering rule and are generated; the other
+objects are listed as the appendix lists them.
+
 Each :class:`ObjectInfo` says how the object's payload is laid out (:class:`Layout`, which
 picks the record type in :mod:`flowsd.emop.codec`) and, for plain u32 values, what quantity
 the number is (:class:`Quantity`: money in 1e-5 GBP, a timestamp, an energy register).
@@ -74,10 +77,30 @@ def _entry(name: str, oid: int, layout: Layout, quantity: Quantity = Quantity.NO
     return ObjectInfo(name, oid, layout, quantity)
 
 
+def _price_banks() -> list[ObjectInfo]:
+    """The u32 price registers (SPEC §6.12): for the active and the future tariff, 8 blocks
+    of 8 rates at ``base + 8 x (block - 1) + rate`` and element B's 4 time-of-use rates."""
+    entries = []
+    for tariff, blocks, element_b in (
+        ("active", 0xFFF900, 0xFFF700),
+        ("future", 0xFFF800, 0xFFF600),
+    ):
+        for block in range(1, 9):
+            for rate in range(1, 9):
+                name = f"tariff_{tariff}_block_{block}_rate_{rate}"
+                entries.append(
+                    ObjectInfo(name, blocks + 8 * (block - 1) + rate, Layout.U32, Quantity.MONEY)
+                )
+        for rate in range(1, 5):
+            name = f"tariff_{tariff}_element_b_tou_rate_{rate}"
+            entries.append(ObjectInfo(name, element_b + rate, Layout.U32, Quantity.MONEY))
+    return entries
+
+
 L = Layout
 Q = Quantity
 
-OBJECTS: tuple[ObjectInfo, ...] = (
+_NAMED: tuple[ObjectInfo, ...] = (
     _entry("firmware_version", 0x000201, L.FIRMWARE),
     _entry("three_phase_hardware_configuration", 0x000503, L.HARDWARE_CONFIG),
     _entry("instantaneous_active_power", 0x010700, L.POWER),
@@ -128,142 +151,6 @@ OBJECTS: tuple[ObjectInfo, ...] = (
     _entry("monetary_info_transaction_details", 0xFFC840, L.TRANSACTION_DETAILS),
     _entry("tariff_active_gas", 0xFFC964, L.U32, Q.MONEY),
     _entry("tariff_future_gas", 0xFFC965, L.U32, Q.MONEY),
-    _entry("tariff_future_element_b_tou_rate_1", 0xFFF601, L.U32, Q.MONEY),
-    _entry("tariff_future_element_b_tou_rate_2", 0xFFF602, L.U32, Q.MONEY),
-    _entry("tariff_future_element_b_tou_rate_3", 0xFFF603, L.U32, Q.MONEY),
-    _entry("tariff_future_element_b_tou_rate_4", 0xFFF604, L.U32, Q.MONEY),
-    _entry("tariff_active_element_b_tou_rate_1", 0xFFF701, L.U32, Q.MONEY),
-    _entry("tariff_active_element_b_tou_rate_2", 0xFFF702, L.U32, Q.MONEY),
-    _entry("tariff_active_element_b_tou_rate_3", 0xFFF703, L.U32, Q.MONEY),
-    _entry("tariff_active_element_b_tou_rate_4", 0xFFF704, L.U32, Q.MONEY),
-    _entry("tariff_future_block_1_rate_1", 0xFFF801, L.U32, Q.MONEY),
-    _entry("tariff_future_block_1_rate_2", 0xFFF802, L.U32, Q.MONEY),
-    _entry("tariff_future_block_1_rate_3", 0xFFF803, L.U32, Q.MONEY),
-    _entry("tariff_future_block_1_rate_4", 0xFFF804, L.U32, Q.MONEY),
-    _entry("tariff_future_block_1_rate_5", 0xFFF805, L.U32, Q.MONEY),
-    _entry("tariff_future_block_1_rate_6", 0xFFF806, L.U32, Q.MONEY),
-    _entry("tariff_future_block_1_rate_7", 0xFFF807, L.U32, Q.MONEY),
-    _entry("tariff_future_block_1_rate_8", 0xFFF808, L.U32, Q.MONEY),
-    _entry("tariff_future_block_2_rate_1", 0xFFF809, L.U32, Q.MONEY),
-    _entry("tariff_future_block_2_rate_2", 0xFFF80A, L.U32, Q.MONEY),
-    _entry("tariff_future_block_2_rate_3", 0xFFF80B, L.U32, Q.MONEY),
-    _entry("tariff_future_block_2_rate_4", 0xFFF80C, L.U32, Q.MONEY),
-    _entry("tariff_future_block_2_rate_5", 0xFFF80D, L.U32, Q.MONEY),
-    _entry("tariff_future_block_2_rate_6", 0xFFF80E, L.U32, Q.MONEY),
-    _entry("tariff_future_block_2_rate_7", 0xFFF80F, L.U32, Q.MONEY),
-    _entry("tariff_future_block_2_rate_8", 0xFFF810, L.U32, Q.MONEY),
-    _entry("tariff_future_block_3_rate_1", 0xFFF811, L.U32, Q.MONEY),
-    _entry("tariff_future_block_3_rate_2", 0xFFF812, L.U32, Q.MONEY),
-    _entry("tariff_future_block_3_rate_3", 0xFFF813, L.U32, Q.MONEY),
-    _entry("tariff_future_block_3_rate_4", 0xFFF814, L.U32, Q.MONEY),
-    _entry("tariff_future_block_3_rate_5", 0xFFF815, L.U32, Q.MONEY),
-    _entry("tariff_future_block_3_rate_6", 0xFFF816, L.U32, Q.MONEY),
-    _entry("tariff_future_block_3_rate_7", 0xFFF817, L.U32, Q.MONEY),
-    _entry("tariff_future_block_3_rate_8", 0xFFF818, L.U32, Q.MONEY),
-    _entry("tariff_future_block_4_rate_1", 0xFFF819, L.U32, Q.MONEY),
-    _entry("tariff_future_block_4_rate_2", 0xFFF81A, L.U32, Q.MONEY),
-    _entry("tariff_future_block_4_rate_3", 0xFFF81B, L.U32, Q.MONEY),
-    _entry("tariff_future_block_4_rate_4", 0xFFF81C, L.U32, Q.MONEY),
-    _entry("tariff_future_block_4_rate_5", 0xFFF81D, L.U32, Q.MONEY),
-    _entry("tariff_future_block_4_rate_6", 0xFFF81E, L.U32, Q.MONEY),
-    _entry("tariff_future_block_4_rate_7", 0xFFF81F, L.U32, Q.MONEY),
-    _entry("tariff_future_block_4_rate_8", 0xFFF820, L.U32, Q.MONEY),
-    _entry("tariff_future_block_5_rate_1", 0xFFF821, L.U32, Q.MONEY),
-    _entry("tariff_future_block_5_rate_2", 0xFFF822, L.U32, Q.MONEY),
-    _entry("tariff_future_block_5_rate_3", 0xFFF823, L.U32, Q.MONEY),
-    _entry("tariff_future_block_5_rate_4", 0xFFF824, L.U32, Q.MONEY),
-    _entry("tariff_future_block_5_rate_5", 0xFFF825, L.U32, Q.MONEY),
-    _entry("tariff_future_block_5_rate_6", 0xFFF826, L.U32, Q.MONEY),
-    _entry("tariff_future_block_5_rate_7", 0xFFF827, L.U32, Q.MONEY),
-    _entry("tariff_future_block_5_rate_8", 0xFFF828, L.U32, Q.MONEY),
-    _entry("tariff_future_block_6_rate_1", 0xFFF829, L.U32, Q.MONEY),
-    _entry("tariff_future_block_6_rate_2", 0xFFF82A, L.U32, Q.MONEY),
-    _entry("tariff_future_block_6_rate_3", 0xFFF82B, L.U32, Q.MONEY),
-    _entry("tariff_future_block_6_rate_4", 0xFFF82C, L.U32, Q.MONEY),
-    _entry("tariff_future_block_6_rate_5", 0xFFF82D, L.U32, Q.MONEY),
-    _entry("tariff_future_block_6_rate_6", 0xFFF82E, L.U32, Q.MONEY),
-    _entry("tariff_future_block_6_rate_7", 0xFFF82F, L.U32, Q.MONEY),
-    _entry("tariff_future_block_6_rate_8", 0xFFF830, L.U32, Q.MONEY),
-    _entry("tariff_future_block_7_rate_1", 0xFFF831, L.U32, Q.MONEY),
-    _entry("tariff_future_block_7_rate_2", 0xFFF832, L.U32, Q.MONEY),
-    _entry("tariff_future_block_7_rate_3", 0xFFF833, L.U32, Q.MONEY),
-    _entry("tariff_future_block_7_rate_4", 0xFFF834, L.U32, Q.MONEY),
-    _entry("tariff_future_block_7_rate_5", 0xFFF835, L.U32, Q.MONEY),
-    _entry("tariff_future_block_7_rate_6", 0xFFF836, L.U32, Q.MONEY),
-    _entry("tariff_future_block_7_rate_7", 0xFFF837, L.U32, Q.MONEY),
-    _entry("tariff_future_block_7_rate_8", 0xFFF838, L.U32, Q.MONEY),
-    _entry("tariff_future_block_8_rate_1", 0xFFF839, L.U32, Q.MONEY),
-    _entry("tariff_future_block_8_rate_2", 0xFFF83A, L.U32, Q.MONEY),
-    _entry("tariff_future_block_8_rate_3", 0xFFF83B, L.U32, Q.MONEY),
-    _entry("tariff_future_block_8_rate_4", 0xFFF83C, L.U32, Q.MONEY),
-    _entry("tariff_future_block_8_rate_5", 0xFFF83D, L.U32, Q.MONEY),
-    _entry("tariff_future_block_8_rate_6", 0xFFF83E, L.U32, Q.MONEY),
-    _entry("tariff_future_block_8_rate_7", 0xFFF83F, L.U32, Q.MONEY),
-    _entry("tariff_future_block_8_rate_8", 0xFFF840, L.U32, Q.MONEY),
-    _entry("tariff_active_block_1_rate_1", 0xFFF901, L.U32, Q.MONEY),
-    _entry("tariff_active_block_1_rate_2", 0xFFF902, L.U32, Q.MONEY),
-    _entry("tariff_active_block_1_rate_3", 0xFFF903, L.U32, Q.MONEY),
-    _entry("tariff_active_block_1_rate_4", 0xFFF904, L.U32, Q.MONEY),
-    _entry("tariff_active_block_1_rate_5", 0xFFF905, L.U32, Q.MONEY),
-    _entry("tariff_active_block_1_rate_6", 0xFFF906, L.U32, Q.MONEY),
-    _entry("tariff_active_block_1_rate_7", 0xFFF907, L.U32, Q.MONEY),
-    _entry("tariff_active_block_1_rate_8", 0xFFF908, L.U32, Q.MONEY),
-    _entry("tariff_active_block_2_rate_1", 0xFFF909, L.U32, Q.MONEY),
-    _entry("tariff_active_block_2_rate_2", 0xFFF90A, L.U32, Q.MONEY),
-    _entry("tariff_active_block_2_rate_3", 0xFFF90B, L.U32, Q.MONEY),
-    _entry("tariff_active_block_2_rate_4", 0xFFF90C, L.U32, Q.MONEY),
-    _entry("tariff_active_block_2_rate_5", 0xFFF90D, L.U32, Q.MONEY),
-    _entry("tariff_active_block_2_rate_6", 0xFFF90E, L.U32, Q.MONEY),
-    _entry("tariff_active_block_2_rate_7", 0xFFF90F, L.U32, Q.MONEY),
-    _entry("tariff_active_block_2_rate_8", 0xFFF910, L.U32, Q.MONEY),
-    _entry("tariff_active_block_3_rate_1", 0xFFF911, L.U32, Q.MONEY),
-    _entry("tariff_active_block_3_rate_2", 0xFFF912, L.U32, Q.MONEY),
-    _entry("tariff_active_block_3_rate_3", 0xFFF913, L.U32, Q.MONEY),
-    _entry("tariff_active_block_3_rate_4", 0xFFF914, L.U32, Q.MONEY),
-    _entry("tariff_active_block_3_rate_5", 0xFFF915, L.U32, Q.MONEY),
-    _entry("tariff_active_block_3_rate_6", 0xFFF916, L.U32, Q.MONEY),
-    _entry("tariff_active_block_3_rate_7", 0xFFF917, L.U32, Q.MONEY),
-    _entry("tariff_active_block_3_rate_8", 0xFFF918, L.U32, Q.MONEY),
-    _entry("tariff_active_block_4_rate_1", 0xFFF919, L.U32, Q.MONEY),
-    _entry("tariff_active_block_4_rate_2", 0xFFF91A, L.U32, Q.MONEY),
-    _entry("tariff_active_block_4_rate_3", 0xFFF91B, L.U32, Q.MONEY),
-    _entry("tariff_active_block_4_rate_4", 0xFFF91C, L.U32, Q.MONEY),
-    _entry("tariff_active_block_4_rate_5", 0xFFF91D, L.U32, Q.MONEY),
-    _entry("tariff_active_block_4_rate_6", 0xFFF91E, L.U32, Q.MONEY),
-    _entry("tariff_active_block_4_rate_7", 0xFFF91F, L.U32, Q.MONEY),
-    _entry("tariff_active_block_4_rate_8", 0xFFF920, L.U32, Q.MONEY),
-    _entry("tariff_active_block_5_rate_1", 0xFFF921, L.U32, Q.MONEY),
-    _entry("tariff_active_block_5_rate_2", 0xFFF922, L.U32, Q.MONEY),
-    _entry("tariff_active_block_5_rate_3", 0xFFF923, L.U32, Q.MONEY),
-    _entry("tariff_active_block_5_rate_4", 0xFFF924, L.U32, Q.MONEY),
-    _entry("tariff_active_block_5_rate_5", 0xFFF925, L.U32, Q.MONEY),
-    _entry("tariff_active_block_5_rate_6", 0xFFF926, L.U32, Q.MONEY),
-    _entry("tariff_active_block_5_rate_7", 0xFFF927, L.U32, Q.MONEY),
-    _entry("tariff_active_block_5_rate_8", 0xFFF928, L.U32, Q.MONEY),
-    _entry("tariff_active_block_6_rate_1", 0xFFF929, L.U32, Q.MONEY),
-    _entry("tariff_active_block_6_rate_2", 0xFFF92A, L.U32, Q.MONEY),
-    _entry("tariff_active_block_6_rate_3", 0xFFF92B, L.U32, Q.MONEY),
-    _entry("tariff_active_block_6_rate_4", 0xFFF92C, L.U32, Q.MONEY),
-    _entry("tariff_active_block_6_rate_5", 0xFFF92D, L.U32, Q.MONEY),
-    _entry("tariff_active_block_6_rate_6", 0xFFF92E, L.U32, Q.MONEY),
-    _entry("tariff_active_block_6_rate_7", 0xFFF92F, L.U32, Q.MONEY),
-    _entry("tariff_active_block_6_rate_8", 0xFFF930, L.U32, Q.MONEY),
-    _entry("tariff_active_block_7_rate_1", 0xFFF931, L.U32, Q.MONEY),
-    _entry("tariff_active_block_7_rate_2", 0xFFF932, L.U32, Q.MONEY),
-    _entry("tariff_active_block_7_rate_3", 0xFFF933, L.U32, Q.MONEY),
-    _entry("tariff_active_block_7_rate_4", 0xFFF934, L.U32, Q.MONEY),
-    _entry("tariff_active_block_7_rate_5", 0xFFF935, L.U32, Q.MONEY),
-    _entry("tariff_active_block_7_rate_6", 0xFFF936, L.U32, Q.MONEY),
-    _entry("tariff_active_block_7_rate_7", 0xFFF937, L.U32, Q.MONEY),
-    _entry("tariff_active_block_7_rate_8", 0xFFF938, L.U32, Q.MONEY),
-    _entry("tariff_active_block_8_rate_1", 0xFFF939, L.U32, Q.MONEY),
-    _entry("tariff_active_block_8_rate_2", 0xFFF93A, L.U32, Q.MONEY),
-    _entry("tariff_active_block_8_rate_3", 0xFFF93B, L.U32, Q.MONEY),
-    _entry("tariff_active_block_8_rate_4", 0xFFF93C, L.U32, Q.MONEY),
-    _entry("tariff_active_block_8_rate_5", 0xFFF93D, L.U32, Q.MONEY),
-    _entry("tariff_active_block_8_rate_6", 0xFFF93E, L.U32, Q.MONEY),
-    _entry("tariff_active_block_8_rate_7", 0xFFF93F, L.U32, Q.MONEY),
-    _entry("tariff_active_block_8_rate_8", 0xFFF940, L.U32, Q.MONEY),
     _entry("csq_net_op", 0xFFFD1D, L.CSQ),
     _entry("daylight_savings_correction_flag", 0xFFFF0B, L.FLAG),
     _entry("decimal_places_displayed_in_energy_registers", 0xFFFF0C, L.RAW),
@@ -295,10 +182,13 @@ OBJECTS: tuple[ObjectInfo, ...] = (
 
 del L, Q
 
+OBJECTS: tuple[ObjectInfo, ...] = tuple(sorted((*_NAMED, *_price_banks()), key=lambda o: o.id))
+"""Every object, in id order."""
+
 _BY_NAME: dict[str, ObjectInfo] = {o.name: o for o in OBJECTS}
 _BY_ID: dict[int, ObjectInfo] = {o.id: o for o in OBJECTS}
 
-# Ids of the non-default formats' pseudo objects and of the event log object.
+# The object id that event-log requests and responses (format 05) carry.
 EVENT_LOG_OBJECT_ID = 0xFFFF49
 
 

@@ -17,6 +17,7 @@ from flowsd.emop.errors import CrcMismatchError, FrameError, TruncatedFrameError
 from flowsd.emop.frame import (
     DELIMITER,
     MAX_FRAME_LENGTH,
+    Address,
     Frame,
     check_frame_length,
     decode_frame,
@@ -98,9 +99,12 @@ class ResponseReader:
     is complete; at end of stream call :meth:`eof`, which raises what went wrong.
     """
 
-    def __init__(self, request: Request, *, twin: bool = False) -> None:
+    def __init__(
+        self, request: Request, *, twin: bool = False, client: Address | None = None
+    ) -> None:
         self.request = request
         self.twin = twin
+        self.client = client
         self._parser = FrameParser()
         self._response: Response | None = None
 
@@ -115,7 +119,7 @@ class ResponseReader:
         for item in self._parser.feed(data):
             if isinstance(item, FrameError):
                 raise item
-            self._response = decode_response(item, self.request, twin=self.twin)
+            self._response = decode_response(item, self.request, twin=self.twin, client=self.client)
             return self._response
         return None
 

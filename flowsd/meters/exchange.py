@@ -3,7 +3,7 @@
 A :class:`MeterLink` belongs to one meter session. For each request it waits out the
 meter's minimum gap, takes a fleet connection slot (unless it still holds an open
 persistent connection), connects, exchanges one frame, validates it (the codec checks
-delimiter, length, CRC, NAK, format and echoed object id; the link adds the addresses) and
+delimiter, length, CRC, destination address, NAK, format and echoed object id) and
 retries connection-level failures with a doubling, jittered backoff. It returns an
 :class:`Answer` or the final :class:`Failure`; what a failure means for the meter (breaker,
 observations) is the session's business.
@@ -148,7 +148,7 @@ class MeterLink:
             try:
                 answer = await self._attempt(wire, request, twin, watchdog, attempt + 1)
             except TransportError as exc:
-                failure = Failure(exc.reason, exc.detail, attempt + 1)  # type: ignore[arg-type]
+                failure = Failure(exc.reason, exc.detail, attempt + 1)
             except EmopError as exc:
                 failure = Failure(classify(exc), str(exc), attempt + 1)
             else:
@@ -183,11 +183,7 @@ class MeterLink:
             if settings.connection_mode == "per_request":
                 self.close()
             try:
-                response = decode_response(frame, request, twin=twin)
-                if response.frame.destination != REFERENCE_CLIENT:
-                    raise ResponseMismatchError(
-                        f"response addressed to {response.frame.destination}, not to flowsd"
-                    )
+                response = decode_response(frame, request, twin=twin, client=REFERENCE_CLIENT)
             except EmopError:
                 self.close()  # the stream position is unknown after a bad frame
                 raise

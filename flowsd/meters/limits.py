@@ -12,8 +12,6 @@ from __future__ import annotations
 import collections
 import math
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 
@@ -101,15 +99,6 @@ class ConnectionLimiter:
         self.in_flight -= 1
         metrics.CONNECTIONS_IN_FLIGHT.dec()
         self._slots.release()
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[None]:
-        """Hold one connection slot for the body."""
-        await self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
 
     def max_connects_in_window(self, window: float) -> int:
         """Most connects seen in any ``window`` seconds among the recent connect times."""

@@ -102,6 +102,16 @@ EVENT_LOG_INVALID = Counter(
     "Event-log records with the invalid event id 0.",
     registry=REGISTRY,
 )
+INVALID_VALUES = Counter(
+    "flowsd_meter_invalid_values",
+    "Answers that decoded but hold an impossible value (e.g. a clock that is not a date).",
+    registry=REGISTRY,
+)
+SINK_FAILURES = Counter(
+    "flowsd_meter_sink_failures",
+    "Observation batches the sink raised on (the poll's outcome is then lost; see the log).",
+    registry=REGISTRY,
+)
 CLOCK_DRIFT = Histogram(
     "flowsd_meter_clock_drift_abs_seconds",
     "Absolute meter clock drift measured at each clock read.",

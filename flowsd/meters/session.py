@@ -9,7 +9,9 @@ A poll runs under a progress watchdog and stops early once the meter is unreacha
 
 Nothing a meter does raises out of a session: every failure becomes an observation with a
 reason (:class:`~flowsd.meters.observations.ReadFailure`,
-:class:`~flowsd.meters.observations.SessionOutcome`) and a metric.
+:class:`~flowsd.meters.observations.SessionOutcome`), a metric and a log line (a warning
+for an invalid answer; debug for refusals and connection failures, whose breaker
+transitions are what gets a warning).
 """
 
 from __future__ import annotations
@@ -330,7 +332,8 @@ class MeterSession:
                 ):
                     await self._emit([outcome])
             except Exception:  # a failing sink is the daemon's problem; keep polling
-                self.log.exception("observation sink failed")
+                metrics.SINK_FAILURES.inc()
+                self.log.exception("observation sink failed; the poll outcome is lost")
 
     async def _probe_body(self) -> None:
         info = by_name(self.settings.probe_object)
@@ -384,9 +387,10 @@ class MeterSession:
             try:
                 meter_time = record.to_datetime()
             except PayloadError as exc:
-                failure = Failure("payload", str(exc), answer.attempts)
-                await self._emit([self._read_failure(name, failure)])
-                return failure
+                metrics.INVALID_VALUES.inc()
+                return await self._failed(
+                    Failure("payload", str(exc), answer.attempts), "object", name
+                )
             observations.append(self._reading(name, oid, answer, meter_time))
             observations.append(self._clock_drift(meter_time, answer))
         else:
@@ -529,31 +533,39 @@ class MeterSession:
         result = await self.link.request(
             request, kind, attempts=attempts, twin=twin, watchdog=self._watchdog
         )
+        self._requests += 1
         if isinstance(result, Answer):
             self.stats.requests_ok += 1
-            self._requests += 1
             self.last_success_at = self.wall_clock()
             self._transition(self.breaker.record_success())
             return result
-        failure = result
-        self._requests += 1
+        return await self._failed(result, kind, label)
+
+    async def _failed(self, failure: Failure, kind: RequestKind, label: str) -> Failure:
+        """Count, log and report a failed request; abort the poll when the meter is
+        unreachable or the breaker opens."""
         self._failed_requests += 1
         self.stats.failures[failure.reason] += 1
-        # A NAK is an answer (e.g. an object this model lacks): reported, but the poll is ok.
-        if self._first_failure is None and not failure.meter_answered:
-            self._first_failure = failure
-        self.log.debug(
-            "meter request failed",
-            object=label,
-            reason=failure.reason,
-            detail=failure.detail,
-            attempts=failure.attempts,
-        )
+        fields = {
+            "object": label,
+            "reason": failure.reason,
+            "detail": failure.detail,
+            "attempts": failure.attempts,
+        }
         if failure.meter_answered:
+            # A NAK is an answer (e.g. an object this model lacks): reported, the poll is ok.
+            self.log.debug("meter refused a request", **fields)
             self._transition(self.breaker.record_success())
             if kind != "probe":
                 await self._emit([self._read_failure(label, failure)])
             return failure
+        if self._first_failure is None:
+            self._first_failure = failure
+        if failure.connection_level:
+            # Routine on cellular links; the breaker's transitions are what gets a warning.
+            self.log.debug("meter request failed", **fields)
+        else:
+            self.log.warning("meter sent an invalid answer", **fields)
         went_offline = self._note_failure(failure)
         if kind != "probe":
             await self._emit([self._read_failure(label, failure)])

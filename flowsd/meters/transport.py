@@ -20,10 +20,11 @@ import socket
 import anyio
 
 from flowsd.meters import metrics
+from flowsd.meters.observations import FailureReason
 
 DELIMITER = 0x7E
 # Connection-level reasons worth another attempt; anything else the meter said is final.
-RETRYABLE = frozenset(
+RETRYABLE: frozenset[FailureReason] = frozenset(
     {"refused", "connect_timeout", "unreachable", "reset", "closed", "read_timeout"}
 )
 
@@ -31,15 +32,11 @@ RETRYABLE = frozenset(
 class TransportError(Exception):
     """A connection-level failure with a reason and the bytes received so far."""
 
-    def __init__(self, reason: str, detail: str = "", received: bytes = b"") -> None:
+    def __init__(self, reason: FailureReason, detail: str = "", received: bytes = b"") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
         self.received = received
-
-    @property
-    def retryable(self) -> bool:
-        return self.reason in RETRYABLE
 
 
 def frame_complete(buffer: bytes | bytearray) -> bool:

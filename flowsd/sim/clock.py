@@ -68,10 +68,3 @@ class SimClock:
         self._origin_sim = self.now()
         self._origin_real = time.monotonic()
         self._speed = speed
-
-    def real_seconds_until(self, sim_time: float) -> float:
-        """Real seconds until the simulated clock reaches ``sim_time`` (inf when frozen)."""
-        remaining = sim_time - self.now()
-        if remaining <= 0:
-            return 0.0
-        return remaining / self._speed if self._speed > 0 else float("inf")

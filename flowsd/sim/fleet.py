@@ -13,13 +13,14 @@ import asyncio
 import collections
 import contextlib
 import functools
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import overload
 
-from flowsd.emop import Frame
+from flowsd.emop import Frame, decode_frame
 from flowsd.sim.clock import SimClock, to_emop
 from flowsd.sim.events import Event
 from flowsd.sim.faults import Fault, FaultKind, FaultPlan
@@ -28,7 +29,7 @@ from flowsd.sim.limits import check_capacity
 from flowsd.sim.model import MeterModel
 from flowsd.sim.overrides import Credit
 from flowsd.sim.rand import Stream, uniform
-from flowsd.sim.server import MeterConnection, listening_socket, monotonic
+from flowsd.sim.server import MeterConnection, listening_socket
 from flowsd.sim.state import FleetState
 from flowsd.sim.truth import (
     IntervalTruth,
@@ -58,12 +59,6 @@ class MeterInfo:
     twin_element: bool
     three_phase: bool
     solar: bool
-
-    @property
-    def elements(self) -> tuple[str, ...]:
-        if self.three_phase:
-            return ("SINGLE",)
-        return ("A", "B") if self.twin_element else ("SINGLE",)
 
     def manifest_entry(self) -> dict[str, object]:
         return {
@@ -302,7 +297,7 @@ class SimulatedFleet:
         rule = plan.rule_for(FaultKind.TOOSOON, index, serial)
         if (
             rule is not None
-            and monotonic() - self._last_end[index] < rule.parameter
+            and time.monotonic() - self._last_end[index] < rule.parameter
             and uniform(self.seed, index, Stream.FAULT, self._connections[index], 99)
             < rule.probability
         ):
@@ -313,16 +308,18 @@ class SimulatedFleet:
         plan = self.plan
         if not plan:
             return None
-        serial = self.state.serial(index)
-        fault = plan.draw(self.seed, index, serial, self._connections[index])
-        return fault
+        return plan.draw(self.seed, index, self.state.serial(index), self._connections[index])
 
     def exchange_ended(self, index: int) -> None:
-        self._last_end[index] = monotonic()
+        self._last_end[index] = time.monotonic()
 
-    def record(self, index: int, request: Frame, nak: int, data: bytes) -> None:
+    def record(self, index: int, request: Frame, wire: bytes) -> None:
+        """Journal one answered request (``wire``: the encoded answer), if journaling."""
         if self.journal is not None:
-            self.journal.append(Exchange(index, self.clock.now(), request.data, nak, data))
+            response = decode_frame(wire)
+            self.journal.append(
+                Exchange(index, self.clock.now(), request.data, response.nak_code, response.data)
+            )
 
     def answers(self, meter: int | str, object_id: int | None = None) -> list[Exchange]:
         """Journal entries of one meter (optionally one default-format object), oldest first.

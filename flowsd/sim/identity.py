@@ -35,17 +35,17 @@ class Hardware(enum.StrEnum):
         return self is Hardware.C1W
 
     @property
-    def version_string(self) -> bytes:
+    def version_string(self) -> str:
         """The ``hardware_version`` payload a single-phase meter of this kind returns."""
         return _VERSION_STRINGS[self]
 
 
 _VERSION_STRINGS = {
-    Hardware.C1W: b"6Cw ",
-    Hardware.EMA1W: b"3Aw ",
-    Hardware.B1W: b"6Bw ",
-    Hardware.P1AX: b"",
-    Hardware.P1CX: b"",
+    Hardware.C1W: "6Cw ",
+    Hardware.EMA1W: "3Aw ",
+    Hardware.B1W: "6Bw ",
+    Hardware.P1AX: "",
+    Hardware.P1CX: "",
 }
 
 # Cumulative shares of the default hardware mix.

@@ -45,14 +45,6 @@ class RecordStatus:
     valid_data: bool
     power_fail: bool
 
-    def wire(self) -> bytes:
-        return bytes(
-            (
-                0x01 if self.reset else 0,
-                (0x80 if self.valid_data else 0) | (0x40 if self.power_fail else 0),
-            )
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class ProfileRecord:

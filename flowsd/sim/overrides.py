@@ -29,10 +29,9 @@ class ClockSet:
 
 @dataclass(slots=True)
 class MeterOverrides:
-    """Per-meter mutable state: writes, applied tokens, and connection bookkeeping."""
+    """Per-meter mutable state: writes and applied tokens (connections are counted by the
+    fleet, for every meter, in arrays)."""
 
-    connections: int = 0
-    last_exchange_end: float = 0.0  # host monotonic seconds, for the minimum-gap refusal
     clock_set: ClockSet | None = None
     tokens: list[Credit] = field(default_factory=list)
     flags: dict[int, int] = field(default_factory=dict)

@@ -1,9 +1,10 @@
 """The wire side: one listening socket per meter and an asyncio Protocol per connection.
 
 A connection carries one request: bytes are collected until the frame-length byte says the
-frame is complete (at most 256 bytes), the meter's answer is computed and written in a
-single write, and the meter closes the connection. Faults drawn for the connection change
-how (or whether) the answer is delivered.
+frame is complete (at most 256 bytes), the meter's answer is computed, encoded by the codec
+and written in a single write, and the meter closes the connection. A request with a bad
+CRC is answered with NAK 1. Faults drawn for the connection change how (or whether) the
+answer is delivered.
 """
 
 from __future__ import annotations
@@ -12,21 +13,21 @@ import asyncio
 import contextlib
 import socket
 import struct
-import time
 from typing import TYPE_CHECKING
 
 from flowsd.emop import (
     Address,
     CrcMismatchError,
     EmopError,
-    Frame,
     NakCode,
     decode_frame,
-    encode_frame,
+    decode_frame_unverified,
+    encode_nak,
+    encode_response,
 )
 from flowsd.sim.faults import Fault, FaultKind
 from flowsd.sim.rand import Stream, draw, integer
-from flowsd.sim.responder import respond
+from flowsd.sim.responder import Answer, respond
 
 if TYPE_CHECKING:
     from flowsd.sim.fleet import SimulatedFleet
@@ -36,16 +37,6 @@ MAX_REQUEST_BYTES = 256
 IDLE_LIMIT_SECONDS = 120.0
 SPLIT_GAP_SECONDS = 0.05
 _LINGER_RESET = struct.pack("ii", 1, 0)
-
-
-def _lenient_frame(raw: bytes) -> Frame:
-    """The frame in ``raw`` without checking its CRC (to NAK a request with a bad CRC)."""
-    return Frame(
-        destination=Address(raw[2], int.from_bytes(raw[3:6], "big")),
-        source=Address(raw[6], int.from_bytes(raw[7:10], "big")),
-        control=raw[10],
-        data=raw[11:-2],
-    )
 
 
 def reset(transport: asyncio.BaseTransport) -> None:
@@ -123,29 +114,34 @@ class MeterConnection(asyncio.Protocol):
             return  # hold the socket open until the idle limit or the client gives up
         try:
             request = decode_frame(raw)
-            nak, data = respond(fleet.state, self.index, request, fleet.clock.now())
         except CrcMismatchError:
-            request = _lenient_frame(raw)
-            nak, data = NakCode.FCS_ERROR, request.data[:5]
-        except EmopError:
+            request = decode_frame_unverified(raw)
+            answer = Answer(NakCode.FCS_ERROR)
+        except EmopError:  # a frame length no request can have
             self._finish()
             return
+        else:
+            answer = respond(fleet.state, self.index, request, fleet.clock.now())
+        nak = answer.nak
         if fault is not None and fault.kind is FaultKind.NAK:
-            nak = int(fault.parameter)
-            data = data[:1] if data[0] == 0x14 else data[:5]
+            nak = int(fault.parameter)  # the request was still carried out
         meter = Address(0x00, fleet.state.identity(self.index).meter_address)
-        wire = encode_frame(
-            Frame(request.source, meter, (request.control & 0x07) | (nak << 3), data)
-        )
-        fleet.record(self.index, request, nak, data)
+        try:
+            if nak:
+                wire = encode_nak(request, nak, meter=meter)
+            else:
+                wire = encode_response(request, answer.body, meter=meter, parsed=answer.request)
+        except EmopError:
+            self._finish()  # a simulator bug: do not leave the client waiting for an answer
+            raise
+        fleet.record(self.index, request, wire)
         fleet.stats.answered += 1
+        if fault is not None:
+            fleet.stats.count(fault.kind)
         if fault is None or fault.kind is FaultKind.NAK:
-            if fault is not None:
-                fleet.stats.count(fault.kind)
             self._send_and_close(wire)
-            return
-        fleet.stats.count(fault.kind)
-        self._deliver_faulty(wire, fault)
+        else:
+            self._deliver_faulty(wire, fault)
 
     def _send_and_close(self, wire: bytes) -> None:
         transport = self.transport
@@ -213,7 +209,3 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def monotonic() -> float:
-    return time.monotonic()

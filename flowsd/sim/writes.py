@@ -1,16 +1,19 @@
 """Writes a meter accepts: clock set, top-up token, flags, settings and the future tariff.
 
 Each returns the NAK code to answer (0 = accepted); accepted writes land in the meter's
-overrides, from where the model reads them on every later request.
+overrides, from where the model reads them on every later request. A payload must be
+exactly as long as the object's value (NAK 3 otherwise) and is decoded with the codec's
+records.
 """
 
 from __future__ import annotations
 
-import struct
-from datetime import UTC, datetime
 from typing import NamedTuple
 
-from flowsd.emop import NakCode, object_id
+import msgspec
+
+from flowsd.emop import NakCode, PayloadError, object_id
+from flowsd.emop.records import ClockTime, ThresholdValues, U32Value
 from flowsd.sim.clock import to_emop
 from flowsd.sim.events import EventId
 from flowsd.sim.model import MeterModel
@@ -33,6 +36,9 @@ _FUTURE_ACTIVATION = object_id("tariff_future_activation_datetime")
 _CLOCK = object_id("time")
 _TOKEN = object_id("prepay_token_send")
 _BACKLIGHT = object_id("backlight")
+CLOCK_LENGTH = 7
+U32_LENGTH = 4
+THRESHOLDS_LENGTH = 14
 _ONE_BYTE_SINGLE_PHASE = {
     object_id(n)
     for n in (
@@ -90,12 +96,11 @@ def apply_write(target: WriteTarget, oid: int, payload: bytes, now: float) -> in
 
 
 def _write_clock(state: FleetState, index: int, payload: bytes, now: float) -> int:
-    if len(payload) != 7:
+    if len(payload) != CLOCK_LENGTH:
         return NakCode.FRAME_LENGTH_INCORRECT
-    year, month, day, hour, minute, second, _ = payload
     try:
-        moment = datetime(2000 + year, month, day, hour, minute, second, tzinfo=UTC)
-    except ValueError:
+        moment = ClockTime.decode(payload).to_datetime()
+    except PayloadError:  # not a calendar date and time
         return NakCode.FORMAT_ERROR
     state.writable(index).clock_set = ClockSet(set_at=now, value=to_emop(moment))
     return NakCode.OK
@@ -116,29 +121,26 @@ def _write_future_tariff(target: WriteTarget, oid: int, payload: bytes, now: flo
     state, index, model = target
     change: dict[str, object]
     if oid in FUTURE_FIELD_BY_ID or oid == _FUTURE_ACTIVATION:
-        if len(payload) != 4:
+        if len(payload) != U32_LENGTH:
             return NakCode.FRAME_LENGTH_INCORRECT
-        value = int.from_bytes(payload, "little")
+        value = U32Value.decode(payload).value
         change = (
             {"activation": value} if oid == _FUTURE_ACTIVATION else {FUTURE_FIELD_BY_ID[oid]: value}
         )
-    elif oid == _FUTURE_MASK:
+    elif oid in (_FUTURE_MASK, _FUTURE_TOU_FLAG):
         if len(payload) != 1:
             return NakCode.FRAME_LENGTH_INCORRECT
-        change = {"threshold_mask": payload[0]}
+        change = {"threshold_mask" if oid == _FUTURE_MASK else "tou_flag": payload[0]}
     elif oid == _FUTURE_VALUES:
-        if len(payload) != 14:
+        if len(payload) != THRESHOLDS_LENGTH:
             return NakCode.FRAME_LENGTH_INCORRECT
-        change = {"threshold_values": struct.unpack("<7H", payload)}
-    elif oid == _FUTURE_TOU_FLAG:
-        if len(payload) != 1:
-            return NakCode.FRAME_LENGTH_INCORRECT
-        change = {"tou_flag": payload[0]}
+        values = ThresholdValues.decode(payload)
+        change = {"threshold_values": msgspec.structs.astuple(values)}
     elif oid in FUTURE_PRICE_BANK or oid in FUTURE_B_BANK:
-        if len(payload) != 4:
+        if len(payload) != U32_LENGTH:
             return NakCode.FRAME_LENGTH_INCORRECT
         current = dict(model.future_tariff(now)[1].other_prices)
-        current[oid] = int.from_bytes(payload, "little")
+        current[oid] = U32Value.decode(payload).value
         change = {"other_prices": tuple(sorted(current.items()))}
     else:
         return NakCode.SECURITY_NOT_GRANTED

@@ -24,7 +24,9 @@ from flowsd.emop import (
     ProfileLogRequest,
     ReadRequest,
     Request,
+    ResponseAddressError,
     ResponseMismatchError,
+    ResponseReader,
     ThreePhaseIntervalsRequest,
     TruncatedFrameError,
     WriteRequest,
@@ -32,6 +34,7 @@ from flowsd.emop import (
     crc16,
     decode_frame,
     decode_frame_prefix,
+    decode_frame_unverified,
     decode_response,
     encode_frame,
     encode_nak,
@@ -149,6 +152,36 @@ def test_mismatched_echoed_object_is_rejected() -> None:
         decode_response(answer, EventLogRequest(0))
     with pytest.raises(ResponseMismatchError, match="flag"):
         decode_response(answer, WriteRequest(object_id("prepay_balance"), b"\0\0\0\0"))
+
+
+def test_a_response_to_another_client_is_rejected_when_the_client_is_named() -> None:
+    request = ReadRequest(object_id("prepay_balance"))
+    me = Address(0x80, 0x123456)
+    mine = build_request(request, source=me)
+    answer = encode_response(mine, PrepayBalance(100), meter=METER)
+    assert decode_response(answer, request, client=me).record == PrepayBalance(100)
+    assert decode_response(answer, request).record == PrepayBalance(100)  # the reference's view
+    with pytest.raises(ResponseAddressError, match="addressed to 80/123456"):
+        decode_response(answer, request, client=Address(0x00, 0x21AE42))
+    reader = ResponseReader(request, client=Address(0x00, 0x21AE42))
+    with pytest.raises(ResponseAddressError):
+        reader.feed(answer)
+    # An address error is a kind of mismatch: it still answers something else.
+    assert issubclass(ResponseAddressError, ResponseMismatchError)
+
+
+def test_an_unverified_decode_reads_a_damaged_request_for_its_nak() -> None:
+    damaged = SERIAL_READ[:-1] + bytes((SERIAL_READ[-1] ^ 0xFF,))
+    with pytest.raises(CrcMismatchError):
+        decode_frame(damaged)
+    frame = decode_frame_unverified(damaged + b"trailing")
+    assert frame == decode_frame(SERIAL_READ)
+    nak = decode_frame(encode_nak(frame, NakCode.FCS_ERROR, meter=METER))
+    assert (nak.destination, nak.sequence, nak.nak_code) == (frame.source, 5, NakCode.FCS_ERROR)
+    assert nak.data == frame.data[:5]
+    for bad in (b"", b"\x7f" + SERIAL_READ[1:], SERIAL_READ[:-1]):
+        with pytest.raises((BadDelimiterError, TruncatedFrameError)):
+            decode_frame_unverified(bad)
 
 
 @pytest.mark.parametrize(

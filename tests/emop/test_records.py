@@ -22,7 +22,9 @@ from flowsd.emop.records import (
     LoadSwitch,
     PrepayBalance,
     ProfileLog1,
+    ProfileLog1Record,
     ProfileLog2,
+    ProfileLog2TwinRecord,
     Record,
     Registers,
     Serial,
@@ -32,6 +34,7 @@ from flowsd.emop.records import (
     U32Value,
     Voltage,
 )
+from flowsd.emop.records.profile import VALID
 from flowsd.emop.units import gbp, gbp_to_raw, three_phase_kw, three_phase_kwh, to_emop_seconds
 from tests.emop.strategies import RECORDS
 
@@ -215,3 +218,21 @@ def test_three_phase_scaling() -> None:
 def test_interval_start_times() -> None:
     block = ThreePhaseIntervals(True, 1, True, 1, 803_001_600, 30, (0xD79600,), ())
     assert block.interval_start(3) == datetime(2025, 6, 12, 1, 30, tzinfo=UTC)
+
+
+def test_profile_log_1_encodes_the_five_records_a_meter_sends() -> None:
+    records = tuple(ProfileLog1Record(1800 * (i + 1), VALID, 100 + i, 200 + i) for i in range(5))
+    body = ProfileLog1.padded(1800, records).encode()
+    assert len(body) == 4 + 80
+    decoded = ProfileLog1.decode(body)
+    assert decoded.records == records[:4]  # the reference's four
+    assert decoded.extra[:14] == records[4].timestamp.to_bytes(4, "little") + bytes((0, 0x80)) + (
+        (104).to_bytes(4, "little") + (204).to_bytes(4, "little")
+    )
+    assert decoded.extra[14:] == bytes(10)
+    assert decoded.encode() == body
+    with pytest.raises(EncodeError, match="at most 5"):
+        ProfileLog1(1800, records + records[:1]).encode()
+    twin = ProfileLog2TwinRecord(1800, VALID, 1, 2, 3, 4, 5, 6, 7)
+    with pytest.raises(EncodeError, match="at most 2"):
+        ProfileLog2(True, 1800, (twin,) * 3).encode()

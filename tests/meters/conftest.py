@@ -75,12 +75,25 @@ class Collector:
         self.items: list[Observation] = []
         self.delay = delay
         self.calls = 0
+        self._received = anyio.Event()
 
     async def __call__(self, batch: Sequence[Observation]) -> None:
         self.calls += 1
         if self.delay:
             await anyio.sleep(self.delay)
         self.items.extend(batch)
+        self._received.set()
+        self._received = anyio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool], limit: float = 60.0) -> None:
+        """Wait until ``predicate`` holds, checking it after every batch the sink takes.
+
+        The limit only catches a condition that never comes (a hang, a starved meter): it
+        is far above what a loaded machine needs.
+        """
+        with anyio.fail_after(limit):
+            while not predicate():
+                await self._received.wait()
 
     def of(self, kind: type[ObsT], serial: str | None = None) -> list[ObsT]:
         return [
@@ -144,8 +157,12 @@ async def running(supervisor: FleetSupervisor) -> AsyncIterator[FleetSupervisor]
                 await supervisor.stop()
 
 
-async def wait_until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
-    """Check ``predicate`` every 20 ms; fail the test if it does not hold within ``limit``."""
+async def wait_until(predicate: Callable[[], bool], limit: float = 30.0) -> None:
+    """Check ``predicate`` every 20 ms; fail the test if it does not hold within ``limit``.
+
+    For conditions that are not the sink's (counters, limiter state); the limit is generous
+    so that a loaded machine does not fail a test, only a condition that never comes.
+    """
     with anyio.fail_after(limit):
         while not predicate():  # noqa: ASYNC110 - the condition lives in other tasks' data
             await anyio.sleep(0.02)

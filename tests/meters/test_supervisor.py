@@ -83,16 +83,20 @@ async def test_global_caps_hold_and_healthy_meters_keep_cadence_while_others_fai
         sink = Collector()
         supervisor = FleetSupervisor(config, plan, sink)
         supervisor.apply(targets_for(fleet))
+        healthy = [m.serial for m in fleet.meters][:10]
+
+        def polled() -> list[int]:
+            return [len([o for o in _outcomes(sink, s) if o.ok]) for s in healthy]
+
         async with running(supervisor):
-            await anyio.sleep(3.0)
+            await sink.wait_for(lambda: min(polled()) >= 2)
+            await wait_until(lambda: supervisor.limiter.peak_in_flight == 4)
         limiter = supervisor.limiter
         assert limiter.peak_in_flight == 4  # reached, never exceeded
         assert limiter.max_connects_in_window(1.0) <= 4 + 40
         assert limiter.in_flight == 0
-        healthy = [m.serial for m in fleet.meters][:10]
-        polled = [len([o for o in _outcomes(sink, s) if o.ok]) for s in healthy]
-        assert min(polled) >= 2, polled
         dead = [m.serial for m in fleet.meters][10:]
+        assert all(_outcomes(sink, s) for s in dead)
         assert all(not o.ok for s in dead for o in _outcomes(sink, s))
 
 
@@ -126,28 +130,30 @@ async def test_backfill_is_bounded_per_poll_and_completes() -> None:
 
 
 async def test_slow_sink_applies_back_pressure_and_nothing_is_lost() -> None:
-    objects = ["csq_net_op", "prepay_balance", "instantaneous_voltage", "serial"]
+    objects = ["csq_net_op", "prepay_balance"]
     plan = plan_of(objects, period=0.2)
-    # The sink takes longer than the watchdog allows a stuck poll: waiting on it must not
-    # count as being stuck.
-    config = settings(watchdog_seconds=0.3)
+    # Each sink call takes longer than the watchdog allows a stuck poll: waiting on it must
+    # not count as being stuck. The exchanges themselves get ample time (a loaded machine
+    # must not fire the watchdog or a read timeout), and stop() waits for in-flight polls
+    # rather than abandoning a sink call.
+    config = settings(watchdog_seconds=0.8, read_timeout_seconds=5.0, stop_deadline_seconds=30.0)
     async with fleet_of(3, hardware=["B1.w"] * 3) as fleet:
-        sink = Collector(delay=0.4)
+        sink = Collector(delay=1.0)
         supervisor = FleetSupervisor(config, plan, sink)
         supervisor.apply(targets_for(fleet))
         async with running(supervisor):
-            await wait_until(lambda: len(sink.of(SessionOutcome)) >= 6, limit=20)
+            await sink.wait_for(lambda: len([o for o in sink.of(SessionOutcome) if o.ok]) >= 3)
+            # Slow sink, so polls overran their slots instead of piling up.
+            await wait_until(lambda: supervisor.stats.skipped_slots > 0)
         assert supervisor.stats.watchdog_cancellations == 0
         outcomes = sink.of(SessionOutcome)
         # Polls still running at stop() end early after their current request.
-        assert all(o.ok or o.reason == "stopped" for o in outcomes)
+        assert all(o.ok or o.reason == "stopped" for o in outcomes), outcomes
         # Every answer read reached the sink: readings == successful requests.
         assert len(sink.of(Reading)) == supervisor.stats.requests_ok
         complete = [o for o in outcomes if o.ok]
-        assert len(complete) >= 5
+        assert len(complete) >= 3
         assert all(o.requests == len(objects) for o in complete)
-        # Slow sink, so polls overran their slots instead of piling up.
-        assert supervisor.stats.skipped_slots > 0
 
 
 async def test_watchdog_cancels_a_wedged_poll_and_counts_it() -> None:
@@ -295,13 +301,19 @@ async def test_reconfigure_keeps_unchanged_cadences_and_applies_new_caps() -> No
 
 async def test_two_meter_ids_on_one_address_never_talk_to_it_at_once() -> None:
     plan = plan_of(["csq_net_op", "prepay_balance"], period=0.2)
+    # Each poll (two slow answers) outlasts the period, so both ids are due while the other
+    # talks; the read timeout leaves a loaded machine room to deliver the 100 ms answers.
     async with fleet_of(1, hardware=["B1.w"], faults="slow=1:100ms") as fleet:
         (target,) = targets_for(fleet)
         twin = msgspec.structs.replace(target, meter_id=uuid.uuid4(), serial="DUPLICATE")
         sink = Collector()
-        supervisor = FleetSupervisor(settings(), plan, sink)
+        supervisor = FleetSupervisor(settings(read_timeout_seconds=5.0), plan, sink)
         supervisor.apply([target, twin])
+
+        def polls(serial: str | None) -> int:
+            return len([o for o in sink.of(SessionOutcome, serial) if o.ok])
+
         async with running(supervisor):
-            await wait_until(lambda: len(sink.of(SessionOutcome, "DUPLICATE")) >= 1, limit=15)
-            await wait_until(lambda: len(sink.of(SessionOutcome, target.serial)) >= 1, limit=15)
+            # Two turns each: neither id is starved once the other has had its go.
+            await sink.wait_for(lambda: polls("DUPLICATE") >= 2 and polls(target.serial) >= 2)
         assert supervisor.limiter.peak_in_flight == 1

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+from structlog.testing import capture_logs
 
 from flowsd.emop import (
     Address,
@@ -22,7 +23,7 @@ from flowsd.emop import (
     object_id,
     response_data,
 )
-from flowsd.emop.records import CsqNetOp
+from flowsd.emop.records import ClockTime, CsqNetOp
 from flowsd.meters.observations import ReadFailure, Reading, SessionOutcome
 from flowsd.meters.target import MeterTarget
 from flowsd.ops.metrics import sample_value
@@ -96,17 +97,24 @@ def impossible_length(request: Frame) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("reply", "reason"),
-    [(wrong_object, "mismatch"), (wrong_address, "mismatch"), (impossible_length, "bad_length")],
+    ("reply", "reason", "detail"),
+    [
+        (wrong_object, "mismatch", "echoes object ffc802"),
+        (wrong_address, "mismatch", "addressed to 80/123456"),
+        (impossible_length, "bad_length", "bad frame length: 5"),
+    ],
 )
 async def test_invalid_answers_fail_with_their_reason_and_are_not_retried(
-    reply: Reply, reason: str
+    reply: Reply, reason: str, detail: str
 ) -> None:
     async with rogue_meter(reply) as target:
         sink = await _poll(target)
     (failure,) = sink.of(ReadFailure)
     assert failure.reason == reason and failure.attempts == 1, failure
+    assert detail in failure.detail, failure
     assert not sink.of(Reading)
+    (outcome,) = sink.of(SessionOutcome)
+    assert not outcome.ok and outcome.reason == reason
 
 
 async def test_bytes_after_the_frame_are_ignored() -> None:
@@ -179,3 +187,28 @@ async def test_a_meter_that_never_accepts_gives_connect_timeout() -> None:
     assert failure.reason == "connect_timeout" and failure.attempts == 2
     (outcome,) = sink.of(SessionOutcome)
     assert not outcome.ok and outcome.reason == "connect_timeout"
+
+
+def impossible_clock(request: Frame) -> bytes:
+    return encode_response(request, ClockTime(26, 13, 1, 0, 0, 0, 0), meter=METER)
+
+
+async def test_an_impossible_clock_is_a_counted_logged_payload_failure() -> None:
+    before = sample_value("flowsd_meter_invalid_values_total")
+    async with rogue_meter(impossible_clock) as target:
+        sink = Collector()
+        session = session_for(target, settings(), plan_of(["time"]), sink)
+        with capture_logs() as logs:
+            await session.poll(["fast"])
+    (failure,) = sink.of(ReadFailure)
+    assert (failure.object_name, failure.reason) == ("time", "payload")
+    assert "not a valid date" in failure.detail
+    assert not sink.of(Reading)
+    (outcome,) = sink.of(SessionOutcome)
+    assert not outcome.ok and outcome.reason == "payload" and outcome.failed_requests == 1
+    assert sample_value("flowsd_meter_invalid_values_total") == before + 1
+    assert session.stats.failures["payload"] == 1
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["event"], e["reason"]) for e in warnings] == [
+        ("meter sent an invalid answer", "payload")
+    ]

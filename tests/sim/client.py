@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from flowsd.emop import Request, Response, ResponseReader, encode_request
+from flowsd.emop import REFERENCE_CLIENT, Request, Response, ResponseReader, encode_request
 from flowsd.sim.fleet import MeterInfo
 
 TIMEOUT = 3.0
@@ -44,7 +44,8 @@ async def raw_exchange(
 
 
 async def ask(meter: MeterInfo, request: Request, *, seconds: float = TIMEOUT) -> Response:
-    """The checked, decoded response to ``request`` (codec errors are raised)."""
+    """The checked, decoded response to ``request`` (codec errors are raised), which must be
+    addressed back to the requester."""
     raw, _ = await raw_exchange(meter, encode_request(request), seconds=seconds)
-    reader = ResponseReader(request, twin=meter.twin_element)
+    reader = ResponseReader(request, twin=meter.twin_element, client=REFERENCE_CLIENT)
     return reader.feed(raw) or reader.eof()

@@ -22,8 +22,10 @@ from flowsd.emop import (
     decode_frame,
     decode_response,
     encode_request,
+    object_id,
     parse_request,
 )
+from flowsd.emop.records import PrepayBalance
 from flowsd.sim.clock import SimClock
 from flowsd.sim.fleet import MeterInfo, SimulatedFleet
 from tests.emop.vectors import document
@@ -85,9 +87,12 @@ async def test_nak_vector_request_is_answered_by_a_healthy_meter() -> None:
     ) as fleet:
         request_wire = bytes.fromhex(vector["request_frame_hex"])
         raw, _ = await raw_exchange(fleet.meters[0], request_wire)
+        balance = fleet.truth(0).balance
     assert decode_frame(bytes.fromhex(vector["response_frame_hex"])).nak_code == 5
-    response = decode_response(raw, parse_request(request_wire))
-    assert response.record is not None
+    request = parse_request(request_wire)
+    assert request == ReadRequest(object_id("prepay_balance"))
+    assert balance is not None
+    assert decode_response(raw, request).record == PrepayBalance(balance)
 
 
 async def test_real_capture_requests_are_addressed_back_to_their_client() -> None:

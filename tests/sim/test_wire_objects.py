@@ -15,7 +15,6 @@ from flowsd.emop import (
     ReadRequest,
     Request,
     ThreePhaseIntervalsRequest,
-    object_id,
 )
 from flowsd.emop.records import (
     ClockTime,
@@ -187,6 +186,11 @@ async def test_logs_and_intervals_follow_the_hardware_kind(
     for record in log1.records:
         assert record.import_a == truth_by_end[record.timestamp].registers_at_end[0]
         assert record.import_b == truth_by_end[record.timestamp].registers_at_end[1]
+        assert record.status.valid_data == truth_by_end[record.timestamp].status.valid_data
+    # Like a real meter it sends a fifth record, which the reference does not decode.
+    fifth = two_hours_ago + 4 * 1800
+    assert int.from_bytes(log1.extra[:4], "little") == fifth
+    assert int.from_bytes(log1.extra[6:10], "little") == truth_by_end[fifth].registers_at_end[0]
     assert isinstance(log2, ProfileLog2)
     assert log2.is_twin_element == (hardware == "C1.w")
     assert len(log2.records) == (2 if hardware == "C1.w" else 3)
@@ -213,4 +217,3 @@ async def test_nak_for_unknown_object_echoes_the_request_header(frozen_clock: Si
             await ask(fleet.meters[0], ReadRequest(0x800309))
     assert raised.value.code == NakCode.OBJECT_NOT_RECOGNISED
     assert raised.value.object_id == 0x800309
-    assert object_id("serial") == 0x600100

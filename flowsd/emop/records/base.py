@@ -1,10 +1,11 @@
-"""The record base class and the small readers the record modules share."""
+"""The record base classes (records, two-byte status flags) and the helpers the record modules
+share."""
 
 from __future__ import annotations
 
 import enum
 import struct
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
 
@@ -20,6 +21,20 @@ class Record(msgspec.Struct, frozen=True):
 
     def encode(self) -> bytes:
         raise NotImplementedError
+
+
+class ScalarRecord(Record, frozen=True):
+    """A record whose payload is one integer field, packed with the class's ``layout``."""
+
+    layout: ClassVar[struct.Struct]
+    what: ClassVar[str]  # names the record in error messages
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        return cls(unpack(cls.layout, payload, cls.what)[0])
+
+    def encode(self) -> bytes:
+        return pack(self.layout, self.what, getattr(self, self.__struct_fields__[0]))
 
 
 class RawPayload(Record, frozen=True):
@@ -74,3 +89,16 @@ def byte_from_bits_msb_first(bits: list[bool]) -> int:
         if bit:
             value |= 0x80 >> i
     return value
+
+
+class StatusFlags(msgspec.Struct, frozen=True):
+    """Two status bytes as 16 boolean fields, which subclasses declare in wire order
+    (byte 0 bit 7 first)."""
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Self:
+        return cls(*bits_msb_first(raw[0]), *bits_msb_first(raw[1]))
+
+    def to_bytes(self) -> bytes:
+        bits = [bool(getattr(self, name)) for name in self.__struct_fields__]
+        return bytes((byte_from_bits_msb_first(bits[:8]), byte_from_bits_msb_first(bits[8:])))

@@ -7,7 +7,7 @@ import struct
 from typing import Self
 
 from flowsd.emop.errors import EncodeError
-from flowsd.emop.records.base import Record, enum_or_int, need, pack, unpack
+from flowsd.emop.records.base import Record, ScalarRecord, enum_or_int, need, pack, unpack
 from flowsd.emop.units import volts
 
 _U16 = struct.Struct("<H")
@@ -31,51 +31,33 @@ class CsqNetOp(Record, frozen=True):
         return bytes(((self.network_operator << 5) | self.csq,))
 
 
-class Voltage(Record, frozen=True):
+class Voltage(ScalarRecord, frozen=True):
     """Instantaneous voltage (single or one phase), u16le in 0.1 V."""
 
     voltage: int
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(unpack(_U16, payload, "voltage")[0])
-
-    def encode(self) -> bytes:
-        return pack(_U16, "voltage", self.voltage)
+    layout, what = _U16, "voltage"
 
     @property
     def volts(self) -> float:
         return volts(self.voltage)
 
 
-class ActivePower(Record, frozen=True):
+class ActivePower(ScalarRecord, frozen=True):
     """Instantaneous active power, u16le in W."""
 
     power: int
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(unpack(_U16, payload, "power")[0])
-
-    def encode(self) -> bytes:
-        return pack(_U16, "power", self.power)
+    layout, what = _U16, "power"
 
     @property
     def kw(self) -> float:
         return self.power / 1000
 
 
-class Flag(Record, frozen=True):
+class Flag(ScalarRecord, frozen=True):
     """A one-byte flag; only 1 means enabled."""
 
     enabled_flag: int
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(unpack(_U8, payload, "flag")[0])
-
-    def encode(self) -> bytes:
-        return pack(_U8, "flag", self.enabled_flag)
+    layout, what = _U8, "flag"
 
     @property
     def enabled(self) -> bool:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Self
 
 from flowsd.emop.errors import EncodeError, PayloadError
-from flowsd.emop.records.base import Record, pack, unpack
+from flowsd.emop.records.base import Record, ScalarRecord, unpack
 from flowsd.emop.units import ascii_text, from_emop_seconds, gbp
 
 _S32 = struct.Struct("<i")
@@ -16,17 +16,11 @@ _U16 = struct.Struct("<H")
 _DETAILS = struct.Struct("<8sIi")
 
 
-class PrepayBalance(Record, frozen=True):
+class PrepayBalance(ScalarRecord, frozen=True):
     """``prepay_balance``: s32le in 1e-5 GBP; negative means debt."""
 
     balance: int
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(unpack(_S32, payload, "prepay balance")[0])
-
-    def encode(self) -> bytes:
-        return pack(_S32, "prepay balance", self.balance)
+    layout, what = _S32, "prepay balance"
 
     @property
     def gbp(self) -> Decimal:
@@ -51,17 +45,11 @@ class TopUpToken(Record, frozen=True):
         return self.token.encode("ascii")
 
 
-class TransactionCount(Record, frozen=True):
+class TransactionCount(ScalarRecord, frozen=True):
     """``monetary_info_transaction_count``: u16le, number of transactions minus one."""
 
     count: int
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(unpack(_U16, payload, "transaction count")[0])
-
-    def encode(self) -> bytes:
-        return pack(_U16, "transaction count", self.count)
+    layout, what = _U16, "transaction count"
 
 
 class TransactionDetails(Record, frozen=True):

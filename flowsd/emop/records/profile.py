@@ -3,7 +3,9 @@
 The body after the format byte is the request's timestamp echoed (u32 big-endian), then
 80 bytes of records. Like the reference, a fixed number of records is decoded (4 for log 1,
 3 for single-element log 2, 2 for twin-element log 2); the bytes after them are kept in
-``extra`` so that a body re-encodes byte for byte.
+``extra`` so that a body re-encodes byte for byte. Encoding takes as many records as fit in
+the 80 bytes, so a meter's answer can carry the 5 log-1 records real meters send (the
+fifth then decodes into ``extra``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,7 @@ from typing import Self
 import msgspec
 
 from flowsd.emop.errors import EncodeError
-from flowsd.emop.records.base import (
-    Record,
-    bits_msb_first,
-    byte_from_bits_msb_first,
-    need,
-    pack,
-)
+from flowsd.emop.records.base import Record, StatusFlags, need, pack
 from flowsd.emop.units import from_emop_seconds
 
 RECORDS_AREA = 80
@@ -35,7 +31,7 @@ _LOG2_SINGLE = struct.Struct("<I2sIIII")
 _LOG2_TWIN = struct.Struct("<I2sIIIIIII")
 
 
-class ProfileStatus(msgspec.Struct, frozen=True):
+class ProfileStatus(StatusFlags, frozen=True):
     """Record status, 16 flags in wire order (byte 0 bit 7 first)."""
 
     unused_4: bool = False
@@ -55,36 +51,31 @@ class ProfileStatus(msgspec.Struct, frozen=True):
     unused_2: bool = False
     unused_3: bool = False
 
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> Self:
-        return cls(*bits_msb_first(raw[0]), *bits_msb_first(raw[1]))
-
-    def to_bytes(self) -> bytes:
-        bits = [bool(getattr(self, name)) for name in self.__struct_fields__]
-        return bytes((byte_from_bits_msb_first(bits[:8]), byte_from_bits_msb_first(bits[8:])))
-
 
 VALID = ProfileStatus(valid_data=True)
 
 
-class ProfileLog1Record(msgspec.Struct, frozen=True):
-    """One half hour of import registers (Wh, cumulative)."""
+class _HalfHour(msgspec.Struct, frozen=True):
+    """A record stamped with the end of its half hour (seconds since 2000) and a status."""
 
     timestamp: int
     status: ProfileStatus
-    import_a: int
-    import_b: int
 
     @property
     def datetime(self) -> datetime:
         return from_emop_seconds(self.timestamp)
 
 
-class ProfileLog2SingleRecord(msgspec.Struct, frozen=True):
+class ProfileLog1Record(_HalfHour, frozen=True):
+    """One half hour of import registers (Wh, cumulative)."""
+
+    import_a: int
+    import_b: int
+
+
+class ProfileLog2SingleRecord(_HalfHour, frozen=True):
     """One half hour of export/reactive registers and voltage, single-element layout."""
 
-    timestamp: int
-    status: ProfileStatus
     active_export_a: int
     reactive_import_a: int
     reactive_export_a: int
@@ -92,16 +83,10 @@ class ProfileLog2SingleRecord(msgspec.Struct, frozen=True):
 
     is_twin_element = False
 
-    @property
-    def datetime(self) -> datetime:
-        return from_emop_seconds(self.timestamp)
 
-
-class ProfileLog2TwinRecord(msgspec.Struct, frozen=True):
+class ProfileLog2TwinRecord(_HalfHour, frozen=True):
     """One half hour of export/reactive registers and voltage, twin-element layout."""
 
-    timestamp: int
-    status: ProfileStatus
     active_export_a: int
     reactive_import_a: int
     reactive_export_a: int
@@ -111,10 +96,6 @@ class ProfileLog2TwinRecord(msgspec.Struct, frozen=True):
     reactive_export_b: int
 
     is_twin_element = True
-
-    @property
-    def datetime(self) -> datetime:
-        return from_emop_seconds(self.timestamp)
 
 
 ProfileLog2Record = ProfileLog2SingleRecord | ProfileLog2TwinRecord
@@ -129,13 +110,14 @@ def _padding(used: int, extra: bytes | None) -> bytes:
     return bytes(max(0, RECORDS_AREA - used)) if extra is None else extra
 
 
-def _check_count(records: tuple[object, ...], count: int, what: str) -> None:
-    if len(records) != count:
-        raise EncodeError(f"{what} carries exactly {count} decoded records, got {len(records)}")
+def _check_fits(records: tuple[object, ...], record_size: int, what: str) -> None:
+    most = RECORDS_AREA // record_size
+    if len(records) > most:
+        raise EncodeError(f"{what} carries at most {most} records, got {len(records)}")
 
 
 class ProfileLog1(Record, frozen=True):
-    """A profile-log-1 response body: the echoed timestamp and 4 records."""
+    """A profile-log-1 response body: the echoed timestamp and its records (4 decoded)."""
 
     request_timestamp: int
     records: tuple[ProfileLog1Record, ...]
@@ -162,7 +144,7 @@ class ProfileLog1(Record, frozen=True):
         return cls(request_timestamp, records, _padding(_LOG1.size * len(records), extra))
 
     def encode(self) -> bytes:
-        _check_count(self.records, PROFILE_LOG_1_RECORDS, "profile log 1")
+        _check_fits(self.records, _LOG1.size, "profile log 1")
         out = bytearray(pack(_TIMESTAMP_BE, "request timestamp", self.request_timestamp))
         for r in self.records:
             status = r.status.to_bytes()
@@ -209,8 +191,8 @@ class ProfileLog2(Record, frozen=True):
 
     def encode(self) -> bytes:
         twin = self.is_twin_element
-        count = PROFILE_LOG_2_TWIN_RECORDS if twin else PROFILE_LOG_2_SINGLE_RECORDS
-        _check_count(self.records, count, "profile log 2")
+        layout = _LOG2_TWIN if twin else _LOG2_SINGLE
+        _check_fits(self.records, layout.size, "profile log 2")
         out = bytearray(pack(_TIMESTAMP_BE, "request timestamp", self.request_timestamp))
         for r in self.records:
             if r.is_twin_element != twin:
@@ -218,7 +200,6 @@ class ProfileLog2(Record, frozen=True):
             values = [r.active_export_a, r.reactive_import_a, r.reactive_export_a, r.voltage]
             if isinstance(r, ProfileLog2TwinRecord):
                 values += [r.active_export_b, r.reactive_import_b, r.reactive_export_b]
-            layout = _LOG2_TWIN if twin else _LOG2_SINGLE
             status = r.status.to_bytes()
             out += pack(layout, "profile log 2 record", r.timestamp, status, *values)
         return bytes(out + self.extra)

@@ -14,6 +14,7 @@ from typing import Self
 from flowsd.emop.errors import EncodeError
 from flowsd.emop.records.base import (
     Record,
+    ScalarRecord,
     bits_msb_first,
     byte_from_bits_msb_first,
     need,
@@ -28,17 +29,11 @@ _THRESHOLDS = struct.Struct("<7H")
 TIME_SWITCHES_LENGTH = 80
 
 
-class U32Value(Record, frozen=True):
+class U32Value(ScalarRecord, frozen=True):
     """A u32le value: a price (1e-5 GBP), a timestamp or a register, per the object."""
 
     value: int
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(unpack(_U32, payload, "u32 value")[0])
-
-    def encode(self) -> bytes:
-        return pack(_U32, "u32 value", self.value)
+    layout, what = _U32, "u32 value"
 
     @property
     def gbp(self) -> Decimal:
@@ -49,17 +44,11 @@ class U32Value(Record, frozen=True):
         return from_emop_seconds(self.value)
 
 
-class U8Value(Record, frozen=True):
+class U8Value(ScalarRecord, frozen=True):
     """A u8 value (rate and price indices, TOU flag)."""
 
     value: int
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(unpack(_U8, payload, "u8 value")[0])
-
-    def encode(self) -> bytes:
-        return pack(_U8, "u8 value", self.value)
+    layout, what = _U8, "u8 value"
 
 
 class ThresholdMask(Record, frozen=True):

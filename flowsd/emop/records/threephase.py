@@ -15,19 +15,13 @@ from typing import Self
 import msgspec
 
 from flowsd.emop.errors import EncodeError, PayloadError
-from flowsd.emop.records.base import (
-    Record,
-    bits_msb_first,
-    byte_from_bits_msb_first,
-    need,
-    pack,
-)
+from flowsd.emop.records.base import Record, StatusFlags, need, pack
 from flowsd.emop.units import from_emop_seconds
 
 _BLOCK_HEADER = struct.Struct("<IBB")
 
 
-class IntervalStatus(msgspec.Struct, frozen=True):
+class IntervalStatus(StatusFlags, frozen=True):
     """Interval status, 16 flags in wire order (byte 0 bit 7 first)."""
 
     phase_1_voltage_failure: bool = False
@@ -46,14 +40,6 @@ class IntervalStatus(msgspec.Struct, frozen=True):
     unused_4: bool = False
     unused_5: bool = False
     unused_6: bool = False
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> Self:
-        return cls(*bits_msb_first(raw[0]), *bits_msb_first(raw[1]))
-
-    def to_bytes(self) -> bytes:
-        bits = [bool(getattr(self, name)) for name in self.__struct_fields__]
-        return bytes((byte_from_bits_msb_first(bits[:8]), byte_from_bits_msb_first(bits[8:])))
 
 
 class IntervalRecord(msgspec.Struct, frozen=True):
