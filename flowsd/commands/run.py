@@ -1,0 +1,98 @@
+"""``flowsd run``: the daemon (what systemd starts).
+
+Polls the active meters of ``flows.meter_registry`` and appends what it reads to
+``flows.meter_event_log`` until SIGTERM/SIGINT; SIGHUP re-reads the configuration and the
+meter list. A configuration error is one line on stderr and exit status 2 (systemd's unit
+does not restart on 2). The database password may come from systemd's credential
+``db-password`` (``LoadCredential=``) instead of the URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import anyio
+
+from flowsd.app import Daemon
+from flowsd.config import Config, load_config, with_database_url
+from flowsd.db.connect import resolve_database
+from flowsd.ops.logs import configure_logging
+from flowsd.ops.notify import SystemdNotifier
+
+CREDENTIAL_NAME = "db-password"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run the daemon (what systemd starts)", description=__doc__.split("\n\n")[0]
+    )
+    add_common_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
+    parser.add_argument(
+        "--database-url", metavar="URL", help="PostgreSQL URL (overrides the configuration)"
+    )
+
+
+def with_credential_password(url: str, environ: Mapping[str, str] | None = None) -> str:
+    """``url`` with the password from ``$CREDENTIALS_DIRECTORY/db-password``, when that file
+    exists and the URL carries no password of its own."""
+    env = os.environ if environ is None else environ
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return url
+    path = Path(directory) / CREDENTIAL_NAME
+    try:
+        password = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError:
+        return url
+    parts = urlsplit(url)
+    if parts.password is not None or not password or not parts.netloc:
+        return url
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        userinfo, hostport = "", parts.netloc
+    netloc = f"{userinfo}:{quote(password, safe='')}@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The configuration named on the command line (raises ConfigError: exit status 2)."""
+    return with_database_url(load_config(args.config), args.database_url)
+
+
+def run(args: argparse.Namespace) -> int:
+    faulthandler.enable()
+    notifier = SystemdNotifier()
+    try:
+        config = load(args)
+    except Exception as exc:
+        notifier.status(f"config invalid: {exc}")
+        raise
+    configure_logging(config.logging.level, fmt=config.logging.format)
+    target = resolve_database(config)
+    try:
+        url = with_credential_password(target.url)
+
+        async def main() -> int:
+            daemon = Daemon(
+                config,
+                url,
+                config_path=args.config,
+                cli_database_url=args.database_url,
+                notifier=notifier,
+            )
+            return await daemon.run()
+
+        return anyio.run(main)
+    finally:
+        target.close()
+        notifier.close()

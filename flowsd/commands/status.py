@@ -1,0 +1,200 @@
+"""``flowsd status``: fleet, daemon and projector state, read from the database.
+
+Works whether or not a daemon is running (it reads what the daemons persist: the heartbeat
+rows and the per-meter session state, written every few seconds), so an operator sees per-meter
+detail without Prometheus: online/offline counts, the slowest meters, the last error of each
+failing meter, the appender queue and the projectors' lag behind the event log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from flowsd.commands.run import add_common_arguments, load, with_credential_password
+from flowsd.db.connect import connect, resolve_database
+from flowsd.db.urls import redact
+from flowsd.errors import UserError
+
+# Session-state rows of meters still in the fleet (removed meters keep their last row).
+_POLLED = """JOIN flows.meter_registry r
+    ON r.id = s.meter_id AND r.mode = 'active' AND r.ip_address IS NOT NULL"""
+
+# A heartbeat older than this (seconds) means the daemon is gone (it writes every few seconds).
+STALE_AFTER_SECONDS = 60
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="fleet and projector state, from the database",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_common_arguments(parser)
+    parser.add_argument("--top", type=int, default=10, metavar="N", help="meters per list")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load(args)
+    target = resolve_database(config)
+    try:
+        url = with_credential_password(target.url)
+        report = asyncio.run(
+            gather(url, top=args.top, connect_timeout=config.database.connect_timeout_seconds)
+        )
+    finally:
+        target.close()
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        sys.stdout.write(render(report, redact(url)))
+    return 0
+
+
+async def gather(url: str, *, top: int = 10, connect_timeout: float = 10.0) -> dict[str, Any]:
+    """Everything ``flowsd status`` shows, as plain data."""
+    conn = await connect(url, connect_timeout=connect_timeout)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('flowsd.meter_session_state') IS NOT NULL")
+        if not exists:
+            raise UserError("the database has no flowsd schema yet: run `flowsd migrate`")
+        return await _gather(conn, top)
+    finally:
+        await conn.close()
+
+
+async def _gather(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
+    now: datetime = await conn.fetchval("SELECT now()")
+    daemons = [
+        dict(row)
+        for row in await conn.fetch(
+            """SELECT instance, pid, version, started_at, heartbeat_at, stopped_at, meters,
+                      online, offline, queue_depth, spilled_events, events_appended,
+                      database_up, status
+               FROM flowsd.daemon_heartbeat ORDER BY heartbeat_at DESC"""
+        )
+    ]
+    for daemon in daemons:
+        age = (now - daemon["heartbeat_at"]).total_seconds()
+        daemon["heartbeat_age_seconds"] = round(age, 1)
+        if daemon["stopped_at"] is not None:
+            daemon["state"] = "stopped"
+        else:
+            daemon["state"] = "running" if age <= STALE_AFTER_SECONDS else "not responding"
+    counts = await conn.fetchrow(
+        f"""SELECT count(*) AS meters, count(*) FILTER (WHERE online) AS online,
+                  count(*) FILTER (WHERE NOT online) AS offline
+           FROM flowsd.meter_session_state s {_POLLED}"""
+    )
+    registry = await conn.fetchval(
+        """SELECT count(*) FROM flows.meter_registry
+           WHERE mode = 'active' AND ip_address IS NOT NULL"""
+    )
+    slowest = [
+        dict(row)
+        for row in await conn.fetch(
+            f"""SELECT meter_id, s.serial, last_poll_seconds, last_poll_at
+               FROM flowsd.meter_session_state s {_POLLED}
+               WHERE last_poll_seconds IS NOT NULL
+               ORDER BY last_poll_seconds DESC LIMIT $1""",
+            top,
+        )
+    ]
+    failing = [
+        dict(row)
+        for row in await conn.fetch(
+            f"""SELECT meter_id, s.serial, online, consecutive_failures, offline_since,
+                      last_failure_at, last_success_at, last_error
+               FROM flowsd.meter_session_state s {_POLLED}
+               WHERE NOT online OR consecutive_failures > 0
+               ORDER BY online, consecutive_failures DESC, last_failure_at DESC NULLS LAST
+               LIMIT $1""",
+            top,
+        )
+    ]
+    head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM flows.meter_event_log")
+    projectors = [
+        {"name": row["name"], "position": row["position"], "lag_events": head - row["position"],
+         "updated_at": row["updated_at"]}
+        for row in await conn.fetch(
+            "SELECT name, position, updated_at FROM flowsd.projector_checkpoint ORDER BY name"
+        )
+    ]  # fmt: skip
+    return {
+        "at": now,
+        "daemons": daemons,
+        "registry_meters": registry,
+        "meters": dict(counts) if counts else {"meters": 0, "online": 0, "offline": 0},
+        "slowest": slowest,
+        "failing": failing,
+        "event_log_head": head,
+        "projectors": projectors,
+    }
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    seconds = int((now - moment).total_seconds())
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def render(report: dict[str, Any], where: str) -> str:
+    """The text form of :func:`gather`'s report."""
+    now: datetime = report["at"] or datetime.now(UTC)
+    lines = [f"flowsd status of {where}"]
+    if not report["daemons"]:
+        lines.append("daemons: none has run against this database")
+    for d in report["daemons"]:
+        lines.append(
+            f"daemon {d['instance']}: {d['state']} (pid {d['pid']}, flowsd {d['version']}, "
+            f"heartbeat {_ago(d['heartbeat_at'], now)}); {d['status']}"
+        )
+        database = "up" if d["database_up"] else "DOWN"
+        lines.append(
+            f"  queue {d['queue_depth']}, spilled {d['spilled_events']}, "
+            f"events appended {d['events_appended']}, database {database}"
+        )
+    m = report["meters"]
+    lines.append(
+        f"meters: {report['registry_meters']} active in the registry; {m['meters']} polled, "
+        f"{m['online']} online, {m['offline']} offline"
+    )
+    if report["slowest"]:
+        lines.append("slowest meters (duration of the last poll):")
+        for row in report["slowest"]:
+            lines.append(f"  {row['serial'] or row['meter_id']}  {row['last_poll_seconds']:.1f}s")
+    if report["failing"]:
+        lines.append("failing meters:")
+        for row in report["failing"]:
+            state = (
+                f"offline since {_ago(row['offline_since'], now)}"
+                if not row["online"]
+                else "online"
+            )
+            lines.append(
+                f"  {row['serial'] or row['meter_id']}  {state}, "
+                f"{row['consecutive_failures']} consecutive failures, "
+                f"last error {_ago(row['last_failure_at'], now)}: {row['last_error']}"
+            )
+    lines.append(f"event log head: position {report['event_log_head']}")
+    if report["projectors"]:
+        for p in report["projectors"]:
+            lines.append(
+                f"projector {p['name']}: position {p['position']}, lag {p['lag_events']} events"
+            )
+    else:
+        lines.append("projectors: none has run")
+    return "\n".join(lines) + "\n"

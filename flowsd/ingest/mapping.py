@@ -1,0 +1,163 @@
+"""Pure conversions from codec records to event bodies (one object read, one body).
+
+Objects that only make sense together (tariffs, identity, flags, three-phase voltages and
+totals) are listed in :data:`GROUPS` and built by :mod:`flowsd.ingest.assembly`; the
+functions here handle the objects that stand alone and the half-hourly profile records.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from flowsd.emop.records import (
+    Backlight,
+    BacklightSetting,
+    CsqNetOp,
+    LoadSwitch,
+    LoadSwitchSetting,
+    PrepayBalance,
+    ProfileLog1Record,
+    ProfileLog2TwinRecord,
+    ProfileStatus,
+    Record,
+    Registers,
+    Voltage,
+)
+from flowsd.emop.records import ProfileLog2Record as WireProfileLog2Record
+from flowsd.events import types
+from flowsd.meters.plan import TARIFFS_ACTIVE, TARIFFS_FUTURE, THREE_PHASE_HARDWARE
+
+IDENTITY_OBJECTS = (
+    "serial",
+    "three_phase_serial",
+    "hardware_version",
+    "firmware_version",
+    "three_phase_hardware_configuration",
+)
+FLAG_OBJECTS = (
+    "prepay_enabled_flag",
+    "daylight_savings_correction_flag",
+    "prepay_no_debt_recovery_when_emergency_credit_flag",
+    "prepay_no_standing_charge_when_power_fail_flag",
+)
+THREE_PHASE_VOLTAGE_OBJECTS = (
+    "three_phase_instantaneous_voltage_l1",
+    "three_phase_instantaneous_voltage_l2",
+    "three_phase_instantaneous_voltage_l3",
+)
+THREE_PHASE_REGISTER_OBJECTS = (
+    "three_phase_total_active_import",
+    "three_phase_total_active_export",
+    "three_phase_total_reactive_import",
+    "three_phase_total_reactive_export",
+    "three_phase_total_apparent_import",
+    "three_phase_total_apparent_export",
+)
+
+# Group name -> its member objects. A group with a fixed membership is complete (and built at
+# once) when all members arrived; otherwise it is built at the end of the poll.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "active_tariff": TARIFFS_ACTIVE,
+    "future_tariff": TARIFFS_FUTURE,
+    "identity": IDENTITY_OBJECTS,
+    "flags": FLAG_OBJECTS,
+    "three_phase_voltage": THREE_PHASE_VOLTAGE_OBJECTS,
+    "three_phase_registers": THREE_PHASE_REGISTER_OBJECTS,
+}
+COMPLETE_WHEN_ALL_READ = frozenset({"active_tariff", "future_tariff", "three_phase_voltage"})
+GROUP_OF: dict[str, str] = {obj: group for group, members in GROUPS.items() for obj in members}
+
+# Read for its drift (a ClockDrift observation), not stored as a reading of its own.
+CLOCK_OBJECT = "time"
+
+_DECIVOLT = Decimal("0.1")
+
+
+def is_three_phase(hardware: str | None) -> bool:
+    return hardware in THREE_PHASE_HARDWARE
+
+
+def counts_per_kwh(hardware: str | None) -> int:
+    """Scale of three-phase totals: 0.1 Wh on CT-operated meters (P1.cx), else Wh."""
+    return 10_000 if hardware in ("P1.cx", "CX") else 1000
+
+
+def volts(raw_decivolts: int) -> Decimal:
+    return Decimal(raw_decivolts) * _DECIVOLT
+
+
+def backlight_setting(raw: BacklightSetting | int, hardware: str | None) -> str | None:
+    """The production name of a backlight value (0 means different things per family)."""
+    if not isinstance(raw, BacklightSetting):
+        return None
+    if raw is BacklightSetting.NORMAL_SP_OR_ALWAYS_OFF_3P:
+        return "always_off_3p" if is_three_phase(hardware) else "normal_sp"
+    return raw.name.lower()
+
+
+def load_switch_setting(raw: int) -> str | None:
+    try:
+        return LoadSwitchSetting(raw).name.lower()
+    except ValueError:
+        return None
+
+
+def element_of(object_name: str, hardware: str | None) -> types.Element:
+    """Which element a register read belongs to: A/B on twin meters, else SINGLE for A."""
+    if object_name == "read_element_b":
+        return "B"
+    return "A" if hardware == "C1.w" else "SINGLE"
+
+
+def standalone_body(object_name: str, record: Record, hardware: str | None) -> types.AnyBody | None:
+    """The body for an object read on its own; None for grouped, clock or unmapped objects."""
+    match record:
+        case PrepayBalance():
+            return types.BalanceRead(balance_gbp=record.gbp)
+        case CsqNetOp():
+            return types.SignalQualityRead(csq=record.csq, network_operator=record.network_operator)
+        case Voltage() if object_name == "instantaneous_voltage":
+            return types.VoltageRead(voltage_v=volts(record.voltage))
+        case Registers() if object_name in ("read_element_a", "read_element_b"):
+            return types.RegisterRead(
+                element=element_of(object_name, hardware),
+                import_active_wh=record.import_active,
+                export_active_wh=record.export_active,
+                import_reactive_varh=record.import_reactive,
+                export_reactive_varh=record.export_reactive,
+            )
+        case Backlight():
+            return types.BacklightRead(
+                raw=int(record.setting), setting=backlight_setting(record.setting, hardware)
+            )
+        case LoadSwitch():
+            raw = int(record.setting)
+            return types.LoadSwitchRead(raw=raw, setting=load_switch_setting(raw))
+    return None
+
+
+def status_word(status: ProfileStatus) -> int:
+    """The two status bytes as one integer, byte 0 high (the layout the event types test)."""
+    return int.from_bytes(status.to_bytes(), "big")
+
+
+def profile_log_1_body(record: ProfileLog1Record, *, twin: bool) -> types.ProfileLog1Record:
+    return types.ProfileLog1Record(
+        status=status_word(record.status),
+        import_a_wh=record.import_a,
+        import_b_wh=record.import_b if twin else None,
+    )
+
+
+def profile_log_2_body(record: WireProfileLog2Record) -> types.ProfileLog2Record:
+    twin = record if isinstance(record, ProfileLog2TwinRecord) else None
+    return types.ProfileLog2Record(
+        status=status_word(record.status),
+        export_a_wh=record.active_export_a,
+        reactive_import_a_varh=record.reactive_import_a,
+        reactive_export_a_varh=record.reactive_export_a,
+        voltage_raw=record.voltage,
+        export_b_wh=twin.active_export_b if twin else None,
+        reactive_import_b_varh=twin.reactive_import_b if twin else None,
+        reactive_export_b_varh=twin.reactive_export_b if twin else None,
+    )

@@ -1,0 +1,165 @@
+"""The polling engine's observation sink: observations in, events appended.
+
+Each batch the engine hands over (the observations of one exchange, or one poll outcome) is
+mapped to reading events, grouped reads are assembled, the change detector adds the state
+changes, and the lot is handed to ``append``, which waits while the appender's queue is full:
+the session waits with it, so nothing read is dropped (back-pressure, not loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from uuid import UUID
+
+import structlog
+
+from flowsd.emop.records import HardwareVersion, ProfileLog1Record, ThreePhaseHardwareConfiguration
+from flowsd.events import types
+from flowsd.ingest import mapping, metrics
+from flowsd.ingest.assembly import PollAssembler
+from flowsd.ingest.detector import ChangeDetector
+from flowsd.ingest.sessions import SessionTracker
+from flowsd.meters import observations as obs
+
+log = structlog.get_logger("flowsd.ingest")
+
+AppendMany = Callable[[Sequence[types.Event]], Awaitable[None]]
+
+
+class Ingest:
+    """Turns observations into events (see the module docstring)."""
+
+    def __init__(
+        self,
+        append: AppendMany,
+        detector: ChangeDetector,
+        *,
+        tracker: SessionTracker | None = None,
+    ) -> None:
+        self._append = append
+        self.detector = detector
+        self.tracker = tracker
+        self.assembler = PollAssembler()
+        self.hardware: dict[UUID, str | None] = {}
+
+    async def __call__(self, observations: Sequence[obs.Observation]) -> None:
+        events = self.events_for(observations)
+        if events:
+            await self._append(events)
+
+    def set_hardware(self, meter_id: UUID, hardware: str | None) -> None:
+        """The registry's hardware for a meter (an identity read may refine it later)."""
+        if hardware or meter_id not in self.hardware:
+            self.hardware[meter_id] = hardware
+
+    def forget(self, meter_id: UUID) -> None:
+        """A meter left the fleet: drop what is held for it."""
+        self.assembler.forget(meter_id)
+        self.hardware.pop(meter_id, None)
+
+    def pending_events(self) -> list[types.Event]:
+        """Events of grouped reads still open (for a shutdown after abandoned polls)."""
+        events: list[types.Event] = []
+        for event in self.assembler.finish_all(self.hardware.get):
+            events.extend(self._with_changes(event))
+        return events
+
+    # -- mapping --------------------------------------------------------------------------
+
+    def events_for(self, observations: Sequence[obs.Observation]) -> list[types.Event]:
+        events: list[types.Event] = []
+        for observation in observations:
+            events.extend(self._events_for_one(observation))
+        return events
+
+    def _events_for_one(self, observation: obs.Observation) -> list[types.Event]:
+        match observation:
+            case obs.Reading():
+                return self._reading(observation)
+            case obs.ClockDrift():
+                body = types.ClockRead(
+                    meter_time=observation.meter_time, drift_seconds=observation.drift_seconds
+                )
+                return self._with_changes(self._event(observation, body))
+            case obs.IntervalRecord():
+                return [self._interval(observation)]
+            case obs.MeterLogEntry():
+                if observation.ordinal:
+                    # Same meter, second, id and set as an earlier entry: the catalogue's key
+                    # (meter, type, time, event_set) stores it once. Counted, not silent.
+                    metrics.METER_LOG_REPEATS.inc()
+                entry = types.MeterLogEntry(
+                    emlite_type_id=observation.event_id, event_set=observation.event_set
+                )
+                return [self._event(observation, entry, observed_at=observation.occurred_at)]
+            case obs.IntervalGap():
+                metrics.INTERVAL_GAPS.inc()
+                log.info(
+                    "meter holds no profile data for a range",
+                    meter_id=str(observation.meter_id),
+                    log=observation.log,
+                    start=observation.start.isoformat(),
+                    end=observation.end.isoformat(),
+                )
+            case obs.ReadFailure():
+                if self.tracker is not None:
+                    self.tracker.read_failed(observation)
+            case obs.SessionOutcome():
+                return self._outcome(observation)
+        return []
+
+    def _reading(self, reading: obs.Reading) -> list[types.Event]:
+        meter_id, record = reading.meter_id, reading.record
+        if isinstance(record, HardwareVersion | ThreePhaseHardwareConfiguration):
+            model = record.model
+            if model != "THREE_PHASE" or self.hardware.get(meter_id) is None:
+                self.hardware[meter_id] = "THREE_PHASE_UNKNOWN" if model == "THREE_PHASE" else model
+        hardware = self.hardware.get(meter_id)
+        if reading.object_name == mapping.CLOCK_OBJECT:
+            return []
+        if self.assembler.handles(reading.object_name):
+            event = self.assembler.add(reading, hardware)
+            return [] if event is None else self._with_changes(event)
+        body = mapping.standalone_body(reading.object_name, record, hardware)
+        if body is None:
+            metrics.UNMAPPED_READINGS.inc()
+            return []
+        observed_at = reading.meter_time or reading.read_at
+        return self._with_changes(self._event(reading, body, observed_at=observed_at))
+
+    def _interval(self, record: obs.IntervalRecord) -> types.Event:
+        body: types.AnyBody
+        if record.log == 1:
+            assert isinstance(record.record, ProfileLog1Record)
+            twin = self.hardware.get(record.meter_id) == "C1.w"
+            body = mapping.profile_log_1_body(record.record, twin=twin)
+        else:
+            assert not isinstance(record.record, ProfileLog1Record)
+            body = mapping.profile_log_2_body(record.record)
+        return self._event(record, body, observed_at=record.interval_at)
+
+    def _outcome(self, outcome: obs.SessionOutcome) -> list[types.Event]:
+        events: list[types.Event] = []
+        for event in self.assembler.finish(outcome.meter_id, self.hardware.get(outcome.meter_id)):
+            events.extend(self._with_changes(event))
+        events.extend(self.detector.after_poll(outcome))
+        if self.tracker is not None:
+            self.tracker.poll_finished(outcome)
+        return events
+
+    def _with_changes(self, event: types.Event) -> list[types.Event]:
+        if isinstance(event.body, types.IdentityRead) and event.body.hardware:
+            self.hardware[event.meter_id] = event.body.hardware
+        return [event, *self.detector.after_reading(event)]
+
+    @staticmethod
+    def _event(
+        observation: obs.Observation, body: types.AnyBody, *, observed_at: datetime | None = None
+    ) -> types.Event:
+        return types.Event(
+            meter_id=observation.meter_id,
+            observed_at=observed_at or observation.read_at,
+            read_at=observation.read_at,
+            body=body,
+        )

@@ -1,0 +1,306 @@
+"""``register_interval_hh``: energy per register and half hour, from the profile logs.
+
+Profile log 1 records carry cumulative import Wh (elements A and B), log 2 records cumulative
+export Wh, each stamped with the meter's time at the *end* of a half hour. The half hour
+``[T, T + 30 min)`` (labelled by its start ``T``, as the platform does) gets
+``(Wh at T + 30 min - Wh at T) / 1000`` kWh: import into ``kwh``, export into ``export_kwh``
+(swapped for a register with ``direction_reversed``), on the register valid at ``T``.
+
+A delta is only taken between two records exactly 30 minutes apart, both marked valid, the
+later one not marked as a register reset, and not going backwards. So a missing record leaves
+the half hours on both sides of it empty, a reset starts a new baseline (the half hour ending
+at it is empty), and a power-fail record (valid data, outage during the interval) counts
+normally. A row is written when its ``kwh`` is known; ``export_kwh`` is NULL when unknown.
+
+Each half hour is a pure function of its (up to) four bounding records, so it is recomputed
+whenever one of them is committed, whatever the order they arrive in (backfills do arrive out
+of order); neighbours are looked up in the log, never beyond the batch being applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from flowsd.events.types import ProfileLog1Record, ProfileLog2Record, RecordedEvent
+from flowsd.projections.registers import (
+    Lookup,
+    RegisterRef,
+    candidate_registers_sql,
+    prepare_candidates,
+    resolve_registers,
+)
+from flowsd.projections.rows import Row, RowTableProjection
+
+SLOT = timedelta(minutes=30)
+VALID = 0x0080
+RESET = 0x0100
+IMPORT_LOG = ProfileLog1Record.TYPE_ID
+EXPORT_LOG = ProfileLog2Record.TYPE_ID
+ELEMENTS = ("A", "B")
+
+PointKey = tuple[UUID, int, datetime]  # meter, log type id, record time
+SlotKey = tuple[UUID, datetime]  # meter, half-hour start
+
+
+@dataclass(frozen=True)
+class ProfilePoint:
+    """The cumulative values of one profile record (A and B channels) and its status."""
+
+    position: int
+    status: int
+    a: int | None
+    b: int | None
+
+    def channel(self, element: str) -> int | None:
+        return self.a if element == "A" else self.b
+
+
+def profile_point(event: RecordedEvent) -> tuple[PointKey, ProfilePoint] | None:
+    body = event.body
+    if isinstance(body, ProfileLog1Record):
+        point = ProfilePoint(event.position, body.status, body.import_a_wh, body.import_b_wh)
+        return (event.meter_id, IMPORT_LOG, event.observed_at), point
+    if isinstance(body, ProfileLog2Record):
+        point = ProfilePoint(event.position, body.status, body.export_a_wh, body.export_b_wh)
+        return (event.meter_id, EXPORT_LOG, event.observed_at), point
+    return None
+
+
+def delta_wh(start: ProfilePoint | None, end: ProfilePoint | None, element: str) -> int | None:
+    """Wh between two consecutive records of one channel, None when it cannot be known."""
+    if start is None or end is None:
+        return None
+    if not (start.status & VALID and end.status & VALID) or end.status & RESET:
+        return None
+    first, last = start.channel(element), end.channel(element)
+    if first is None or last is None or last < first:
+        return None
+    return last - first
+
+
+def wh_to_kwh(wh: int | None) -> Decimal | None:
+    return None if wh is None else Decimal(wh).scaleb(-3)
+
+
+def touched_slots(events: Iterable[RecordedEvent]) -> set[SlotKey]:
+    """Half hours bounded by a record in ``events``: the one ending and the one starting at it."""
+    slots: set[SlotKey] = set()
+    for e in events:
+        if profile_point(e) is not None:
+            slots.add((e.meter_id, e.observed_at - SLOT))
+            slots.add((e.meter_id, e.observed_at))
+    return slots
+
+
+def slot_rows(
+    slots: Iterable[SlotKey],
+    points: dict[PointKey, ProfilePoint],
+    registers: dict[Lookup, RegisterRef],
+) -> list[Row]:
+    """Pure: the rows of ``slots`` given every record around them and their registers."""
+    rows: list[Row] = []
+    for meter, start in sorted(slots):
+        bounds = {
+            log: (points.get((meter, log, start)), points.get((meter, log, start + SLOT)))
+            for log in (IMPORT_LOG, EXPORT_LOG)
+        }
+        positions = [
+            max(p.position for p in pair if p is not None)
+            for pair in bounds.values()
+            if pair[0] is not None and pair[1] is not None
+        ]
+        for element in ELEMENTS:
+            imported = delta_wh(*bounds[IMPORT_LOG], element)
+            exported = delta_wh(*bounds[EXPORT_LOG], element)
+            if imported is None and exported is None:
+                continue
+            register = registers.get((meter, element, start))
+            if register is None:
+                continue
+            if register.direction_reversed:
+                imported, exported = exported, imported
+            if imported is None:
+                continue
+            values = (register.register_id, start, wh_to_kwh(imported), wh_to_kwh(exported))
+            rows.append((max(positions), values))
+    return rows
+
+
+_NEIGHBOURS = f"""
+SELECT e.position, e.meter_id, e.event_type, e."timestamp", (e.payload ->> 'status')::integer,
+       (CASE WHEN e.event_type = {IMPORT_LOG} THEN e.payload ->> 'import_a_wh'
+             ELSE e.payload ->> 'export_a_wh' END)::bigint,
+       (CASE WHEN e.event_type = {IMPORT_LOG} THEN e.payload ->> 'import_b_wh'
+             ELSE e.payload ->> 'export_b_wh' END)::bigint
+FROM flows.meter_event_log e
+WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position <= $3
+  AND (e.meter_id, e."timestamp") IN (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]))
+"""
+
+
+class IntervalProjection(RowTableProjection):
+    name = "register_interval_hh"
+    table = "flows.register_interval_hh"
+    key = ("register_id", "timestamp")
+    values = ("kwh", "export_kwh")
+    sql_types = ("uuid", "timestamptz", "numeric", "numeric")
+    event_types = frozenset({IMPORT_LOG, EXPORT_LOG})
+    unique_by_event = True  # one row per (register, half hour) in the shadow, see build()
+
+    def rows(
+        self, events: Sequence[RecordedEvent], registers: dict[Lookup, RegisterRef]
+    ) -> list[Row]:
+        """Rows from ``events`` alone (neighbours outside them count as missing)."""
+        points = dict(p for p in map(profile_point, events) if p is not None)
+        return slot_rows(touched_slots(events), points, registers)
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+        slots = touched_slots(events)
+        if not slots:
+            return
+        points = await self._points_around(conn, slots, through=events[-1].position)
+        lookups = [(meter, element, start) for meter, start in slots for element in ELEMENTS]
+        registers = await resolve_registers(conn, lookups)
+        rows = slot_rows(slots, points, registers)
+        if rows:
+            await self.upsert(conn, self.table, [values for _, values in rows])
+
+    async def _points_around(
+        self, conn: asyncpg.Connection, slots: set[SlotKey], *, through: int
+    ) -> dict[PointKey, ProfilePoint]:
+        wanted = {(meter, at) for meter, start in slots for at in (start, start + SLOT)}
+        rows = await conn.fetch(
+            _NEIGHBOURS, [w[0] for w in wanted], [w[1] for w in wanted], through
+        )
+        return {
+            (r[1], r[2], r[3]): ProfilePoint(position=r[0], status=r[4], a=r[5], b=r[6])
+            for r in rows
+        }
+
+    def select_sql(self) -> str:
+        raise NotImplementedError("built by build()")
+
+    async def build(self, conn: asyncpg.Connection, shadow: str, after: int, through: int) -> None:
+        await prepare_candidates(conn)
+        # Channels first, into a table with statistics: estimated from a CTE, millions of
+        # rows look like a few and the register join gets a plan fit for a few.
+        await conn.execute("DROP TABLE IF EXISTS pg_temp.flowsd_interval_channel")
+        channels = _FULL_BUILD if after == 0 else _WINDOW_BUILD
+        await conn.execute(
+            f"CREATE TEMPORARY TABLE flowsd_interval_channel AS {channels}", after, through
+        )
+        await conn.execute("ANALYZE pg_temp.flowsd_interval_channel")
+        columns = '(position, register_id, "timestamp", kwh, export_kwh)'
+        if after == 0:
+            await conn.execute(f"INSERT INTO {shadow} {columns} {_MAP_TO_REGISTERS}")
+            return
+        # Later half hours replace the shadow's rows with the same key: it stays one row per
+        # key, so the swap needs no de-duplication.
+        await conn.execute(
+            f"DELETE FROM {shadow} s USING ({_MAP_TO_REGISTERS}) AS w(position, register_id, "
+            'at, kwh, export_kwh) WHERE s.register_id = w.register_id AND s."timestamp" = w.at'
+        )
+        await conn.execute(f"INSERT INTO {shadow} {columns} {_MAP_TO_REGISTERS}")
+
+
+# One parse of each payload (jsonb_to_record) instead of one per field.
+_POINT_COLUMNS = f"""e.position, e.meter_id, e.event_type, e."timestamp" AS at, v.status,
+           CASE WHEN e.event_type = {IMPORT_LOG} THEN v.import_a_wh ELSE v.export_a_wh END AS a,
+           CASE WHEN e.event_type = {IMPORT_LOG} THEN v.import_b_wh ELSE v.export_b_wh END AS b"""
+_POINT_VALUES = """CROSS JOIN LATERAL jsonb_to_record(e.payload) AS v(
+        status integer, import_a_wh bigint, import_b_wh bigint, export_a_wh bigint,
+        export_b_wh bigint)"""
+
+
+def _delta(channel: str) -> str:
+    return f"""CASE WHEN status & {VALID} <> 0 AND prev_status & {VALID} <> 0
+                     AND status & {RESET} = 0 AND {channel} >= prev_{channel}
+                THEN {channel} - prev_{channel} END"""
+
+
+def _channels_from_points(slot_filter: str) -> str:
+    """The rest of a WITH list after ``point``: per meter, half hour and element, the Wh."""
+    return f"""
+paired AS (
+    SELECT p.*, lag(p.at) OVER w AS prev_at, lag(p.position) OVER w AS prev_position,
+           lag(p.status) OVER w AS prev_status, lag(p.a) OVER w AS prev_a,
+           lag(p.b) OVER w AS prev_b
+    FROM point p
+    WINDOW w AS (PARTITION BY p.meter_id, p.event_type ORDER BY p.at)
+),
+pair AS (
+    SELECT meter_id, event_type, prev_at AS slot, greatest(position, prev_position) AS position,
+           {_delta("a")} AS delta_a, {_delta("b")} AS delta_b
+    FROM paired
+    WHERE prev_at = at - interval '30 minutes'
+),
+slot AS (
+    SELECT coalesce(i.meter_id, x.meter_id) AS meter_id, coalesce(i.slot, x.slot) AS slot,
+           greatest(i.position, x.position) AS position, i.delta_a AS import_a,
+           i.delta_b AS import_b, x.delta_a AS export_a, x.delta_b AS export_b
+    FROM (SELECT * FROM pair WHERE event_type = {IMPORT_LOG}) i
+    FULL JOIN (SELECT * FROM pair WHERE event_type = {EXPORT_LOG}) x
+      ON x.meter_id = i.meter_id AND x.slot = i.slot
+),
+channel AS (
+    SELECT s.meter_id, s.slot, s.position, c.element, c.imported, c.exported
+    FROM slot s
+    CROSS JOIN LATERAL (VALUES ('A', s.import_a, s.export_a),
+                               ('B', s.import_b, s.export_b)) AS c(element, imported, exported)
+    WHERE (c.imported IS NOT NULL OR c.exported IS NOT NULL) {slot_filter}
+)
+SELECT meter_id, slot, position, element, imported, exported FROM channel"""
+
+
+_VALUE = "CASE WHEN reg.direction_reversed THEN c.exported ELSE c.imported END"
+_OTHER = "CASE WHEN reg.direction_reversed THEN c.imported ELSE c.exported END"
+# The channels (kept in a temporary table with statistics) on their registers.
+_MAP_TO_REGISTERS = f"""
+SELECT c.position, reg.register_id, c.slot, round(({_VALUE})::numeric / 1000, 3),
+       round(({_OTHER})::numeric / 1000, 3)
+FROM flowsd_interval_channel c
+{candidate_registers_sql("c", "c.element", "c.slot")}
+  AND ({_VALUE}) IS NOT NULL"""
+
+
+# Every record up to $2 ($1 is 0): one sort by meter, log and time.
+_FULL_BUILD = f"""
+WITH point AS (
+    SELECT {_POINT_COLUMNS}
+    FROM flows.meter_event_log e
+    {_POINT_VALUES}
+    WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position > $1 AND e.position <= $2
+),
+{_channels_from_points("")}"""
+
+# Records in ($1, $2] and every record (up to $2) around them; only their half hours.
+_WINDOW_BUILD = f"""
+WITH arrived AS (
+    SELECT e.meter_id, e."timestamp" AS at
+    FROM flows.meter_event_log e
+    WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position > $1 AND e.position <= $2
+),
+touched AS (
+    SELECT meter_id, at - interval '30 minutes' AS slot FROM arrived
+    UNION
+    SELECT meter_id, at FROM arrived
+),
+around AS (
+    SELECT meter_id, slot AS at FROM touched
+    UNION
+    SELECT meter_id, slot + interval '30 minutes' FROM touched
+),
+point AS (
+    SELECT {_POINT_COLUMNS}
+    FROM flows.meter_event_log e
+    JOIN around ON around.meter_id = e.meter_id AND around.at = e."timestamp"
+    {_POINT_VALUES}
+    WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position <= $2
+),
+{_channels_from_points("AND (s.meter_id, s.slot) IN (SELECT meter_id, slot FROM touched)")}"""

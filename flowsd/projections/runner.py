@@ -1,0 +1,357 @@
+"""The projector runner: one task per projection, fed in memory, catching up from the log.
+
+Each :class:`ProjectorTask` keeps its projection's checkpoint. Its sources of work, in order:
+
+1. committed batches handed over in memory by the appender (its own
+   :class:`~flowsd.events.subscriptions.Subscription`): applied without reading them back,
+   several queued batches merged into one transaction up to ``batch_max`` events;
+2. the log, read only to catch up: after a start, when a batch does not follow on from the
+   checkpoint (dropped because the buffer was full, appended by another process, or the
+   checkpoint was moved by a replay), or when NOTIFY / the fallback poll shows a newer head.
+   The page size doubles from ``batch_min`` while full pages keep coming, and halves back.
+
+The :class:`ProjectorRunner` runs the tasks in an anyio task group, LISTENs on the appender's
+NOTIFY channel on one pooled connection (re-established when it drops, with a wake-up of every
+task so nothing announced meanwhile waits for the poll), and reports per-projection status for
+``/readyz`` and metrics. Database errors are retried with a growing delay; data errors park
+the meter's events (:mod:`flowsd.projections.parking`) and never stop the other meters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import anyio
+import anyio.abc
+import asyncpg
+import structlog
+
+from flowsd.config import ProjectionsConfig
+from flowsd.events.checkpoints import CheckpointConflictError, read_checkpoint
+from flowsd.events.store import NOTIFY_CHANNEL, AppendResult
+from flowsd.events.subscriptions import Subscription
+from flowsd.events.types import RecordedEvent
+from flowsd.projections import metrics
+from flowsd.projections.base import Projection
+from flowsd.projections.catalogue import select_projections
+from flowsd.projections.projector import apply_batch
+from flowsd.projections.source import head_position, read_range
+
+log = structlog.get_logger("flowsd.projections")
+
+# How long a task woken by NOTIFY waits for the same batch to arrive in memory before it
+# reads the log (both are sent at the appender's commit; memory usually wins).
+IN_MEMORY_GRACE_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class ProjectorStatus:
+    name: str
+    checkpoint: int
+    known_head: int
+    lag_events: int
+    running: bool
+    healthy: bool
+    last_error: str | None
+
+
+class ProjectorTask:
+    """The loop of one projection."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        projection: Projection,
+        config: ProjectionsConfig,
+        subscription: Subscription | None,
+    ) -> None:
+        self.projection = projection
+        self._pool = pool
+        self._config = config
+        self._subscription = subscription
+        self._wake = asyncio.Event()
+        self._page = config.batch_min
+        self.checkpoint = 0
+        self.known_head = 0
+        self.running = False
+        self.last_error: str | None = None
+        self._last_progress = time.monotonic()
+
+    # -- signals from outside -----------------------------------------------------------------
+
+    def note_head(self, head: int) -> None:
+        """A newer head was announced (NOTIFY): wake up."""
+        self.known_head = max(self.known_head, head)
+        self._wake.set()
+
+    def status(self) -> ProjectorStatus:
+        lag = max(self.known_head - self.checkpoint, 0)
+        advancing = time.monotonic() - self._last_progress < self._config.stall_seconds
+        healthy = self.running and (lag == 0 or advancing)
+        return ProjectorStatus(
+            self.projection.name,
+            self.checkpoint,
+            self.known_head,
+            lag,
+            self.running,
+            healthy,
+            self.last_error,
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        name = self.projection.name
+        await self._with_retries(self._load_checkpoint)
+        self.running = True
+        task_status.started()
+        log.info("projector started", projection=name, checkpoint=self.checkpoint)
+        try:
+            while True:
+                await self._with_retries(self._step)
+        finally:
+            self.running = False
+            metrics.UP.labels(name).set(0)
+            if self._subscription is not None:
+                self._subscription.close()
+
+    async def _with_retries(self, step: Callable[[], Any]) -> None:
+        delay = self._config.retry_initial_seconds
+        while True:
+            try:
+                await step()
+                self.last_error = None
+                return
+            except CheckpointConflictError as exc:
+                log.info(
+                    "checkpoint moved elsewhere; re-reading",
+                    projection=self.projection.name,
+                    detail=str(exc),
+                )
+                await self._load_checkpoint()
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                metrics.ERRORS.labels(self.projection.name).inc()
+                log.warning(
+                    "projector failed; retrying",
+                    projection=self.projection.name,
+                    error=self.last_error,
+                    retry_in=delay,
+                )
+                await anyio.sleep(delay)
+                delay = min(max(delay * 2, 0.05), self._config.retry_max_seconds)
+
+    async def _load_checkpoint(self) -> None:
+        async with _connection(self._pool) as conn:
+            self.checkpoint = await read_checkpoint(conn, self.projection.name)
+            self.known_head = max(self.known_head, await head_position(conn))
+        self._publish()
+
+    async def _step(self) -> None:
+        batch = self._subscription.get_nowait() if self._subscription else None
+        if batch is not None:
+            await self._take(batch)
+        elif self.known_head > self.checkpoint:
+            await self._catch_up(self.known_head)
+        else:
+            await self._wait()
+
+    async def _wait(self) -> None:
+        """Until a batch arrives, a NOTIFY wakes us, or the poll interval passes."""
+        self._wake.clear()
+        waiters: dict[asyncio.Future[Any], str] = {
+            asyncio.ensure_future(self._wake.wait()): "notify"
+        }
+        if self._subscription is not None:
+            waiters[asyncio.ensure_future(self._subscription.get())] = "batch"
+        try:
+            done, _ = await asyncio.wait(
+                waiters,
+                timeout=self._config.poll_interval_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for future in waiters:
+                if not future.done():
+                    future.cancel()
+        for future in done:
+            if waiters[future] == "batch":
+                await self._take(future.result())
+                return
+        if done and self._subscription is not None:
+            # Woken by NOTIFY: give the in-memory copy of the batch a moment to arrive.
+            with contextlib.suppress(TimeoutError):
+                batch = await asyncio.wait_for(self._subscription.get(), IN_MEMORY_GRACE_SECONDS)
+                await self._take(batch)
+                return
+        if self.known_head <= self.checkpoint:  # a poll, or a wake-up without a head
+            async with _connection(self._pool) as conn:
+                self.known_head = max(self.known_head, await head_position(conn))
+            self._publish()
+
+    async def _take(self, first: AppendResult) -> None:
+        """Apply ``first`` and the batches queued right behind it, or catch up to them."""
+        batches = [first]
+        size = len(first.events)
+        while self._subscription is not None and size < self._config.batch_max:
+            more = self._subscription.get_nowait()
+            if more is None:
+                break
+            batches.append(more)
+            size += len(more.events)
+        through = batches[-1].through_position
+        self.known_head = max(self.known_head, through)
+        if through <= self.checkpoint:
+            return  # already covered (e.g. by a catch-up or a replay)
+        contiguous = all(
+            b.after_position == a.through_position for a, b in itertools.pairwise(batches)
+        )
+        if first.after_position > self.checkpoint or not contiguous:
+            await self._catch_up(through)  # a hole: the log has what memory missed
+            return
+        events = [e for b in batches for e in b.events if e.position > self.checkpoint]
+        await self._apply(events, through)
+
+    async def _catch_up(self, until: int) -> None:
+        """Read the log from the checkpoint up to ``until`` (inclusive) and apply it."""
+        name = self.projection.name
+        while self.checkpoint < until:
+            async with _connection(self._pool) as conn:
+                events = await read_range(conn, self.checkpoint, until, self._page)
+            metrics.CATCH_UP_READS.labels(name).inc()
+            full = len(events) == self._page
+            # A short page reached `until`: positions up to it without events are gaps.
+            through = events[-1].position if full else until
+            await self._apply(events, through)
+            self._page = (
+                min(self._page * 2, self._config.batch_max)
+                if full
+                else max(self._page // 2, self._config.batch_min)
+            )
+
+    async def _apply(self, events: Sequence[RecordedEvent], through: int) -> None:
+        async with _connection(self._pool) as conn:
+            outcome = await apply_batch(
+                conn, self.projection, events, expected=self.checkpoint, through=through
+            )
+        self.checkpoint = outcome.checkpoint
+        self._last_progress = time.monotonic()
+        behind = self.known_head > self.checkpoint
+        if events and behind:
+            age = (datetime.now(UTC) - events[-1].recorded_at).total_seconds()
+            metrics.LAG_SECONDS.labels(self.projection.name).set(max(age, 0.0))
+        elif not behind:
+            metrics.LAG_SECONDS.labels(self.projection.name).set(0)
+        self._publish()
+
+    def _publish(self) -> None:
+        status = self.status()
+        name = self.projection.name
+        metrics.CHECKPOINT.labels(name).set(status.checkpoint)
+        metrics.LAG_EVENTS.labels(name).set(status.lag_events)
+        metrics.UP.labels(name).set(1 if status.healthy else 0)
+
+
+class ProjectorRunner:
+    """Runs every enabled projection; start :meth:`run` in an anyio task group.
+
+    ``subscribe`` is the appender's ``subscribe`` (one subscription per projection), or None
+    in a process without an appender: the tasks then rely on NOTIFY and the poll.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        config: ProjectionsConfig,
+        *,
+        subscribe: Callable[[], Subscription] | None = None,
+        projections: Sequence[Projection] | None = None,
+        listen: bool = True,
+    ) -> None:
+        chosen = (
+            list(projections) if projections is not None else select_projections(config.enabled)
+        )
+        self._pool = pool
+        self._listen = listen
+        self.tasks = [
+            ProjectorTask(pool, p, config, subscribe() if subscribe else None) for p in chosen
+        ]
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until cancelled; ``task_status.started()`` once every task has its checkpoint."""
+        async with anyio.create_task_group() as group:
+            if self._listen:
+                await group.start(self._listen_loop)
+            for task in self.tasks:
+                await group.start(task.run)
+            task_status.started()
+
+    def status(self) -> list[ProjectorStatus]:
+        return [task.status() for task in self.tasks]
+
+    def ready(self) -> bool:
+        """Every projector is running and either caught up or advancing."""
+        return all(s.healthy for s in self.status())
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            head = int(str(payload))
+        except ValueError:
+            head = 0
+        for task in self.tasks:
+            task.note_head(head)
+
+    async def _listen_loop(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        started = False
+        delay = 0.5
+        while True:
+            try:
+                async with _connection(self._pool) as conn:
+                    lost = asyncio.Event()
+                    conn.add_termination_listener(_setter(lost))
+                    await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                    # Anything announced while we were not listening: look at the log.
+                    for task in self.tasks:
+                        task.note_head(0)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    delay = 0.5
+                    try:
+                        await lost.wait()
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                log.warning("LISTEN connection lost; reconnecting")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("cannot LISTEN for new events; the poll continues", error=str(exc))
+                if not started:
+                    started = True
+                    task_status.started()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
+@contextlib.asynccontextmanager
+async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection, typed as the connection it proxies."""
+    async with pool.acquire() as proxy:
+        yield cast(asyncpg.Connection, proxy)
+
+
+def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+    return lambda _conn: event.set()

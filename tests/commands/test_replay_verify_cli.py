@@ -1,0 +1,139 @@
+"""``flowsd replay`` / ``flowsd verify`` / ``flowsd projections``: exit statuses and output."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from flowsd.cli import main
+from flowsd.commands import projections as projections_command
+from flowsd.db.migrate import migrate
+from flowsd.events import types as t
+from flowsd.events.store import append_batch
+from flowsd.projections.catalogue import all_projections
+from flowsd.projections.projector import apply_batch
+
+BASE = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+async def _seed(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+        meters = [uuid.uuid4() for _ in range(3)]
+        for meter in meters:
+            await conn.execute("INSERT INTO flows.meter_registry (id) VALUES ($1)", meter)
+            await conn.execute(
+                "INSERT INTO flows.meter_registers (register_id, meter_id, element) "
+                "VALUES ($1, $2, 'A')",
+                uuid.uuid4(),
+                meter,
+            )
+        events = []
+        for meter in meters:
+            for n in range(6):
+                at = BASE + n * timedelta(minutes=30)
+                events += [
+                    t.Event(
+                        meter_id=meter, observed_at=at, read_at=at, body=t.SignalQualityRead(csq=n)
+                    ),
+                    t.Event(
+                        meter_id=meter,
+                        observed_at=at,
+                        read_at=at,
+                        body=t.BalanceRead(balance_gbp=Decimal(n) - 3),
+                    ),
+                    t.Event(
+                        meter_id=meter,
+                        observed_at=at,
+                        read_at=at,
+                        body=t.ProfileLog1Record(status=0x80, import_a_wh=300 * n),
+                    ),
+                ]
+        result = await append_batch(conn, events)
+        for projection in all_projections():
+            await apply_batch(
+                conn, projection, result.events, expected=0, through=result.through_position
+            )
+    finally:
+        await conn.close()
+
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def seeded_url(database_url: str) -> str:
+    asyncio.run(_seed(database_url))
+    return database_url
+
+
+def test_verify_is_0_when_equal_and_1_with_differences_after_tampering(
+    seeded_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", "--database-url", seeded_url]) == 0
+    out = capsys.readouterr().out
+    assert "meter_csq: equal" in out and "register_interval_hh: equal" in out
+
+    asyncio.run(_execute(seeded_url, "UPDATE flows.meter_csq SET csq = 99 WHERE csq = 5"))
+    assert main(["verify", "--database-url", seeded_url, "--projection", "meter_csq"]) == 1
+    out = capsys.readouterr().out
+    assert "meter_csq: 6 rows differ" in out
+    assert '"side": "live"' in out and '"side": "rebuilt"' in out and '"csq": 99' in out
+
+
+def test_replay_repairs_a_tampered_table(
+    seeded_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_execute(seeded_url, "DELETE FROM flows.register_interval_hh"))
+    asyncio.run(_execute(seeded_url, "UPDATE flows.meter_shadows SET balance = 1000"))
+    assert main(["verify", "--database-url", seeded_url]) == 1
+    capsys.readouterr()
+    assert main(["replay", "--database-url", seeded_url]) == 0
+    assert "replayed meter_registry" in capsys.readouterr().out
+    assert main(["verify", "--database-url", seeded_url]) == 0
+
+
+def test_windowed_replay(seeded_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    asyncio.run(_execute(seeded_url, "DELETE FROM flows.meter_csq"))
+    args = ["replay", "--database-url", seeded_url, "--projection", "meter_csq"]
+    assert main([*args, "--from-position", "27"]) == 0
+    assert main(["verify", "--database-url", seeded_url, "--projection", "meter_csq"]) == 1
+    assert main([*args, "--since", "2000-01-01"]) == 0
+    assert main(["verify", "--database-url", seeded_url, "--projection", "meter_csq"]) == 0
+    capsys.readouterr()
+
+
+def test_user_errors_exit_2(seeded_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", "--database-url", seeded_url, "--projection", "nope"]) == 2
+    assert "unknown projection 'nope'" in capsys.readouterr().err
+    assert main(["replay", "--database-url", seeded_url, "--since", "yesterday"]) == 2
+    assert "not an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_projections_status_and_retry_parked(
+    seeded_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="flowsd")
+    projections_command.register(parser.add_subparsers(dest="command"))
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(["projections", *argv, "--database-url", seeded_url])
+        status: int = args.handler(args)
+        return status
+
+    assert run("status") == 0
+    assert "meter_csq" in capsys.readouterr().out
+    assert run("retry-parked") == 0
+    assert "no parked events left" in capsys.readouterr().out

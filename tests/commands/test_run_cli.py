@@ -1,0 +1,177 @@
+"""``flowsd run`` as a real subprocess: bad configuration, SIGHUP reload, SIGTERM drain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import asyncpg
+
+from flowsd.commands.run import with_credential_password
+from flowsd.events import types
+from tests.integration.daemon import fetch, fetchval, migrated, registered_fleet, wait_until
+
+FLOWSD = [sys.executable, "-m", "flowsd"]
+
+
+def test_bad_config_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
+    config = tmp_path / "flowsd.toml"
+    config.write_text("[meters]\nmin_gap_seconds = -1\nno_such_key = 3\n")
+    done = subprocess.run(
+        [*FLOWSD, "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FLOWSD_DATABASE_URL": "postgresql://127.0.0.1:1/none"},
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("flowsd run: ") and str(config) in lines[0]
+
+
+def _drain(notify: socket.socket) -> list[str]:
+    """Every line systemd would have received on $NOTIFY_SOCKET."""
+    lines: list[str] = []
+    with notify:
+        while True:
+            try:
+                lines += notify.recv(4096).decode().splitlines()
+            except BlockingIOError:
+                return lines
+
+
+def _config(tmp_path: Path, port: int, single_phase: list[str]) -> str:
+    objects = ", ".join(f'"{name}"' for name in single_phase)
+    return f"""
+[state]
+directory = "{tmp_path / "state"}"
+[management]
+listen = ""
+[logging]
+format = "json"
+[meters]
+port = {port}
+min_gap_seconds = 0.0
+connect_timeout_seconds = 1.0
+read_timeout_seconds = 1.0
+request_attempts = 2
+retry_initial_seconds = 0.01
+retry_max_seconds = 0.02
+max_new_connections_per_second = 10000.0
+new_connections_burst = 1000
+schedule_jitter_seconds = 0.0
+schedule_tick_seconds = 0.05
+stop_deadline_seconds = 3.0
+[poll]
+cadences = {{ fast = 0.5 }}
+[poll.single_phase]
+fast = [{objects}]
+[poll.three_phase]
+fast = ["csq_net_op"]
+[daemon]
+state_flush_seconds = 0.3
+registry_reload_seconds = 3600.0
+"""
+
+
+async def _events_of(url: str, type_id: int, serial: str | None = None) -> int:
+    query = """SELECT count(*) FROM flows.meter_event_log l
+               JOIN flows.meter_registry r ON r.id = l.meter_id
+               WHERE l.event_type = $1 AND ($2::text IS NULL OR r.serial = $2)"""
+    return int(await fetchval(url, query, type_id, serial))
+
+
+async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
+    database_url: str, tmp_path: Path
+) -> None:
+    await migrated(database_url)
+    async with registered_fleet(database_url, 8, hardware=("B1.w",)) as fleet:
+        late = fleet.meters[7].serial
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "UPDATE flows.meter_registry SET mode = 'passive' WHERE serial = $1", late
+            )
+            # Only SIGHUP (or the hourly reload) may bring the change in: no NOTIFY here.
+            await conn.execute(
+                "ALTER TABLE flows.meter_registry DISABLE TRIGGER meter_registry_announce_change"
+            )
+        finally:
+            await conn.close()
+        config = tmp_path / "flowsd.toml"
+        config.write_text(_config(tmp_path, fleet.port, ["csq_net_op"]))
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(tmp_path / "notify.sock"))
+        notify.setblocking(False)
+        env = {
+            **os.environ,
+            "FLOWSD_DATABASE_URL": database_url,
+            "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+            "WATCHDOG_USEC": "2000000",
+        }
+        env.pop("WATCHDOG_PID", None)
+        log = tmp_path / "stderr.log"
+        with log.open("wb") as stderr_file:
+            process = await anyio.open_process(
+                [*FLOWSD, "run", "--config", str(config)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr_file,
+            )
+            try:
+                csq = types.SignalQualityRead.TYPE_ID
+                await wait_until(lambda: _events_of(database_url, csq), 30)
+                conn = await asyncpg.connect(database_url)
+                try:
+                    await conn.execute(
+                        "UPDATE flows.meter_registry SET mode = 'active' WHERE serial = $1", late
+                    )
+                finally:
+                    await conn.close()
+                config.write_text(_config(tmp_path, fleet.port, ["csq_net_op", "prepay_balance"]))
+                await anyio.sleep(1.0)
+                assert await _events_of(database_url, csq, late) == 0
+                process.send_signal(signal.SIGHUP)
+                await wait_until(lambda: _events_of(database_url, csq, late), 20)
+                await wait_until(lambda: _events_of(database_url, types.BalanceRead.TYPE_ID), 20)
+                process.send_signal(signal.SIGTERM)
+                with anyio.fail_after(45):
+                    status = await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+        assert status == 0, log.read_text()[-2000:]
+    messages = _drain(notify)
+    assert "READY=1" in messages and "STOPPING=1" in messages and "WATCHDOG=1" in messages
+    assert any(line.startswith("STATUS=meters 8/8 online") for line in messages)
+    heartbeat = (await fetch(database_url, "SELECT * FROM flowsd.daemon_heartbeat"))[0]
+    stored = await fetchval(database_url, "SELECT count(*) FROM flows.meter_event_log")
+    assert heartbeat["stopped_at"] is not None
+    assert heartbeat["queue_depth"] == 0 and heartbeat["spilled_events"] == 0
+    assert heartbeat["events_appended"] == stored
+    env = {**os.environ, "FLOWSD_DATABASE_URL": database_url}
+    report = json.loads((await anyio.run_process([*FLOWSD, "status", "--json"], env=env)).stdout)
+    assert [d["state"] for d in report["daemons"]] == ["stopped"]
+    assert report["meters"] == {"meters": 8, "online": 8, "offline": 0}
+    assert report["registry_meters"] == 8 and report["event_log_head"] >= stored
+    text = (await anyio.run_process([*FLOWSD, "status"], env=env)).stdout.decode()
+    assert "8 polled, 8 online, 0 offline" in text
+
+
+def test_database_password_comes_from_the_systemd_credential(tmp_path: Path) -> None:
+    (tmp_path / "db-password").write_text("s3cr/t@x\n")
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    url = with_credential_password("postgresql://flowsd@db.example:5432/flows", env)
+    assert url == "postgresql://flowsd:s3cr%2Ft%40x@db.example:5432/flows"
+    # A password in the URL wins; no credential directory changes nothing.
+    assert with_credential_password("postgresql://a:b@h/d", env) == "postgresql://a:b@h/d"
+    assert with_credential_password("postgresql://a@h/d", {}) == "postgresql://a@h/d"

@@ -1,0 +1,88 @@
+"""Seeding from the database: the detector's last known state and the engine's resume points."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import asyncpg
+
+from flowsd.db.migrate import migrate
+from flowsd.events import types
+from flowsd.events.store import append_batch
+from flowsd.ingest.seed import load_meter_states, load_resume
+from tests.ingest.helpers import METER, at, event
+
+ONE = Decimal("1")
+OTHER = uuid.UUID("00000000-0000-0000-0000-0000000000a2")
+
+
+async def _database(url: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url)
+    await migrate(conn)
+    await conn.executemany(
+        """INSERT INTO flows.meter_registry (id, serial, ip_address, hardware, firmware_version,
+                                             prepay_enabled)
+           VALUES ($1, $2, $3::inet, 'C1.w', '3_03_2', true)""",
+        [(METER, "EML1", "127.0.0.1"), (OTHER, "EML2", "127.0.0.2")],
+    )
+    await conn.execute("UPDATE flows.meter_shadows SET balance = 4.5 WHERE id = $1", OTHER)
+    return conn
+
+
+async def test_states_come_from_the_newest_change_events_over_the_registry(
+    database_url: str,
+) -> None:
+    conn = await _database(database_url)
+    try:
+        await append_batch(
+            conn,
+            [
+                event(types.BalanceChanged(previous_gbp=None, balance_gbp=Decimal("1")), 0),
+                event(types.BalanceChanged(previous_gbp=ONE, balance_gbp=Decimal("2")), 60),
+                event(types.FirmwareChanged(previous="3_03_2", firmware_version="3_04_0"), 10),
+                event(types.MeterWentOffline(consecutive_failures=3, last_error="x"), 100),
+                event(types.ClockDriftThresholdCrossed(
+                    drift_seconds=30, threshold_seconds=20, above=True), 5),
+            ],
+        )  # fmt: skip
+        states = await load_meter_states(conn, [METER, OTHER])
+    finally:
+        await conn.close()
+    mine = states[METER]
+    assert mine.balance == Decimal("2") and mine.firmware == "3_04_0"
+    assert mine.online is False and mine.offline_since == at(100)
+    assert mine.drift_above is True and mine.hardware == "C1.w" and mine.prepay_enabled is True
+    other = states[OTHER]
+    assert other.balance == Decimal("4.5") and other.online is None and other.firmware == "3_03_2"
+
+
+async def test_resume_points_from_profile_records_meter_log_and_offline_state(
+    database_url: str,
+) -> None:
+    conn = await _database(database_url)
+    try:
+        log1 = [event(types.ProfileLog1Record(status=0x80, import_a_wh=i), -1800 * i)
+                for i in range(3)]  # fmt: skip
+        entries = [
+            types.Event(meter_id=METER, observed_at=at(-50), read_at=at(0),
+                        body=types.MeterLogEntry(emlite_type_id=33, event_set=1)),
+            types.Event(meter_id=METER, observed_at=at(-50), read_at=at(0),
+                        body=types.MeterLogEntry(emlite_type_id=34, event_set=2)),
+            types.Event(meter_id=METER, observed_at=at(-500), read_at=at(0),
+                        body=types.MeterLogEntry(emlite_type_id=38, event_set=0)),
+        ]  # fmt: skip
+        online_again = [
+            event(types.MeterWentOffline(consecutive_failures=3, last_error="x"), 10),
+            event(types.MeterCameOnline(offline_since=at(10)), 20),
+        ]
+        await append_batch(conn, [*log1, *entries, *online_again])
+        resume = await load_resume(conn, [METER, OTHER])
+    finally:
+        await conn.close()
+    mine = resume[METER]
+    assert mine.profile_log_1_last == at(0) and mine.profile_log_2_last is None
+    assert mine.event_log is not None and mine.event_log.newest == at(-50)
+    assert mine.event_log.seen_at_newest == ((33, 1), (34, 2))
+    assert mine.offline_since is None
+    assert OTHER not in resume

@@ -1,0 +1,69 @@
+"""A database outage never stops the daemon: it starts without one (waiting), and while the
+database is away events go to the spill journal and are committed when it is back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from flowsd.app import Daemon
+from flowsd.config import AppenderConfig
+from tests.integration.daemon import (
+    daemon_config,
+    fast_plan,
+    fetchval,
+    migrated,
+    registered_fleet,
+    running_daemon,
+    wait_until,
+    with_meters,
+)
+from tests.integration.proxy import DatabaseProxy
+
+
+async def test_start_without_a_database_waits_and_stops_cleanly(tmp_path: Path) -> None:
+    url = "postgresql://flowsd@127.0.0.1:9/none"
+    daemon = Daemon(daemon_config(tmp_path, url), url, handle_signals=False)
+    async with anyio.create_task_group() as tg:
+        results: list[int] = []
+
+        async def run() -> None:
+            results.append(await daemon.run())
+
+        tg.start_soon(run)
+        await anyio.sleep(1.5)
+        assert not results and not daemon.ready.is_set()
+        daemon.request_stop()
+    assert results == [0]
+
+
+async def test_events_spill_during_an_outage_and_are_committed_after(
+    database_url: str, tmp_path: Path
+) -> None:
+    await migrated(database_url)
+    proxy = DatabaseProxy(database_url)
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.serve)
+        async with registered_fleet(database_url, 10, hardware=("EMA1.w",)) as fleet:
+            config = daemon_config(tmp_path, proxy.url(), poll=fast_plan(0.3))
+            small = AppenderConfig(
+                queue_size=100, memory_max_events=20, flush_interval_seconds=0.02
+            )
+            config = msgspec.structs.replace(with_meters(config, fleet), appender=small)
+            async with running_daemon(config, proxy.url()) as daemon:
+                await wait_until(lambda: daemon.supervisor.stats.requests_ok > 20)
+                proxy.cut()
+                before = await fetchval(database_url, "SELECT count(*) FROM flows.meter_event_log")
+                polled = daemon.supervisor.stats.requests_ok
+                await wait_until(lambda: daemon.appender.spilled_events > 0, 20)
+                await wait_until(lambda: daemon.supervisor.stats.requests_ok > polled + 40, 20)
+                assert daemon.supervisor.status(top=0).running
+                proxy.restore()
+                await wait_until(lambda: daemon.appender.spilled_events == 0, 30)
+                await daemon.appender.flush()
+        tg.cancel_scope.cancel()
+    stored = await fetchval(database_url, "SELECT count(*) FROM flows.meter_event_log")
+    assert stored >= before + 40  # what was read during the outage is in the log
+    assert not list((tmp_path / "state" / "spill").glob("segment-*.spill"))  # and no longer on disk

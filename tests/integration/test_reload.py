@@ -1,0 +1,51 @@
+"""SIGHUP's reload, in-process: a new poll plan applies to running sessions without resetting
+the schedule slots of unchanged cadences; an invalid file changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowsd.app import Daemon
+from flowsd.config import load_config, with_database_url
+from flowsd.events import types
+from tests.commands.test_run_cli import _config
+from tests.integration.daemon import (
+    fetchval,
+    migrated,
+    registered_fleet,
+    running_daemon,
+    wait_until,
+)
+
+
+async def test_reload_keeps_schedules_and_applies_the_new_plan(
+    database_url: str, tmp_path: Path
+) -> None:
+    await migrated(database_url)
+    async with registered_fleet(database_url, 4, hardware=("EMA1.w",)) as fleet:
+        path = tmp_path / "flowsd.toml"
+        path.write_text(_config(tmp_path, fleet.port, ["csq_net_op"]))
+        config = with_database_url(load_config(path), database_url)
+        async with running_daemon(config, database_url) as daemon:
+            daemon.config_path = str(path)
+            await wait_until(lambda: daemon.supervisor.stats.polls >= 8)
+            slots = _slots(daemon)
+            path.write_text("[poll]\ncadences = 3\n")
+            assert not daemon.reload()
+            assert _slots(daemon) == slots  # a refused file changes nothing
+            path.write_text(_config(tmp_path, fleet.port, ["csq_net_op", "prepay_balance"]))
+            assert daemon.reload()
+            after = _slots(daemon)
+            for meter_id, (cadence, last_done) in slots.items():
+                assert after[meter_id][0] is cadence  # the same slots object, not a new one
+                assert after[meter_id][1] >= last_done
+            balance = types.BalanceRead.TYPE_ID
+            count = "SELECT count(*) FROM flows.meter_event_log WHERE event_type = $1"
+            await wait_until(lambda: fetchval(database_url, count, balance))
+
+
+def _slots(daemon: Daemon) -> dict[object, tuple[object, int]]:
+    return {
+        meter_id: (session.schedule.cadences["fast"], session.schedule.cadences["fast"].last_done)
+        for meter_id, session in daemon.supervisor.sessions.items()
+    }

@@ -1,0 +1,130 @@
+"""Pure-function properties: folding any batch split equals one fold over everything."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowsd.events.types import RecordedEvent, UnknownBody
+from flowsd.projections.base import type_of
+from flowsd.projections.catalogue import all_projections
+from flowsd.projections.interval_hh import (
+    ELEMENTS,
+    IntervalProjection,
+    profile_point,
+    slot_rows,
+    touched_slots,
+)
+from flowsd.projections.patches import Patch, PatchProjection
+from flowsd.projections.registry import RegistryProjection
+from flowsd.projections.rows import RowTableProjection
+from flowsd.projections.shadows import ShadowsProjection
+from tests.projections.helpers import RECORDED_AT, recorded, simple_registers
+from tests.projections.strategies import event_sequences, split, split_points
+
+METERS = [uuid.UUID(int=i + 1) for i in range(3)]
+REVERSED = {METERS[2]}
+ROW_TABLES = [
+    p
+    for p in all_projections()
+    if isinstance(p, RowTableProjection) and not isinstance(p, IntervalProjection)
+]
+PATCH_TABLES: list[PatchProjection] = [ShadowsProjection(), RegistryProjection()]
+
+
+@st.composite
+def events_and_split(draw: st.DrawFn) -> tuple[list[Any], list[list[Any]]]:
+    events = recorded(draw(event_sequences(METERS, max_size=60)))
+    return events, split(events, split_points(draw, len(events)))
+
+
+def fold_rows(projection: RowTableProjection, batches: list[list[Any]]) -> dict[Any, Any]:
+    table: dict[Any, Any] = {}
+    width = len(projection.key)
+    for batch in batches:
+        registers = simple_registers(projection.register_lookups(batch), REVERSED)
+        for _, values in projection.rows(batch, registers):
+            table[values[:width]] = values[width:]
+    return table
+
+
+@settings(max_examples=60, deadline=None)
+@given(events_and_split())
+def test_row_tables_fold_the_same_whatever_the_batches(case: Any) -> None:
+    events, batches = case
+    for projection in ROW_TABLES:
+        assert fold_rows(projection, batches) == fold_rows(projection, [events]), projection.name
+
+
+@settings(max_examples=60, deadline=None)
+@given(events_and_split())
+def test_patches_merge_the_same_whatever_the_batches(case: Any) -> None:
+    events, batches = case
+    for projection in PATCH_TABLES:
+        merged: dict[uuid.UUID, Patch] = {}
+        for batch in batches:
+            for meter, patch in projection.patches(batch).items():
+                merged.setdefault(meter, Patch()).merge(patch)
+        whole = projection.patches(events)
+        assert {m: p.values for m, p in merged.items()} == {m: p.values for m, p in whole.items()}
+        assert {m: p.updated_at for m, p in merged.items()} == {
+            m: p.updated_at for m, p in whole.items()
+        }
+
+
+@settings(max_examples=60, deadline=None)
+@given(events_and_split())
+def test_last_event_per_group_is_enough(case: Any) -> None:
+    """What the SQL rebuild relies on: only each (meter, group)'s last event matters."""
+    events, _ = case
+    for projection in PATCH_TABLES:
+        last: dict[tuple[uuid.UUID, str], Any] = {}
+        for e in events:
+            for group in projection.contributions(e):
+                last[(e.meter_id, group)] = e
+        reduced = projection.patches(last.values())
+        assert {m: p.values for m, p in reduced.items()} == {
+            m: p.values for m, p in projection.patches(events).items()
+        }
+
+
+@settings(max_examples=60, deadline=None)
+@given(events_and_split())
+def test_half_hours_are_the_same_whatever_the_batches_and_order(case: Any) -> None:
+    events, batches = case
+    incremental: dict[Any, Any] = {}
+    seen: dict[Any, Any] = {}
+    for batch in batches:
+        seen.update(p for p in map(profile_point, batch) if p is not None)
+        slots = touched_slots(batch)
+        lookups = [(m, el, start) for m, start in slots for el in ELEMENTS]
+        for _, values in slot_rows(slots, seen, simple_registers(lookups, REVERSED)):
+            incremental[values[:2]] = values[2:]
+    everything = dict(p for p in map(profile_point, events) if p is not None)
+    slots = touched_slots(events)
+    lookups = [(m, el, start) for m, start in slots for el in ELEMENTS]
+    whole = {
+        values[:2]: values[2:]
+        for _, values in slot_rows(slots, everything, simple_registers(lookups, REVERSED))
+    }
+    assert incremental == whole
+
+
+def test_unknown_bodies_are_ignored() -> None:
+    unknown = RecordedEvent(
+        position=1,
+        recorded_at=RECORDED_AT,
+        meter_id=METERS[0],
+        observed_at=RECORDED_AT,
+        read_at=None,
+        body=UnknownBody(type_id=1999, payload=b"{}"),
+        idempotency_key=uuid.uuid4(),
+    )
+    assert type_of(unknown) == 0  # never projected
+    for projection in PATCH_TABLES:
+        assert projection.patches([unknown]) == {}
+    for row_projection in ROW_TABLES:
+        assert row_projection.rows([unknown], {}) == []
