@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "flowsd.commands.simulate",
     "flowsd.commands.replay",
     "flowsd.commands.verify",
+    "flowsd.commands.projections",
     "flowsd.commands.status",
     "flowsd.commands.emop",
 )
