@@ -5,11 +5,14 @@ Runs on a durable server (fsync and synchronous_commit as configured by default)
 ``$FLOWSD_DATABASE_URL`` (a scratch database is created on it and dropped afterwards), else an
 embedded PostgreSQL started in a temporary directory.
 
-Append and ceiling figures are medians of three runs each, interleaved.
+Append and ceiling figures are medians of three runs each, interleaved. ``append batch=N`` also
+reports the CPU per event of this process and (when the server runs on this machine) of its
+server process, which move far less than events/s when the machine is shared.
 
-* ``append batch=N``: :func:`flowsd.events.store.append_batch` (serialised transaction, unnest
-  insert, idempotency filter and unique index, FK to meter_registry, NOTIFY), including the
-  encoding of the events into columns.
+* ``append batch=N``: :func:`flowsd.events.store.append_batch` (serialised transaction, binary
+  COPY into the session's staging table (unnest below 1000 events), one INSERT ... SELECT with
+  the stored-key filter, unique index, FK to meter_registry, NOTIFY), including the encoding of
+  the events (keys, payload JSON) and the building of the returned events.
 * ``copy ceiling batch=N``: the same rows, already encoded, COPY'd into a table with the same
   columns and no index, key or trigger, one transaction per batch: what the hardware allows.
 * ``appender end-to-end``: events through :class:`flowsd.events.appender.Appender` (queue,
@@ -31,13 +34,13 @@ from statistics import median
 
 import asyncpg
 
-from bench.common import Result, rate
+from bench.common import Result, cpu_seconds, rate
 from flowsd.config import AppenderConfig
 from flowsd.db.embedded import start_embedded
 from flowsd.db.migrate import migrate
 from flowsd.db.urls import with_database
 from flowsd.events.appender import Appender
-from flowsd.events.codec import to_columns
+from flowsd.events.codec import to_columns, to_staged_rows
 from flowsd.events.reader import read_events
 from flowsd.events.store import append_batch
 from flowsd.events.types import BalanceRead, Event, RegisterRead
@@ -69,11 +72,52 @@ def _spread(rates: list[float]) -> list[int]:
     return sorted(round(r) for r in rates)
 
 
-async def _append(conn: asyncpg.Connection, events: list[Event], batch: int) -> float:
+def _backend_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds used so far by the server process ``pid`` (None unless it is local)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Cpu:
+    """Per-event CPU of this process and of the connection's server process, summed over runs:
+    steadier than events/s on a shared machine."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.python = 0.0
+        self.server: float | None = 0.0
+
+    def detail(self) -> dict[str, object]:
+        if not self.events:
+            return {}
+        per_event: dict[str, object] = {
+            "python_cpu_us_per_event": round(self.python / self.events * 1e6, 1)
+        }
+        if self.server is not None:
+            per_event["server_cpu_us_per_event"] = round(self.server / self.events * 1e6, 1)
+        return per_event
+
+
+async def _append(
+    conn: asyncpg.Connection, events: list[Event], batch: int, cpu: _Cpu, server_pid: int
+) -> float:
+    python, server = cpu_seconds(), _backend_cpu_seconds(server_pid)
     started = time.perf_counter()
     for i in range(0, len(events), batch):
         await append_batch(conn, events[i : i + batch])
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    cpu.events += len(events)
+    cpu.python += cpu_seconds() - python
+    server_after = _backend_cpu_seconds(server_pid)
+    if cpu.server is not None and server is not None and server_after is not None:
+        cpu.server += server_after - server
+    else:
+        cpu.server = None
+    return elapsed
 
 
 async def _copy(conn: asyncpg.Connection, events: list[Event], batch: int) -> float:
@@ -150,7 +194,7 @@ async def _run(url: str, quick: bool, scratch: Path) -> list[Result]:
         )
         sample = _events(meters, per_size, 100 * per_size)
         started = time.perf_counter()
-        to_columns(sample)
+        to_staged_rows(sample)
         results.append(
             Result(
                 AREA,
@@ -161,12 +205,15 @@ async def _run(url: str, quick: bool, scratch: Path) -> list[Result]:
             )
         )
         offset = 0
+        server_pid: int = await conn.fetchval("SELECT pg_backend_pid()")
         for batch in (100, 1000, 10_000):
             append_rates, copy_rates = [], []
+            cpu = _Cpu()
             for _ in range(REPETITIONS):
                 events = _events(meters, per_size, offset)
                 offset += per_size
-                append_rates.append(rate(len(events), await _append(conn, events, batch)))
+                elapsed = await _append(conn, events, batch, cpu, server_pid)
+                append_rates.append(rate(len(events), elapsed))
                 copy_rates.append(rate(len(events), await _copy(conn, events, batch)))
             append_rate, copy_rate = median(append_rates), median(copy_rates)
             results.append(
@@ -175,7 +222,7 @@ async def _run(url: str, quick: bool, scratch: Path) -> list[Result]:
                     f"append batch={batch}",
                     append_rate,
                     "events/s",
-                    {"events": per_size, "runs": _spread(append_rates)},
+                    {"events": per_size, "runs": _spread(append_rates), **cpu.detail()},
                 )
             )
             results.append(

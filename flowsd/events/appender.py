@@ -19,8 +19,8 @@ producers wait: an alarm, never a silent loss. On :meth:`stop` everything still 
 the queue is committed, or spilled if the database is unreachable.
 
 Events the database refuses on their own merits (SQLSTATE classes 22 and 23, e.g. an unknown
-``meter_id``) are retried one by one; the ones still refused are stored whole in
-``flowsd.rejected_event`` and counted, and the rest commit.
+``meter_id``) are found by halving the refused batch; the ones still refused alone are stored
+whole in ``flowsd.rejected_event`` and counted, and the rest commit, in order.
 
 What a SIGKILL can lose: events in the queue or in memory that were neither committed nor
 spilled. Meters are re-read, and the idempotency keys make re-reading safe.
@@ -332,15 +332,31 @@ class Appender:
     async def _append_individually(
         self, conn: asyncpg.Connection, batch: list[Event]
     ) -> list[AppendResult]:
-        results = []
-        for event in batch:
+        """Commit what the database accepts of a refused ``batch``, in order; reject the rest.
+
+        The batch is halved until each refused part is a single event, so one bad event in a
+        batch of N costs about 2·log2(N) appends rather than N.
+        """
+        results: list[AppendResult] = []
+        await self._append_halves(conn, batch, results)
+        return results
+
+    async def _append_halves(
+        self, conn: asyncpg.Connection, refused: list[Event], results: list[AppendResult]
+    ) -> None:
+        middle = len(refused) // 2
+        for part in (refused[:middle], refused[middle:]):
+            if not part:
+                continue
             try:
-                results.append(await self._timed_append(conn, [event]))
+                results.append(await self._timed_append(conn, part))
             except asyncpg.PostgresError as exc:
                 if not _is_rejection(exc):
                     raise
-                await self._reject(conn, event, exc)
-        return results
+                if len(part) == 1:
+                    await self._reject(conn, part[0], exc)
+                else:
+                    await self._append_halves(conn, part, results)
 
     async def _reject(self, conn: asyncpg.Connection, event: Event, exc: BaseException) -> None:
         await conn.execute(

@@ -61,6 +61,44 @@ def to_columns(events: Sequence[Event]) -> EventColumns:
     )
 
 
+# One staged row: ordinal, meter, observed, type, event_set, read_at, payload, key.
+StagedRow = tuple[int, UUID, datetime, int, int | None, datetime | None, str | None, UUID]
+
+
+def to_staged_rows(events: Sequence[Event]) -> list[StagedRow]:
+    """A batch as rows for the append's staging table, in order, without in-batch duplicates.
+
+    ``ordinal`` is the event's index in ``events``; an event whose key appeared earlier in the
+    batch is left out.
+    """
+    rows: list[StagedRow] = []
+    seen: set[UUID] = set()
+    encode = _json_encoder.encode
+    for ordinal, event in enumerate(events):
+        body = event.body
+        key = event.idempotency_key()
+        if key in seen:
+            continue
+        seen.add(key)
+        if isinstance(body, MeterLogEntry):
+            type_id, event_set, payload = body.emlite_type_id, body.event_set, None
+        else:
+            type_id, event_set, payload = body.TYPE_ID, None, encode(body).decode()
+        rows.append(
+            (
+                ordinal,
+                event.meter_id,
+                event.observed_at,
+                type_id,
+                event_set,
+                event.read_at,
+                payload,
+                key,
+            )
+        )
+    return rows
+
+
 def decode_body(
     event_type: int, event_set: int | None, payload: str | None
 ) -> AnyBody | UnknownBody:

@@ -68,13 +68,15 @@ re-reading a meter after an upgrade does not duplicate its old log entries.
 from __future__ import annotations
 
 import hashlib
+import struct
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import ClassVar, Literal, TypeAlias, get_args
 
 import msgspec
+from asyncpg.pgproto.pgproto import UUID as FastUUID  # noqa: N811 (a class)
 
 HealthStatus = Literal["healthy", "unhealthy"]
 Element = Literal["A", "B", "SINGLE"]
@@ -86,7 +88,8 @@ STATE_CHANGE_TYPE_IDS = range(1101, 1200)
 COMMAND_TYPE_IDS = range(1201, 1300)
 
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+_md5 = hashlib.md5
+_pack_ms = struct.Struct(">Q").pack
 
 
 class EventBody(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -569,7 +572,8 @@ def epoch_microseconds(moment: datetime) -> int:
     """Microseconds since 1970-01-01 UTC (naive datetimes are taken as UTC)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _UNIX_EPOCH) // _MICROSECOND
+    delta = moment - _UNIX_EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 @lru_cache(maxsize=1 << 16)
@@ -588,12 +592,16 @@ def idempotency_key(
     UUIDv7), so keys of recent events sit together at the end of the unique index instead of
     landing on random index pages. The SQL twin is ``flowsd.event_idempotency_key`` (migration
     0002). md5 is used for its availability in SQL, not for security: keys are not adversarial.
+
+    The result is asyncpg's ``UUID`` (a :class:`uuid.UUID` subclass, equal and hashing alike),
+    about ten times cheaper to build and sent to PostgreSQL without conversion.
     """
     epoch_us = epoch_microseconds(observed_at)
     text = f"{_uuid_text(meter_id)}|{type_id}|{epoch_us}|{discriminator}"
-    digest = hashlib.md5(text.encode(), usedforsecurity=False).digest()
-    time_prefix = ((epoch_us // 1000) & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
-    return uuid.UUID(bytes=time_prefix + digest[6:])
+    digest = _md5(text.encode(), usedforsecurity=False).digest()
+    # 8 big-endian bytes of milliseconds, of which the low 6 lead the key.
+    key: uuid.UUID = FastUUID(_pack_ms((epoch_us // 1000) & 0xFFFF_FFFF_FFFF)[2:] + digest[6:])
+    return key
 
 
 def catalogue() -> list[tuple[int, str]]:

@@ -266,6 +266,27 @@ async def test_an_event_the_database_refuses_is_kept_aside_and_the_rest_commit(
     assert "foreign key" in rejected["error"]
 
 
+async def test_refused_events_in_a_large_batch_are_found_by_halving(
+    running: Callable[..., Appender], conn: asyncpg.Connection, meters: list[uuid.UUID]
+) -> None:
+    appender = running(queue_size=1000, batch_max=400, flush_interval_seconds=0.2)
+    received = appender.subscribe()
+    strangers = [balance_event(uuid.uuid4(), n) for n in (7, 8, 9)]
+    events: list[Event] = [balance_event(meters[n % 4], n) for n in range(300)]
+    await appender.append_many([*events[:10], strangers[0], *events[10:200], *strangers[1:]])
+    await appender.append_many(events[200:])
+    await asyncio.wait_for(appender.flush(), 20)
+    assert await stored_keys(conn) == [e.idempotency_key() for e in events]
+    rejected = await conn.fetch("SELECT idempotency_key FROM flowsd.rejected_event")
+    assert {r[0] for r in rejected} == {e.idempotency_key() for e in strangers}
+    published = []
+    while (batch := received.get_nowait()) is not None:
+        published += [r.idempotency_key for r in batch.events]
+    assert published == [e.idempotency_key() for e in events]
+    appends = await conn.fetchval("SELECT count(DISTINCT recorded_at) FROM flows.meter_event_log")
+    assert appends < 40
+
+
 async def test_a_slow_subscriber_misses_batches_and_can_tell(
     running: Callable[..., Appender], meters: list[uuid.UUID]
 ) -> None:

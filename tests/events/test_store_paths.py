@@ -1,0 +1,166 @@
+"""Both ways a batch reaches the log (COPY through the staging table, or unnest for small
+batches) give the same result, including the rare paths: a discarded staging table, an
+enclosing transaction, positions taken outside the batch, a key stored behind the lock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from flowsd.events import store
+from flowsd.events.reader import read_events
+from flowsd.events.store import append_batch
+from flowsd.events.types import Event
+from tests.events.helpers import balance_event, native_event, register_event
+
+
+@pytest.fixture(params=["staged", "unnested"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Force every batch through one path, whatever its size."""
+    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1 if request.param == "staged" else 10**9)
+    yield str(request.param)
+
+
+def _mixed(meters: list[uuid.UUID], start: int, count: int) -> list[Event]:
+    events: list[Event] = []
+    for n in range(start, start + count):
+        meter = meters[n % len(meters)]
+        if n % 3 == 0:
+            events.append(register_event(meter, n, "B"))
+        elif n % 3 == 1:
+            events.append(native_event(meter, n, emlite_type=33, event_set=n % 7))
+        else:
+            events.append(balance_event(meter, n))
+    return events
+
+
+async def test_positions_follow_batch_order_and_skip_stored_and_repeated_keys(
+    path: str, conn: asyncpg.Connection, meters: list[uuid.UUID]
+) -> None:
+    old = _mixed(meters, 0, 40)
+    first = await append_batch(conn, old[::2])
+    new = _mixed(meters, 100, 30)
+    # New events interleaved with stored ones and with repeats inside the batch.
+    batch = [e for pair in zip(new, old, strict=False) for e in pair] + new[:7] + old[1::2]
+    result = await append_batch(conn, batch)
+    seen = {e.idempotency_key() for e in old[::2]}
+    expected = []
+    for event in batch:
+        if event.idempotency_key() not in seen:
+            seen.add(event.idempotency_key())
+            expected.append(event)
+    assert len(expected) == len(new) + len(old[1::2])
+    assert result.after_position == first.through_position
+    assert [r.position for r in result.events] == list(
+        range(result.after_position + 1, result.after_position + 1 + len(expected))
+    )
+    assert result.through_position == result.events[-1].position
+    assert [r.idempotency_key for r in result.events] == [e.idempotency_key() for e in expected]
+    assert result.duplicates == len(batch) - len(expected)
+    assert len({r.recorded_at for r in result.events}) == 1
+    stored = await read_events(conn, first.through_position, 1000)
+    assert stored == list(result.events)
+    again = await append_batch(conn, batch)
+    assert again.events == ()
+    assert again.duplicates == len(batch)
+
+
+async def test_appends_inside_an_enclosing_transaction_stage_only_their_own_batch(
+    path: str, conn: asyncpg.Connection, meters: list[uuid.UUID]
+) -> None:
+    async with conn.transaction():
+        first = await append_batch(conn, [balance_event(meters[0], n) for n in range(10)])
+        second = await append_batch(conn, [balance_event(meters[1], n) for n in range(5)])
+    assert len(first.events) == 10
+    assert len(second.events) == 5
+    assert second.after_position == first.through_position
+    assert await conn.fetchval("SELECT count(*) FROM flows.meter_event_log") == 15
+
+
+async def test_a_discarded_staging_table_is_created_again(
+    conn: asyncpg.Connection, meters: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1)
+    await append_batch(conn, [balance_event(meters[0], 1)])
+    await conn.execute("DISCARD TEMP")
+    result = await append_batch(conn, [balance_event(meters[0], 2)])
+    assert [r.position for r in result.events] == [2]
+
+
+async def test_positions_taken_outside_the_batch_are_read_back(
+    path: str, conn: asyncpg.Connection, meters: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone calling nextval by hand: the batch's positions are no longer contiguous."""
+    stealing = store._BEGIN.replace(
+        "now() AS recorded_at,",
+        "now() AS recorded_at, nextval('flows.meter_event_log_position_seq') AS stolen,",
+    )
+    assert stealing != store._BEGIN
+    monkeypatch.setattr(store, "_BEGIN", stealing)
+    events = [balance_event(meters[n % 4], n) for n in range(12)]
+    result = await append_batch(conn, events)
+    assert [r.position for r in result.events] == list(range(2, 14))
+    assert [r.idempotency_key for r in result.events] == [e.idempotency_key() for e in events]
+    assert await read_events(conn, 0) == list(result.events)
+
+
+async def test_a_key_stored_behind_the_lock_is_a_duplicate_not_an_error(
+    path: str, conn: asyncpg.Connection, meters: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the stored-key filter misses a key (a writer that bypassed the append lock), the
+    unique index refuses it and the batch is retried with ON CONFLICT DO NOTHING."""
+    stored = [balance_event(meters[0], n) for n in range(5)]
+    await append_batch(conn, stored)
+    # The first attempt sees no stored keys at all.
+    for name in ("_INSERT_STAGED", "_INSERT_UNNESTED"):
+        blind = getattr(store, name).replace("LIMIT 1) AS hit", "LIMIT 0) AS hit")
+        monkeypatch.setattr(store, name, blind)
+    fresh = [balance_event(meters[1], n) for n in range(4)]
+    result = await append_batch(conn, [*stored, *fresh])
+    assert [r.idempotency_key for r in result.events] == [e.idempotency_key() for e in fresh]
+    assert result.duplicates == 5
+    assert await conn.fetchval("SELECT count(*) FROM flows.meter_event_log") == 9
+    assert (await read_events(conn, 0))[5:] == list(result.events)
+
+
+async def test_an_unknown_meter_fails_the_whole_batch(
+    path: str, conn: asyncpg.Connection, meters: list[uuid.UUID]
+) -> None:
+    """The foreign key still refuses the batch (the appender then sets the event aside)."""
+    events = [balance_event(meters[0], n) for n in range(10)]
+    events.insert(4, balance_event(uuid.uuid4(), 99))
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await append_batch(conn, events)
+    assert await conn.fetchval("SELECT count(*) FROM flows.meter_event_log") == 0
+    result = await append_batch(conn, events[:4] + events[5:])
+    assert len(result.events) == 10
+
+
+async def test_without_temporary_privilege_large_batches_use_unnest(
+    event_db: str,
+    conn: asyncpg.Connection,
+    meters: list[uuid.UUID],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1)
+    monkeypatch.setattr(store, "_staging_refused", False)
+    role = f"flowsd_no_temp_{uuid.uuid4().hex[:8]}"
+    database = await conn.fetchval("SELECT current_database()")
+    await conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE flowsd_writer")
+    await conn.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+    try:
+        writer = await asyncpg.connect(event_db, user=role)
+        try:
+            result = await append_batch(writer, [balance_event(meters[0], n) for n in range(20)])
+            assert len(result.events) == 20
+            assert store._staging_refused
+            again = await append_batch(writer, [balance_event(meters[1], n) for n in range(5)])
+            assert [r.position for r in again.events] == list(range(21, 26))
+        finally:
+            await writer.close()
+    finally:
+        await conn.execute(f'GRANT TEMPORARY ON DATABASE "{database}" TO PUBLIC')
+        await conn.execute(f"DROP ROLE {role}")
