@@ -41,6 +41,7 @@ from flowsd.db.migrate import migrate
 from flowsd.db.urls import with_database
 from flowsd.events import types as t
 from flowsd.events.codec import payload_json
+from flowsd.events.reader import head_position
 from flowsd.events.store import append_batch
 from flowsd.events.subscriptions import SubscriberHub
 from flowsd.projections.catalogue import all_projections
@@ -298,9 +299,7 @@ async def _live_lag(url: str, batches: int, batch_size: int) -> list[float]:
                 result = await append_batch(appender, events)
                 committed = time.perf_counter()
                 hub.publish(result)
-                # Polls the tasks' in-memory checkpoints (set right after each commit).
-                while min(task.checkpoint for task in runner.tasks) < result.through_position:  # noqa: ASYNC110
-                    await asyncio.sleep(0.001)
+                await runner.wait_caught_up(result.through_position, 60)
                 lags.append(time.perf_counter() - committed)
                 await asyncio.sleep(0.02)
             group.cancel_scope.cancel()
@@ -311,10 +310,7 @@ async def _live_lag(url: str, batches: int, batch_size: int) -> list[float]:
 
 
 async def _wait_caught_up(runner: ProjectorRunner, conn: asyncpg.Connection) -> None:
-    head: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM flows.meter_event_log")
-    deadline = time.monotonic() + 600
-    while min(t.checkpoint for t in runner.tasks) < head and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
+    await runner.wait_caught_up(await head_position(conn), 600)
 
 
 async def _measure(quick: bool) -> list[Result]:

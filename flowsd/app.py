@@ -2,16 +2,18 @@
 
 Start-up: the file-descriptor limit is raised, the systemd watchdog loop starts (so a long
 wait for the database is not mistaken for a hang), the database is waited for with a growing
-delay (an outage is never fatal), the schema version is checked, then the appender, the
-projector runner (when :mod:`flowsd.projections` provides one), the meter list with its
-resume points and change-detector state, the fleet supervisor, the session-state writer and
-the management endpoint start, and systemd hears ``READY=1``.
+delay (an outage is never fatal), the schema is checked (a mismatch is), then the management
+endpoint binds (a taken address is fatal before anything is read), the appender, the
+projector runner, the meter list with its resume points and change-detector state, the fleet
+supervisor and the session-state writer start, and systemd hears ``READY=1``.
 
 SIGTERM/SIGINT: ``STOPPING=1``; the meter list stops reloading, no new poll starts and
-in-flight polls finish or are abandoned after ``[meters] stop_deadline_seconds``; the events
-of grouped reads still open are built; the appender commits (or spills) everything queued
-within ``[daemon] drain_seconds``; a last session-state flush marks the heartbeat stopped;
-exit status 0.
+in-flight polls end between two plan items or are abandoned after ``[meters]
+stop_deadline_seconds``; the events of grouped reads still open are built, except a tariff
+the stop cut short (its money fields incomplete), which is logged and counted in
+``flowsd_ingest_incomplete_groups_total{cause="poll_stopped"}`` (the next poll reads it
+whole); the appender commits (or spills) everything queued within ``[daemon] drain_seconds``;
+the session-state writer stops and a last flush marks the heartbeat stopped; exit status 0.
 
 SIGHUP: the configuration file is read again; a valid one replaces the poll plan, the meter
 settings and the drift threshold (schedules of unchanged cadences are kept, queued events
@@ -20,14 +22,11 @@ untouched) and the meter list is reloaded; an invalid one is logged and ignored.
 
 from __future__ import annotations
 
-import importlib
-import resource
 import signal
 import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 import anyio
@@ -35,16 +34,14 @@ import asyncpg
 import msgspec
 import structlog
 from anyio.abc import TaskGroup
-from prometheus_client import Counter, Gauge
 
 from flowsd.config import Config, load_config, with_database_url
 from flowsd.db.connect import CONNECTION_ERRORS, connect, create_pool_from_config
-from flowsd.db.migrate import applied_versions, load_migrations
+from flowsd.db.migrate import applied_versions, check_compatible, load_migrations
 from flowsd.db.urls import redact
 from flowsd.errors import ConfigError, UserError
 from flowsd.events import metrics as event_metrics
 from flowsd.events.appender import Appender
-from flowsd.events.types import Event
 from flowsd.ingest.detector import ChangeDetector
 from flowsd.ingest.pipeline import Ingest
 from flowsd.ingest.seed import load_meter_states, load_resume
@@ -54,7 +51,10 @@ from flowsd.meters.registry import RegistryMeter, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
 from flowsd.ops.http import HealthChecks, serve_management
+from flowsd.ops.metrics import sample_value
 from flowsd.ops.notify import SystemdNotifier
+from flowsd.projections.runner import ProjectorRunner
+from flowsd.sim.limits import raise_open_files_limit
 
 log = structlog.get_logger("flowsd.app")
 
@@ -63,19 +63,20 @@ WallClock = Callable[[], float]
 _STATUS_EVERY_SECONDS = 5.0
 _FINAL_FLUSH_SECONDS = 5.0
 _DATABASE_LOST: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
+_STATE_WRITE_ERRORS: tuple[type[BaseException], ...] = (*_DATABASE_LOST, UserError)
 _PROJECTOR_GRACE_SECONDS = 5.0
 
 
-def raise_open_file_limit() -> tuple[int, int]:
-    """Soft RLIMIT_NOFILE up to the hard limit (asyncio uses epoll, not select)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return soft, hard
+def _queue_depth() -> int:
+    return int(sample_value("flowsd_appender_queue_depth"))
+
+
+def _events_appended() -> int:
+    return int(sample_value("flowsd_events_appended_total"))
+
+
+def _database_up() -> bool:
+    return bool(sample_value("flowsd_appender_database_up"))
 
 
 class Daemon:
@@ -102,19 +103,12 @@ class Daemon:
         self.instance = config.daemon.instance or socket.gethostname()
         self.stop_requested = anyio.Event()
         self.ready = anyio.Event()
-        self.database_up = False
         self.started_at = datetime.now(UTC)
         self.tracker = SessionTracker()
         self.detector = ChangeDetector(
             clock_drift_threshold_seconds=config.ingest.clock_drift_threshold_seconds
         )
-        self.appender = Appender(
-            self._connect,
-            config=config.appender,
-            spill_directory=config.state_directory / "spill",
-            reconnect_initial_seconds=config.database.reconnect_initial_seconds,
-            reconnect_max_seconds=config.database.reconnect_max_seconds,
-        )
+        self.appender = Appender.from_config(config, self._connect)
         self.ingest = Ingest(self.appender.append_many, self.detector, tracker=self.tracker)
         self.supervisor = FleetSupervisor(
             config.meters, PollPlan.from_config(config.poll), self.ingest, wall_clock=wall_clock
@@ -125,8 +119,9 @@ class Daemon:
         self._appender_done = anyio.Event()
         self._appender_started = False
         self._registry_scope: anyio.CancelScope | None = None
+        self._state_scope: anyio.CancelScope | None = None
         self._pool: asyncpg.Pool | None = None
-        self.projectors: Any = None
+        self.projectors: ProjectorRunner | None = None
         self.management_address: tuple[str, int] | None = None
 
     # -- running ------------------------------------------------------------------------------
@@ -138,7 +133,7 @@ class Daemon:
         return await connect(self.url, connect_timeout=self.config.database.connect_timeout_seconds)
 
     async def run(self) -> int:
-        soft, hard = raise_open_file_limit()
+        soft, hard = raise_open_files_limit()
         log.info("flowsd starting", database=redact(self.url), open_files=soft, hard_limit=hard)
         fatal: UserError | None = None
         async with anyio.create_task_group() as tg:
@@ -171,11 +166,8 @@ class Daemon:
         scope.cancel()
 
     async def _start(self, tg: TaskGroup) -> None:
-        tg.start_soon(self._run_appender)
-        await self._start_projectors(tg)
-        await tg.start(self._run_registry)
-        await tg.start(self.supervisor.run)
-        tg.start_soon(self._state_writer)
+        # The endpoint is bound first: a taken address must end the start before any reading
+        # is accepted (a fatal error cancels the task tree without draining the appender).
         if self.config.management.listen:
             listen = self.config.management.listen
             try:
@@ -184,6 +176,17 @@ class Daemon:
                 )
             except (OSError, ValueError) as exc:
                 raise UserError(f"management endpoint: cannot listen on {listen}: {exc}") from exc
+        tg.start_soon(self._run_appender)
+        self._appender_started = True
+        assert self._pool is not None  # opened by _wait_for_database
+        self.projectors = ProjectorRunner(
+            self._pool, self.config.projections, subscribe=self.appender.subscribe
+        )
+        await tg.start(self.projectors.run)
+        await tg.start(self._run_registry)
+        await tg.start(self.supervisor.run)
+        self._state_scope = anyio.CancelScope()
+        tg.start_soon(self._state_writer, self._state_scope)
         if self.config.daemon.summary_seconds > 0:
             tg.start_soon(self._summary_loop)
         self.ready.set()
@@ -191,7 +194,6 @@ class Daemon:
         log.info("flowsd ready", meters=len(self.supervisor.sessions))
 
     async def _run_appender(self) -> None:
-        self._appender_started = True
         try:
             await self.appender.run()
         finally:
@@ -202,47 +204,42 @@ class Daemon:
             self._registry_scope = scope
             await self.registry.run(task_status=task_status)
 
-    async def _start_projectors(self, tg: TaskGroup) -> None:
-        """The projector runner, fed by the appender's committed batches in memory."""
-        try:
-            runner_module = importlib.import_module("flowsd.projections.runner")
-        except ModuleNotFoundError:
-            log.info("no projector runner in this build; projections are not maintained")
-            return
-        self._pool = await create_pool_from_config(self.config, self.url)
-        self.projectors = runner_module.ProjectorRunner(
-            self._pool, self.config.projections, subscribe=self.appender.subscribe
-        )
-        await tg.start(self.projectors.run)
-
     # -- database -----------------------------------------------------------------------------
 
     async def _wait_for_database(self) -> bool:
-        """Connect (retrying with a growing delay) and check the schema; False if stopped."""
+        """Connect, check the schema and open the projectors' pool, retrying with a growing
+        delay while the database is away; False if stopped first. A schema this flowsd cannot
+        run on is a :class:`UserError` (fatal)."""
         delay = self.config.database.reconnect_initial_seconds
         while not self.stop_requested.is_set():
-            try:
-                conn = await self._connect()
-            except UserError as exc:
-                self.notifier.status(f"waiting for the database: {exc}")
-                log.warning("database unreachable; retrying", error=str(exc), retry_in=delay)
-                with anyio.move_on_after(delay):
-                    await self.stop_requested.wait()
-                delay = min(max(delay, 0.1) * 2, self.config.database.reconnect_max_seconds)
-                continue
-            try:
-                await check_schema(conn)
-            except _DATABASE_LOST as exc:
-                log.warning("database lost during the schema check; retrying", error=str(exc))
-                with anyio.move_on_after(delay):
-                    await self.stop_requested.wait()
-                continue
-            finally:
-                conn.terminate()
-            self.database_up = True
-            event_metrics.DATABASE_UP.set(1)
-            return True
+            problem = await self._open_database()
+            if problem is None:
+                event_metrics.DATABASE_UP.set(1)
+                return True
+            self.notifier.status(f"waiting for the database: {problem}")
+            log.warning("database unreachable; retrying", error=problem, retry_in=delay)
+            with anyio.move_on_after(delay):
+                await self.stop_requested.wait()
+            delay = min(max(delay, 0.1) * 2, self.config.database.reconnect_max_seconds)
         return False
+
+    async def _open_database(self) -> str | None:
+        """None once the database is usable; otherwise why it is not (worth a retry)."""
+        try:
+            conn = await self._connect()
+        except UserError as exc:
+            return str(exc)
+        try:
+            await check_schema(conn)
+        except _DATABASE_LOST as exc:
+            return f"lost during the schema check: {exc}"
+        finally:
+            conn.terminate()
+        try:
+            self._pool = await create_pool_from_config(self.config, self.url)
+        except UserError as exc:
+            return str(exc)
+        return None
 
     # -- meters -------------------------------------------------------------------------------
 
@@ -323,7 +320,7 @@ class Daemon:
                 self._registry_scope.cancel()
             await self.supervisor.stop()
             if self._appender_started:
-                leftovers: list[Event] = self.ingest.pending_events()
+                leftovers = self.ingest.pending_events()
                 if leftovers:
                     await self.appender.append_many(leftovers)
                 with anyio.move_on_after(self.config.daemon.drain_seconds):
@@ -332,14 +329,17 @@ class Daemon:
                 if not self._appender_done.is_set():
                     log.error("appender did not finish within the drain deadline")
                 await self._let_projectors_catch_up()
-            with anyio.move_on_after(_FINAL_FLUSH_SECONDS):
-                try:
-                    await self._flush_state(stopped=True)
-                except (UserError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("final session state not written", error=str(exc))
+            if self._state_scope is not None:
+                # No periodic write may land after (and undo) the final "stopped" one.
+                self._state_scope.cancel()
+                with anyio.move_on_after(_FINAL_FLUSH_SECONDS):
+                    try:
+                        await self._flush_state(stopped=True)
+                    except _STATE_WRITE_ERRORS as exc:
+                        log.warning("final session state not written", error=str(exc))
         log.info(
             "flowsd stopped",
-            events_appended=int(gauge_value(event_metrics.EVENTS_APPENDED)),
+            events_appended=_events_appended(),
             spilled_events=self.appender.spilled_events,
         )
 
@@ -348,10 +348,9 @@ class Daemon:
         next start anyway)."""
         if self.projectors is None:
             return
-        with anyio.move_on_after(_PROJECTOR_GRACE_SECONDS):
-            # The runner offers no event for "caught up"; its status is cheap to poll.
-            while any(s.lag_events > 0 and s.healthy for s in self.projectors.status()):  # noqa: ASYNC110
-                await anyio.sleep(0.05)
+        head = max((s.checkpoint + s.lag_events for s in self.projectors.status()), default=0)
+        if not await self.projectors.wait_caught_up(head, _PROJECTOR_GRACE_SECONDS):
+            log.info("projectors still behind at stop; they resume from their checkpoints")
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -363,10 +362,10 @@ class Daemon:
             meters=len(self.supervisor.sessions),
             online=online,
             offline=offline,
-            queue_depth=int(gauge_value(event_metrics.QUEUE_DEPTH)),
+            queue_depth=_queue_depth(),
             spilled_events=self.appender.spilled_events,
-            events_appended=int(gauge_value(event_metrics.EVENTS_APPENDED)),
-            database_up=bool(gauge_value(event_metrics.DATABASE_UP)),
+            events_appended=_events_appended(),
+            database_up=_database_up(),
             status=self.status_line(),
             stopped=stopped,
         )
@@ -378,10 +377,9 @@ class Daemon:
 
     def status_line(self) -> str:
         online, _ = self._online_counts()
-        db = "ok" if gauge_value(event_metrics.DATABASE_UP) else "down"
         return (
-            f"meters {online}/{len(self.supervisor.sessions)} online; db {db}; "
-            f"queue {int(gauge_value(event_metrics.QUEUE_DEPTH))}; "
+            f"meters {online}/{len(self.supervisor.sessions)} online; "
+            f"db {'ok' if _database_up() else 'down'}; queue {_queue_depth()}; "
             f"spilled {self.appender.spilled_events}"
         )
 
@@ -392,23 +390,24 @@ class Daemon:
         finally:
             await conn.close()
 
-    async def _state_writer(self) -> None:
+    async def _state_writer(self, scope: anyio.CancelScope) -> None:
         conn: asyncpg.Connection | None = None
-        try:
-            while True:
-                await anyio.sleep(self.config.daemon.state_flush_seconds)
-                try:
-                    if conn is None or conn.is_closed():
-                        conn = await self._connect()
-                    await flush(conn, self.tracker, self.heartbeat())
-                except (UserError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("session state not written; will retry", error=str(exc))
-                    if conn is not None:
-                        conn.terminate()
-                    conn = None
-        finally:
-            if conn is not None:
-                conn.terminate()
+        with scope:
+            try:
+                while True:
+                    await anyio.sleep(self.config.daemon.state_flush_seconds)
+                    try:
+                        if conn is None or conn.is_closed():
+                            conn = await self._connect()
+                        await flush(conn, self.tracker, self.heartbeat())
+                    except _STATE_WRITE_ERRORS as exc:
+                        log.warning("session state not written; will retry", error=str(exc))
+                        if conn is not None:
+                            conn.terminate()
+                        conn = None
+            finally:
+                if conn is not None:
+                    conn.terminate()
 
     async def _systemd_loop(self) -> None:
         """WATCHDOG=1 from the event loop itself (a blocked loop stops the pings), gated on the
@@ -441,8 +440,8 @@ class Daemon:
                 polls=status.polls,
                 requests_ok=status.requests_ok,
                 request_failures=sum(status.request_failures.values()),
-                events_appended=int(gauge_value(event_metrics.EVENTS_APPENDED)),
-                queue=int(gauge_value(event_metrics.QUEUE_DEPTH)),
+                events_appended=_events_appended(),
+                queue=_queue_depth(),
                 spilled=self.appender.spilled_events,
             )
 
@@ -455,32 +454,21 @@ class Daemon:
             },
             readiness={
                 "started": self.ready.is_set,
-                "database": lambda: bool(gauge_value(event_metrics.DATABASE_UP)),
-                "queue": lambda: gauge_value(event_metrics.QUEUE_DEPTH) < queue_limit,
+                "database": _database_up,
+                "queue": lambda: _queue_depth() < queue_limit,
                 "projectors": lambda: self.projectors is None or self.projectors.ready(),
             },
         )
 
 
 async def check_schema(conn: asyncpg.Connection) -> None:
-    """Refuse to run on a database that lacks migrations this flowsd has (or has newer ones)."""
-    known = {m.version for m in load_migrations()}
-    applied = set(await applied_versions(conn))
-    if applied - known:
-        raise UserError(
-            f"the database schema is at version {max(applied)}, newer than this flowsd: upgrade"
-        )
-    missing = sorted(known - applied)
+    """Refuse to run on a database migrated by a newer flowsd, with an applied migration that
+    differs from this flowsd's file, or lacking one of this flowsd's migrations."""
+    migrations = load_migrations()
+    applied = await applied_versions(conn)
+    check_compatible(applied, migrations)
+    missing = [m.version for m in migrations if m.version not in applied]
     if missing:
         raise UserError(
             f"the database lacks migrations {', '.join(map(str, missing))}: run `flowsd migrate`"
         )
-
-
-def gauge_value(metric: Gauge | Counter) -> float:
-    """The current value of an unlabelled metric (public API: one collect)."""
-    for family in metric.collect():
-        for sample in family.samples:
-            if not sample.name.endswith("_created"):
-                return float(sample.value)
-    return 0.0

@@ -8,8 +8,11 @@ test session, so `make test` needs no database server on the machine.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -28,13 +31,16 @@ _FAST_UNSAFE_SETTINGS = (
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     """URL of a maintenance database on the test server (may create and drop databases)."""
     configured = os.environ.get(TEST_DATABASE_URL_ENV)
     if configured:
         yield configured
         return
-    server = start_embedded(tmp_path_factory.mktemp("pg") / "data", cleanup="delete")
+    # Not under pytest's basetemp: another pytest run on the machine re-chmods that tree to
+    # 0700, which locks out the unprivileged user the server runs as when we are root.
+    home = Path(tempfile.mkdtemp(prefix="flowsd-test-pg-"))
+    server = start_embedded(home / "data", cleanup="delete")
     for statement in _FAST_UNSAFE_SETTINGS:
         server.psql(statement)
     server.psql("SELECT pg_reload_conf()")
@@ -42,6 +48,7 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url("postgres")
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -17,11 +17,13 @@ import anyio
 import msgspec
 
 from flowsd.app import Daemon
-from flowsd.commands.run import add_common_arguments, load, with_credential_password
+from flowsd.commands.run import add_common_arguments, database_url, load
 from flowsd.config import Config
-from flowsd.db.connect import connect, resolve_database
+from flowsd.db.connect import connect
 from flowsd.db.migrate import migrate
+from flowsd.errors import UserError
 from flowsd.ops.logs import configure_logging
+from flowsd.sim.faults import FaultSpecError
 from flowsd.sim.fleet import DEFAULT_BASE_ADDRESS, SimulatedFleet
 from flowsd.sim.register import register_fleet
 
@@ -52,28 +54,47 @@ def demo_config(config: Config) -> Config:
     return msgspec.structs.replace(config, daemon=daemon)
 
 
+async def start_fleet(args: argparse.Namespace, port: int) -> SimulatedFleet:
+    """The simulated fleet, listening; a bad option or a taken address is a UserError."""
+    if args.meters < 1:
+        raise UserError("--meters must be at least 1")
+    try:
+        fleet = SimulatedFleet(
+            meters=args.meters,
+            seed=args.seed,
+            base_address=args.base_address,
+            port=port,
+            faults=args.faults,
+        )
+        await fleet.start()
+    except FaultSpecError as exc:
+        raise UserError(f"--faults: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"cannot start the simulated fleet ({args.meters} meters from "
+            f"{args.base_address}, port {port}): {exc}; another `flowsd demo` or "
+            "`flowsd simulate` may be running (try --base-address)"
+        ) from None
+    return fleet
+
+
 def run(args: argparse.Namespace) -> int:
     faulthandler.enable()
     config = demo_config(load(args))
     configure_logging(config.logging.level, fmt=config.logging.format)
-    target = resolve_database(config)
-    try:
-        url = with_credential_password(target.url)
+    with database_url(config) as url:
 
         async def main() -> int:
             conn = await connect(url, connect_timeout=config.database.connect_timeout_seconds)
             try:
                 await migrate(conn)
-                fleet = SimulatedFleet(
-                    meters=args.meters,
-                    seed=args.seed,
-                    base_address=args.base_address,
-                    port=config.meters.port,
-                    faults=args.faults,
-                )
-                await fleet.start()
-                identities = [fleet.state.identity(i) for i in range(len(fleet.meters))]
-                await register_fleet(conn, args.seed, identities)
+                fleet = await start_fleet(args, config.meters.port)
+                try:
+                    identities = [fleet.state.identity(i) for i in range(len(fleet.meters))]
+                    await register_fleet(conn, args.seed, identities)
+                except BaseException:
+                    await fleet.stop()
+                    raise
             finally:
                 await conn.close()
             try:
@@ -85,5 +106,3 @@ def run(args: argparse.Namespace) -> int:
                 await fleet.stop()
 
         return anyio.run(main)
-    finally:
-        target.close()

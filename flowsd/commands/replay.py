@@ -11,21 +11,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from flowsd.config import load_config, with_database_url
-from flowsd.db.connect import CONNECTION_ERRORS, connect, resolve_database
+import asyncpg
+
+from flowsd.commands.run import add_common_arguments, database_url, load
+from flowsd.db.connect import CONNECTION_ERRORS, connect
 from flowsd.db.urls import redact
 from flowsd.errors import UserError
 from flowsd.projections.catalogue import PROJECTION_NAMES, select_projections
-from flowsd.projections.replay import ReplayReport, position_since, replay
+from flowsd.projections.replay import Connect, ReplayReport, position_since, replay
 
-
-def add_database_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
-    parser.add_argument(
-        "--database-url", metavar="URL", help="PostgreSQL URL (overrides the configuration)"
-    )
+T = TypeVar("T")
 
 
 def add_projection_argument(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +35,30 @@ def add_projection_argument(parser: argparse.ArgumentParser) -> None:
         default=[],
         help=f"projection to process (repeatable; default all): {', '.join(PROJECTION_NAMES)}",
     )
+
+
+def with_connection(
+    args: argparse.Namespace, work: Callable[[asyncpg.Connection, Connect], Awaitable[T]]
+) -> T:
+    """Run ``work`` on a connection to the configured database (and a way to open more);
+    losing the database on the way is a :class:`UserError`."""
+    config = load(args)
+    timeout = config.database.connect_timeout_seconds
+    with database_url(config) as url:
+
+        def open_connection() -> Awaitable[asyncpg.Connection]:
+            return connect(url, connect_timeout=timeout)
+
+        async def main() -> T:
+            conn = await open_connection()
+            try:
+                return await work(conn, open_connection)
+            except CONNECTION_ERRORS as exc:
+                raise UserError(f"lost the connection to {redact(url)}: {exc}") from exc
+            finally:
+                await conn.close()
+
+        return asyncio.run(main())
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="TIME",
         help="rebuild from events recorded at or after TIME (ISO 8601; UTC when no offset)",
     )
-    add_database_arguments(parser)
+    add_common_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -67,33 +90,12 @@ def parse_time(text: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
-    select_projections(args.projection)  # a bad name fails before connecting
+    projections = select_projections(args.projection)  # a bad name fails before connecting
     if args.from_position is not None and args.from_position < 0:
         raise UserError("--from-position must be 0 or more")
     since = parse_time(args.since) if args.since else None
-    config = with_database_url(load_config(args.config), args.database_url)
-    target = resolve_database(config)
-    try:
-        report = asyncio.run(
-            _replay(target.url, config.database.connect_timeout_seconds, args, since)
-        )
-    finally:
-        target.close()
-    rate = report.events * len(report.projections) / max(report.seconds, 1e-6)
-    print(
-        f"replayed {', '.join(report.projections)}: {report.events:,} log positions in "
-        f"{report.seconds:.1f} s ({rate:,.0f} event-projections/s); "
-        f"checkpoints at {max(report.checkpoint.values(), default=0)}"
-    )
-    return 0
 
-
-async def _replay(
-    url: str, connect_timeout: float, args: argparse.Namespace, since: datetime | None
-) -> ReplayReport:
-    projections = select_projections(args.projection)
-    conn = await connect(url, connect_timeout=connect_timeout)
-    try:
+    async def work(conn: asyncpg.Connection, more: Connect) -> ReplayReport:
         start = args.from_position or 0
         if since is not None:
             start = await position_since(conn, since)
@@ -101,10 +103,15 @@ async def _replay(
             conn,
             projections,
             from_position=start,
-            connect=lambda: connect(url, connect_timeout=connect_timeout),
+            connect=more,
             workers=min(os.cpu_count() or 1, 4),
         )
-    except CONNECTION_ERRORS as exc:
-        raise UserError(f"lost the connection to {redact(url)} during the replay: {exc}") from exc
-    finally:
-        await conn.close()
+
+    report = with_connection(args, work)
+    rate = report.events * len(report.projections) / max(report.seconds, 1e-6)
+    print(
+        f"replayed {', '.join(report.projections)}: {report.events:,} log positions in "
+        f"{report.seconds:.1f} s ({rate:,.0f} event-projections/s); "
+        f"checkpoints at {max(report.checkpoint.values(), default=0)}"
+    )
+    return 0

@@ -10,9 +10,10 @@ does not restart on 2). The database password may come from systemd's credential
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -69,6 +70,17 @@ def load(args: argparse.Namespace) -> Config:
     return with_database_url(load_config(args.config), args.database_url)
 
 
+@contextlib.contextmanager
+def database_url(config: Config) -> Iterator[str]:
+    """The URL to use (the embedded server is started if configured so, and released at the
+    end), with the password of the systemd credential applied."""
+    target = resolve_database(config)
+    try:
+        yield with_credential_password(target.url)
+    finally:
+        target.close()
+
+
 def run(args: argparse.Namespace) -> int:
     faulthandler.enable()
     notifier = SystemdNotifier()
@@ -78,21 +90,20 @@ def run(args: argparse.Namespace) -> int:
         notifier.status(f"config invalid: {exc}")
         raise
     configure_logging(config.logging.level, fmt=config.logging.format)
-    target = resolve_database(config)
     try:
-        url = with_credential_password(target.url)
+        with database_url(config) as url:
 
-        async def main() -> int:
-            daemon = Daemon(
-                config,
-                url,
-                config_path=args.config,
-                cli_database_url=args.database_url,
-                notifier=notifier,
-            )
-            return await daemon.run()
+            async def main() -> int:
+                # Built inside the event loop: the daemon's anyio primitives need one.
+                daemon = Daemon(
+                    config,
+                    url,
+                    config_path=args.config,
+                    cli_database_url=args.database_url,
+                    notifier=notifier,
+                )
+                return await daemon.run()
 
-        return anyio.run(main)
+            return anyio.run(main)
     finally:
-        target.close()
         notifier.close()

@@ -17,10 +17,11 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from flowsd.commands.run import add_common_arguments, load, with_credential_password
-from flowsd.db.connect import connect, resolve_database
+from flowsd.commands.run import add_common_arguments, database_url, load
+from flowsd.db.connect import connect
 from flowsd.db.urls import redact
 from flowsd.errors import UserError
+from flowsd.events.reader import head_position
 
 # Session-state rows of meters still in the fleet (removed meters keep their last row).
 _POLLED = """JOIN flows.meter_registry r
@@ -44,14 +45,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     config = load(args)
-    target = resolve_database(config)
-    try:
-        url = with_credential_password(target.url)
+    with database_url(config) as url:
         report = asyncio.run(
             gather(url, top=args.top, connect_timeout=config.database.connect_timeout_seconds)
         )
-    finally:
-        target.close()
     if args.json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:
@@ -120,7 +117,7 @@ async def _gather(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
             top,
         )
     ]
-    head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM flows.meter_event_log")
+    head = await head_position(conn)
     projectors = [
         {"name": row["name"], "position": row["position"], "lag_events": head - row["position"],
          "updated_at": row["updated_at"]}
@@ -160,12 +157,13 @@ def render(report: dict[str, Any], where: str) -> str:
     for d in report["daemons"]:
         lines.append(
             f"daemon {d['instance']}: {d['state']} (pid {d['pid']}, flowsd {d['version']}, "
-            f"heartbeat {_ago(d['heartbeat_at'], now)}); {d['status']}"
+            f"heartbeat {_ago(d['heartbeat_at'], now)})"
         )
         database = "up" if d["database_up"] else "DOWN"
         lines.append(
-            f"  queue {d['queue_depth']}, spilled {d['spilled_events']}, "
-            f"events appended {d['events_appended']}, database {database}"
+            f"  meters {d['online']}/{d['meters']} online, queue {d['queue_depth']}, "
+            f"spilled {d['spilled_events']}, events appended {d['events_appended']}, "
+            f"database {database}"
         )
     m = report["meters"]
     lines.append(

@@ -7,16 +7,14 @@ differing rows are printed, marked ``live`` or ``rebuilt``). Live tables are not
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-from typing import Any
 
-from flowsd.commands.replay import add_database_arguments, add_projection_argument
-from flowsd.config import load_config, with_database_url
-from flowsd.db.connect import CONNECTION_ERRORS, connect, resolve_database
-from flowsd.db.urls import redact
-from flowsd.errors import UserError
+import asyncpg
+
+from flowsd.commands.replay import add_projection_argument, with_connection
+from flowsd.commands.run import add_common_arguments
 from flowsd.projections.catalogue import select_projections
+from flowsd.projections.replay import Connect
 from flowsd.projections.verify import Verdict, verify
 
 
@@ -30,22 +28,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--show", metavar="N", type=int, default=10, help="differing rows to print per projection"
     )
-    add_database_arguments(parser)
+    add_common_arguments(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    select_projections(args.projection)  # a bad name fails before connecting
-    config = with_database_url(load_config(args.config), args.database_url)
-    target = resolve_database(config)
-    try:
-        verdicts = asyncio.run(_verify(target.url, config.database.connect_timeout_seconds, args))
-    finally:
-        target.close()
+    projections = select_projections(args.projection)  # a bad name fails before connecting
+
+    async def work(conn: asyncpg.Connection, _more: Connect) -> list[Verdict]:
+        return await verify(conn, projections, limit=max(args.show, 0))
+
+    verdicts = with_connection(args, work)
     for verdict in verdicts:
         print(_describe(verdict))
         for row in verdict.first:
-            print("  " + json.dumps(row, default=_plain, sort_keys=False))
+            print("  " + json.dumps(row, default=str))
     return 0 if all(v.equal for v in verdicts) else 1
 
 
@@ -57,17 +54,3 @@ def _describe(verdict: Verdict) -> str:
         f"{verdict.projection}: {verdict.differences} rows differ at position "
         f"{verdict.checkpoint}{parked}"
     )
-
-
-def _plain(value: Any) -> str:
-    return str(value)
-
-
-async def _verify(url: str, connect_timeout: float, args: argparse.Namespace) -> list[Verdict]:
-    conn = await connect(url, connect_timeout=connect_timeout)
-    try:
-        return await verify(conn, select_projections(args.projection), limit=max(args.show, 0))
-    except CONNECTION_ERRORS as exc:
-        raise UserError(f"lost the connection to {redact(url)} during verify: {exc}") from exc
-    finally:
-        await conn.close()

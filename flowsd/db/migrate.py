@@ -83,7 +83,8 @@ async def applied_versions(conn: asyncpg.Connection) -> dict[int, str]:
     return {row["version"]: row["checksum"] for row in rows}
 
 
-def _check_compatible(applied: dict[int, str], migrations: list[Migration]) -> None:
+def check_compatible(applied: dict[int, str], migrations: list[Migration]) -> None:
+    """Raise unless every applied version (-> checksum) is one of ``migrations``, unchanged."""
     known = {m.version: m for m in migrations}
     newest_known = max(known, default=0)
     unknown = sorted(v for v in applied if v not in known)
@@ -111,7 +112,7 @@ async def migrate(
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
             await conn.execute(_BOOTSTRAP)
             applied = await applied_versions(conn)
-            _check_compatible(applied, plan)
+            check_compatible(applied, plan)
             if migration.version in applied:
                 continue
             await conn.execute(migration.sql)
@@ -128,7 +129,7 @@ async def migrate(
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
         final = await applied_versions(conn)
-        _check_compatible(final, plan)
+        check_compatible(final, plan)
         if applied_now and await conn.fetchval(
             "SELECT to_regprocedure('flowsd.apply_grants()') IS NOT NULL"
         ):

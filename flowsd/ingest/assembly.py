@@ -4,7 +4,9 @@ A tariff is 12 (active) or 9 (future) object reads, identity up to 5, flags 4, t
 voltages 3 and totals 6. Their pieces are kept per meter until the group is complete or the
 poll ends (the engine's :class:`~flowsd.meters.observations.SessionOutcome`), then built into
 one body. The event's ``observed_at`` is the first piece's arrival, ``read_at`` the last's.
-A tariff whose money fields did not all arrive cannot be built; it is counted and logged.
+A tariff whose money fields did not all arrive cannot be built; it is logged and counted in
+``flowsd_ingest_incomplete_groups_total`` by cause: ``piece_missing`` (a read failed) or
+``poll_stopped`` (the daemon stopped the poll between two plan items, or abandoned it).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 from uuid import UUID
 
 import structlog
@@ -228,6 +231,7 @@ def build(group: str, pieces: Pieces, hardware: str | None) -> types.AnyBody:
 
 
 HardwareOf = Callable[[UUID], "str | None"]
+IncompleteCause = Literal["piece_missing", "poll_stopped"]
 
 
 class PollAssembler:
@@ -253,17 +257,21 @@ class PollAssembler:
             del groups[group]
             if not groups:
                 del self._pending[reading.meter_id]
-            return self._event(reading.meter_id, group, pending, hardware)
+            return self._event(reading.meter_id, group, pending, hardware, "piece_missing")
         return None
 
-    def finish(self, meter_id: UUID, hardware: str | None) -> list[types.Event]:
-        """Build whatever the meter's poll left pending (called at the poll's end)."""
+    def finish(
+        self, meter_id: UUID, hardware: str | None, *, stopped: bool = False
+    ) -> list[types.Event]:
+        """Build whatever the meter's poll left pending (called at the poll's end);
+        ``stopped``: the poll was cut short by a stop, not by a failed read."""
         groups = self._pending.pop(meter_id, None)
         if not groups:
             return []
+        cause: IncompleteCause = "poll_stopped" if stopped else "piece_missing"
         events = []
         for group, pending in groups.items():
-            event = self._event(meter_id, group, pending, hardware)
+            event = self._event(meter_id, group, pending, hardware, cause)
             if event is not None:
                 events.append(event)
         return events
@@ -272,7 +280,7 @@ class PollAssembler:
         """Build everything pending (at shutdown, when polls were abandoned)."""
         events: list[types.Event] = []
         for meter_id in list(self._pending):
-            events.extend(self.finish(meter_id, hardware_of(meter_id)))
+            events.extend(self.finish(meter_id, hardware_of(meter_id), stopped=True))
         return events
 
     def forget(self, meter_id: UUID) -> None:
@@ -283,16 +291,22 @@ class PollAssembler:
         return len(self._pending)
 
     def _event(
-        self, meter_id: UUID, group: str, pending: _Pending, hardware: str | None
+        self,
+        meter_id: UUID,
+        group: str,
+        pending: _Pending,
+        hardware: str | None,
+        cause: IncompleteCause,
     ) -> types.Event | None:
         try:
             body = build(group, pending.pieces, hardware)
         except IncompleteGroupError as missing:
-            metrics.INCOMPLETE_GROUPS.inc()
+            metrics.INCOMPLETE_GROUPS.labels(cause).inc()
             log.info(
                 "incomplete read not stored",
                 meter_id=str(meter_id),
                 group=group,
+                cause=cause,
                 missing=str(missing),
                 pieces=len(pending.pieces),
             )

@@ -18,7 +18,9 @@ STATE_CHANGES = Counter(
 )
 INCOMPLETE_GROUPS = Counter(
     "flowsd_ingest_incomplete_groups_total",
-    "Grouped reads (e.g. a tariff) not stored because a required piece was not read.",
+    "Grouped reads (e.g. a tariff) not stored because a required piece was not read, by "
+    "cause: piece_missing (a read failed) or poll_stopped (a stop cut the poll short).",
+    ["cause"],
     registry=REGISTRY,
 )
 UNMAPPED_READINGS = Counter(
@@ -45,5 +47,10 @@ METER_LOG_REPEATS = Counter(
     "flowsd_ingest_meter_log_repeats_total",
     "Meter event-log entries repeating an earlier one in the same second (id and set): "
     "stored once, as the event log's idempotency key cannot tell them apart.",
+    registry=REGISTRY,
+)
+SEED_UNREADABLE = Counter(
+    "flowsd_ingest_seed_unreadable_events_total",
+    "Stored state-change events whose payload did not decode when seeding the change detector.",
     registry=REGISTRY,
 )

@@ -141,7 +141,9 @@ class Ingest:
 
     def _outcome(self, outcome: obs.SessionOutcome) -> list[types.Event]:
         events: list[types.Event] = []
-        for event in self.assembler.finish(outcome.meter_id, self.hardware.get(outcome.meter_id)):
+        hardware = self.hardware.get(outcome.meter_id)
+        stopped = outcome.reason == "stopped"
+        for event in self.assembler.finish(outcome.meter_id, hardware, stopped=stopped):
             events.extend(self._with_changes(event))
         events.extend(self.detector.after_poll(outcome))
         if self.tracker is not None:

@@ -8,8 +8,9 @@
   of each log, the meter event-log cursor (the newest stored entry's second and the entries
   at it), and whether the meter was offline when the daemon stopped.
 
-Both are one statement per batch of meters, each probe an index lookup
-(``meter_event_log (meter_id, event_type, timestamp)``, migration 30).
+Each is two set-based statements per chunk of meters, probing the index
+``meter_event_log (meter_id, event_type, timestamp)`` (migration 30). A stored state change
+whose payload does not decode is logged, counted and left out of the seed.
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
+import structlog
 
 from flowsd.events import types
+from flowsd.events.codec import decode_body
+from flowsd.ingest import metrics
 from flowsd.ingest.detector import MeterState
 from flowsd.meters.eventlog import cursor_from_entries
 from flowsd.meters.target import MeterResume
+
+log = structlog.get_logger("flowsd.ingest")
 
 _CHUNK = 2000
 
@@ -90,17 +96,23 @@ def _chunks(ids: Sequence[UUID]) -> list[list[UUID]]:
     return [list(ids[i : i + _CHUNK]) for i in range(0, len(ids), _CHUNK)]
 
 
-def _body(type_id: int, payload: str | None) -> Any:
-    cls = types.BODY_CLASS_BY_TYPE_ID.get(type_id)
-    if cls is None or payload is None:
-        return None
+def _body(meter_id: UUID, type_id: int, payload: str | None) -> object:
+    """The stored body; None (logged and counted) when its payload does not decode, so the
+    state it carried is unknown and the next reading reports a change from the older one."""
     try:
-        return msgspec.json.decode(payload, type=cls)
-    except msgspec.DecodeError:
+        return decode_body(type_id, None, payload)
+    except msgspec.DecodeError as exc:
+        metrics.SEED_UNREADABLE.inc()
+        log.warning(
+            "stored state change unreadable; not seeded",
+            meter_id=str(meter_id),
+            event_type=type_id,
+            error=str(exc),
+        )
         return None
 
 
-def _apply(state: MeterState, body: Any, at: datetime) -> MeterState:
+def _apply(state: MeterState, body: object) -> MeterState:
     """``state`` with the value a stored state-change event carries."""
     match body:
         case types.BalanceChanged():
@@ -145,14 +157,14 @@ async def load_meter_states(
         online_at: dict[UUID, tuple[datetime, bool]] = {}
         for row in await conn.fetch(_LATEST_OF_TYPES, chunk, _STATE_TYPES):
             meter_id, at = row["meter_id"], row["timestamp"]
-            body = _body(row["event_type"], row["payload"])
+            body = _body(meter_id, row["event_type"], row["payload"])
             state = states.get(meter_id) or MeterState()
             if isinstance(body, types.MeterWentOffline | types.MeterCameOnline):
                 online = isinstance(body, types.MeterCameOnline)
                 if meter_id not in online_at or at > online_at[meter_id][0]:
                     online_at[meter_id] = (at, online)
                 continue
-            states[meter_id] = _apply(state, body, at)
+            states[meter_id] = _apply(state, body)
         for meter_id, (at, online) in online_at.items():
             state = states.get(meter_id) or MeterState()
             states[meter_id] = replace(state, online=online, offline_since=None if online else at)

@@ -10,8 +10,8 @@ with this daemon's row in ``flowsd.daemon_heartbeat``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -88,11 +88,6 @@ class SessionTracker:
         self.dirty = set()
         return taken
 
-    def counts(self) -> tuple[int, int]:
-        """(online, offline) among the meters seen so far."""
-        online = sum(1 for row in self.rows.values() if row.online)
-        return online, len(self.rows) - online
-
 
 class Heartbeat(msgspec.Struct, kw_only=True):
     """This daemon's row of ``flowsd.daemon_heartbeat``."""
@@ -110,22 +105,28 @@ class Heartbeat(msgspec.Struct, kw_only=True):
     stopped: bool = False
 
 
-_UPSERT_ROWS = """
-INSERT INTO flowsd.meter_session_state AS s
-    (meter_id, serial, online, consecutive_failures, last_poll_at, last_poll_seconds,
-     last_success_at, last_failure_at, last_error, offline_since, polls, failed_polls,
-     instance, updated_at)
-SELECT r.*, $13, now()
-FROM unnest($1::uuid[], $2::text[], $3::boolean[], $4::integer[], $5::timestamptz[],
-            $6::real[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::timestamptz[],
-            $11::bigint[], $12::bigint[]) AS r
+# SessionRow's fields are the table's columns; their SQL types, for the unnest() arrays.
+_SQL_TYPES = {
+    "meter_id": "uuid",
+    "serial": "text",
+    "online": "boolean",
+    "consecutive_failures": "integer",
+    "last_poll_at": "timestamptz",
+    "last_poll_seconds": "real",
+    "last_success_at": "timestamptz",
+    "last_failure_at": "timestamptz",
+    "last_error": "text",
+    "offline_since": "timestamptz",
+    "polls": "bigint",
+    "failed_polls": "bigint",
+}
+_COLUMNS = tuple(f.name for f in fields(SessionRow))
+_UPSERT_ROWS = f"""
+INSERT INTO flowsd.meter_session_state AS s ({", ".join(_COLUMNS)}, instance, updated_at)
+SELECT r.*, ${len(_COLUMNS) + 1}, now()
+FROM unnest({", ".join(f"${i}::{_SQL_TYPES[c]}[]" for i, c in enumerate(_COLUMNS, 1))}) AS r
 ON CONFLICT (meter_id) DO UPDATE SET
-    serial = EXCLUDED.serial, online = EXCLUDED.online,
-    consecutive_failures = EXCLUDED.consecutive_failures, last_poll_at = EXCLUDED.last_poll_at,
-    last_poll_seconds = EXCLUDED.last_poll_seconds, last_success_at = EXCLUDED.last_success_at,
-    last_failure_at = EXCLUDED.last_failure_at, last_error = EXCLUDED.last_error,
-    offline_since = EXCLUDED.offline_since, polls = EXCLUDED.polls,
-    failed_polls = EXCLUDED.failed_polls, instance = EXCLUDED.instance, updated_at = now()
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in (*_COLUMNS[1:], "instance"))}, updated_at = now()
 """
 
 _UPSERT_HEARTBEAT = """
@@ -145,25 +146,11 @@ ON CONFLICT (instance) DO UPDATE SET
 async def load_rows(conn: asyncpg.Connection, meter_ids: list[UUID]) -> dict[UUID, SessionRow]:
     """Stored rows of these meters (counters continue across restarts)."""
     rows = await conn.fetch(
-        "SELECT * FROM flowsd.meter_session_state WHERE meter_id = ANY($1::uuid[])", meter_ids
+        f"SELECT {', '.join(_COLUMNS)} FROM flowsd.meter_session_state "
+        "WHERE meter_id = ANY($1::uuid[])",
+        meter_ids,
     )
-    return {
-        row["meter_id"]: SessionRow(
-            meter_id=row["meter_id"],
-            serial=row["serial"],
-            online=row["online"],
-            consecutive_failures=row["consecutive_failures"],
-            last_poll_at=row["last_poll_at"],
-            last_poll_seconds=row["last_poll_seconds"],
-            last_success_at=row["last_success_at"],
-            last_failure_at=row["last_failure_at"],
-            last_error=row["last_error"],
-            offline_since=row["offline_since"],
-            polls=row["polls"],
-            failed_polls=row["failed_polls"],
-        )
-        for row in rows
-    }
+    return {row["meter_id"]: SessionRow(**dict(row)) for row in rows}
 
 
 async def flush(conn: asyncpg.Connection, tracker: SessionTracker, heartbeat: Heartbeat) -> int:
@@ -175,22 +162,8 @@ async def flush(conn: asyncpg.Connection, tracker: SessionTracker, heartbeat: He
     try:
         async with conn.transaction():
             if rows:
-                await conn.execute(
-                    _UPSERT_ROWS,
-                    [r.meter_id for r in rows],
-                    [r.serial for r in rows],
-                    [r.online for r in rows],
-                    [r.consecutive_failures for r in rows],
-                    [r.last_poll_at for r in rows],
-                    [r.last_poll_seconds for r in rows],
-                    [r.last_success_at for r in rows],
-                    [r.last_failure_at for r in rows],
-                    [r.last_error for r in rows],
-                    [r.offline_since for r in rows],
-                    [r.polls for r in rows],
-                    [r.failed_polls for r in rows],
-                    heartbeat.instance,
-                )
+                columns = ([getattr(r, c) for r in rows] for c in _COLUMNS)
+                await conn.execute(_UPSERT_ROWS, *columns, heartbeat.instance)
             await conn.execute(
                 _UPSERT_HEARTBEAT,
                 heartbeat.instance,
@@ -213,7 +186,3 @@ async def flush(conn: asyncpg.Connection, tracker: SessionTracker, heartbeat: He
         raise
     metrics.SESSION_STATE_WRITES.inc(len(rows))
     return len(rows)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -142,9 +142,10 @@ class RegistrySource:
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.remove_termination_listener(self._notified)
-        if conn is not None and not conn.is_closed():
+        if conn is None:
+            return
+        conn.remove_termination_listener(self._notified)
+        if not conn.is_closed():
             with anyio.move_on_after(2, shield=True):
                 await conn.close()
             if not conn.is_closed():

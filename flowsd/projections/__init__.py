@@ -1,10 +1,9 @@
 """Projections: the read tables derived from ``flows.meter_event_log``.
 
-* one module per projection (:mod:`~flowsd.projections.shadows`,
-  :mod:`~flowsd.projections.registry`, :mod:`~flowsd.projections.prepay_balance`,
-  :mod:`~flowsd.projections.register_reads`, :mod:`~flowsd.projections.interval_hh`,
-  :mod:`~flowsd.projections.voltage`, :mod:`~flowsd.projections.three_phase_voltage`,
-  :mod:`~flowsd.projections.csq`, :mod:`~flowsd.projections.health_history`), each a pure
+* one module per kind of projection (:mod:`~flowsd.projections.shadows`,
+  :mod:`~flowsd.projections.registry`, :mod:`~flowsd.projections.register_reads`,
+  :mod:`~flowsd.projections.interval_hh`, :mod:`~flowsd.projections.health_history`, and
+  :mod:`~flowsd.projections.series` for the four per-meter time series), each a pure
   function of events plus a set-based apply step and a set-based rebuild; the two kinds of
   tables share :mod:`~flowsd.projections.rows` and :mod:`~flowsd.projections.patches`;
 * :mod:`~flowsd.projections.catalogue` — the projections by name;

@@ -33,6 +33,8 @@ class Projection(ABC):
     event_types: frozenset[int]
     #: False when a rebuild must always start from position 0 (state tables).
     windowed: bool = True
+    #: True when rows are per register: a rebuild first prepares the register segments.
+    needs_registers: bool = False
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -50,8 +52,9 @@ class Projection(ABC):
     async def build(self, conn: asyncpg.Connection, shadow: str, after: int, through: int) -> None:
         """Add the effect of events ``after < position <= through`` to ``shadow``.
 
-        Called with increasing, adjacent ranges; the first call of a full rebuild has
-        ``after = 0``.
+        Called with increasing, adjacent ranges (by :func:`flowsd.projections.rebuild.
+        build_range`, which prepares the register segments first); the first call of a full
+        rebuild has ``after = 0``.
         """
 
     @abstractmethod
@@ -91,6 +94,12 @@ def type_of(event: RecordedEvent) -> int:
     """The event's type id; 0 for a body this version cannot decode (never projected)."""
     body = event.body
     return 0 if isinstance(body, UnknownBody) else body.type_id()
+
+
+def stored_type(event: RecordedEvent) -> int:
+    """The ``event_type`` the log holds, also for a body that did not decode."""
+    body = event.body
+    return body.type_id if isinstance(body, UnknownBody) else body.type_id()
 
 
 class ProjectionError(Exception):

@@ -6,15 +6,17 @@ from collections.abc import Iterable
 
 from flowsd.errors import UserError
 from flowsd.projections.base import Projection
-from flowsd.projections.csq import CsqProjection
 from flowsd.projections.health_history import HealthHistoryProjection
 from flowsd.projections.interval_hh import IntervalProjection
-from flowsd.projections.prepay_balance import PrepayBalanceProjection
 from flowsd.projections.register_reads import RegisterReadProjection
 from flowsd.projections.registry import RegistryProjection
+from flowsd.projections.series import (
+    CsqProjection,
+    PrepayBalanceProjection,
+    ThreePhaseVoltageProjection,
+    VoltageProjection,
+)
 from flowsd.projections.shadows import ShadowsProjection
-from flowsd.projections.three_phase_voltage import ThreePhaseVoltageProjection
-from flowsd.projections.voltage import VoltageProjection
 
 
 def all_projections() -> list[Projection]:

@@ -32,10 +32,9 @@ from flowsd.projections.registers import (
     Lookup,
     RegisterRef,
     candidate_registers_sql,
-    prepare_candidates,
     resolve_registers,
 )
-from flowsd.projections.rows import Row, RowTableProjection
+from flowsd.projections.rows import KeyedRowsProjection, Row
 
 SLOT = timedelta(minutes=30)
 VALID = 0x0080
@@ -144,7 +143,7 @@ WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position <= $3
 """
 
 
-class IntervalProjection(RowTableProjection):
+class IntervalProjection(KeyedRowsProjection):
     name = "register_interval_hh"
     table = "flows.register_interval_hh"
     key = ("register_id", "timestamp")
@@ -152,13 +151,7 @@ class IntervalProjection(RowTableProjection):
     sql_types = ("uuid", "timestamptz", "numeric", "numeric")
     event_types = frozenset({IMPORT_LOG, EXPORT_LOG})
     unique_by_event = True  # one row per (register, half hour) in the shadow, see build()
-
-    def rows(
-        self, events: Sequence[RecordedEvent], registers: dict[Lookup, RegisterRef]
-    ) -> list[Row]:
-        """Rows from ``events`` alone (neighbours outside them count as missing)."""
-        points = dict(p for p in map(profile_point, events) if p is not None)
-        return slot_rows(touched_slots(events), points, registers)
+    needs_registers = True
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
         slots = touched_slots(events)
@@ -183,11 +176,7 @@ class IntervalProjection(RowTableProjection):
             for r in rows
         }
 
-    def select_sql(self) -> str:
-        raise NotImplementedError("built by build()")
-
     async def build(self, conn: asyncpg.Connection, shadow: str, after: int, through: int) -> None:
-        await prepare_candidates(conn)
         # Channels first, into a table with statistics: estimated from a CTE, millions of
         # rows look like a few and the register join gets a plan fit for a few.
         await conn.execute("DROP TABLE IF EXISTS pg_temp.flowsd_interval_channel")

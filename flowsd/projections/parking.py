@@ -1,11 +1,12 @@
 """Parked events: what a projector could not apply, kept per meter until retried.
 
-When applying a batch fails on data (an SQL data or integrity error, or the pure function
-rejecting an event), the projector retries meter by meter; the events of the meters that still
-fail are parked (``flowsd.projection_parked_event``), logged and counted, and the checkpoint
-moves on for everyone else. Every later event of a parked meter is parked too, so that a
-meter's events are always applied in order. :func:`retry_parked` applies them again (after the
-cause is fixed), oldest first, meter by meter.
+When applying a batch fails on data (an SQL data or integrity error, the pure function
+rejecting an event, or a stored payload this version cannot decode), the projector retries
+meter by meter; the events of the meters that still fail are parked
+(``flowsd.projection_parked_event``), logged and counted, and the checkpoint moves on for
+everyone else. Every later event of a parked meter is parked too, so that a meter's events are
+always applied in order. :func:`retry_parked` applies them again (after the cause is fixed),
+oldest first, meter by meter.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
+import msgspec
 import structlog
 
-from flowsd.events.types import RecordedEvent
+from flowsd.events.codec import decode_body
+from flowsd.events.types import RecordedEvent, UnknownBody
 from flowsd.projections import metrics
-from flowsd.projections.base import Projection, ProjectionError, type_of
+from flowsd.projections.base import Projection, ProjectionError, stored_type
 from flowsd.projections.source import read_positions
 
 log = structlog.get_logger("flowsd.projections")
@@ -51,17 +54,16 @@ def lock_key(projection: str) -> int:
 
 
 async def enter_projection(conn: asyncpg.Connection, projection: str) -> None:
-    """First statements of every transaction that writes a projection's table.
+    """First statement of every transaction that writes a projection's table.
 
     Takes the projection's lock (held to commit), marks the session as a projector so that
     ``meter_shadows.updated_at`` keeps the observation time, and checks foreign keys per
     statement, so that a bad row fails where a savepoint can catch it.
     """
     await conn.execute(
-        "SELECT pg_advisory_xact_lock($1), set_config('flowsd.projector', 'on', true)",
-        lock_key(projection),
+        f"SELECT pg_advisory_xact_lock({lock_key(projection)}), "
+        "set_config('flowsd.projector', 'on', true); SET CONSTRAINTS ALL IMMEDIATE"
     )
-    await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def by_meter(events: Iterable[RecordedEvent]) -> dict[UUID, list[RecordedEvent]]:
@@ -87,8 +89,9 @@ async def parked_meters(
 
 
 async def park(
-    conn: asyncpg.Connection, projection: str, events: Sequence[RecordedEvent], error: str
+    conn: asyncpg.Connection, projection: str, events: Sequence[RecordedEvent], reason: str
 ) -> None:
+    """Park ``events`` (one meter's, or held behind parked ones): stored, counted and logged."""
     if not events:
         return
     await conn.execute(
@@ -100,15 +103,58 @@ ON CONFLICT (projection, position) DO UPDATE SET error = EXCLUDED.error
         projection,
         [e.position for e in events],
         [e.meter_id for e in events],
-        [type_of(e) for e in events],
-        [error] * len(events),
+        [stored_type(e) for e in events],
+        [reason] * len(events),
     )
     metrics.PARKED_EVENTS.labels(projection).inc(len(events))
+    log.error(
+        "projection parked events",
+        projection=projection,
+        meter_ids=sorted({str(e.meter_id) for e in events}),
+        events=len(events),
+        first_position=events[0].position,
+        reason=reason,
+    )
 
 
 def describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:1000]
+
+
+def undecodable(projection: Projection, event: RecordedEvent) -> str | None:
+    """Why the stored payload of an event ``projection`` reads does not decode, if it does not.
+
+    The reader turns such a row into an :class:`UnknownBody`, which a projection would pass
+    over without a trace; it must be parked instead, until a flowsd that reads it is running.
+    """
+    body = event.body
+    if not isinstance(body, UnknownBody) or body.type_id not in projection.event_types:
+        return None
+    payload = None if body.payload is None else body.payload.decode(errors="replace")
+    try:
+        decode_body(body.type_id, None, payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return f"payload of event type {body.type_id} does not decode: {describe(exc)}"
+    return f"event type {body.type_id} has no payload"
+
+
+async def _try_apply(
+    conn: asyncpg.Connection, projection: Projection, events: Sequence[RecordedEvent]
+) -> str | None:
+    """Apply ``events`` in a savepoint; the reason they cannot be applied, or None."""
+    for event in events:
+        reason = undecodable(projection, event)
+        if reason is not None:
+            return f"position {event.position}: {reason}"
+    try:
+        async with conn.transaction():
+            await projection.apply(conn, events)
+    except Exception as exc:
+        if not is_data_error(exc):
+            raise
+        return describe(exc)
+    return None
 
 
 async def apply_or_park(
@@ -118,32 +164,12 @@ async def apply_or_park(
 
     Returns the number of events parked. Errors that are not about the data propagate.
     """
-    try:
-        async with conn.transaction():
-            await projection.apply(conn, events)
+    if await _try_apply(conn, projection, events) is None:
         return 0
-    except Exception as exc:
-        if not is_data_error(exc):
-            raise
-        first_error = exc
     parked = 0
-    for meter, group in by_meter(events).items():
-        try:
-            async with conn.transaction():
-                await projection.apply(conn, group)
-        except Exception as exc:
-            if not is_data_error(exc):
-                raise
-            reason = describe(exc)
-            log.error(
-                "projection parked a meter's events",
-                projection=projection.name,
-                meter_id=str(meter),
-                events=len(group),
-                first_position=group[0].position,
-                error=reason,
-                batch_error=describe(first_error),
-            )
+    for group in by_meter(events).values():
+        reason = await _try_apply(conn, projection, group)
+        if reason is not None:
             await park(conn, projection.name, group, reason)
             parked += len(group)
     return parked
@@ -170,28 +196,33 @@ async def retry_parked(
         )
         events = await read_positions(conn, [row["position"] for row in rows])
         for meter_id, group in by_meter(events).items():
-            try:
-                async with conn.transaction():
-                    await projection.apply(conn, group)
-            except Exception as exc:
-                if not is_data_error(exc):
-                    raise
-                await park(conn, projection.name, group, describe(exc))
-                still += len(group)
-                log.warning(
-                    "parked events still fail",
-                    projection=projection.name,
-                    meter_id=str(meter_id),
-                    error=describe(exc),
+            positions = [e.position for e in group]
+            reason = await _try_apply(conn, projection, group)
+            if reason is None:
+                await conn.execute(
+                    "DELETE FROM flowsd.projection_parked_event "
+                    "WHERE projection = $1 AND position = ANY($2::bigint[])",
+                    projection.name,
+                    positions,
                 )
+                applied += len(group)
                 continue
+            # Already parked and counted: only the reason is brought up to date.
             await conn.execute(
-                "DELETE FROM flowsd.projection_parked_event "
+                "UPDATE flowsd.projection_parked_event SET error = $3 "
                 "WHERE projection = $1 AND position = ANY($2::bigint[])",
                 projection.name,
-                [e.position for e in group],
+                positions,
+                reason,
             )
-            applied += len(group)
+            still += len(group)
+            log.warning(
+                "parked events still fail",
+                projection=projection.name,
+                meter_id=str(meter_id),
+                events=len(group),
+                reason=reason,
+            )
         # Rows whose event left the log (retention) cannot be applied any more.
         gone = {row["position"] for row in rows} - {e.position for e in events}
         if gone:

@@ -19,7 +19,7 @@ import asyncpg
 from flowsd.events.checkpoints import CheckpointConflictError, advance_checkpoint, read_checkpoint
 from flowsd.events.types import RecordedEvent
 from flowsd.projections import metrics
-from flowsd.projections.base import Projection, type_of
+from flowsd.projections.base import Projection, stored_type
 from flowsd.projections.parking import apply_or_park, enter_projection, park, parked_meters
 
 
@@ -47,7 +47,7 @@ async def apply_batch(
     started = time.monotonic()
     name = projection.name
     wanted = projection.event_types
-    relevant = [e for e in events if expected < e.position <= through and type_of(e) in wanted]
+    relevant = [e for e in events if expected < e.position <= through and stored_type(e) in wanted]
     async with conn.transaction():
         await enter_projection(conn, name)
         current = await read_checkpoint(conn, name)

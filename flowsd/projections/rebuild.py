@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from flowsd.projections.base import Projection
-from flowsd.projections.interval_hh import IntervalProjection
 from flowsd.projections.progress import Progress
+from flowsd.projections.registers import prepare_candidates
 from flowsd.projections.rows import RowTableProjection
 
 CHUNK_EVENTS = 1_000_000
@@ -63,12 +63,6 @@ async def drop_shadows(conn: asyncpg.Connection, shadows: Sequence[Shadow]) -> N
         await conn.execute(f"DROP TABLE IF EXISTS {shadow.table}")
 
 
-def chunked(projection: Projection) -> bool:
-    return isinstance(projection, RowTableProjection) and not isinstance(
-        projection, IntervalProjection
-    )
-
-
 async def build_range(
     conn: asyncpg.Connection,
     shadows: Sequence[Shadow],
@@ -80,8 +74,10 @@ async def build_range(
     span = max(through - after, 0)
     if span == 0:
         return
-    row_tables = [s for s in shadows if chunked(s.projection)]
-    others = [s for s in shadows if not chunked(s.projection)]
+    if any(s.projection.needs_registers for s in shadows):
+        await prepare_candidates(conn)
+    row_tables = [s for s in shadows if isinstance(s.projection, RowTableProjection)]
+    others = [s for s in shadows if not isinstance(s.projection, RowTableProjection)]
     low = after
     while low < through:
         high = min(low + CHUNK_EVENTS, through)

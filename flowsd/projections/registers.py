@@ -13,6 +13,12 @@ rebuilds (through :func:`candidate_registers_sql`), so both pick the same regist
 
 A meter replaced mid-day has new registers (on the new meter, or on the same one with a new
 ``start_time``): each observation lands on the register valid at its own time.
+
+The register is chosen when an event is applied. Rows already written are not re-mapped when
+an operator later edits ``meter_registers`` (a new register, a changed window, element or
+``direction_reversed``): rebuild the per-register tables after such an edit, whole (a windowed
+replay keeps earlier rows on the registers they had), with ``flowsd replay --projection
+register_import --projection register_export --projection register_interval_hh``.
 """
 
 from __future__ import annotations

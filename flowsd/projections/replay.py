@@ -33,6 +33,7 @@ import asyncpg
 import structlog
 
 from flowsd.events.checkpoints import read_checkpoint
+from flowsd.events.reader import head_position
 from flowsd.projections.base import Projection
 from flowsd.projections.parking import enter_projection
 from flowsd.projections.progress import Progress
@@ -43,7 +44,6 @@ from flowsd.projections.rebuild import (
     drop_shadows,
     prepare_session,
 )
-from flowsd.projections.source import head_position
 
 log = structlog.get_logger("flowsd.projections")
 
@@ -137,8 +137,7 @@ async def _swap(conn: asyncpg.Connection, shadow: Shadow, start: int, built_to: 
     async with conn.transaction():
         await enter_projection(conn, projection.name)
         head = await head_position(conn)
-        if head > built_to:
-            await projection.build(conn, shadow.table, built_to, head)
+        await build_range(conn, [shadow], built_to, head)
         live_checkpoint = await read_checkpoint(conn, projection.name)
         whole = start == 0
         await projection.swap(conn, shadow.table, whole=whole)

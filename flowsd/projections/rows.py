@@ -1,10 +1,11 @@
 """Row tables: history tables where each event gives at most a few keyed rows.
 
-A subclass names its columns with their SQL types, a pure :meth:`RowTableProjection.rows`
-(events plus resolved registers -> rows, each tagged with its event's position), and the SQL
-SELECT that derives the same rows from a range of the log. When two events give a row with the
-same key, the later position wins, in both paths: live by upserting batches in order, in a
-rebuild by keeping the highest position per key.
+:class:`KeyedRowsProjection` holds what every such table shares (upsert, shadow, swap). A
+:class:`RowTableProjection` names its columns with their SQL types, a pure ``rows`` (events
+plus resolved registers -> rows, each tagged with its event's position), and the SQL SELECT
+that derives the same rows from a range of the log. When two events give a row with the same
+key, the later position wins, in both paths: live by upserting batches in order, in a rebuild
+by keeping the highest position per key.
 """
 
 from __future__ import annotations
@@ -17,12 +18,7 @@ import asyncpg
 
 from flowsd.events.types import RecordedEvent
 from flowsd.projections.base import Projection, quote
-from flowsd.projections.registers import (
-    Lookup,
-    RegisterRef,
-    prepare_candidates,
-    resolve_registers,
-)
+from flowsd.projections.registers import Lookup, RegisterRef, resolve_registers
 
 Row = tuple[int, tuple[Any, ...]]  # (position of the event that gave it, column values)
 
@@ -37,8 +33,8 @@ def latest_per_key(rows: Iterable[Row], key_width: int) -> list[Row]:
     return list(chosen.values())
 
 
-class RowTableProjection(Projection):
-    """A projection whose rows are keyed and derived event by event."""
+class KeyedRowsProjection(Projection):
+    """A history table of keyed rows: upserted live, rebuilt into a shadow and swapped in."""
 
     #: SQL type of each column in :attr:`columns` order, for the unnest parameters.
     sql_types: tuple[str, ...]
@@ -46,29 +42,6 @@ class RowTableProjection(Projection):
     #: idempotency key covers the row key, or a build that replaces rows by key): the swap
     #: then needs no de-duplication.
     unique_by_event: bool = False
-    #: True when rows are per register: a rebuild then prepares the register candidates.
-    needs_registers: bool = False
-
-    def register_lookups(self, events: Sequence[RecordedEvent]) -> Iterable[Lookup]:
-        """Registers the pure function needs (none unless the table is per register)."""
-        return ()
-
-    @abstractmethod
-    def rows(
-        self, events: Sequence[RecordedEvent], registers: dict[Lookup, RegisterRef]
-    ) -> list[Row]:
-        """Pure: the rows ``events`` give, at most one per key (the latest)."""
-
-    @abstractmethod
-    def select_sql(self) -> str:
-        """SELECT position, <columns> for events ``$1 < position <= $2`` (same rows as
-        :meth:`rows`, possibly several per key)."""
-
-    async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
-        registers = await resolve_registers(conn, self.register_lookups(events))
-        rows = self.rows(events, registers)
-        if rows:
-            await self.upsert(conn, self.table, [values for _, values in rows])
 
     async def upsert(
         self, conn: asyncpg.Connection, table: str, rows: Sequence[tuple[Any, ...]]
@@ -94,14 +67,6 @@ ON CONFLICT ({conflict}) DO UPDATE SET {updates}
             f"SELECT 0::bigint AS position, {names} FROM {self.table} WITH NO DATA"
         )
 
-    async def build(self, conn: asyncpg.Connection, shadow: str, after: int, through: int) -> None:
-        names = ", ".join(quote(c) for c in self.columns)
-        if self.needs_registers:
-            await prepare_candidates(conn)
-        await conn.execute(
-            f"INSERT INTO {shadow} (position, {names}) {self.select_sql()}", after, through
-        )
-
     def shadow_rows(self, shadow: str) -> str:
         names = ", ".join(quote(c) for c in self.columns)
         key = ", ".join(quote(c) for c in self.key)
@@ -121,6 +86,37 @@ ON CONFLICT ({conflict}) DO UPDATE SET {updates}
         await conn.execute(
             f"INSERT INTO {self.table} ({names}) {self.shadow_rows(shadow)} "
             f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+        )
+
+
+class RowTableProjection(KeyedRowsProjection):
+    """Rows derived event by event: a pure :meth:`rows` live, :meth:`select_sql` to rebuild."""
+
+    def register_lookups(self, events: Sequence[RecordedEvent]) -> Iterable[Lookup]:
+        """Registers the pure function needs (none unless the table is per register)."""
+        return ()
+
+    @abstractmethod
+    def rows(
+        self, events: Sequence[RecordedEvent], registers: dict[Lookup, RegisterRef]
+    ) -> list[Row]:
+        """Pure: the rows ``events`` give, at most one per key (the latest)."""
+
+    @abstractmethod
+    def select_sql(self) -> str:
+        """SELECT position, <columns> for events ``$1 < position <= $2`` (same rows as
+        :meth:`rows`, possibly several per key)."""
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+        registers = await resolve_registers(conn, self.register_lookups(events))
+        rows = self.rows(events, registers)
+        if rows:
+            await self.upsert(conn, self.table, [values for _, values in rows])
+
+    async def build(self, conn: asyncpg.Connection, shadow: str, after: int, through: int) -> None:
+        names = ", ".join(quote(c) for c in self.columns)
+        await conn.execute(
+            f"INSERT INTO {shadow} (position, {names}) {self.select_sql()}", after, through
         )
 
 

@@ -35,6 +35,7 @@ import structlog
 
 from flowsd.config import ProjectionsConfig
 from flowsd.events.checkpoints import CheckpointConflictError, read_checkpoint
+from flowsd.events.reader import head_position
 from flowsd.events.store import NOTIFY_CHANNEL, AppendResult
 from flowsd.events.subscriptions import Subscription
 from flowsd.events.types import RecordedEvent
@@ -42,7 +43,7 @@ from flowsd.projections import metrics
 from flowsd.projections.base import Projection
 from flowsd.projections.catalogue import select_projections
 from flowsd.projections.projector import apply_batch
-from flowsd.projections.source import head_position, read_range
+from flowsd.projections.source import read_range
 
 log = structlog.get_logger("flowsd.projections")
 
@@ -83,6 +84,7 @@ class ProjectorTask:
         self.running = False
         self.last_error: str | None = None
         self._last_progress = time.monotonic()
+        self._published = asyncio.Event()  # set (and replaced) whenever the state is published
 
     # -- signals from outside -----------------------------------------------------------------
 
@@ -90,6 +92,11 @@ class ProjectorTask:
         """A newer head was announced (NOTIFY): wake up."""
         self.known_head = max(self.known_head, head)
         self._wake.set()
+
+    async def reached(self, position: int) -> None:
+        """Return once the checkpoint is at ``position`` or beyond."""
+        while self.checkpoint < position:
+            await self._published.wait()
 
     def status(self) -> ProjectorStatus:
         lag = max(self.known_head - self.checkpoint, 0)
@@ -137,8 +144,7 @@ class ProjectorTask:
                     projection=self.projection.name,
                     detail=str(exc),
                 )
-                await self._load_checkpoint()
-                return
+                step = self._load_checkpoint  # with the same retries
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 metrics.ERRORS.labels(self.projection.name).inc()
@@ -260,6 +266,8 @@ class ProjectorTask:
         metrics.CHECKPOINT.labels(name).set(status.checkpoint)
         metrics.LAG_EVENTS.labels(name).set(status.lag_events)
         metrics.UP.labels(name).set(1 if status.healthy else 0)
+        self._published.set()
+        self._published = asyncio.Event()
 
 
 class ProjectorRunner:
@@ -300,6 +308,14 @@ class ProjectorRunner:
 
     def status(self) -> list[ProjectorStatus]:
         return [task.status() for task in self.tasks]
+
+    async def wait_caught_up(self, head: int, timeout: float) -> bool:  # noqa: ASYNC109
+        """Whether every projector's checkpoint reaches ``head`` within ``timeout`` seconds."""
+        with anyio.move_on_after(timeout):
+            for task in self.tasks:
+                await task.reached(head)
+            return True
+        return False
 
     def ready(self) -> bool:
         """Every projector is running and either caught up or advancing."""

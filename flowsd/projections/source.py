@@ -66,9 +66,3 @@ async def read_positions(conn: asyncpg.Connection, positions: Sequence[int]) -> 
     """The events at ``positions`` (those still in the log), in position order."""
     rows = await conn.fetch(_SELECT_POSITIONS, list(positions))
     return [decode_event(row) for row in rows]
-
-
-async def head_position(conn: asyncpg.Connection) -> int:
-    """The highest committed position (0 for an empty log)."""
-    value: int | None = await conn.fetchval("SELECT max(position) FROM flows.meter_event_log")
-    return value or 0

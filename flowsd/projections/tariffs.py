@@ -17,6 +17,7 @@ from flowsd.events.types import ActiveTariff, FutureTariff
 _ACTIVE_NULL_KEYS = (
     "price_current",
     "price_index_current",
+    "tou_rate",  # read by the meter poll but, as in production, not stored (SPEC §6.12)
     "gas",
     "element_b_block_rate",
     "element_b_price_index_current",
@@ -52,7 +53,6 @@ def _money_and_thresholds(tariff: ActiveTariff | FutureTariff) -> dict[str, Any]
 def active_tariff_json(tariff: ActiveTariff) -> dict[str, Any]:
     found = _money_and_thresholds(tariff)
     found["block_rate"] = tariff.block_rate
-    found["tou_rate"] = tariff.tou_rate
     found["element_b_tou_rate"] = tariff.element_b_tou_rate
     found.update(dict.fromkeys(_ACTIVE_NULL_KEYS))
     return found

@@ -56,6 +56,21 @@ async def _seed(url: str) -> None:
                         body=t.ProfileLog1Record(status=0x80, import_a_wh=300 * n),
                     ),
                 ]
+        for meter in meters:
+            events += [
+                t.Event(
+                    meter_id=meter,
+                    observed_at=BASE,
+                    read_at=BASE,
+                    body=t.IdentityRead(hardware="C1.w"),
+                ),
+                t.Event(
+                    meter_id=meter,
+                    observed_at=BASE,
+                    read_at=BASE,
+                    body=t.RegisterRead(element="A", import_active_wh=4_000, export_active_wh=250),
+                ),
+            ]
         result = await append_batch(conn, events)
         for projection in all_projections():
             await apply_batch(
@@ -91,6 +106,26 @@ def test_verify_is_0_when_equal_and_1_with_differences_after_tampering(
     out = capsys.readouterr().out
     assert "meter_csq: 6 rows differ" in out
     assert '"side": "live"' in out and '"side": "rebuilt"' in out and '"csq": 99' in out
+
+
+# One table of each kind: plain and per-register history, half hours, both state tables.
+TAMPERING = {
+    "meter_prepay_balance": "DELETE FROM flows.meter_prepay_balance WHERE balance = 0",
+    "register_import": "UPDATE flows.register_import SET read = read + 1",
+    "register_interval_hh": "UPDATE flows.register_interval_hh SET kwh = kwh * 2",
+    "meter_shadows": "UPDATE flows.meter_shadows SET balance = 1000",
+    "meter_registry": "UPDATE flows.meter_registry SET hardware = 'B1.w'",
+}
+
+
+@pytest.mark.parametrize("projection", sorted(TAMPERING))
+def test_verify_finds_tampering_in_each_kind_of_table(
+    seeded_url: str, capsys: pytest.CaptureFixture[str], projection: str
+) -> None:
+    asyncio.run(_execute(seeded_url, TAMPERING[projection]))
+    assert main(["verify", "--database-url", seeded_url]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines if "rows differ" in line] == [projection]
 
 
 def test_replay_repairs_a_tampered_table(

@@ -16,7 +16,14 @@ import asyncpg
 
 from flowsd.commands.run import with_credential_password
 from flowsd.events import types
-from tests.integration.daemon import fetch, fetchval, migrated, registered_fleet, wait_until
+from tests.integration.daemon import (
+    WAIT_SECONDS,
+    fetch,
+    fetchval,
+    migrated,
+    registered_fleet,
+    wait_until,
+)
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
 
@@ -129,7 +136,7 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
             )
             try:
                 csq = types.SignalQualityRead.TYPE_ID
-                await wait_until(lambda: _events_of(database_url, csq), 30)
+                await wait_until(lambda: _events_of(database_url, csq))
                 conn = await asyncpg.connect(database_url)
                 try:
                     await conn.execute(
@@ -141,10 +148,10 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
                 await anyio.sleep(1.0)
                 assert await _events_of(database_url, csq, late) == 0
                 process.send_signal(signal.SIGHUP)
-                await wait_until(lambda: _events_of(database_url, csq, late), 20)
-                await wait_until(lambda: _events_of(database_url, types.BalanceRead.TYPE_ID), 20)
+                await wait_until(lambda: _events_of(database_url, csq, late))
+                await wait_until(lambda: _events_of(database_url, types.BalanceRead.TYPE_ID))
                 process.send_signal(signal.SIGTERM)
-                with anyio.fail_after(45):
+                with anyio.fail_after(WAIT_SECONDS):
                     status = await process.wait()
             finally:
                 if process.returncode is None:

@@ -38,6 +38,7 @@ from flowsd.ingest.pipeline import Ingest
 from flowsd.ingest.sessions import SessionTracker
 from flowsd.meters import observations as obs
 from flowsd.meters.plan import TARIFFS_ACTIVE
+from flowsd.ops.metrics import sample_value
 from tests.ingest.helpers import METER, T0, at, of_type, outcome, reading
 
 LONDON = ZoneInfo("Europe/London")
@@ -129,12 +130,28 @@ async def test_a_tariff_is_one_event_once_all_twelve_reads_arrived() -> None:
     assert len(of_type(sink.events, types.TariffActivated)) == 1
 
 
+def _incomplete(cause: str) -> float:
+    return sample_value("flowsd_ingest_incomplete_groups_total", {"cause": cause})
+
+
 async def test_an_incomplete_tariff_is_not_stored_at_the_end_of_the_poll() -> None:
     pipeline, sink = ingest()
+    missing, stopped = _incomplete("piece_missing"), _incomplete("poll_stopped")
     for piece in _active_tariff_pieces()[:5]:
         await pipeline([piece])
     await pipeline([outcome(ok=False, online=True, t=30, failed=1, reason="nak")])
     assert of_type(sink.events, types.ActiveTariffRead) == []
+    assert _incomplete("piece_missing") == missing + 1
+    # Cut by a stop: the next poll reads the tariff whole; counted apart.
+    for piece in _active_tariff_pieces()[:5]:
+        await pipeline([piece])
+    await pipeline([outcome(ok=False, online=True, t=60, reason="stopped")])
+    for piece in _active_tariff_pieces()[:5]:
+        await pipeline([piece])
+    assert pipeline.pending_events() == []
+    assert of_type(sink.events, types.ActiveTariffRead) == []
+    assert _incomplete("poll_stopped") == stopped + 2
+    assert _incomplete("piece_missing") == missing + 1
 
 
 async def test_identity_and_flags_are_built_at_the_end_of_the_poll() -> None:

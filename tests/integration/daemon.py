@@ -3,6 +3,9 @@ fleet on private loopback addresses, and the daemon running in-process on the fl
 
 Every test takes its own 127.81.<n>.0/24 and one free port shared by its meters (the
 registry stores addresses only, so all meters of a fleet listen on one port).
+
+Waits are for conditions, bounded by :data:`WAIT_SECONDS`, far above what they take on an
+idle machine: the suite shares a small machine with other heavy tests.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ EMOP_EPOCH_UNIX = 946_684_800
 MIXED_HARDWARE = ("C1.w", "EMA1.w", "B1.w", "P1.ax", "P1.cx")
 
 _subnets = itertools.count(1)
+
+# Upper bound of any wait for a condition (start-up, a stop, N polls, a commit).
+WAIT_SECONDS = 90.0
 
 FAST_METERS = MetersConfig(
     min_gap_seconds=0.0,
@@ -175,18 +181,18 @@ async def running_daemon(
                 finished.set()
 
         tg.start_soon(run)
-        with anyio.fail_after(30):
+        with anyio.fail_after(WAIT_SECONDS):
             await daemon.ready.wait()
         try:
             yield daemon
         finally:
             daemon.request_stop()
-            with anyio.fail_after(45):
+            with anyio.fail_after(WAIT_SECONDS):
                 await finished.wait()
             assert result == [0]
 
 
-async def wait_until(predicate: Callable[[], Any], seconds: float = 20.0) -> None:
+async def wait_until(predicate: Callable[[], Any], seconds: float = WAIT_SECONDS) -> None:
     """Poll a (sync or async) predicate, bounded; fail the test if it never holds."""
     with anyio.fail_after(seconds):
         while True:

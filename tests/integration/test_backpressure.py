@@ -12,6 +12,7 @@ import msgspec
 from flowsd.config import AppenderConfig
 from flowsd.events import types
 from flowsd.events.store import APPEND_LOCK_KEY
+from flowsd.ops.metrics import sample_value
 from tests.integration.daemon import (
     daemon_config,
     fast_plan,
@@ -37,12 +38,16 @@ async def test_sessions_wait_while_the_queue_is_full_and_nothing_is_lost(
             await wait_until(lambda: stats.polls >= 12)
             blocker = await asyncpg.connect(database_url)
             try:
-                # Hold the event log's append lock: the appender's next commit waits on it.
+                # Hold the event log's append lock: the appender's next commit waits on it, and
+                # its queue fills.
                 await blocker.execute("SELECT pg_advisory_lock($1)", APPEND_LOCK_KEY)
-                await anyio.sleep(1.5)
+                await wait_until(
+                    lambda: sample_value("flowsd_appender_queue_depth") >= appender.queue_size
+                )
                 stalled_at = stats.requests_ok
                 await anyio.sleep(1.0)
-                assert stats.requests_ok <= stalled_at + 6  # at most one request per session
+                # From a full queue on, a session finishes the request it is in and waits.
+                assert stats.requests_ok <= stalled_at + 6
                 assert daemon.supervisor.status(top=0).polls_running > 0  # waiting, not gone
             finally:
                 await blocker.execute("SELECT pg_advisory_unlock($1)", APPEND_LOCK_KEY)

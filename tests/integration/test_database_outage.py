@@ -10,6 +10,7 @@ import msgspec
 
 from flowsd.app import Daemon
 from flowsd.config import AppenderConfig
+from flowsd.ops.notify import SystemdNotifier
 from tests.integration.daemon import (
     daemon_config,
     fast_plan,
@@ -23,9 +24,22 @@ from tests.integration.daemon import (
 from tests.integration.proxy import DatabaseProxy
 
 
+class StatusRecorder(SystemdNotifier):
+    def __init__(self) -> None:
+        super().__init__(environ={})
+        self.statuses: list[str] = []
+
+    def status(self, status: str) -> None:
+        self.statuses.append(status)
+
+    def retries(self) -> int:
+        return sum(s.startswith("waiting for the database") for s in self.statuses)
+
+
 async def test_start_without_a_database_waits_and_stops_cleanly(tmp_path: Path) -> None:
     url = "postgresql://flowsd@127.0.0.1:9/none"
-    daemon = Daemon(daemon_config(tmp_path, url), url, handle_signals=False)
+    notifier = StatusRecorder()
+    daemon = Daemon(daemon_config(tmp_path, url), url, notifier=notifier, handle_signals=False)
     async with anyio.create_task_group() as tg:
         results: list[int] = []
 
@@ -33,7 +47,8 @@ async def test_start_without_a_database_waits_and_stops_cleanly(tmp_path: Path) 
             results.append(await daemon.run())
 
         tg.start_soon(run)
-        await anyio.sleep(1.5)
+        # It keeps retrying (with a growing delay) and never gets ready.
+        await wait_until(lambda: notifier.retries() >= 3)
         assert not results and not daemon.ready.is_set()
         daemon.request_stop()
     assert results == [0]
@@ -57,11 +72,11 @@ async def test_events_spill_during_an_outage_and_are_committed_after(
                 proxy.cut()
                 before = await fetchval(database_url, "SELECT count(*) FROM flows.meter_event_log")
                 polled = daemon.supervisor.stats.requests_ok
-                await wait_until(lambda: daemon.appender.spilled_events > 0, 20)
-                await wait_until(lambda: daemon.supervisor.stats.requests_ok > polled + 40, 20)
+                await wait_until(lambda: daemon.appender.spilled_events > 0)
+                await wait_until(lambda: daemon.supervisor.stats.requests_ok > polled + 40)
                 assert daemon.supervisor.status(top=0).running
                 proxy.restore()
-                await wait_until(lambda: daemon.appender.spilled_events == 0, 30)
+                await wait_until(lambda: daemon.appender.spilled_events == 0)
                 await daemon.appender.flush()
         tg.cancel_scope.cancel()
     stored = await fetchval(database_url, "SELECT count(*) FROM flows.meter_event_log")

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from uuid import UUID
 
-import anyio
-
 from flowsd.app import Daemon
 from flowsd.events import types
 from flowsd.sim.faults import FaultPlan
@@ -37,20 +35,21 @@ async def test_faults_isolated_offline_and_back_online(database_url: str, tmp_pa
         async with running_daemon(config, database_url) as daemon:
             ids = {m.index: _meter_id(daemon, m.serial) for m in fleet.meters}
             down = {ids[i] for i in DOWN}
-            await wait_until(lambda: _offline(daemon) >= down, 20)
+            await wait_until(lambda: _offline(daemon) >= down)
             polls_before = {ids[i]: daemon.tracker.rows[ids[i]].polls for i in HEALTHY}
-            window = 4.0
-            await anyio.sleep(window)
+
+            def polled(i: int) -> int:
+                return daemon.tracker.rows[ids[i]].polls - polls_before[ids[i]]
+
+            # Every healthy meter keeps polling beside the failing ones.
+            await wait_until(lambda: all(polled(i) >= 8 for i in HEALTHY))
             for i in HEALTHY:
-                done = daemon.tracker.rows[ids[i]].polls - polls_before[ids[i]]
-                # Cadence 0.5 s: 8 slots in the window; allow for start-up and tick rounding.
-                assert done >= window / PERIOD - 3, (i, done)
                 assert daemon.tracker.rows[ids[i]].online
             # Down meters stay offline, healthy ones never went (flaky ones may come and go).
             healthy = {ids[i] for i in HEALTHY}
             assert down <= _offline(daemon) and not healthy & _offline(daemon)
             fleet.plan = FaultPlan.parse(None)  # the network heals
-            await wait_until(lambda: not _offline(daemon), 20)
+            await wait_until(lambda: not _offline(daemon))
             assert daemon.supervisor.status(top=0).running
             # Bounded: one entry per meter, nothing left over between polls.
             assert len(daemon.tracker.rows) == METERS

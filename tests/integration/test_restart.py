@@ -7,10 +7,10 @@ import itertools
 from datetime import timedelta
 from pathlib import Path
 
-from flowsd.app import Daemon, gauge_value
+from flowsd.app import Daemon
 from flowsd.config import PollConfig
-from flowsd.events import metrics as event_metrics
 from flowsd.events import types
+from flowsd.ops.metrics import sample_value
 from flowsd.sim.clock import SimClock
 from tests.integration.daemon import (
     FROZEN_AT,
@@ -36,8 +36,8 @@ async def _poll_once_more(daemon: Daemon, clock: SimClock, minutes: float) -> No
     """Move the fleet's clock on and wait until every meter was polled and all is committed."""
     before = daemon.supervisor.stats.polls
     clock.advance(minutes=minutes)
-    await wait_until(lambda: daemon.supervisor.stats.polls >= before + METERS, 30)
-    await wait_until(lambda: daemon.supervisor.status(top=0).polls_running == 0, 30)
+    await wait_until(lambda: daemon.supervisor.stats.polls >= before + METERS)
+    await wait_until(lambda: daemon.supervisor.status(top=0).polls_running == 0)
     await daemon.appender.flush()
 
 
@@ -55,11 +55,11 @@ async def test_restart_backfills_the_gap_and_records_nothing_twice(
         stopped_at = clock.now_datetime()
         first_count = await _count(database_url)
         clock.advance(hours=3)  # flowsd is down for three hours
-        duplicates_before = gauge_value(event_metrics.EVENTS_DUPLICATE)
+        duplicates_before = sample_value("flowsd_events_duplicate_total")
         async with running_daemon(config, database_url, wall_clock=wall) as second:
             await _poll_once_more(second, clock, 31)
             await _poll_once_more(second, clock, 31)
-        assert gauge_value(event_metrics.EVENTS_DUPLICATE) == duplicates_before
+        assert sample_value("flowsd_events_duplicate_total") == duplicates_before
         newest = clock.now_datetime()
     assert await _count(database_url) > first_count
     rows = await fetch(

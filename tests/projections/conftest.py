@@ -11,15 +11,11 @@ import pytest
 from flowsd.db.migrate import migrate
 
 
-async def migrate_for_projections(conn: asyncpg.Connection) -> None:
-    await migrate(conn)
-
-
 @pytest.fixture
 async def migrated_url(database_url: str) -> str:
     conn = await asyncpg.connect(database_url)
     try:
-        await migrate_for_projections(conn)
+        await migrate(conn)
     finally:
         await conn.close()
     return database_url

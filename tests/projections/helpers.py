@@ -9,7 +9,10 @@ from datetime import UTC, datetime
 import asyncpg
 
 from flowsd.events import types as t
-from flowsd.events.store import AppendResult, append_batch
+from flowsd.events.checkpoints import read_checkpoint
+from flowsd.events.store import AppendResult
+from flowsd.projections.base import Projection
+from flowsd.projections.projector import apply_batch
 from flowsd.projections.registers import Lookup, RegisterRef
 
 RECORDED_AT = datetime(2026, 3, 2, tzinfo=UTC)
@@ -50,5 +53,15 @@ def simple_registers(
     return found
 
 
-async def append(conn: asyncpg.Connection, events: Sequence[t.Event]) -> AppendResult:
-    return await append_batch(conn, events)
+async def apply_appended(
+    conn: asyncpg.Connection, result: AppendResult, projections: Sequence[Projection]
+) -> None:
+    """Apply one append's events with each projection, from its current checkpoint."""
+    for projection in projections:
+        await apply_batch(
+            conn,
+            projection,
+            result.events,
+            expected=await read_checkpoint(conn, projection.name),
+            through=result.through_position,
+        )

@@ -14,9 +14,9 @@ import asyncpg
 from flowsd.events import types as t
 from flowsd.events.store import append_batch
 from flowsd.projections.catalogue import all_projections
-from flowsd.projections.projector import apply_batch
 from flowsd.projections.verify import verify
 from tests.projections.conftest import add_meter, add_register
+from tests.projections.helpers import apply_appended
 from tests.projections.strategies import BASE
 
 SLOT = timedelta(minutes=30)
@@ -25,16 +25,7 @@ VALID, POWER_FAIL, RESET = 0x0080, 0x0040, 0x0100
 
 async def project(conn: asyncpg.Connection, events: Sequence[t.Event]) -> None:
     """Append ``events`` and apply them with every projection, then check against a rebuild."""
-    result = await append_batch(conn, events)
-    for projection in all_projections():
-        expected: int = await conn.fetchval(
-            "SELECT coalesce((SELECT position FROM flowsd.projector_checkpoint "
-            "WHERE name = $1), 0)",
-            projection.name,
-        )
-        await apply_batch(
-            conn, projection, result.events, expected=expected, through=result.through_position
-        )
+    await apply_appended(conn, await append_batch(conn, events), all_projections())
     differing = [v.projection for v in await verify(conn, all_projections()) if not v.equal]
     assert differing == []
 
@@ -159,6 +150,8 @@ async def test_tariff_activation_sets_the_production_json(conn: asyncpg.Connecti
         debt_recovery_rate_gbp=Decimal("0.5"),
         threshold_mask=(False,) * 8,
         threshold_values=(0,) * 7,
+        block_rate=2,
+        tou_rate=3,
     )
     first, later = BASE, BASE + timedelta(days=1)
     await project(
@@ -185,6 +178,7 @@ async def test_tariff_activation_sets_the_production_json(conn: asyncpg.Connecti
     assert active["threshold_mask"] == {f"rate{i}": False for i in range(1, 9)}
     assert active["threshold_values"] == {f"th{i}": 0 for i in range(1, 8)}
     assert active["pricings"] is None and "gas" in active
+    assert (active["block_rate"], active["tou_rate"]) == (2, None)  # TOU rate: not stored
     rate = await conn.fetchval(
         "SELECT active_unit_rate_a FROM flows.meter_shadows_tariffs WHERE id = $1", meter
     )
@@ -278,3 +272,7 @@ async def test_health_and_identity(conn: asyncpg.Connection) -> None:
         "SELECT health, reason FROM flows.meter_health_history WHERE meter_id = $1", meter
     )
     assert [tuple(r) for r in history] == [("unhealthy", "connect_timeout")]
+    csq = await conn.fetch(
+        'SELECT "timestamp", csq FROM flows.meter_csq WHERE meter_id = $1', meter
+    )
+    assert [tuple(r) for r in csq] == [(at + SLOT, None)]  # as the shadow's csq: nulled

@@ -13,7 +13,6 @@ from flowsd.projections.base import type_of
 from flowsd.projections.catalogue import all_projections
 from flowsd.projections.interval_hh import (
     ELEMENTS,
-    IntervalProjection,
     profile_point,
     slot_rows,
     touched_slots,
@@ -27,11 +26,7 @@ from tests.projections.strategies import event_sequences, split, split_points
 
 METERS = [uuid.UUID(int=i + 1) for i in range(3)]
 REVERSED = {METERS[2]}
-ROW_TABLES = [
-    p
-    for p in all_projections()
-    if isinstance(p, RowTableProjection) and not isinstance(p, IntervalProjection)
-]
+ROW_TABLES = [p for p in all_projections() if isinstance(p, RowTableProjection)]
 PATCH_TABLES: list[PatchProjection] = [ShadowsProjection(), RegistryProjection()]
 
 

@@ -19,15 +19,17 @@ from flowsd.events.checkpoints import CheckpointConflictError, read_checkpoint
 from flowsd.events.store import append_batch
 from flowsd.events.subscriptions import SubscriberHub
 from flowsd.events.types import RecordedEvent
+from flowsd.ops.metrics import REGISTRY
 from flowsd.projections.base import Projection
 from flowsd.projections.catalogue import all_projections
-from flowsd.projections.csq import CsqProjection
 from flowsd.projections.interval_hh import IntervalProjection
 from flowsd.projections.parking import retry_parked
 from flowsd.projections.projector import apply_batch
 from flowsd.projections.registry import RegistryProjection
 from flowsd.projections.replay import replay
 from flowsd.projections.runner import ProjectorRunner
+from flowsd.projections.series import CsqProjection
+from flowsd.projections.source import read_range
 from flowsd.projections.verify import verify
 from tests.projections.conftest import add_meter, add_register
 from tests.projections.strategies import BASE
@@ -137,7 +139,8 @@ async def test_projector_killed_mid_batch_resumes_without_loss_or_duplication(
         async with anyio.create_task_group() as group:
             await group.start(runner.run)
             head = await conn.fetchval("SELECT max(position) FROM flows.meter_event_log")
-            await wait_until(lambda: all(s.checkpoint == head for s in runner.status()))
+            assert await runner.wait_caught_up(head, 20)
+            assert not await runner.wait_caught_up(head + 1, 0.3)  # nothing beyond the head
             group.cancel_scope.cancel()
     finally:
         await pool.close()
@@ -298,3 +301,55 @@ async def test_a_meter_that_cannot_be_applied_is_parked_and_retried(
         "SELECT serial, prepay_enabled FROM flows.meter_registry WHERE id = $1", other
     )
     assert tuple(row or ()) == ("EMLTAKEN", True)
+
+
+def parked_total(projection: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "flowsd_projector_parked_events_total", {"projection": projection}
+    )
+    return value or 0.0
+
+
+async def test_an_event_whose_payload_does_not_decode_is_parked_not_skipped(
+    conn: asyncpg.Connection,
+) -> None:
+    broken, fine = await add_meter(conn), await add_meter(conn)
+
+    def csq(meter: uuid.UUID, hours: int, value: int) -> t.Event:
+        at = BASE + timedelta(hours=hours)
+        return t.Event(
+            meter_id=meter, observed_at=at, read_at=at, body=t.SignalQualityRead(csq=value)
+        )
+
+    await append_batch(conn, [csq(fine, 0, 9)])
+    # Written by something other than this version's appender: a known type, a bad payload.
+    await conn.execute(
+        'INSERT INTO flows.meter_event_log (meter_id, "timestamp", event_type, payload) '
+        "VALUES ($1, $2, $3, $4::jsonb)",
+        broken,
+        BASE,
+        t.SignalQualityRead.TYPE_ID,
+        '{"csq": "high"}',
+    )
+    head = (await append_batch(conn, [csq(broken, 1, 3), csq(fine, 1, 4)])).through_position
+    events = await read_range(conn, 0, head, 100)
+    counted = parked_total("meter_csq")
+
+    outcome = await apply_batch(conn, CsqProjection(), events, expected=0, through=head)
+
+    assert (outcome.applied, outcome.parked) == (2, 2)
+    assert parked_total("meter_csq") == counted + 2
+    parked = await conn.fetch(
+        "SELECT meter_id, event_type, error FROM flowsd.projection_parked_event ORDER BY position"
+    )
+    assert [(r["meter_id"], r["event_type"]) for r in parked] == [(broken, 1002), (broken, 1002)]
+    assert "does not decode" in parked[0]["error"]
+    assert (
+        await conn.fetchval("SELECT count(*) FROM flows.meter_csq WHERE meter_id = $1", fine) == 2
+    )
+    assert (
+        await conn.fetchval("SELECT count(*) FROM flows.meter_csq WHERE meter_id = $1", broken) == 0
+    )
+    # A retry decodes the payload again: still parked, and not counted a second time.
+    assert (await retry_parked(conn, CsqProjection())).still_parked == 2
+    assert parked_total("meter_csq") == counted + 2
