@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -156,12 +156,8 @@ async def test_daily_and_monthly_buckets_are_london_settlement_days(
         "WHERE circuit_id = $1 ORDER BY day",
         circuit,
     )
-    assert [d["day"] for d in days] == [
-        start,
-        start + timedelta(days=1),  # 29 March starts at 00:00 GMT
-        start + timedelta(days=2, hours=-1),  # 30 March starts at 00:00 BST = 23:00 UTC
-        start + timedelta(days=3, hours=-1),
-    ]
+    # 29 March starts at 00:00 GMT, 30 March at 00:00 BST = 23:00 UTC on the 29th.
+    assert [d["day"] for d in days] == [date(2026, 3, day) for day in (28, 29, 30, 31)]
     assert [d["kwh"] for d in days] == [48, 46, 48, 2]  # the clock-change day is 23 hours
     assert days[1]["total_import_kwh"] == 46
     assert days[1]["total_export_kwh"] == Decimal("23.0")
@@ -170,7 +166,7 @@ async def test_daily_and_monthly_buckets_are_london_settlement_days(
         "WHERE circuit_id = $1",
         circuit,
     )
-    assert month["month"] == datetime(2026, 3, 1, tzinfo=UTC)
+    assert month["month"] == date(2026, 3, 1)
     assert month["kwh"] == 3 * 48
     assert month["days_in_month"] == 31
 
@@ -199,4 +195,4 @@ async def test_registers_count_only_inside_their_mapping_window(
     (month,) = await migrated.fetch(
         "SELECT month FROM flows.circuit_interval_monthly WHERE circuit_id = $1", circuit
     )
-    assert month["month"] == datetime(2026, 4, 30, 23, tzinfo=UTC)
+    assert month["month"] == date(2026, 5, 1)
