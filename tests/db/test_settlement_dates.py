@@ -99,6 +99,7 @@ async def _check_days(
                 circuit,
                 day + timedelta(days=1),
             )
+            assert row is not None
             assert row["rows"] == 1, (zone, day)
             assert expected[day][0] == half_hours
             assert row["kwh"] == expected[day][1], (zone, day)
