@@ -3,8 +3,9 @@
 Each meter listens on its own loopback address (consecutive from ``--base-address``) on
 ``--port``, answers EMOP as SPEC.md describes, and evolves with simulated time,
 deterministically for ``--seed``. ``--manifest`` writes the meters as JSON;
-``--register`` creates their rows (ESCO, topology, meters, registers, circuits) in the
-flows schema so ``flowsd run`` finds them.
+``--register`` creates their rows in the flows schema (the documentation's example ESCO
+WLCE with its site, properties, service heads, meters, registers and circuits, see
+:mod:`flowsd.sim.topology`) so ``flowsd run`` finds them.
 """
 
 from __future__ import annotations
@@ -215,8 +216,16 @@ async def _register(fleet: SimulatedFleet, url: str) -> None:
     finally:
         await conn.close()
     print(
-        f"flowsd simulate: registered {report.meters} meters, {report.registers} registers "
-        f"under ESCO {report.esco_code!r}",
+        f"flowsd simulate: registered {report.meters} meters, {report.registers} registers, "
+        f"{report.circuits} circuits and {report.properties} properties under ESCO "
+        f"{report.esco_code!r}",
         file=sys.stderr,
         flush=True,
     )
+    if report.addresses_taken_over:
+        print(
+            f"flowsd simulate: {report.addresses_taken_over} older meter rows gave up the "
+            "fleet's addresses",
+            file=sys.stderr,
+            flush=True,
+        )

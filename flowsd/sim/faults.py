@@ -3,7 +3,7 @@
 Syntax: comma-separated rules ``KIND[@TARGET]=PROBABILITY[:PARAMETER]``.
 
 * ``TARGET``: a meter index (``3``), an index range (``3-7``) or a serial
-  (``EML2200000007``); without a target the rule applies to every meter, and a targeted
+  (``EML2137580826``); without a target the rule applies to every meter, and a targeted
   rule replaces the fleet-wide rule of the same kind for its meters.
 * ``PROBABILITY``: 0..1, drawn per connection (per meter and hour for ``offline``).
 * Durations: ``8s``, ``250ms``, ``10m``, ``1h`` or plain seconds.

@@ -132,10 +132,15 @@ def pick_hardware(seed: int, index: int) -> Hardware:
     return Hardware.P1CX
 
 
-def serial_for(seed: int, index: int) -> str:
-    """A 13-character serial unique within the fleet (a bijection of the index)."""
-    offset = integer(0, 99_999_999, seed, Stream.IDENTITY)
-    return f"EML{2_200_000_000 + (index * 7_919 + offset) % 100_000_000:010d}"
+FIRST_SERIAL = 2_137_580_826  # the documentation's example meter, EML2137580826
+
+
+def serial_for(index: int) -> str:
+    """A 13-character serial unique within the fleet (a bijection of the index), counting from
+    the documentation's example serial: meter 0 of every fleet is EML2137580826, as the
+    documented queries expect. Fleets of different seeds therefore share serials (a database
+    holds one simulated fleet)."""
+    return f"EML{FIRST_SERIAL + index * 7_919 % 100_000_000:010d}"
 
 
 def ip_for(base_address: str, index: int) -> str:
@@ -196,7 +201,7 @@ def build_identity(
     return MeterIdentity(
         seed=seed,
         index=index,
-        serial=serial_for(seed, index),
+        serial=serial_for(index),
         hardware=kind,
         ip_address=ip_for(base_address, index),
         meter_address=0x010000 + index,

@@ -1,10 +1,17 @@
 """``--register``: the rows a real deployment has for its meters, written for a simulated fleet.
 
-Creates an ESCO, a site, feeders, one service head and property per meter, the meters
-(``mode = 'active'``, serial, IP, hardware), their registers (A/B for twin-element meters,
-SINGLE otherwise) and one circuit per register. Every id is a UUIDv5 of the fleet's seed and
-the row's natural key, and every insert is ``ON CONFLICT DO UPDATE``/``DO NOTHING``, so a
-re-run changes nothing and a fleet can be re-registered after a restart.
+Writes the fleet's topology (:mod:`flowsd.sim.topology`): the region, the ESCO ``WLCE``, its
+site (with location), feeders, properties (plot, address, type, site), service heads and
+their links to properties and meters, the meters themselves (``mode = 'active'``, serial, IP,
+hardware, name), their registers, and the circuits (type, name, site, rating) those registers
+feed through ``circuit_register``. Every id is a UUIDv5 of the fleet's seed and the row's
+natural key, and every insert is ``ON CONFLICT DO UPDATE``/``DO NOTHING``, so a re-run changes
+nothing and a fleet can be re-registered after a restart.
+
+A database holds one simulated fleet: registering a fleet of another seed where ESCO ``WLCE``
+already exists is refused. Meter rows of other ESCOs that hold one of the fleet's loopback
+addresses (a fleet registered by an older flowsd) lose the address, so the daemon dials each
+simulated meter under one id.
 """
 
 from __future__ import annotations
@@ -12,18 +19,37 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
+from flowsd.errors import UserError
 from flowsd.sim.clock import from_emop
 from flowsd.sim.identity import MeterIdentity
+from flowsd.sim.topology import (
+    ESCO_CODE,
+    ESCO_NAME,
+    REGION,
+    SITE_CODE,
+    SITE_LOCATION,
+    SITE_NAME,
+    plan_topology,
+)
 
 _NAMESPACE = uuid.UUID("6f1d1c52-4a53-5bb6-9c0e-2f8f1a4f7d10")
-METERS_PER_FEEDER = 50
 
 
 def _id(seed: int, kind: str, key: object) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"flowsd-sim/{seed}/{kind}/{key}")
+
+
+def meter_id(seed: int, serial: str) -> uuid.UUID:
+    """The ``meter_registry.id`` a registered simulated meter gets."""
+    return _id(seed, "meter", serial)
+
+
+class FleetConflictError(UserError):
+    """The database's ESCO WLCE is not this fleet's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,112 +60,142 @@ class RegistrationReport:
     meters: int
     registers: int
     circuits: int
+    properties: int
+    addresses_taken_over: int
 
 
-def esco_code(seed: int) -> str:
-    return f"sim{seed}"
-
-
-def _registers(identity: MeterIdentity) -> list[tuple[str, str]]:
-    """(element, nature) of a meter's registers."""
-    if identity.hardware.twin_element:
-        return [("A", "power"), ("B", "heat")]
-    return [("SINGLE", "power")]
+def _iso_week(at: datetime) -> str:
+    year, week, _ = at.isocalendar()
+    return f"{year}-W{week:02d}"
 
 
 async def register_fleet(
     conn: asyncpg.Connection, seed: int, identities: Iterable[MeterIdentity]
 ) -> RegistrationReport:
     """Insert or refresh the fleet's rows in one transaction (the schema must exist)."""
-    code = esco_code(seed)
-    esco = _id(seed, "esco", code)
-    prefix = f"SIM{seed}"
-    site = _id(seed, "site", prefix)
-    feeders: dict[int, tuple[uuid.UUID, str]] = {}
-    heads, properties, meters, registers, circuits = [], [], [], [], []
-    for identity in identities:
-        number = identity.index + 1
-        feeder_number = identity.index // METERS_PER_FEEDER + 1
-        feeder_name = f"{prefix}.Feeder-{feeder_number:03d}"
-        feeder = feeders.setdefault(feeder_number, (_id(seed, "feeder", feeder_name), feeder_name))
-        name = f"{prefix}.Plot-{number:05d}"
-        head = _id(seed, "service_head", name)
-        meter = _id(seed, "meter", identity.serial)
-        three_phase = identity.hardware.three_phase
-        heads.append((head, name, feeder[0], 3 if three_phase else 1, 100 if three_phase else 60))
-        properties.append((_id(seed, "property", name), f"Plot-{number:05d}", head))
-        meters.append(
-            (meter, identity.serial, identity.ip_address, f"{name}.{identity.hardware.value}",
-             identity.hardware.value, esco, site, head)
-        )  # fmt: skip
+    identities = list(identities)
+    topology = plan_topology(identities)
+    by_index = {i.index: i for i in identities}
+    esco = _id(seed, "esco", ESCO_CODE)
+    site = _id(seed, "site", SITE_CODE)
+    feeders = {name: _id(seed, "feeder", name) for name in topology.feeders}
+    properties = {p.plot: _id(seed, "property", p.plot) for p in topology.properties}
+    heads, head_links, meters, registers, circuits = [], [], [], [], []
+    for plan in topology.meters:
+        identity = by_index[plan.index]
+        meter = meter_id(seed, plan.serial)
+        head = _id(seed, "service_head", plan.service_head)
+        heads.append((head, plan.service_head, feeders[plan.feeder], plan.phase, plan.fuse_rating))
+        if plan.plot is not None:
+            head_links.append((properties[plan.plot], head))
         start = from_emop(identity.commissioned_at)
-        for element, nature in _registers(identity):
-            register = _id(seed, "register", f"{identity.serial}/{element}")
-            registers.append((register, meter, nature, element, start))
-            circuit = _id(seed, "circuit", f"{identity.serial}/{element}")
-            circuits.append((circuit, nature, f"{name}-{nature}", register, start))
+        meters.append(
+            (meter, plan.serial, identity.ip_address, plan.name, plan.hardware, esco, site,
+             _iso_week(start), head)
+        )  # fmt: skip
+        for circuit in plan.circuits:
+            key = f"{plan.serial}/{circuit.element}"
+            register = _id(seed, "register", key)
+            registers.append(
+                (register, meter, circuit.type, circuit.element, start, circuit.direction_reversed)
+            )
+            circuits.append(
+                (_id(seed, "circuit", key), circuit.type, circuit.name, circuit.rating_amps,
+                 register, start)
+            )  # fmt: skip
     async with conn.transaction():
+        existing = await conn.fetchval("SELECT id FROM flows.escos WHERE code = $1", ESCO_CODE)
+        if existing is not None and existing != esco:
+            raise FleetConflictError(
+                f"ESCO {ESCO_CODE} in this database is not simulated fleet seed {seed}'s "
+                "(another --seed, or real data): register into a fresh database"
+            )
         await conn.execute(
-            """INSERT INTO flows.escos (id, name, code) VALUES ($1, $2, $3)
-               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, code = EXCLUDED.code""",
-            esco, f"Simulated ESCO (seed {seed})", code,
+            "INSERT INTO flows.regions (code, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            *REGION,
+        )
+        await conn.execute(
+            """INSERT INTO flows.escos (id, name, code, region) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, code = EXCLUDED.code,
+                   region = EXCLUDED.region""",
+            esco, ESCO_NAME, ESCO_CODE, REGION[0],
         )  # fmt: skip
         await conn.execute(
-            """INSERT INTO flows.sites_new (id, name, code, esco) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (id) DO NOTHING""",
-            site, f"Simulated site (seed {seed})", prefix, esco,
+            """INSERT INTO flows.sites_new (id, name, code, esco, location)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, location = EXCLUDED.location""",
+            site, SITE_NAME, SITE_CODE, esco, SITE_LOCATION,
         )  # fmt: skip
         await conn.executemany(
-            """INSERT INTO flows.feeder_registry (id, name, esco) VALUES ($1, $2, $3)
-               ON CONFLICT (id) DO NOTHING""",
-            [(fid, fname, esco) for fid, fname in feeders.values()],
+            """INSERT INTO flows.feeder_registry (id, name, esco, substation)
+               VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING""",
+            [(fid, name, esco, SITE_NAME) for name, fid in feeders.items()],
         )
         await conn.executemany(
             """INSERT INTO flows.service_head_registry (id, name, feeder, phase, fuse_rating, type)
                VALUES ($1, $2, $3, $4, $5, 'network_owned')
-               ON CONFLICT (id) DO UPDATE SET phase = EXCLUDED.phase""",
+               ON CONFLICT (id) DO UPDATE SET feeder = EXCLUDED.feeder, phase = EXCLUDED.phase,
+                   fuse_rating = EXCLUDED.fuse_rating""",
             heads,
         )
         await conn.executemany(
-            """INSERT INTO flows.properties (id, plot) VALUES ($1, $2)
-               ON CONFLICT (id) DO NOTHING""",
-            [(pid, plot) for pid, plot, _ in properties],
+            """INSERT INTO flows.properties (id, plot, site, address, type)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (id) DO UPDATE SET plot = EXCLUDED.plot, site = EXCLUDED.site,
+                   address = EXCLUDED.address, type = EXCLUDED.type""",
+            [(properties[p.plot], p.plot, site, p.address, p.type) for p in topology.properties],
         )
         await conn.executemany(
             """INSERT INTO flows.properties_service_head (property, service_head) VALUES ($1, $2)
                ON CONFLICT DO NOTHING""",
-            [(pid, head) for pid, _, head in properties],
+            head_links,
+        )
+        taken_over = await conn.fetchval(
+            """WITH freed AS (
+                   UPDATE flows.meter_registry SET ip_address = NULL
+                   WHERE ip_address = ANY ($1::inet[]) AND id <> ALL ($2::uuid[])
+                   RETURNING 1)
+               SELECT count(*) FROM freed""",
+            [row[2] for row in meters],
+            [row[0] for row in meters],
         )
         await conn.executemany(
             """INSERT INTO flows.meter_registry
-                   (id, serial, ip_address, name, hardware, mode, esco, site)
-               VALUES ($1, $2, $3::inet, $4, $5, 'active', $6, $7)
+                   (id, serial, ip_address, name, hardware, mode, esco, site,
+                    installation_status, commissioned_iso_week_date)
+               VALUES ($1, $2, $3::inet, $4, $5, 'active', $6, $7, 'enabled', $8)
                ON CONFLICT (id) DO UPDATE SET
                    serial = EXCLUDED.serial, ip_address = EXCLUDED.ip_address,
-                   hardware = EXCLUDED.hardware, mode = 'active', esco = EXCLUDED.esco""",
-            [row[:7] for row in meters],
+                   name = EXCLUDED.name, hardware = EXCLUDED.hardware, mode = 'active',
+                   esco = EXCLUDED.esco, site = EXCLUDED.site""",
+            [row[:8] for row in meters],
         )
         await conn.executemany(
             """INSERT INTO flows.service_head_meter (service_head, meter) VALUES ($1, $2)
                ON CONFLICT DO NOTHING""",
-            [(row[7], row[0]) for row in meters],
+            [(row[8], row[0]) for row in meters],
         )
         await conn.executemany(
             """INSERT INTO flows.meter_registers
-                   (register_id, meter_id, nature, element, start_time)
+                   (register_id, meter_id, nature, element, start_time, direction_reversed)
                VALUES ($1, $2, $3::flows.register_nature_enum,
-                       $4::flows.meter_register_element, $5)
-               ON CONFLICT (register_id) DO NOTHING""",
+                       $4::flows.meter_register_element, $5, $6)
+               ON CONFLICT (register_id) DO UPDATE SET nature = EXCLUDED.nature,
+                   direction_reversed = EXCLUDED.direction_reversed""",
             registers,
         )
         await conn.executemany(
-            """INSERT INTO flows.circuits (id, type, name)
-               VALUES ($1, $2::flows.circuit_type_enum, $3) ON CONFLICT (id) DO NOTHING""",
-            [(cid, nature, cname) for cid, nature, cname, _, _ in circuits],
+            """INSERT INTO flows.circuits (id, type, name, site, rating_amps)
+               VALUES ($1, $2::flows.circuit_type_enum, $3, $4, $5)
+               ON CONFLICT (id) DO UPDATE SET type = EXCLUDED.type, name = EXCLUDED.name,
+                   site = EXCLUDED.site, rating_amps = EXCLUDED.rating_amps""",
+            [(cid, kind, name, site, rating) for cid, kind, name, rating, _, _ in circuits],
         )
         await conn.executemany(
             """INSERT INTO flows.circuit_register (circuit, register, start_time)
                VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
-            [(cid, register, start) for cid, _, _, register, start in circuits],
+            [(cid, register, start) for cid, _, _, _, register, start in circuits],
         )
-    return RegistrationReport(code, len(meters), len(registers), len(circuits))
+    return RegistrationReport(
+        ESCO_CODE, len(meters), len(registers), len(circuits), len(properties), taken_over
+    )

@@ -50,7 +50,7 @@ class FleetState:
         return cached
 
     def serial(self, index: int) -> str:
-        return serial_for(self.seed, index)
+        return serial_for(index)
 
     def overrides(self, index: int) -> MeterOverrides | None:
         return self._overrides.get(index)
@@ -72,7 +72,7 @@ class FleetState:
                 raise IndexError(f"no meter {meter} in a fleet of {self.size}")
             return meter
         if self._serials is None:
-            self._serials = {serial_for(self.seed, i): i for i in range(self.size)}
+            self._serials = {serial_for(i): i for i in range(self.size)}
         try:
             return self._serials[meter]
         except KeyError:

@@ -103,16 +103,21 @@ async def _check_projections(
             for row in await conn.fetch("SELECT id, balance FROM flows.meter_shadows")
         }
         hh = await conn.fetch(
-            """SELECT r.meter_id, r.element::text AS element, h."timestamp", h.kwh
+            """SELECT r.meter_id, r.element::text AS element, r.direction_reversed,
+                      h."timestamp", h.kwh
                FROM flows.register_interval_hh h
                JOIN flows.meter_registers r ON r.register_id = h.register_id"""
         )
     finally:
         await conn.close()
     intervals: dict[uuid.UUID, dict[datetime, Decimal]] = defaultdict(dict)
+    # A generation meter's register is reversed: its kwh is the meter's export.
+    reversed_meters = set()
     for row in hh:
         if row["element"] in ("A", "SINGLE"):
             intervals[row["meter_id"]][row["timestamp"]] = row["kwh"]
+            if row["direction_reversed"]:
+                reversed_meters.add(row["meter_id"])
     compared = 0
     for meter in fleet.meters:
         if meter.three_phase:
@@ -124,7 +129,9 @@ async def _check_projections(
         last = max(mine) + timedelta(minutes=30)
         truths = {t.start: t for t in fleet.intervals(meter.index, min(mine), last)}
         for start, kwh in mine.items():
-            assert kwh == Decimal(truths[start].import_a) / 1000, (meter.serial, start)
+            truth = truths[start]
+            wh = truth.export_a if meter_id in reversed_meters else truth.import_a
+            assert kwh == Decimal(wh) / 1000, (meter.serial, start)
             compared += 1
     assert compared >= (METERS * 3 // 5) * 10
 
