@@ -134,9 +134,12 @@ async def test_another_fleet_is_refused_and_older_rows_give_up_the_addresses(
         )
         report = await register_fleet(conn, fleet.seed, identities)
         assert report.addresses_taken_over == 1
-        assert await conn.fetchval(
-            "SELECT ip_address FROM flows.meter_registry WHERE serial = 'EML2200000001'"
-        ) is None
+        assert (
+            await conn.fetchval(
+                "SELECT ip_address FROM flows.meter_registry WHERE serial = 'EML2200000001'"
+            )
+            is None
+        )
         other = _fleet(seed=2)
         with pytest.raises(FleetConflictError, match="fresh database"):
             await register_fleet(conn, 2, [other.state.identity(i) for i in range(6)])
