@@ -152,6 +152,7 @@ def plan_topology(identities: Iterable[MeterIdentity]) -> Topology:
             )
         )
         name = f"{ESCO_CODE}.Plot-{number}.C"
+        circuits: tuple[CircuitPlan, ...]
         if hardware.twin_element:
             circuits = (_circuit(name, "A", "power", fuse), _circuit(name, "B", "heat", fuse))
         else:
