@@ -2,19 +2,30 @@
 
 Uses ``--database-url`` / ``FLOWSD_DATABASE_URL`` when given, otherwise the embedded
 PostgreSQL under the state directory; migrates it; starts a simulated fleet (mixed hardware,
-one loopback address per meter from 127.77.0.1) in this process and registers it in
-``flows.meter_registry``; then runs the daemon (normally with the demo preset,
-``config/flowsd-demo.toml``, as ``make run`` does) until Ctrl-C or SIGTERM, logging a
-one-line summary every few seconds. ``flowsd status`` in another terminal shows the fleet.
+one loopback address per meter from 127.77.0.1) in this process and registers it with the
+documentation's topology (ESCO WLCE, see :mod:`flowsd.sim.topology`); then runs the daemon
+(normally with the demo preset, ``config/flowsd-demo.toml``, as ``make run`` does) until
+Ctrl-C or SIGTERM, logging a one-line summary every few seconds. ``flowsd status`` in another
+terminal shows the fleet.
+
+History: so that the documented queries about the past (balance history, yesterday's circuit
+energy, meters offline for hours) have answers at once, the demo starts its fleet and the
+daemon's clock ``--history-hours`` in the past (or where the database's newest reading left
+off, if later), polls the fleet every :data:`HISTORY_STEP` of simulated time as fast as it
+answers, and then runs in real time. One meter (the fleet's last) loses its signal
+:data:`OFFLINE_FOR` before real time and stays offline, as a meter in the field does.
 """
 
 from __future__ import annotations
 
 import argparse
 import faulthandler
+import time
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import msgspec
+import structlog
 
 from flowsd.app import Daemon
 from flowsd.commands.run import add_common_arguments, database_url, load
@@ -23,11 +34,18 @@ from flowsd.db.connect import connect
 from flowsd.db.migrate import migrate
 from flowsd.errors import UserError
 from flowsd.ops.logs import configure_logging
+from flowsd.sim.clock import SimClock
 from flowsd.sim.faults import FaultSpecError
 from flowsd.sim.fleet import DEFAULT_BASE_ADDRESS, SimulatedFleet
 from flowsd.sim.register import register_fleet
 
 DEMO_SUMMARY_SECONDS = 10.0
+HISTORY_STEP = timedelta(hours=3)
+OFFLINE_FOR = timedelta(hours=6)
+# Longest wait for the fleet to answer one history step before moving on regardless.
+_ROUND_SECONDS = 300.0
+
+log = structlog.get_logger("flowsd.demo")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--base-address", default=DEFAULT_BASE_ADDRESS, metavar="IP", help="address of meter 0"
     )
     parser.add_argument("--faults", default=None, metavar="SPEC", help="simulator fault rules")
+    parser.add_argument(
+        "--history-hours", type=float, default=27.0, metavar="H",
+        help="simulated hours polled before real time at start (default 27; 0: none)",
+    )  # fmt: skip
     parser.set_defaults(handler=run)
 
 
@@ -54,10 +76,12 @@ def demo_config(config: Config) -> Config:
     return msgspec.structs.replace(config, daemon=daemon)
 
 
-async def start_fleet(args: argparse.Namespace, port: int) -> SimulatedFleet:
+async def start_fleet(args: argparse.Namespace, port: int, clock: SimClock) -> SimulatedFleet:
     """The simulated fleet, listening; a bad option or a taken address is a UserError."""
     if args.meters < 1:
         raise UserError("--meters must be at least 1")
+    if args.history_hours < 0:
+        raise UserError("--history-hours must not be negative")
     try:
         fleet = SimulatedFleet(
             meters=args.meters,
@@ -65,6 +89,7 @@ async def start_fleet(args: argparse.Namespace, port: int) -> SimulatedFleet:
             base_address=args.base_address,
             port=port,
             faults=args.faults,
+            clock=clock,
         )
         await fleet.start()
     except FaultSpecError as exc:
@@ -78,6 +103,55 @@ async def start_fleet(args: argparse.Namespace, port: int) -> SimulatedFleet:
     return fleet
 
 
+async def history_start(url: str, hours: float, connect_timeout: float) -> datetime:
+    """Where the demo's clock starts: ``hours`` ago, or at the newest stored reading if later."""
+    start = datetime.now(UTC) - timedelta(hours=hours)
+    conn = await connect(url, connect_timeout=connect_timeout)
+    try:
+        newest: datetime | None = await conn.fetchval(
+            "SELECT max(read_at) FROM flows.meter_event_log"
+        )
+    finally:
+        await conn.close()
+    if newest is None:
+        return start
+    return min(max(start, newest), datetime.now(UTC))
+
+
+async def play_history(
+    daemon: Daemon, fleet: SimulatedFleet, clock: SimClock, faults: str | None
+) -> None:
+    """Step the frozen clock to real time, one fleet-wide poll per step, then let it run."""
+    await daemon.ready.wait()
+    offline = len(fleet.meters) - 1 if len(fleet.meters) > 1 else None
+
+    def settled() -> bool:
+        return daemon.supervisor.round_complete() or daemon.stop_requested.is_set()
+
+    behind = time.time() - clock.unix()
+    if behind > 1:
+        log.info("demo: polling the simulated past", hours=round(behind / 3600, 1))
+    while not daemon.stop_requested.is_set():
+        remaining = time.time() - clock.unix()
+        if remaining <= 1:
+            break
+        step = min(HISTORY_STEP.total_seconds(), remaining)
+        if offline is not None and remaining - step <= OFFLINE_FOR.total_seconds():
+            fleet.set_faults(",".join(filter(None, [faults, f"offline@{offline}=1:1h"])))
+            log.info("demo: a meter loses its signal", serial=fleet.meters[offline].serial)
+            offline = None
+        clock.advance(seconds=step)
+        with anyio.move_on_after(_ROUND_SECONDS) as waited:
+            # The condition is derived from every meter's schedule: no event announces it.
+            while not settled():  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        if waited.cancelled_caught:
+            log.warning("demo: the fleet did not answer a history step in time; moving on")
+    clock.advance(seconds=max(0.0, time.time() - clock.unix()))
+    clock.set_speed(1.0)
+    log.info("demo: running in real time")
+
+
 def run(args: argparse.Namespace) -> int:
     faulthandler.enable()
     config = demo_config(load(args))
@@ -88,20 +162,44 @@ def run(args: argparse.Namespace) -> int:
             conn = await connect(url, connect_timeout=config.database.connect_timeout_seconds)
             try:
                 await migrate(conn)
-                fleet = await start_fleet(args, config.meters.port)
+            finally:
+                await conn.close()
+            start = await history_start(
+                url, args.history_hours, config.database.connect_timeout_seconds
+            )
+            clock = SimClock(start, speed=0.0) if args.history_hours > 0 else SimClock()
+            fleet = await start_fleet(args, config.meters.port, clock)
+            try:
+                conn = await connect(url, connect_timeout=config.database.connect_timeout_seconds)
                 try:
                     identities = [fleet.state.identity(i) for i in range(len(fleet.meters))]
                     await register_fleet(conn, args.seed, identities)
-                except BaseException:
-                    await fleet.stop()
-                    raise
-            finally:
-                await conn.close()
-            try:
+                finally:
+                    await conn.close()
                 daemon = Daemon(
-                    config, url, config_path=args.config, cli_database_url=args.database_url
+                    config,
+                    url,
+                    config_path=args.config,
+                    cli_database_url=args.database_url,
+                    wall_clock=clock.unix,
                 )
-                return await daemon.run()
+                status: list[int] = []
+                fatal: list[UserError] = []
+                async with anyio.create_task_group() as tg:
+
+                    async def daemon_main() -> None:
+                        try:
+                            status.append(await daemon.run())
+                        except UserError as exc:  # raised below, not as an exception group
+                            fatal.append(exc)
+                        finally:
+                            tg.cancel_scope.cancel()
+
+                    tg.start_soon(daemon_main)
+                    await play_history(daemon, fleet, clock, args.faults)
+                if fatal:
+                    raise fatal[0]
+                return status[0] if status else 0
             finally:
                 await fleet.stop()
 

@@ -52,6 +52,10 @@ class SimClock:
     def now_datetime(self) -> datetime:
         return from_emop(self.now())
 
+    def unix(self) -> float:
+        """Simulated now as Unix seconds: a wall clock for code that should follow this one."""
+        return self.now() + _EMOP_EPOCH_UNIX
+
     def advance(
         self, *, days: float = 0, hours: float = 0, minutes: float = 0, seconds: float = 0
     ) -> None:

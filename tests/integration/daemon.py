@@ -218,3 +218,17 @@ async def fetchval(url: str, query: str, *args: object) -> Any:
         return await conn.fetchval(query, *args)
     finally:
         await conn.close()
+
+
+async def poll_round(daemon: Daemon) -> None:
+    """Wait until every online meter has been polled for each cadence slot begun on the
+    daemon's (simulated) clock: call after moving the clock."""
+    await wait_until(daemon.supervisor.round_complete)
+
+
+async def projections_caught_up(daemon: Daemon, url: str) -> None:
+    """Wait until everything polled so far is committed and applied by every projector."""
+    await daemon.appender.flush()
+    head = await fetchval(url, "SELECT coalesce(max(position), 0) FROM flows.meter_event_log")
+    assert daemon.projectors is not None
+    assert await daemon.projectors.wait_caught_up(head, WAIT_SECONDS), "projectors behind"
