@@ -22,6 +22,7 @@ from flowsd.meters.observations import (
 from flowsd.meters.plan import PollPlan
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume
+from flowsd.sim.clock import SimClock
 from flowsd.sim.faults import FaultPlan
 
 from .conftest import (
@@ -317,3 +318,26 @@ async def test_two_meter_ids_on_one_address_never_talk_to_it_at_once() -> None:
             # Two turns each: neither id is starved once the other has had its go.
             await sink.wait_for(lambda: polls("DUPLICATE") >= 2 and polls(target.serial) >= 2)
         assert supervisor.limiter.peak_in_flight == 1
+
+
+async def test_round_complete_tells_a_clock_driver_when_every_online_meter_was_polled() -> None:
+    clock = SimClock(datetime(2026, 3, 10, 12, tzinfo=UTC), speed=0.0)
+    plan = plan_of(["csq_net_op", "prepay_balance"], period=60.0)
+    config = settings(offline_after_failures=1, request_attempts=1)
+    async with fleet_of(3, hardware=["B1.w"] * 3, faults="refuse@2=1") as fleet:
+        fleet.clock = clock
+        sink = Collector()
+        supervisor = FleetSupervisor(config, plan, sink, wall_clock=clock.unix)
+        supervisor.apply(targets_for(fleet))
+        async with running(supervisor):
+            # Nothing is due before the clock moves: each meter's first slot is the next one.
+            assert supervisor.round_complete()
+            for step in range(1, 4):
+                clock.advance(hours=1)
+                assert not supervisor.round_complete()
+                await wait_until(supervisor.round_complete)
+                polls = [
+                    len(_outcomes(sink, m.serial, "poll")) for m in fleet.meters
+                ]  # the refused meter went offline in the first round: probed since, not polled
+                assert polls == [step, step, 1], polls
+                assert [o.ok for o in _outcomes(sink, fleet.meters[0].serial)] == [True] * step
