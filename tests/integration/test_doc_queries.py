@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
@@ -213,7 +214,7 @@ async def _check_settlement_day(
         day,
     )
     expected: dict[str, int] = {}
-    monthly: dict[str, object] = {}
+    monthly: dict[str, Decimal] = {}
     for meter, circuit in polled.topology.circuits():
         energy = polled.circuit_energy(meter, circuit, now)
         slots = [start for start in energy if start.astimezone(LONDON).date() == day]
@@ -222,7 +223,7 @@ async def _check_settlement_day(
             monthly[circuit.name] = sum(
                 (kwh for start, kwh in energy.items()
                  if start.astimezone(LONDON).date().replace(day=1) == day.replace(day=1)),
-                start=0,
+                start=Decimal(0),
             )  # fmt: skip
     assert {r["name"]: r["n"] for r in counted} == expected
     assert max(expected.values()) == half_hours
