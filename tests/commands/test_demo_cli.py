@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import anyio
-import asyncpg
 
-from tests.integration.doc_truth import documented_queries
+from tests.integration.doc_truth import row_counts
 
 DEMO_CONFIG = Path(__file__).parents[2] / "config" / "flowsd-demo.toml"
 # Seed 1's first 8 meters have every role: a communal three-phase supply (offline meters query
@@ -69,7 +68,7 @@ async def test_demo_history_answers_every_documented_query(
                 await real_time.wait()
             assert process.returncode is None, "flowsd demo ended early:\n" + "".join(output)
             assert any("a meter loses its signal" in line for line in output)
-            counts = await _documented_row_counts(database_url)
+            counts = await row_counts(database_url)
             # The low-balance query's rows depend on the day (balances wander); all others
             # answer.
             assert all(n > 0 for name, n in counts.items() if name != "q3"), counts
@@ -82,22 +81,3 @@ async def test_demo_history_answers_every_documented_query(
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-async def _documented_row_counts(url: str) -> dict[str, int]:
-    conn = await asyncpg.connect(url, server_settings={"timezone": "UTC"})
-    try:
-        values = {
-            "esco_id": await conn.fetchval("SELECT id FROM flows.escos WHERE code = 'WLCE'"),
-            "site_id": await conn.fetchval("SELECT id FROM flows.sites_new"),
-            "meter_id": await conn.fetchval(
-                "SELECT id FROM flows.meter_registry WHERE serial = 'EML2137580826'"
-            ),
-        }
-        counts = {}
-        for name, sql in documented_queries().items():
-            filled = re.sub(r"\{\{(\w+)\}\}", lambda m: str(values[m[1]]), sql)
-            counts[name] = len(await conn.fetch(filled))
-        return counts
-    finally:
-        await conn.close()

@@ -3,8 +3,11 @@ truth and the fleet's topology plan, for a fleet the daemon polled at known simu
 
 :class:`Polled` records when each meter answered a poll; everything a projection holds follows
 from that: balances and signal quality at those times, and the half hours of the profile logs
-each poll read (back to the backfill horizon). :func:`check` compares one query's rows with
-the expectation for a given ``now()`` / ``CURRENT_DATE`` and session time zone.
+each poll read (back to the backfill horizon). :func:`run_and_check` runs one query and
+compares its rows with the expectation for its ``now()`` / ``CURRENT_DATE`` and session zone.
+
+``python -m tests.integration.doc_truth URL [ZONE ...]`` prints each query's row count on a
+database holding a registered simulated fleet (e.g. `make run`'s, under ``.state/pg``).
 """
 
 from __future__ import annotations
@@ -398,3 +401,34 @@ async def run_and_check(
     except AssertionError as exc:
         raise AssertionError(f"{name} in a {zone} session at {now} (CURRENT_DATE {today})") from exc
     return len(rows)
+
+
+async def row_counts(url: str, zone: str = "UTC") -> dict[str, int]:
+    """Each documented query's row count on ``url`` (placeholders: ESCO WLCE, its site, meter
+    EML2137580826), in a session of ``zone``."""
+    conn = await asyncpg.connect(url, server_settings={"timezone": zone})
+    try:
+        esco = await conn.fetchval("SELECT id FROM flows.escos WHERE code = 'WLCE'")
+        values = {
+            "esco_id": esco,
+            "site_id": await conn.fetchval("SELECT id FROM flows.sites_new WHERE esco = $1", esco),
+            "meter_id": await conn.fetchval(
+                "SELECT id FROM flows.meter_registry WHERE serial = 'EML2137580826'"
+            ),
+        }
+        counts = {}
+        for name, sql in documented_queries().items():
+            filled = re.sub(r"\{\{(\w+)\}\}", lambda m: str(values[m[1]]), sql)
+            counts[name] = len(await conn.fetch(filled))
+        return counts
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    import asyncio
+    import sys
+
+    for zone_name in sys.argv[2:] or ["UTC"]:
+        for query, count in asyncio.run(row_counts(sys.argv[1], zone_name)).items():
+            print(f"{zone_name}\t{query}\t{count}")
