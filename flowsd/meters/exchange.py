@@ -42,7 +42,7 @@ from flowsd.meters.observations import FailureReason
 from flowsd.meters.transport import MeterConnection, TransportError
 from flowsd.meters.watchdog import ProgressWatchdog
 
-RequestKind = Literal["object", "profile_log", "event_log", "probe"]
+RequestKind = Literal["object", "profile_log", "event_log", "probe", "command"]
 
 
 class PollAbortError(Exception):
@@ -126,14 +126,18 @@ class MeterLink:
         attempts: int | None,
         twin: bool,
         watchdog: ProgressWatchdog,
+        stoppable: bool = True,
     ) -> Answer | Failure:
-        """Send ``request`` until it succeeds, fails for good, or runs out of attempts."""
+        """Send ``request`` until it succeeds, fails for good, or runs out of attempts.
+
+        A stop of the engine ends a ``stoppable`` request between attempts (a poll is read
+        again after a restart); a command's requests run to their end."""
         wire = encode_request(request)
         max_attempts = attempts or self.settings.request_attempts
         failure = Failure("internal", "no attempt made", 0)
         for attempt in range(max_attempts):
             if attempt:
-                if self.stopping():
+                if stoppable and self.stopping():
                     raise PollAbortError  # not the meter's failure: do not count it
                 metrics.RETRIES.inc()
                 settings = self.settings
@@ -146,7 +150,9 @@ class MeterLink:
                     )
                 )
             try:
-                answer = await self._attempt(wire, request, twin, watchdog, attempt + 1)
+                answer = await self._attempt(
+                    wire, request, twin, watchdog, attempt + 1, stoppable=stoppable
+                )
             except TransportError as exc:
                 failure = Failure(exc.reason, exc.detail, attempt + 1)
             except EmopError as exc:
@@ -163,7 +169,14 @@ class MeterLink:
         return failure
 
     async def _attempt(
-        self, wire: bytes, request: Request, twin: bool, watchdog: ProgressWatchdog, number: int
+        self,
+        wire: bytes,
+        request: Request,
+        twin: bool,
+        watchdog: ProgressWatchdog,
+        number: int,
+        *,
+        stoppable: bool,
     ) -> Answer:
         settings = self.settings
         wait = self._last_exchange_end + settings.min_gap_seconds - time.monotonic()
@@ -171,7 +184,7 @@ class MeterLink:
             await anyio.sleep(wait)
         start = time.monotonic()
         try:
-            conn = await self._connection(watchdog)
+            conn = await self._connection(watchdog, stoppable)
             sent_at = self.wall_clock()
             try:
                 frame = await conn.exchange(wire, settings.read_timeout_seconds)
@@ -191,12 +204,12 @@ class MeterLink:
         finally:
             self._last_exchange_end = time.monotonic()
 
-    async def _connection(self, watchdog: ProgressWatchdog) -> MeterConnection:
+    async def _connection(self, watchdog: ProgressWatchdog, stoppable: bool) -> MeterConnection:
         if self._conn is not None and self._conn.usable:
             return self._conn
         self.close()
         if not self.limiter.try_acquire():
-            if self.stopping():
+            if stoppable and self.stopping():
                 raise PollAbortError
             # Waiting for the fleet's caps is not being stuck; stop() may cancel this wait.
             self.waiting_for_slot = True

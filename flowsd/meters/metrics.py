@@ -120,6 +120,27 @@ CLOCK_DRIFT = Histogram(
 )
 
 
+COMMANDS = Counter(
+    "flowsd_meter_commands",
+    "Commands run for clients (gRPC, database, CLI) by operation and outcome "
+    "('ok', or the failure reason).",
+    ["operation", "outcome"],
+    registry=REGISTRY,
+)
+COMMANDS_RUNNING = Gauge(
+    "flowsd_meter_commands_running", "Commands being sent to meters now.", registry=REGISTRY
+)
+COMMANDS_QUEUED = Gauge(
+    "flowsd_meter_commands_queued", "Commands waiting in meters' queues.", registry=REGISTRY
+)
+COMMANDS_REFUSED = Counter(
+    "flowsd_meter_commands_refused",
+    "Commands refused before queueing, by reason (not_found, unavailable, queue_full, stopping).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 

@@ -62,6 +62,10 @@ class Reading(Observation, frozen=True, kw_only=True):
     record: Record
     meter_time: datetime | None = None
     latency_seconds: float
+    # Whose read it is: None for the run's own (poll) reads, a command's id for the reads
+    # of that command, CLIENT_READS for single reads served to clients. Reads of objects
+    # that only make an event together (a tariff) are assembled per lane.
+    lane: UUID | None = None
 
 
 class ClockDrift(Observation, frozen=True, kw_only=True):
@@ -152,13 +156,13 @@ class ReadFailure(Observation, frozen=True, kw_only=True):
 
 
 class SessionOutcome(Observation, frozen=True, kw_only=True):
-    """The end of one poll (or breaker probe) of one meter.
+    """The end of one poll (or breaker probe, or run of commands only) of one meter.
 
     ``transition`` is the breaker's view: ``went_offline`` when this poll made the meter
     cross the failure threshold, ``came_online`` when an offline meter answered again.
     """
 
-    kind: Literal["poll", "probe"]
+    kind: Literal["poll", "probe", "commands"]
     cadences: tuple[str, ...]
     ok: bool
     reason: FailureReason | None = None
@@ -171,6 +175,56 @@ class SessionOutcome(Observation, frozen=True, kw_only=True):
     duration_seconds: float
 
 
+CommandSource = Literal["grpc", "database"]
+
+
+class CommandRequested(Observation, frozen=True, kw_only=True):
+    """A command that changes a meter was accepted into the meter's queue.
+
+    ``client`` names who asked (a certificate's CN/OU, a database role and idempotency key);
+    ``payload_sha256`` is a salted digest of what will be written (see
+    :func:`flowsd.meters.command.payload_digest`): a top-up token never appears in clear.
+    ``arguments`` holds the caller's parameters that are not secret.
+    """
+
+    command_id: UUID
+    source: CommandSource
+    client: str
+    operation: str
+    objects: tuple[str, ...]
+    payload_sha256: str | None = None
+    arguments: dict[str, str] = {}
+
+
+class CommandOutcome(Observation, frozen=True, kw_only=True):
+    """The end of one command, and of its lane of reads.
+
+    ``recorded`` is True for commands that change the meter (they have a
+    :class:`CommandRequested`); reads served to clients finish their lane with
+    ``recorded`` False. ``writes_acknowledged`` of ``writes_total`` tells how far a
+    multi-write sequence got (a sequence cut short is ``interrupted``); ``nak`` names the
+    meter's refusal; ``reason`` is a :data:`FailureReason` or one of ``deadline``,
+    ``unavailable``, ``stopped``, ``precondition``.
+    """
+
+    command_id: UUID
+    lane: UUID
+    operation: str
+    recorded: bool
+    ok: bool
+    reason: str | None = None
+    detail: str = ""
+    nak: str | None = None
+    writes_acknowledged: int = 0
+    writes_total: int = 0
+    readback: dict[str, str] = {}
+    duration_seconds: float = 0.0
+
+    @property
+    def interrupted(self) -> bool:
+        return 0 < self.writes_acknowledged < self.writes_total
+
+
 ObservationT = (
     Reading
     | ClockDrift
@@ -180,6 +234,8 @@ ObservationT = (
     | EventLogScanned
     | ReadFailure
     | SessionOutcome
+    | CommandRequested
+    | CommandOutcome
 )
 
 # The engine awaits the sink with the observations of one exchange (or one outcome); while

@@ -16,6 +16,11 @@ Public surface::
         await supervisor.stop()          # stop dialling, let in-flight polls end, then return
     supervisor.status()                  # counts, in-flight, slowest and failing meters
     supervisor.reconfigure(meters, plan) # a reloaded config: caps, timeouts, cadences
+    await supervisor.submit(meter_id, command)   # a command joins the meter's session
+    await supervisor.poll_now(meter_id).wait()   # a full poll of one meter, now
+
+A command or a poll request wakes its meter at the next tick: an idle meter runs it at once
+(ahead of its routine polls), a busy one between two plan items of the poll in progress.
 """
 
 from __future__ import annotations
@@ -38,10 +43,19 @@ from flowsd.config import MetersConfig
 from flowsd.emop import UnknownObjectError, by_name
 from flowsd.errors import ConfigError
 from flowsd.meters import metrics
+from flowsd.meters.command import CommandResult, MeterCommand
 from flowsd.meters.limits import ConnectionLimiter
 from flowsd.meters.observations import FailureReason, ObservationSink
 from flowsd.meters.plan import PollPlan
-from flowsd.meters.session import MeterSession, SessionStats, WallClock
+from flowsd.meters.poll import Poll, Probe
+from flowsd.meters.session import (
+    Job,
+    MeterSession,
+    PollRequest,
+    QueueFullError,
+    SessionStats,
+    WallClock,
+)
 from flowsd.meters.target import MeterTarget
 
 
@@ -90,6 +104,19 @@ class FleetStatus(msgspec.Struct, frozen=True):
     failing: list[FailingMeter]
 
 
+class CommandRefusedError(Exception):
+    """A command (or poll request) that cannot join its meter's session.
+
+    ``reason``: ``not_found`` (not in this daemon's fleet), ``unavailable`` (the meter is
+    offline), ``queue_full``, ``stopping``.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
 def _utc(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
@@ -105,8 +132,12 @@ class FleetSupervisor:
         *,
         wall_clock: WallClock = time.time,
         rng: random.Random | None = None,
+        queue_size: int = 16,
+        readback_settle_seconds: float = 10.0,
     ) -> None:
         FleetSupervisor._check(settings)
+        self.queue_size = queue_size
+        self.readback_settle_seconds = readback_settle_seconds
         self.settings = settings
         self.plan = plan
         self.sink = sink
@@ -130,6 +161,7 @@ class FleetSupervisor:
         self._offline = 0
         self._busy_addresses: set[tuple[str, int]] = set()
         self._address_waiters: dict[tuple[str, int], collections.deque[MeterSession]] = {}
+        self._by_serial: dict[str, UUID] = {}
         self.log = structlog.get_logger("flowsd.meters")
 
     # ----------------------------------------------------------------- meters
@@ -145,6 +177,7 @@ class FleetSupervisor:
                 self._offline -= not gone.breaker.online
                 if gone.cancel_scope is not None:
                     gone.cancel_scope.cancel()
+                self._forsake(gone, "the meter left the fleet")
                 removed += 1
         for meter_id, target in wanted.items():
             session = self.sessions.get(meter_id)
@@ -159,6 +192,8 @@ class FleetSupervisor:
                     wall_clock=self.wall_clock,
                     rng=random.Random(self.rng.getrandbits(64)),
                     stopping=lambda: self._stopping,
+                    queue_size=self.queue_size,
+                    readback_settle_seconds=self.readback_settle_seconds,
                 )
                 self.sessions[meter_id] = session
                 self._offline += not session.breaker.online
@@ -171,8 +206,23 @@ class FleetSupervisor:
                 if not session.running:
                     self._push(session)
                 updated += 1
+        self._by_serial = {
+            s.target.serial: meter_id for meter_id, s in self.sessions.items() if s.target.serial
+        }
         self._refresh_state_gauge()
         return ApplyResult(added, updated, removed, unchanged)
+
+    def _forsake(self, session: MeterSession, why: str) -> None:
+        """Fail what a session that is going away still holds for callers."""
+        for request in session.poll_requests:
+            request.finish(None)
+        session.poll_requests.clear()
+        if session.commands and self._task_group is not None:
+            self._task_group.start_soon(session.fail_queued, "unavailable", why)
+        elif session.commands:
+            for command in session.commands:
+                command.finish(CommandResult(ok=False, reason="unavailable", detail=why))
+            session.commands.clear()
 
     def _address(self, session: MeterSession) -> tuple[str, int]:
         return (session.target.ip_address, session.target.port or self.settings.port)
@@ -259,10 +309,18 @@ class FleetSupervisor:
             self._launch(tg, session, now)
 
     def _launch(self, tg: TaskGroup, session: MeterSession, now: float) -> None:
-        if session.breaker.online:
+        if session.poll_requests:
+            # Asked for (`flowsd poll`): every cadence, whatever the breaker says.
+            due = session.schedule.due(now)
+            session.schedule.mark_done(due, now)
+            self._start(tg, session, Poll(session.plan.cadence_names()))
+        elif session.breaker.online:
             due = session.schedule.due(now)
             if not due:
-                self._push(session)
+                if session.commands or session.readback_due <= now:
+                    self._start(tg, session, None)
+                else:
+                    self._push(session)
                 return
             lateness = session.schedule.lateness(due, now)
             metrics.SCHEDULE_LATENESS.observe(lateness)
@@ -270,9 +328,11 @@ class FleetSupervisor:
             if skipped:
                 self.stats.skipped_slots += skipped
                 metrics.SKIPPED_SLOTS.inc(skipped)
-            self._start(tg, session, tuple(due))
+            self._start(tg, session, Poll(tuple(due)))
+        elif session.commands:
+            self._start(tg, session, None)  # fails them: the meter went offline meanwhile
         elif session.breaker.probe_due(now):
-            self._start(tg, session, None)
+            self._start(tg, session, Probe())
         else:
             self._push(session)
 
@@ -291,23 +351,23 @@ class FleetSupervisor:
         if not waiters:
             self._address_waiters.pop(address, None)
 
-    def _start(
-        self, tg: TaskGroup, session: MeterSession, cadences: tuple[str, ...] | None
-    ) -> None:
+    def _start(self, tg: TaskGroup, session: MeterSession, job: Job | None) -> None:
         session.running = True
         self._busy_addresses.add(self._address(session))
         self._busy += 1
         self._idle = anyio.Event() if self._busy == 1 else self._idle
-        tg.start_soon(self._drive, session, cadences)
+        tg.start_soon(self._drive, session, job)
 
-    async def _drive(self, session: MeterSession, cadences: tuple[str, ...] | None) -> None:
+    async def _drive(self, session: MeterSession, job: Job | None) -> None:
         was_online = session.breaker.online
+        waiting: list[PollRequest] = list(session.poll_requests) if isinstance(job, Poll) else []
+        outcome = None
         try:
-            if cadences is None:
-                await session.probe()
-            else:
-                await session.poll(cadences)
+            outcome = await session.run(job)
         finally:
+            for request in waiting:
+                session.poll_requests.remove(request)
+                request.finish(outcome)
             session.running = False
             address = self._address(session)
             self._busy_addresses.discard(address)
@@ -330,8 +390,81 @@ class FleetSupervisor:
             # Not dialled yet: nothing is in flight for these, so end them now.
             if session.waiting_for_slot and session.cancel_scope is not None:
                 session.cancel_scope.cancel()
+            for request in session.poll_requests:
+                request.finish(None)
+            session.poll_requests.clear()
+            if session.commands:
+                with anyio.CancelScope(shield=True):
+                    await session.fail_queued("stopped", "the daemon is stopping")
         if self._running:
             await self._stopped.wait()
+
+    # ----------------------------------------------------------------- commands
+
+    def meter_id_of(self, serial: str) -> UUID | None:
+        """The fleet's meter with this serial (None: not polled by this daemon)."""
+        return self._by_serial.get(serial)
+
+    def _session_for(self, meter_id: UUID) -> MeterSession:
+        if self._stopping:
+            metrics.COMMANDS_REFUSED.labels("stopping").inc()
+            raise CommandRefusedError("stopping", "the daemon is stopping")
+        session = self.sessions.get(meter_id)
+        if session is None:
+            metrics.COMMANDS_REFUSED.labels("not_found").inc()
+            raise CommandRefusedError("not_found", "the meter is not in this daemon's fleet")
+        return session
+
+    async def submit(self, meter_id: UUID, command: MeterCommand) -> None:
+        """Queue ``command`` in the meter's session and wake it; raises
+        :class:`CommandRefusedError`. A command that changes the meter is recorded
+        (``CommandRequested``) before it can start."""
+        session = self._session_for(meter_id)
+        if not session.breaker.online:
+            metrics.COMMANDS_REFUSED.labels("unavailable").inc()
+            since = _utc(session.breaker.offline_since)
+            raise CommandRefusedError(
+                "unavailable",
+                f"the meter is offline since {since:%Y-%m-%d %H:%M:%S}Z"
+                if since
+                else "the meter is offline",
+            )
+        if len(session.commands) >= session.queue_size:
+            metrics.COMMANDS_REFUSED.labels("queue_full").inc()
+            raise CommandRefusedError(
+                "queue_full", f"{len(session.commands)} commands already wait for this meter"
+            )
+        if command.changes_meter:
+            target = session.target
+            now = datetime.fromtimestamp(self.wall_clock(), UTC)
+            await self.sink([command.requested(target.meter_id, target.serial, now)])
+        try:
+            session.enqueue(command)
+        except QueueFullError:  # filled up while the request was being recorded
+            metrics.COMMANDS_REFUSED.labels("queue_full").inc()
+            full = CommandResult(ok=False, reason="queue_full", detail="the queue filled up")
+            await session.finish_unrun(command, full, None)
+            raise CommandRefusedError("queue_full", full.detail) from None
+        self._wake_now(session)
+
+    async def withdraw(self, meter_id: UUID, command: MeterCommand, result: CommandResult) -> bool:
+        """Take back a command whose caller gave up before it started."""
+        session = self.sessions.get(meter_id)
+        if session is None:
+            return False
+        return await session.withdraw(command, result)
+
+    def poll_now(self, meter_id: UUID) -> PollRequest:
+        """Ask for a full poll of the meter as soon as it is free; wait on the result."""
+        session = self._session_for(meter_id)
+        request = PollRequest()
+        session.poll_requests.append(request)
+        self._wake_now(session)
+        return request
+
+    def _wake_now(self, session: MeterSession) -> None:
+        if not session.running:
+            self._push(session)
 
     # ----------------------------------------------------------------- introspection
 

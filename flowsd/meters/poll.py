@@ -1,0 +1,225 @@
+"""The routine jobs a meter session runs: a poll of the plan's due cadences, and a probe.
+
+A :class:`Poll` reads the plan items of its cadences in order (learning the hardware first
+when the registry does not know it), pages the meter's event log from the session's cursor
+and reads the profile logs from the session's per-log cursors with back-fill. Between two
+plan items, and between two profile-log requests, it lets the session serve queued commands
+(:meth:`~flowsd.meters.session.MeterSession.serve_commands`), so a command waits for at most
+one item. A :class:`Probe` is one cheap read of an offline meter, without retries.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from flowsd.emop import EventLogRequest, ProfileLogRequest, ReadRequest, by_name
+from flowsd.emop.records import EventLog, ProfileLog1, ProfileLog2
+from flowsd.meters import metrics
+from flowsd.meters.backfill import (
+    LogCursor,
+    choose_next,
+    first_wanted,
+    newest_complete,
+    to_datetime,
+)
+from flowsd.meters.eventlog import EventLogScan, LogRecord
+from flowsd.meters.exchange import Answer, Failure, PollAbortError
+from flowsd.meters.observations import (
+    EventLogScanned,
+    IntervalGap,
+    IntervalRecord,
+    MeterLogEntry,
+    Observation,
+)
+from flowsd.meters.plan import (
+    EventLogRead,
+    ObjectRead,
+    PlanItem,
+    ProfileLogsRead,
+    is_twin_element,
+)
+
+if TYPE_CHECKING:
+    from flowsd.meters.conversation import Conversation
+    from flowsd.meters.session import MeterSession
+
+_HARDWARE_VERSION = by_name("hardware_version")
+
+
+class Probe:
+    """One read of ``probe_object`` (no retries) to see whether an offline meter is back."""
+
+    kind: Literal["probe"] = "probe"
+    cadences: tuple[str, ...] = ()
+
+    async def run(self, conv: Conversation) -> None:
+        info = by_name(conv.session.settings.probe_object)
+        answer = await conv.request(ReadRequest(info.id), "probe", info.name, attempts=1)
+        if isinstance(answer, Answer):
+            await conv.emit([conv.reading(info.name, info.id, answer)])
+
+
+class Poll:
+    """Everything the plan holds for ``cadences``, in plan order."""
+
+    kind: Literal["poll"] = "poll"
+
+    def __init__(self, cadences: tuple[str, ...]) -> None:
+        self.cadences = cadences
+
+    async def run(self, conv: Conversation) -> None:
+        session = conv.session
+        if session.family is None:
+            await self._learn_hardware(conv)
+        for item in self.items(session):
+            if session.stopping():
+                raise PollAbortError
+            await session.serve_commands(conv)
+            await self._run_item(conv, item)
+
+    def items(self, session: MeterSession) -> list[PlanItem]:
+        wanted = set(self.cadences)
+        items: list[PlanItem] = []
+        for cadence in session.plan.cadences(session.family or "single_phase"):
+            if cadence.name in wanted:
+                items.extend(i for i in cadence.items if i not in items)
+        return items
+
+    async def _run_item(self, conv: Conversation, item: PlanItem) -> None:
+        match item:
+            case ObjectRead(name=name, object_id=oid):
+                if name not in conv.read_objects:
+                    await self._read_object(conv, name, oid)
+            case EventLogRead():
+                await self._read_event_log(conv)
+            case ProfileLogsRead():
+                if conv.session.family == "single_phase":
+                    await self._read_profile_logs(conv)
+
+    async def _learn_hardware(self, conv: Conversation) -> None:
+        answer = await self._read_object(conv, _HARDWARE_VERSION.name, _HARDWARE_VERSION.id)
+        if isinstance(answer, Failure) and answer.reason == "nak":
+            # Three-phase meters refuse hardware_version (SPEC §5.2).
+            conv.session.set_hardware("THREE_PHASE_UNKNOWN")
+
+    async def _read_object(self, conv: Conversation, name: str, oid: int) -> Answer | Failure:
+        conv.read_objects.add(name)
+        return await conv.read_object(name, oid)
+
+    # ----------------------------------------------------------------- event log
+
+    async def _read_event_log(self, conv: Conversation) -> None:
+        session = conv.session
+        scan = EventLogScan(session.event_cursor, max_pages=session.settings.event_log_max_pages)
+        while (page := scan.next_page()) is not None:
+            records = await self._event_page(conv, page)
+            if records is None:
+                return  # the cursor stays; the whole scan is repeated next time
+            scan.add_page(records)
+        if scan.needs_confirmation:
+            again = await self._event_page(conv, 0)
+            if again is None:
+                return
+            if not scan.unchanged(again):
+                metrics.EVENT_LOG_RESCANS.inc()
+                session.log.info("meter event log moved during the scan; rescanning next poll")
+                return
+        result = scan.result()
+        base = conv.base()
+        observations: list[Observation] = [
+            MeterLogEntry(
+                **base,
+                occurred_at=entry.occurred_at,
+                event_id=entry.event_id,
+                event_set=entry.event_set,
+                ordinal=entry.ordinal,
+            )
+            for entry in result.entries
+        ]
+        observations.append(
+            EventLogScanned(
+                **base,
+                pages_read=result.pages_read,
+                new_entries=len(result.entries),
+                cursor=result.cursor,
+                possibly_lost_before=result.possibly_lost_before,
+                invalid_records=result.invalid_records,
+            )
+        )
+        if result.possibly_lost_before is not None:
+            metrics.EVENT_LOG_OVERFLOWS.inc()
+            session.log.warning(
+                "meter event log overflowed since the last scan",
+                possibly_lost_before=result.possibly_lost_before.isoformat(),
+            )
+        if result.invalid_records:
+            metrics.EVENT_LOG_INVALID.inc(result.invalid_records)
+        await conv.emit(observations)
+        session.event_cursor = result.cursor
+
+    async def _event_page(self, conv: Conversation, index: int) -> list[LogRecord] | None:
+        answer = await conv.request(EventLogRequest(index), "event_log", "event_log")
+        if isinstance(answer, Failure):
+            return None
+        record = answer.response.record
+        assert isinstance(record, EventLog)
+        return [LogRecord(e.timestamp, int(e.event_id), e.event_set) for e in record.events]
+
+    # ----------------------------------------------------------------- profile logs
+
+    async def _read_profile_logs(self, conv: Conversation) -> None:
+        session = conv.session
+        settings = session.settings
+        newest = newest_complete(conv.now(), settings.profile_settle_seconds)
+        horizon = settings.backfill_horizon_hours * 3600
+        resume = session.target.resume
+        cursors = session.profile_cursors
+        for log, last in ((1, resume.profile_log_1_last), (2, resume.profile_log_2_last)):
+            if log not in cursors:
+                cursors[log] = LogCursor(log, first_wanted(last, newest, horizon))  # type: ignore[arg-type]
+        twin = is_twin_element(session.hardware)
+        budget = settings.backfill_max_requests_per_poll
+        stalled: set[int] = set()
+        while budget > 0:
+            cursor = choose_next(cursors.values(), newest, stalled)
+            if cursor is None:
+                return
+            if budget < settings.backfill_max_requests_per_poll:
+                await session.serve_commands(conv)
+            budget -= 1
+            requested = cursor.next_wanted
+            request = ProfileLogRequest(cursor.log, requested)
+            answer = await conv.request(
+                request, "profile_log", f"profile_log_{cursor.log}", twin=twin
+            )
+            if isinstance(answer, Failure):
+                stalled.add(cursor.log)
+                continue
+            body = answer.response.record
+            assert isinstance(body, ProfileLog1 | ProfileLog2)
+            accepted = cursor.accept(requested, body.records, newest)
+            base = conv.base()
+            observations: list[Observation] = [
+                IntervalRecord(
+                    **base,
+                    log=cursor.log,
+                    interval_at=to_datetime(r.timestamp),
+                    status=r.status,
+                    record=r,
+                )
+                for r in accepted.records
+            ]
+            for start, end in accepted.gaps:
+                metrics.INTERVAL_GAPS.inc()
+                observations.append(
+                    IntervalGap(
+                        **base,
+                        log=cursor.log,
+                        start=to_datetime(start),
+                        end=to_datetime(end),
+                    )
+                )
+            if observations:
+                await conv.emit(observations)
+            if not accepted.progressed:
+                stalled.add(cursor.log)
