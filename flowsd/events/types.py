@@ -44,7 +44,9 @@ Type ids (``meter_event_log_type`` names in brackets):
   1106 :class:`HealthChanged`, 1107 :class:`FirmwareChanged`, 1108 :class:`HardwareChanged`,
   1109 :class:`SerialChanged`, 1110 :class:`PrepayModeChanged`, 1111
   :class:`ClockDriftThresholdCrossed`, 1112 :class:`DaylightSavingsCorrectionChanged`.
-* 1201–1299 reserved for commands and their outcomes (future tariff written, clock set, ...).
+* 1201–1299 commands: 1201 :class:`CommandRequested`, 1202 :class:`CommandSucceeded`, 1203
+  :class:`CommandFailed` (a write, a top-up, a clock set, a future tariff, prepay mode, ...;
+  what a command changed shows in the reading events of its read-back).
 
 The SQL name of each type is the tag in upper case (``balance_read`` -> ``BALANCE_READ``).
 
@@ -484,6 +486,75 @@ class DaylightSavingsCorrectionChanged(
     enabled: bool
 
 
+# --- commands (1201-1299) --------------------------------------------------------------------
+
+
+class CommandRequested(EventBody, frozen=True, tag="command_requested"):
+    """A command that changes a meter was accepted for it (gRPC, command table, CLI).
+
+    ``client``: who asked (certificate CN/OU, or database role and idempotency key);
+    ``payload_sha256``: ``sha256(meter id | payload ...)`` of the writes, so a token is never
+    stored in clear yet the same token sent twice is recognisable; ``arguments``: the
+    caller's parameters that are not secret (a tariff's prices, a flag's value).
+    """
+
+    TYPE_ID: ClassVar[int] = 1201
+    NAME: ClassVar[str] = "COMMAND_REQUESTED"
+
+    command_id: uuid.UUID
+    source: str
+    client: str
+    operation: str
+    objects: tuple[str, ...]
+    payload_sha256: str | None = None
+    arguments: dict[str, str] = {}
+
+    def discriminator(self) -> str:
+        return str(self.command_id)
+
+
+class CommandSucceeded(EventBody, frozen=True, tag="command_succeeded"):
+    """The meter acknowledged every write; ``readback`` holds what was read back (and read
+    before, prefixed ``before:``) as operators read it, e.g. the balance after a top-up."""
+
+    TYPE_ID: ClassVar[int] = 1202
+    NAME: ClassVar[str] = "COMMAND_SUCCEEDED"
+
+    command_id: uuid.UUID
+    operation: str
+    writes: int
+    readback: dict[str, str] = {}
+    duration_seconds: float = 0.0
+
+    def discriminator(self) -> str:
+        return str(self.command_id)
+
+
+class CommandFailed(EventBody, frozen=True, tag="command_failed"):
+    """The command did not complete. ``nak`` names the meter's refusal (a spent token:
+    ``SECURITY_NOT_GRANTED``); ``reason`` is the failure reason (``nak``, a transport
+    reason, ``deadline``, ``unavailable``, ``stopped``, ``precondition``, ``interrupted``).
+    ``writes_acknowledged`` of ``writes_total`` shows how far a sequence got: an
+    ``interrupted`` sequence left the meter part-written, and its read-back follows."""
+
+    TYPE_ID: ClassVar[int] = 1203
+    NAME: ClassVar[str] = "COMMAND_FAILED"
+
+    command_id: uuid.UUID
+    operation: str
+    reason: str
+    detail: str = ""
+    nak: str | None = None
+    writes_acknowledged: int = 0
+    writes_total: int = 0
+    interrupted: bool = False
+    readback: dict[str, str] = {}
+    duration_seconds: float = 0.0
+
+    def discriminator(self) -> str:
+        return str(self.command_id)
+
+
 # Every body this version of flowsd writes. The order is irrelevant; ids and tags are unique.
 AnyBody: TypeAlias = (
     MeterLogEntry
@@ -515,6 +586,9 @@ AnyBody: TypeAlias = (
     | PrepayModeChanged
     | ClockDriftThresholdCrossed
     | DaylightSavingsCorrectionChanged
+    | CommandRequested
+    | CommandSucceeded
+    | CommandFailed
 )
 
 BODY_CLASSES: tuple[type[EventBody], ...] = get_args(AnyBody)

@@ -234,11 +234,18 @@ HardwareOf = Callable[[UUID], "str | None"]
 IncompleteCause = Literal["piece_missing", "poll_stopped"]
 
 
+# Pieces are kept per (meter, lane): the poll's own reads (lane None), each command's reads,
+# and single reads served to clients, so a command served between two plan items never mixes
+# its pieces with the poll's.
+Lane = tuple[UUID, "UUID | None"]
+
+
 class PollAssembler:
-    """Pieces of grouped reads per meter, until their group is complete or the poll ends."""
+    """Pieces of grouped reads per meter and lane, until their group is complete or the poll
+    (or command) ends."""
 
     def __init__(self) -> None:
-        self._pending: dict[UUID, dict[str, _Pending]] = {}
+        self._pending: dict[Lane, dict[str, _Pending]] = {}
 
     @staticmethod
     def handles(object_name: str) -> bool:
@@ -247,7 +254,8 @@ class PollAssembler:
     def add(self, reading: Reading, hardware: str | None) -> types.Event | None:
         """Keep one piece; returns the group's event when this piece completed it."""
         group = GROUP_OF[reading.object_name]
-        groups = self._pending.setdefault(reading.meter_id, {})
+        lane = (reading.meter_id, reading.lane)
+        groups = self._pending.setdefault(lane, {})
         pending = groups.get(group)
         if pending is None:
             pending = groups[group] = _Pending(reading.read_at, reading.read_at)
@@ -256,39 +264,55 @@ class PollAssembler:
         if group in COMPLETE_WHEN_ALL_READ and len(pending.pieces) == len(GROUPS[group]):
             del groups[group]
             if not groups:
-                del self._pending[reading.meter_id]
+                del self._pending[lane]
             return self._event(reading.meter_id, group, pending, hardware, "piece_missing")
         return None
 
     def finish(
-        self, meter_id: UUID, hardware: str | None, *, stopped: bool = False
+        self,
+        meter_id: UUID,
+        hardware: str | None,
+        *,
+        stopped: bool = False,
+        lane: UUID | None = None,
+        keep_waiting: bool = False,
     ) -> list[types.Event]:
-        """Build whatever the meter's poll left pending (called at the poll's end);
-        ``stopped``: the poll was cut short by a stop, not by a failed read."""
-        groups = self._pending.pop(meter_id, None)
+        """Build whatever the meter's poll (or a command, ``lane``) left pending, at its
+        end; ``stopped``: the poll was cut short by a stop, not by a failed read.
+        ``keep_waiting``: groups that are built only once complete (a tariff) stay pending
+        for the pieces still to come (single reads for clients arrive one per request)."""
+        groups = self._pending.pop((meter_id, lane), None)
         if not groups:
             return []
         cause: IncompleteCause = "poll_stopped" if stopped else "piece_missing"
         events = []
+        kept: dict[str, _Pending] = {}
         for group, pending in groups.items():
+            if keep_waiting and group in COMPLETE_WHEN_ALL_READ:
+                kept[group] = pending
+                continue
             event = self._event(meter_id, group, pending, hardware, cause)
             if event is not None:
                 events.append(event)
+        if kept:
+            self._pending[(meter_id, lane)] = kept
         return events
 
     def finish_all(self, hardware_of: HardwareOf) -> list[types.Event]:
         """Build everything pending (at shutdown, when polls were abandoned)."""
         events: list[types.Event] = []
-        for meter_id in list(self._pending):
-            events.extend(self.finish(meter_id, hardware_of(meter_id), stopped=True))
+        for meter_id, lane in list(self._pending):
+            hardware = hardware_of(meter_id)
+            events.extend(self.finish(meter_id, hardware, stopped=True, lane=lane))
         return events
 
     def forget(self, meter_id: UUID) -> None:
-        self._pending.pop(meter_id, None)
+        for lane in [key for key in self._pending if key[0] == meter_id]:
+            del self._pending[lane]
 
     @property
     def pending_meters(self) -> int:
-        return len(self._pending)
+        return len({meter_id for meter_id, _ in self._pending})
 
     def _event(
         self,

@@ -16,7 +16,7 @@ import structlog
 
 from flowsd.emop.records import HardwareVersion, ProfileLog1Record, ThreePhaseHardwareConfiguration
 from flowsd.events import types
-from flowsd.ingest import mapping, metrics
+from flowsd.ingest import commands, mapping, metrics
 from flowsd.ingest.assembly import PollAssembler
 from flowsd.ingest.detector import ChangeDetector
 from flowsd.ingest.sessions import SessionTracker
@@ -107,6 +107,10 @@ class Ingest:
                     self.tracker.read_failed(observation)
             case obs.SessionOutcome():
                 return self._outcome(observation)
+            case obs.CommandRequested():
+                return [self._event(observation, commands.requested_body(observation))]
+            case obs.CommandOutcome():
+                return self._command_outcome(observation)
         return []
 
     def _reading(self, reading: obs.Reading) -> list[types.Event]:
@@ -148,6 +152,21 @@ class Ingest:
         events.extend(self.detector.after_poll(outcome))
         if self.tracker is not None:
             self.tracker.poll_finished(outcome)
+        return events
+
+    def _command_outcome(self, outcome: obs.CommandOutcome) -> list[types.Event]:
+        events: list[types.Event] = []
+        hardware = self.hardware.get(outcome.meter_id)
+        client_reads = not outcome.recorded
+        built = self.assembler.finish(
+            outcome.meter_id, hardware, lane=outcome.lane, keep_waiting=client_reads
+        )
+        for event in built:
+            events.extend(self._with_changes(event))
+        if outcome.recorded:
+            events.append(self._event(outcome, commands.outcome_body(outcome)))
+        if self.tracker is not None and not outcome.ok and outcome.recorded:
+            self.tracker.command_failed(outcome)
         return events
 
     def _with_changes(self, event: types.Event) -> list[types.Event]:

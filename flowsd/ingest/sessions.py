@@ -19,7 +19,7 @@ import msgspec
 
 from flowsd import __version__
 from flowsd.ingest import metrics
-from flowsd.meters.observations import ReadFailure, SessionOutcome
+from flowsd.meters.observations import CommandOutcome, ReadFailure, SessionOutcome
 
 
 @dataclass(slots=True)
@@ -59,13 +59,14 @@ class SessionTracker:
         row.serial = outcome.serial
         row.online = outcome.online
         row.consecutive_failures = outcome.consecutive_failures
-        row.last_poll_at = outcome.read_at
-        row.last_poll_seconds = outcome.duration_seconds
-        row.polls += 1
+        if outcome.kind != "commands":  # a run of commands only is not a poll
+            row.last_poll_at = outcome.read_at
+            row.last_poll_seconds = outcome.duration_seconds
+            row.polls += 1
         if outcome.ok:
             row.last_success_at = outcome.read_at
         else:
-            row.failed_polls += 1
+            row.failed_polls += outcome.kind != "commands"
             row.last_failure_at = outcome.read_at
             reason = outcome.reason or "failed"
             row.last_error = f"{reason}: {outcome.detail}" if outcome.detail else reason
@@ -78,6 +79,12 @@ class SessionTracker:
         row = self._row(failure.meter_id, failure.serial)
         row.last_failure_at = failure.read_at
         row.last_error = f"{failure.object_name}: {failure.reason}: {failure.detail}"
+
+    def command_failed(self, outcome: CommandOutcome) -> None:
+        row = self._row(outcome.meter_id, outcome.serial)
+        row.last_failure_at = outcome.read_at
+        what = outcome.nak or outcome.reason or "failed"
+        row.last_error = f"command {outcome.operation}: {what}: {outcome.detail}"
 
     def forget(self, meter_id: UUID) -> None:
         self.rows.pop(meter_id, None)
