@@ -78,6 +78,29 @@ SAMPLES: list[t.AnyBody] = [
     t.PrepayModeChanged(previous=True, prepay_enabled=False),
     t.ClockDriftThresholdCrossed(drift_seconds=75.0, threshold_seconds=60.0, above=True),
     t.DaylightSavingsCorrectionChanged(previous=False, enabled=True),
+    t.CommandRequested(
+        command_id=uuid.UUID("00000000-0000-4000-8000-000000000007"),
+        source="grpc",
+        client="CN=ops-tool,OU=internal",
+        operation="top_up",
+        objects=("prepay_token_send",),
+        payload_sha256="ab" * 32,
+    ),
+    t.CommandSucceeded(
+        command_id=uuid.UUID("00000000-0000-4000-8000-000000000007"),
+        operation="top_up",
+        writes=1,
+        readback={"before:prepay_balance": "3.2", "prepay_balance": "28.2"},
+        duration_seconds=4.2,
+    ),
+    t.CommandFailed(
+        command_id=uuid.UUID("00000000-0000-4000-8000-000000000008"),
+        operation="future_tariff",
+        reason="read_timeout",
+        writes_acknowledged=5,
+        writes_total=11,
+        interrupted=True,
+    ),
 ]
 
 
@@ -93,7 +116,9 @@ def test_type_ids_names_and_tags_are_unique_and_in_their_ranges() -> None:
     tags = [msgspec.inspect.type_info(cls).tag for cls in t.BODY_CLASSES]  # type: ignore[attr-defined]
     assert len(set(tags)) == len(tags)
     for cls in own:
-        assert cls.TYPE_ID in t.READING_TYPE_IDS or cls.TYPE_ID in t.STATE_CHANGE_TYPE_IDS
+        ranges = (t.READING_TYPE_IDS, t.STATE_CHANGE_TYPE_IDS, t.COMMAND_TYPE_IDS)
+        assert any(cls.TYPE_ID in r for r in ranges)
+        assert (cls.TYPE_ID in t.COMMAND_TYPE_IDS) == cls.NAME.startswith("COMMAND_")
         assert str(msgspec.inspect.type_info(cls).tag).upper() == cls.NAME  # type: ignore[attr-defined]
         assert (cls.TYPE_ID in t.READING_TYPE_IDS) == cls.NAME.endswith(("_READ", "_RECORD"))
 
