@@ -43,6 +43,13 @@ fmt: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix flowsd tests bench
 	$(BIN)/ruff format flowsd tests bench
 
+PROTO_DIR := flowsd/mediator/proto
+
+.PHONY: proto
+proto: $(STAMP) ## Regenerate flowsd/mediator/proto/mediator_pb2.py(i) from mediator.proto
+	$(BIN)/python -m grpc_tools.protoc -I $(PROTO_DIR) --python_out=$(PROTO_DIR) \
+		--pyi_out=$(PROTO_DIR) $(PROTO_DIR)/mediator.proto
+
 .PHONY: run
 run: $(STAMP) ## Run flowsd on its embedded defaults: local PostgreSQL (unless FLOWSD_DATABASE_URL) + simulated fleet
 	$(BIN)/flowsd demo --config $(CONFIG)

@@ -36,6 +36,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from flowsd.config import Config, load_config, with_database_url
+from flowsd.control.dispatch import Dispatcher
 from flowsd.db.connect import CONNECTION_ERRORS, connect, create_pool_from_config
 from flowsd.db.migrate import applied_versions, check_compatible, load_migrations
 from flowsd.db.urls import redact
@@ -46,6 +47,9 @@ from flowsd.ingest.detector import ChangeDetector
 from flowsd.ingest.pipeline import Ingest
 from flowsd.ingest.seed import load_meter_states, load_resume
 from flowsd.ingest.sessions import Heartbeat, SessionTracker, flush, load_rows
+from flowsd.mediator.auth import Policy
+from flowsd.mediator.server import serve_mediator, tls_enabled
+from flowsd.mediator.service import MediatorService
 from flowsd.meters.plan import PollPlan
 from flowsd.meters.registry import RegistryMeter, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
@@ -111,8 +115,14 @@ class Daemon:
         self.appender = Appender.from_config(config, self._connect)
         self.ingest = Ingest(self.appender.append_many, self.detector, tracker=self.tracker)
         self.supervisor = FleetSupervisor(
-            config.meters, PollPlan.from_config(config.poll), self.ingest, wall_clock=wall_clock
+            config.meters,
+            PollPlan.from_config(config.poll),
+            self.ingest,
+            wall_clock=wall_clock,
+            queue_size=config.commands.queue_size,
+            readback_settle_seconds=config.commands.readback_settle_seconds,
         )
+        self.dispatcher = Dispatcher(self.supervisor, lambda: self._pool)
         self.registry = RegistrySource(
             self._connect, self._apply_meters, reload_seconds=config.daemon.registry_reload_seconds
         )
@@ -123,6 +133,8 @@ class Daemon:
         self._pool: asyncpg.Pool | None = None
         self.projectors: ProjectorRunner | None = None
         self.management_address: tuple[str, int] | None = None
+        self.mediator_address: tuple[str, int] | None = None
+        self._mediator_scope: anyio.CancelScope | None = None
 
     # -- running ------------------------------------------------------------------------------
 
@@ -176,6 +188,8 @@ class Daemon:
                 )
             except (OSError, ValueError) as exc:
                 raise UserError(f"management endpoint: cannot listen on {listen}: {exc}") from exc
+        if self.config.mediator.listen:
+            self.mediator_address = await tg.start(self._run_mediator)
         tg.start_soon(self._run_appender)
         self._appender_started = True
         assert self._pool is not None  # opened by _wait_for_database
@@ -198,6 +212,18 @@ class Daemon:
             await self.appender.run()
         finally:
             self._appender_done.set()
+
+    async def _run_mediator(self, *, task_status: anyio.abc.TaskStatus[tuple[str, int]]) -> None:
+        mediator = self.config.mediator
+        service = MediatorService(
+            self.dispatcher,
+            Policy(mediator, tls=tls_enabled(mediator)),
+            lambda: self._pool,
+            mediator.max_wait_seconds,
+        )
+        with anyio.CancelScope() as scope:
+            self._mediator_scope = scope
+            await serve_mediator(mediator, service, task_status=task_status)
 
     async def _run_registry(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         with anyio.CancelScope() as scope:
@@ -319,6 +345,8 @@ class Daemon:
             if self._registry_scope is not None:
                 self._registry_scope.cancel()
             await self.supervisor.stop()
+            if self._mediator_scope is not None:
+                self._mediator_scope.cancel()
             if self._appender_started:
                 leftovers = self.ingest.pending_events()
                 if leftovers:

@@ -197,6 +197,43 @@ class ProjectionsConfig(_Section, frozen=True):
     retry_max_seconds: Seconds = 30.0
 
 
+Role = Literal["writer", "reader", "info", "none"]
+
+
+class MediatorConfig(_Section, frozen=True):
+    """The mediator gRPC API (flowsd.mediator): see config/flowsd.toml [mediator]."""
+
+    # host:port to serve the API on; empty: off. Without TLS only a loopback address.
+    listen: str = ""
+    # Mutual TLS: the server's certificate chain and key, and the CA that signs clients'.
+    tls_certificate: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # With TLS, a client's role comes from its certificate's OU, or its CN (client_roles).
+    writer_units: list[str] = msgspec.field(default_factory=lambda: ["internal"])
+    reader_units: list[str] = msgspec.field(default_factory=lambda: ["partner"])
+    info_units: list[str] = msgspec.field(default_factory=lambda: ["readonly"])
+    default_role: Role = "writer"
+    client_roles: dict[str, Role] = msgspec.field(default_factory=dict)
+    # CN -> ESCO codes: such a client reaches only the meters of those ESCOs.
+    client_escos: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    # Longest a request waits for its meter when the client set no deadline.
+    max_wait_seconds: Annotated[float, msgspec.Meta(gt=0)] = 75.0
+
+
+class CommandsConfig(_Section, frozen=True):
+    """Commands for meters (gRPC, the command table, the CLI): see config/flowsd.toml."""
+
+    # Commands waiting per meter; a full queue refuses (gRPC RESOURCE_EXHAUSTED).
+    queue_size: PositiveInt = 16
+    # Raw future-tariff writes arrive one request at a time: the tariff is read back once
+    # no such write came for this long.
+    readback_settle_seconds: Seconds = 10.0
+    # Run the commands of flowsd.meter_command (woken by NOTIFY; this is the fallback poll).
+    table: bool = True
+    table_poll_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+
+
 class Config(_Section, frozen=True):
     database: DatabaseConfig = DatabaseConfig()
     state: StateConfig = StateConfig()
@@ -208,6 +245,8 @@ class Config(_Section, frozen=True):
     projections: ProjectionsConfig = ProjectionsConfig()
     ingest: IngestConfig = IngestConfig()
     daemon: DaemonConfig = DaemonConfig()
+    mediator: MediatorConfig = MediatorConfig()
+    commands: CommandsConfig = CommandsConfig()
 
     @property
     def state_directory(self) -> Path:

@@ -18,10 +18,12 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
+import msgspec
 
 from flowsd.app import Daemon
 from flowsd.config import Config, load_config, with_database_url
 from flowsd.db.connect import resolve_database
+from flowsd.mediator.server import check_config as check_mediator
 from flowsd.ops.logs import configure_logging
 from flowsd.ops.notify import SystemdNotifier
 
@@ -33,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run", help="run the daemon (what systemd starts)", description=__doc__.split("\n\n")[0]
     )
     add_common_arguments(parser)
+    parser.add_argument(
+        "--mediator-listen",
+        metavar="HOST:PORT",
+        help="serve the mediator gRPC API here (overrides [mediator] listen)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -70,6 +77,15 @@ def load(args: argparse.Namespace) -> Config:
     return with_database_url(load_config(args.config), args.database_url)
 
 
+def with_mediator_listen(config: Config, listen: str | None) -> Config:
+    """``config`` with ``[mediator] listen`` replaced (``--mediator-listen``), checked."""
+    if listen is not None:
+        mediator = msgspec.structs.replace(config.mediator, listen=listen)
+        config = msgspec.structs.replace(config, mediator=mediator)
+    check_mediator(config.mediator)
+    return config
+
+
 @contextlib.contextmanager
 def database_url(config: Config) -> Iterator[str]:
     """The URL to use (the embedded server is started if configured so, and released at the
@@ -85,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     faulthandler.enable()
     notifier = SystemdNotifier()
     try:
-        config = load(args)
+        config = with_mediator_listen(load(args), args.mediator_listen)
     except Exception as exc:
         notifier.status(f"config invalid: {exc}")
         raise

@@ -264,7 +264,7 @@ class FleetSupervisor:
     def _push(self, session: MeterSession) -> None:
         session.heap_generation += 1
         wake = session.next_wake()
-        if math.isfinite(wake):
+        if wake < math.inf:  # -inf: a command or poll request waits
             heapq.heappush(self._heap, (wake, session.heap_generation, session.target.meter_id))
 
     def _refresh_state_gauge(self) -> None:

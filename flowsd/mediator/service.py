@@ -1,0 +1,338 @@
+"""The mediator's methods: each meter request is a command in the meter's own session.
+
+``readElement``, ``writeElement`` and ``sendRawMessage`` become commands
+(:mod:`flowsd.meters.command`) queued in the meter's session through the
+:class:`~flowsd.control.dispatch.Dispatcher`, so a client's request shares the meter's one
+connection, pacing and breaker with the daemon's polls. Status codes:
+
+====================  ==================================================================
+``NOT_FOUND``         no meter with that serial
+``UNAVAILABLE``       the meter is passive, has no address, is offline, or the daemon is
+                      stopping
+``RESOURCE_EXHAUSTED``  the meter's queue is full
+``DEADLINE_EXCEEDED``   the caller's deadline passed before the command could start
+``FAILED_PRECONDITION`` the meter refused (a NAK, named in the details: a spent token is
+                      ``SECURITY_NOT_GRANTED``); the reference mediator ignores NAKs
+``INTERNAL``          the meter did not answer (``failed to connect after retries``, or
+                      ``EOFError`` when it closed early: the phrases the reference client
+                      recognises) or answered nonsense
+``INVALID_ARGUMENT``  a missing serial, an object id or data field that cannot be sent
+``PERMISSION_DENIED`` see :mod:`flowsd.mediator.auth`
+====================  ==================================================================
+
+``GetInfo`` and ``GetMeters`` read ``flows.meter_registry`` and ``flows.meter_shadows``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import grpc
+import grpc.aio
+import structlog
+from google.protobuf.message import Message
+
+from flowsd.control.dispatch import Dispatcher, MeterRef, PoolOf
+from flowsd.db.connect import CONNECTION_ERRORS
+from flowsd.emop import (
+    ANY_METER,
+    REFERENCE_CLIENT,
+    EmopError,
+    Frame,
+    ReadRequest,
+    WriteRequest,
+    parse_request,
+)
+from flowsd.emop.frame import REFERENCE_SEQUENCE, control_byte
+from flowsd.mediator import metrics
+from flowsd.mediator.auth import Access, Identity, Policy, Refusal, identity_of
+from flowsd.mediator.proto import mediator_pb2 as pb
+from flowsd.meters.command import (
+    CommandResult,
+    Exchange,
+    MeterCommand,
+    Operation,
+    ReadObject,
+    write_element,
+)
+from flowsd.meters.supervisor import CommandRefusedError
+
+log = structlog.get_logger("flowsd.mediator")
+
+PACKAGE = "simt_emlite.mediator.grpc"
+MEDIATOR_SERVICE = f"{PACKAGE}.EmliteMediatorService"
+INFO_SERVICE = f"{PACKAGE}.InfoService"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Req = TypeVar("Req", bound=Message)
+Rep = TypeVar("Rep", bound=Message)
+
+_REFUSED_STATUS = {
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "stopping": grpc.StatusCode.UNAVAILABLE,
+    "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+_UNREACHABLE = frozenset({"refused", "connect_timeout", "unreachable", "reset", "read_timeout"})
+_CLOSED_EARLY = frozenset({"closed", "truncated"})
+_DATABASE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
+
+
+class StatusError(Exception):
+    """End the call with ``code`` and ``details``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def result_status(result: CommandResult) -> tuple[grpc.StatusCode, str] | None:
+    """The status for a failed command (None for success)."""
+    if result.ok:
+        return None
+    reason = result.reason or "internal"
+    if reason == "nak":
+        return grpc.StatusCode.FAILED_PRECONDITION, f"meter refused: NAK {result.nak}"
+    if reason == "precondition":
+        return grpc.StatusCode.FAILED_PRECONDITION, result.detail
+    if reason == "deadline":
+        return grpc.StatusCode.DEADLINE_EXCEEDED, result.detail
+    if reason in ("unavailable", "stopped"):
+        return grpc.StatusCode.UNAVAILABLE, result.detail
+    if reason in _UNREACHABLE:
+        return (
+            grpc.StatusCode.INTERNAL,
+            f"failed to connect after retries ({reason}: {result.detail})",
+        )
+    if reason in _CLOSED_EARLY:
+        return grpc.StatusCode.INTERNAL, f"EOFError: the meter closed early ({result.detail})"
+    return grpc.StatusCode.INTERNAL, f"invalid answer from the meter ({reason}: {result.detail})"
+
+
+class MediatorService:
+    """The handlers of both services, bound to one daemon."""
+
+    def __init__(self, dispatcher: Dispatcher, policy: Policy, pool: PoolOf, max_wait: float):
+        self.dispatcher = dispatcher
+        self.policy = policy
+        self._pool = pool
+        self.max_wait = max_wait
+
+    # ----------------------------------------------------------------- plumbing
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        def unary(
+            fn: Callable[[Any, Context], Awaitable[Message]],
+            request: type[Message],
+            reply: type[Message],
+        ) -> grpc.RpcMethodHandler[Any, Any]:
+            return grpc.unary_unary_rpc_method_handler(
+                fn,
+                request_deserializer=request.FromString,
+                response_serializer=reply.SerializeToString,
+            )
+
+        mediator = {
+            "sendRawMessage": unary(
+                self.send_raw_message, pb.SendRawMessageRequest, pb.SendRawMessageReply
+            ),
+            "readElement": unary(self.read_element, pb.ReadElementRequest, pb.ReadElementReply),
+            "writeElement": unary(self.write_element, pb.WriteElementRequest, pb.WriteElementReply),
+        }
+        info = {
+            "GetInfo": unary(self.get_info, pb.GetInfoRequest, pb.GetInfoReply),
+            "GetMeters": unary(self.get_meters, pb.GetMetersRequest, pb.GetMetersReply),
+        }
+        return [
+            grpc.method_handlers_generic_handler(MEDIATOR_SERVICE, mediator),
+            grpc.method_handlers_generic_handler(INFO_SERVICE, info),
+        ]
+
+    async def _call(
+        self, method: str, context: Context, body: Callable[[Identity], Awaitable[Rep]]
+    ) -> Rep:
+        started = time.monotonic()
+        identity = identity_of(context.auth_context(), context.peer())
+        code = grpc.StatusCode.OK
+        try:
+            return await body(identity)
+        except StatusError as exc:
+            code = exc.code
+            await context.abort(exc.code, exc.details)
+            raise  # abort() raises; this is never reached
+        finally:
+            metrics.REQUESTS.labels(method, code.name.lower()).inc()
+            metrics.REQUEST_DURATION.labels(method).observe(time.monotonic() - started)
+
+    def _authorize(self, identity: Identity, access: Access, method: str) -> None:
+        self._refuse(self.policy.check(identity, access, method), method)
+
+    def _refuse(self, refusal: Refusal | None, method: str) -> None:
+        if refusal is None:
+            return
+        metrics.REFUSALS.labels(refusal.reason).inc()
+        log.warning("mediator request refused", method=method, reason=refusal.reason,
+                    detail=refusal.message)  # fmt: skip
+        raise StatusError(grpc.StatusCode.PERMISSION_DENIED, refusal.message)
+
+    def _wait_seconds(self, context: Context) -> float:
+        remaining = context.time_remaining()
+        if remaining is None:
+            return self.max_wait
+        return max(0.0, min(remaining - 0.05, self.max_wait))
+
+    async def _meter(self, identity: Identity, serial: str, method: str) -> MeterRef:
+        if not serial:
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "target meter serial not specified")
+        scoped = self.policy.escos(identity) is not None
+        try:
+            ref = await self.dispatcher.lookup(serial, need_esco=scoped)
+        except CommandRefusedError as exc:
+            raise StatusError(_REFUSED_STATUS[exc.reason], exc.detail) from None
+        self._refuse(self.policy.check_esco(identity, ref.esco, serial), method)
+        return ref
+
+    async def _command(
+        self, identity: Identity, serial: str, operation: Operation, method: str, context: Context
+    ) -> CommandResult:
+        ref = await self._meter(identity, serial, method)
+        command = MeterCommand(operation, source="grpc", client=identity.describe())
+        try:
+            result = await self.dispatcher.run(
+                ref, command, wait_seconds=self._wait_seconds(context)
+            )
+        except CommandRefusedError as exc:
+            raise StatusError(
+                _REFUSED_STATUS[exc.reason], f"meter {serial}: {exc.detail}"
+            ) from None
+        status = result_status(result)
+        if status is not None:
+            code, details = status
+            raise StatusError(code, f"meter {serial}: {details}")
+        return result
+
+    # ----------------------------------------------------------------- meter methods
+
+    async def read_element(
+        self, request: pb.ReadElementRequest, context: Context
+    ) -> pb.ReadElementReply:
+        method = "readElement"
+
+        async def body(identity: Identity) -> pb.ReadElementReply:
+            self._authorize(identity, "read", method)
+            oid = _object_id(request.objectId)
+            result = await self._command(identity, request.serial, ReadObject(oid), method, context)
+            assert result.response is not None
+            return pb.ReadElementReply(response=result.response[5:])
+
+        return await self._call(method, context, body)
+
+    async def write_element(
+        self, request: pb.WriteElementRequest, context: Context
+    ) -> pb.WriteElementReply:
+        method = "writeElement"
+
+        async def body(identity: Identity) -> pb.WriteElementReply:
+            self._authorize(identity, "write", method)
+            oid = _object_id(request.objectId)
+            if len(request.payload) > 238:
+                raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "payload longer than 238 bytes")
+            operation = write_element(oid, bytes(request.payload))
+            await self._command(identity, request.serial, operation, method, context)
+            return pb.WriteElementReply()
+
+        return await self._call(method, context, body)
+
+    async def send_raw_message(
+        self, request: pb.SendRawMessageRequest, context: Context
+    ) -> pb.SendRawMessageReply:
+        method = "sendRawMessage"
+
+        async def body(identity: Identity) -> pb.SendRawMessageReply:
+            data = bytes(request.dataField)
+            try:
+                parsed = parse_request(
+                    Frame(ANY_METER, REFERENCE_CLIENT, control_byte(REFERENCE_SEQUENCE), data)
+                )
+            except EmopError as exc:
+                raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"data field: {exc}") from None
+            self._authorize(
+                identity, "write" if isinstance(parsed, WriteRequest) else "read", method
+            )
+            operation: Operation
+            if isinstance(parsed, ReadRequest):
+                operation = ReadObject(parsed.object_id)
+            elif isinstance(parsed, WriteRequest):
+                operation = write_element(parsed.object_id, parsed.payload)
+            else:
+                operation = Exchange(parsed)
+            result = await self._command(identity, request.serial, operation, method, context)
+            if result.response is None:  # a write: the meter's acknowledgement echoes the header
+                return pb.SendRawMessageReply(response=data[1:5])
+            return pb.SendRawMessageReply(response=result.response[1:])
+
+        return await self._call(method, context, body)
+
+    # ----------------------------------------------------------------- info methods
+
+    async def get_info(self, request: pb.GetInfoRequest, context: Context) -> pb.GetInfoReply:
+        method = "GetInfo"
+
+        async def body(identity: Identity) -> pb.GetInfoReply:
+            self._authorize(identity, "info", method)
+            ref = await self._meter(identity, request.serial, method)
+            registry = await self._query(
+                "SELECT to_jsonb(r) FROM flows.meter_registry r WHERE r.id = $1", ref.meter_id
+            )
+            shadow = await self._query(
+                "SELECT to_jsonb(s) FROM flows.meter_shadows s WHERE s.id = $1", ref.meter_id
+            )
+            data = {"registry": registry, "shadow": shadow}
+            return pb.GetInfoReply(json_data=json.dumps(data, indent=2))
+
+        return await self._call(method, context, body)
+
+    async def get_meters(self, request: pb.GetMetersRequest, context: Context) -> pb.GetMetersReply:
+        method = "GetMeters"
+
+        async def body(identity: Identity) -> pb.GetMetersReply:
+            self._authorize(identity, "info", method)
+            allowed = self.policy.escos(identity)
+            wanted = request.esco or None
+            if allowed is not None and wanted is not None and wanted not in allowed:
+                self._refuse(
+                    Refusal("esco", f"client {identity.describe()} may not list ESCO {wanted}"),
+                    method,
+                )
+            rows = await self._query(
+                """SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.serial), '[]'::jsonb)
+                   FROM flows.meter_registry r LEFT JOIN flows.escos e ON e.id = r.esco
+                   WHERE ($1::text IS NULL OR e.code = $1)
+                     AND ($2::text[] IS NULL OR e.code = ANY($2))""",
+                wanted,
+                None if allowed is None else sorted(allowed),
+            )
+            return pb.GetMetersReply(json_meters=json.dumps(rows, indent=2))
+
+        return await self._call(method, context, body)
+
+    async def _query(self, query: str, *args: object) -> Any:
+        pool = self._pool()
+        if pool is None:
+            raise StatusError(grpc.StatusCode.UNAVAILABLE, "the database is not reachable yet")
+        try:
+            value = await pool.fetchval(query, *args)
+        except _DATABASE_ERRORS as exc:
+            raise StatusError(grpc.StatusCode.UNAVAILABLE, f"database: {exc}") from None
+        return None if value is None else json.loads(value)
+
+
+def _object_id(value: int) -> int:
+    if not 0 <= value <= 0xFFFFFF:
+        raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"object id out of range: {value}")
+    return value
