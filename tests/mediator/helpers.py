@@ -65,7 +65,7 @@ class Client:
     async def raw(self, serial: str, data: bytes, deadline: float = 60) -> bytes:
         request = pb.SendRawMessageRequest(serial=serial, dataField=data)
         reply = await self._call(
-            MEDIATOR + "sendRawMessage", request, pb.SendRawMessageReply, timeout
+            MEDIATOR + "sendRawMessage", request, pb.SendRawMessageReply, deadline
         )
         return bytes(reply.response)
 
