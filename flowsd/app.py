@@ -37,6 +37,7 @@ from anyio.abc import TaskGroup
 
 from flowsd.config import Config, load_config, with_database_url
 from flowsd.control.dispatch import Dispatcher
+from flowsd.control.table import CommandTable
 from flowsd.db.connect import CONNECTION_ERRORS, connect, create_pool_from_config
 from flowsd.db.migrate import applied_versions, check_compatible, load_migrations
 from flowsd.db.urls import redact
@@ -123,6 +124,12 @@ class Daemon:
             readback_settle_seconds=config.commands.readback_settle_seconds,
         )
         self.dispatcher = Dispatcher(self.supervisor, lambda: self._pool)
+        self.command_table = CommandTable(
+            self._connect,
+            self.dispatcher,
+            instance=self.instance,
+            poll_seconds=config.commands.table_poll_seconds,
+        )
         self.registry = RegistrySource(
             self._connect, self._apply_meters, reload_seconds=config.daemon.registry_reload_seconds
         )
@@ -199,6 +206,8 @@ class Daemon:
         await tg.start(self.projectors.run)
         await tg.start(self._run_registry)
         await tg.start(self.supervisor.run)
+        if self.config.commands.table:
+            await tg.start(self.command_table.run)
         self._state_scope = anyio.CancelScope()
         tg.start_soon(self._state_writer, self._state_scope)
         if self.config.daemon.summary_seconds > 0:
@@ -345,6 +354,8 @@ class Daemon:
             if self._registry_scope is not None:
                 self._registry_scope.cancel()
             await self.supervisor.stop()
+            with anyio.move_on_after(self.config.daemon.drain_seconds):
+                await self.command_table.stop()
             if self._mediator_scope is not None:
                 self._mediator_scope.cancel()
             if self._appender_started:

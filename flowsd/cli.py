@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "flowsd.commands.verify",
     "flowsd.commands.projections",
     "flowsd.commands.status",
+    "flowsd.commands.meter",
+    "flowsd.commands.poll",
     "flowsd.commands.emop",
 )
 

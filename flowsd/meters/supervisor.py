@@ -466,6 +466,12 @@ class FleetSupervisor:
         if not session.running:
             self._push(session)
 
+    def wake(self, meter_id: UUID) -> None:
+        """Look at the meter again at the next tick (a read-back became due)."""
+        session = self.sessions.get(meter_id)
+        if session is not None:
+            self._wake_now(session)
+
     # ----------------------------------------------------------------- introspection
 
     def round_complete(self) -> bool:

@@ -16,7 +16,7 @@ import msgspec
 from google.protobuf.message import Message
 
 from flowsd.app import Daemon
-from flowsd.config import CommandsConfig, Config, MediatorConfig, PollConfig
+from flowsd.config import CommandsConfig, Config, MediatorConfig, MetersConfig, PollConfig
 from flowsd.mediator.proto import mediator_pb2 as pb
 from flowsd.sim.clock import SimClock
 from flowsd.sim.fleet import SimulatedFleet
@@ -99,12 +99,14 @@ def mediator_config(
     mediator: MediatorConfig | None = None,
     poll: PollConfig | None = None,
     commands: CommandsConfig | None = None,
+    meters_config: MetersConfig | None = None,
 ) -> Config:
     listen = f"127.0.0.1:{free_port('127.0.0.1')}"
     config = with_meters(
         daemon_config(
             tmp_path,
             url,
+            meters=meters_config,
             poll=poll
             or PollConfig(
                 cadences={"slow": 86_400.0},
@@ -133,6 +135,7 @@ async def served(
     mediator: MediatorConfig | None = None,
     poll: PollConfig | None = None,
     commands: CommandsConfig | None = None,
+    meters_config: MetersConfig | None = None,
 ) -> AsyncIterator[Served]:
     """A frozen-clock fleet, registered, and the daemon serving the mediator API."""
     await migrated(url)
@@ -141,7 +144,13 @@ async def served(
         url, meters, clock=clock, hardware=hardware, faults=faults
     ) as fleet:
         config = mediator_config(
-            tmp_path, url, fleet, mediator=mediator, poll=poll, commands=commands
+            tmp_path,
+            url,
+            fleet,
+            mediator=mediator,
+            poll=poll,
+            commands=commands,
+            meters_config=meters_config,
         )
         async with running_daemon(config, url, wall_clock=sim_wall_clock(clock)) as daemon:
             assert daemon.mediator_address is not None

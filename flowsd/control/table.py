@@ -1,0 +1,504 @@
+"""Commands from ``flowsd.meter_command``: claimed by the daemon that polls the meter, run
+once, the outcome written on the row (and in the log and the event log).
+
+Apps that cannot speak gRPC (PostgREST, ``flowsd meter``) insert a row (migration 80); the
+insert's ``NOTIFY flowsd_meter_command`` wakes the daemon, which also looks every
+``[commands] table_poll_seconds``. A row is *claimed* (``status = 'running'``, this daemon's
+instance and run id, its token moved out of ``flowsd_secret`` in the same transaction) only
+for a meter in this daemon's fleet, oldest first and one at a time per meter, and is then
+queued in the meter's session like any command. Its outcome is written back with ``NOTIFY
+flowsd_meter_command_done`` (payload: the row id); a database outage only delays that write.
+
+Exactly once: a claimed row is never claimed again. A command still queued when the daemon
+stops is handed back (``pending`` again, token restored) for the next start; a row found
+``running`` under an earlier run of this instance at start-up was cut off by a crash: it is
+marked failed (``interrupted``, outcome unknown), never run twice, and what it may have
+changed is read back. Several daemons (issue 12: shares of the fleet through lease rows)
+need nothing more: each claims only the meters it holds, so a command reaches the daemon that
+owns its meter; the start-up recovery then keys on the lease epoch instead of the run id.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID
+
+import anyio
+import asyncpg
+import msgspec
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from flowsd.control.dispatch import Dispatcher
+from flowsd.db.connect import CONNECTION_ERRORS
+from flowsd.emop import EncodeError, UnknownObjectError, by_id, by_name
+from flowsd.emop.view import operator_value, to_json
+from flowsd.errors import UserError
+from flowsd.meters import command as commands
+from flowsd.meters.command import CommandResult, MeterCommand, Operation, ReadObject
+from flowsd.meters.observations import CommandOutcome
+from flowsd.meters.plan import TARIFFS_FUTURE
+from flowsd.meters.supervisor import CommandRefusedError
+
+log = structlog.get_logger("flowsd.control")
+
+NOTIFY_CHANNEL = "flowsd_meter_command"
+DONE_CHANNEL = "flowsd_meter_command_done"
+# Command ids in events are derived from the row, so a command's events can be found by row.
+ROW_NAMESPACE = UUID("0b7f3c52-8d0e-4f57-a3a5-2b6c50f5d4b1")
+_RETRY_SECONDS = 2.0
+_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    asyncpg.PostgresError,
+    UserError,
+)
+
+_CLAIM = """
+WITH next AS (
+    SELECT c.id FROM flowsd.meter_command c
+    WHERE c.status = 'pending' AND c.meter_id = ANY($1::uuid[]) AND c.expires_at > now()
+      AND NOT EXISTS (SELECT FROM flowsd.meter_command p
+                      WHERE p.meter_id = c.meter_id AND p.status = 'pending' AND p.id < c.id)
+    ORDER BY c.id
+    LIMIT $2
+    FOR UPDATE OF c SKIP LOCKED
+)
+UPDATE flowsd.meter_command c
+SET status = 'running', claimed_by = $3, claim_run = $4, claimed_at = now()
+FROM next WHERE c.id = next.id
+RETURNING c.id, c.idempotency_key, c.serial, c.meter_id, c.kind, c.arguments::text AS arguments,
+          c.requested_by, c.client, c.expires_at
+"""
+_TAKE_TOKENS = """
+DELETE FROM flowsd_secret.meter_command_token WHERE command_id = ANY($1::bigint[])
+RETURNING command_id, token
+"""
+# Commands nobody will run: expired, or for a meter that is not pollable (passive, no address).
+_GIVE_UP = """
+WITH gone AS (
+    UPDATE flowsd.meter_command c
+    SET status = 'failed', finished_at = now(),
+        error = CASE WHEN c.expires_at <= now()
+                     THEN 'expired: not started before ' || c.expires_at::text
+                     ELSE 'unavailable: the meter is passive or has no address' END
+    WHERE c.status = 'pending'
+      AND (c.expires_at <= now() OR NOT EXISTS (
+            SELECT FROM flows.meter_registry r
+            WHERE r.id = c.meter_id AND r.mode = 'active' AND r.ip_address IS NOT NULL))
+    RETURNING c.id
+), tokens AS (
+    DELETE FROM flowsd_secret.meter_command_token t USING gone WHERE t.command_id = gone.id
+)
+SELECT id, pg_notify('flowsd_meter_command_done', id::text) FROM gone
+"""
+_INTERRUPTED = """
+UPDATE flowsd.meter_command
+SET status = 'failed', finished_at = now(),
+    error = 'interrupted: the daemon stopped while the command ran; its outcome is unknown'
+WHERE status = 'running' AND claimed_by = $1 AND claim_run IS DISTINCT FROM $2
+RETURNING id, meter_id, serial, kind, pg_notify('flowsd_meter_command_done', id::text)
+"""
+_FINISH = """
+UPDATE flowsd.meter_command SET status = $2, result = $3::jsonb, error = $4, finished_at = now()
+WHERE id = $1 AND status = 'running' AND claim_run = $5
+RETURNING pg_notify('flowsd_meter_command_done', id::text)
+"""
+_RELEASE = """
+UPDATE flowsd.meter_command
+SET status = 'pending', claimed_by = NULL, claim_run = NULL, claimed_at = NULL
+WHERE id = $1 AND status = 'running' AND claim_run = $2
+"""
+_RESTORE_TOKEN = """
+INSERT INTO flowsd_secret.meter_command_token (command_id, token) VALUES ($1, $2)
+ON CONFLICT DO NOTHING
+"""
+# What a command of each kind may have changed (read back after a crash cut it off).
+READBACK: dict[str, tuple[str, ...]] = {
+    "top_up": ("prepay_balance",),
+    "set_clock": ("time",),
+    "future_tariff": TARIFFS_FUTURE,
+    "prepay": ("prepay_enabled_flag",),
+}
+
+
+class CommandRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    idempotency_key: str
+    serial: str
+    meter_id: UUID
+    kind: str
+    arguments: dict[str, Any]
+    requested_by: str
+    client: str | None
+    expires_at: datetime
+    token: str | None = None
+
+    @property
+    def command_id(self) -> UUID:
+        return uuid.uuid5(ROW_NAMESPACE, str(self.id))
+
+    def describe_client(self) -> str:
+        who = f"{self.requested_by}" + (f" for {self.client}" if self.client else "")
+        return f"{who} (meter_command {self.id}, key {self.idempotency_key})"
+
+
+class InvalidCommandError(Exception):
+    """A row whose arguments cannot make a command."""
+
+
+def _decimal(arguments: dict[str, Any], name: str, default: Decimal | None = None) -> Decimal:
+    value = arguments.get(name)
+    if value is None:
+        if default is None:
+            raise InvalidCommandError(f"arguments.{name} is missing")
+        return default
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidCommandError(f"arguments.{name} is not a number: {value!r}") from None
+
+
+def _activation(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidCommandError("arguments.activation is missing (an ISO date and time)")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidCommandError(f"arguments.activation is not ISO 8601: {value!r}") from None
+    # The reference encodes the value as given, naive input taken as UTC (SPEC §7).
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def operation_for(row: CommandRow) -> Operation:
+    """The operation a row asks for; InvalidCommandError for bad arguments."""
+    args = row.arguments
+    try:
+        match row.kind:
+            case "read":
+                return ReadObject(by_name(str(args.get("object", ""))).id)
+            case "top_up":
+                if not row.token:
+                    raise InvalidCommandError("the token is gone (claimed before?)")
+                return commands.top_up(row.token)
+            case "set_clock":
+                return commands.set_clock()
+            case "prepay":
+                enabled = args.get("enabled")
+                if not isinstance(enabled, bool):
+                    raise InvalidCommandError("arguments.enabled must be true or false")
+                return commands.prepay(enabled)
+            case "future_tariff":
+                from flowsd.emop import writes  # noqa: PLC0415
+
+                return commands.future_tariff(
+                    activation=_activation(args.get("activation")),
+                    unit_rate=_decimal(args, "unit_rate"),
+                    standing_charge=_decimal(args, "standing_charge"),
+                    emergency_credit=_decimal(
+                        args, "emergency_credit", writes.DEFAULT_EMERGENCY_CREDIT
+                    ),
+                    ecredit_availability=_decimal(
+                        args, "ecredit_availability", writes.DEFAULT_ECREDIT_AVAILABILITY
+                    ),
+                    debt_recovery_rate=_decimal(
+                        args, "debt_recovery_rate", writes.DEFAULT_DEBT_RECOVERY_RATE
+                    ),
+                )
+    except UnknownObjectError as exc:
+        raise InvalidCommandError(str(exc)) from None
+    except EncodeError as exc:
+        raise InvalidCommandError(str(exc)) from None
+    raise InvalidCommandError(f"unknown kind {row.kind!r}")
+
+
+def result_json(result: CommandResult) -> dict[str, Any]:
+    """What goes into ``meter_command.result``."""
+    body: dict[str, Any] = {
+        "ok": result.ok,
+        "reason": result.reason,
+        "nak": result.nak,
+        "detail": result.detail,
+        "writes_acknowledged": result.writes_acknowledged,
+        "writes_total": result.writes_total,
+        "interrupted": result.interrupted,
+        "readback": result.readback,
+    }
+    if result.response is not None and result.record is not None and len(result.response) >= 4:
+        oid = int.from_bytes(result.response[1:4], "big")
+        info = by_id(oid)
+        value, unit = operator_value(info, result.record)
+        body["object"] = info.name if info else f"{oid:06x}"
+        body["value"] = to_json(value) if value is not None else to_json(result.record)
+        body["unit"] = unit
+        body["payload_hex"] = result.response[5:].hex()
+    return body
+
+
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
+class CommandTable:
+    """The daemon's side of ``flowsd.meter_command`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        dispatcher: Dispatcher,
+        *,
+        instance: str,
+        poll_seconds: float,
+    ) -> None:
+        self._connect = connect
+        self.dispatcher = dispatcher
+        self.supervisor = dispatcher.supervisor
+        self.instance = instance
+        self.run_id = uuid.uuid4()
+        self.poll_seconds = poll_seconds
+        self._wake = anyio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._busy: set[UUID] = set()  # meters with a command of ours in flight
+        self._tasks: TaskGroup | None = None
+        self._stopping = False
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._running = 0
+        self.claimed = 0
+        self.finished = 0
+
+    # ----------------------------------------------------------------- the loop
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        recovered = False
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tasks = tg
+                task_status.started()
+                while not self._stopping:
+                    try:
+                        conn = await self._connection()
+                        if not recovered:
+                            await self._recover(conn)
+                            recovered = True
+                        await conn.fetch(_GIVE_UP)
+                        for row in await self._claim(conn):
+                            self._start(tg, row)
+                    except _DATABASE_ERRORS as exc:
+                        log.warning("command table not read; will retry", error=str(exc))
+                        await self._close()
+                    with anyio.move_on_after(self.poll_seconds):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+                await self._idle.wait()
+        finally:
+            self._tasks = None
+            await self._close()
+
+    async def stop(self) -> None:
+        """Claim nothing more; returns when every claimed command is finished or handed
+        back (call after the supervisor stopped: queued commands then fail fast)."""
+        self._stopping = True
+        self._wake.set()
+        await self._idle.wait()
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            conn = await self._connect()
+            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            conn.add_termination_listener(self._notified)
+            self._conn = conn
+        return self._conn
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.remove_termination_listener(self._notified)
+        if not conn.is_closed():
+            with anyio.move_on_after(2, shield=True):
+                await conn.close()
+            if not conn.is_closed():
+                conn.terminate()
+
+    async def _recover(self, conn: asyncpg.Connection) -> None:
+        """Rows an earlier run of this instance left running: cut off by a crash."""
+        rows = await conn.fetch(_INTERRUPTED, self.instance, self.run_id)
+        for row in rows:
+            log.warning(
+                "meter command interrupted by a daemon stop; outcome unknown",
+                meter_command=row["id"],
+                meter_serial=row["serial"],
+                kind=row["kind"],
+            )
+            session = self.supervisor.sessions.get(row["meter_id"])
+            await self.supervisor.sink(
+                [
+                    CommandOutcome(
+                        meter_id=row["meter_id"],
+                        serial=row["serial"],
+                        read_at=datetime.now(UTC),
+                        command_id=uuid.uuid5(ROW_NAMESPACE, str(row["id"])),
+                        lane=uuid.uuid5(ROW_NAMESPACE, str(row["id"])),
+                        operation=row["kind"],
+                        recorded=True,
+                        ok=False,
+                        reason="interrupted",
+                        detail="the daemon stopped while the command ran; outcome unknown",
+                    )
+                ]
+            )
+            readback = READBACK.get(row["kind"])
+            if session is not None and readback:
+                session.read_back_later(readback, settle=False)
+                self.supervisor.wake(row["meter_id"])
+
+    async def _claim(self, conn: asyncpg.Connection) -> list[CommandRow]:
+        free = [m for m in self.supervisor.sessions if m not in self._busy]
+        if not free:
+            return []
+        async with conn.transaction():
+            rows = await conn.fetch(_CLAIM, free, 100, self.instance, self.run_id)
+            if not rows:
+                return []
+            tokens = dict(
+                (r["command_id"], r["token"])
+                for r in await conn.fetch(_TAKE_TOKENS, [r["id"] for r in rows])
+            )
+        claimed = []
+        for row in rows:
+            values = dict(row)
+            values["arguments"] = msgspec.json.decode(values["arguments"])
+            claimed.append(CommandRow(**values, token=tokens.get(row["id"])))
+        self.claimed += len(claimed)
+        return claimed
+
+    def _start(self, tg: TaskGroup, row: CommandRow) -> None:
+        self._busy.add(row.meter_id)
+        self._running += 1
+        if self._running == 1:
+            self._idle = anyio.Event()
+        tg.start_soon(self._execute, row)
+
+    # ----------------------------------------------------------------- one command
+
+    async def _execute(self, row: CommandRow) -> None:
+        logger = log.bind(meter_command=row.id, meter_serial=row.serial, kind=row.kind)
+        try:
+            status, result, error, release = await self._run_row(row)
+            if release:
+                await self._write(logger, _RELEASE, row.id, self.run_id)
+                if row.token:
+                    await self._write(logger, _RESTORE_TOKEN, row.id, row.token)
+                logger.info("meter command handed back for the next start")
+                return
+            payload = msgspec.json.encode(result).decode()
+            await self._write(logger, _FINISH, row.id, status, payload, error, self.run_id)
+            self.finished += 1
+            logger.info("meter command finished", status=status, error=error)
+        finally:
+            self._busy.discard(row.meter_id)
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+            self._wake.set()
+
+    async def _run_row(self, row: CommandRow) -> tuple[str, dict[str, Any], str | None, bool]:
+        """(status, result, error, hand back?) for one claimed row."""
+        wait = max(0.0, (row.expires_at - datetime.now(UTC)).total_seconds())
+        if row.kind == "poll":
+            return await self._poll(row, wait)
+        try:
+            operation = operation_for(row)
+        except InvalidCommandError as exc:
+            return "failed", {"ok": False, "reason": "invalid"}, f"invalid: {exc}", False
+        command = MeterCommand(
+            operation,
+            source="database",
+            client=row.describe_client(),
+            command_id=row.command_id,
+        )
+        try:
+            ref = await self.dispatcher.lookup(row.serial)
+            result = await self.dispatcher.run(ref, command, wait_seconds=wait)
+        except CommandRefusedError as exc:
+            if exc.reason == "stopping":
+                return "failed", {}, None, True
+            return (
+                "failed",
+                {"ok": False, "reason": exc.reason},
+                f"{exc.reason}: {exc.detail}",
+                False,
+            )
+        if result.reason == "stopped" and not result.started:
+            return "failed", {}, None, True
+        body = result_json(result)
+        if result.ok:
+            return "succeeded", body, None, False
+        what = f"NAK {result.nak}" if result.nak else result.reason
+        return "failed", body, f"{what}: {result.detail}" if result.detail else what, False
+
+    async def _poll(
+        self, row: CommandRow, wait: float
+    ) -> tuple[str, dict[str, Any], str | None, bool]:
+        try:
+            request = self.supervisor.poll_now(row.meter_id)
+        except CommandRefusedError as exc:
+            if exc.reason == "stopping":
+                return "failed", {}, None, True
+            return (
+                "failed",
+                {"ok": False, "reason": exc.reason},
+                f"{exc.reason}: {exc.detail}",
+                False,
+            )
+        with anyio.move_on_after(wait if math.isfinite(wait) else None):
+            outcome = await request.wait()
+            if outcome is None:
+                return "failed", {}, None, True  # stopped before it ran
+            body = {
+                "ok": outcome.ok,
+                "reason": outcome.reason,
+                "detail": outcome.detail,
+                "requests": outcome.requests,
+                "failed_requests": outcome.failed_requests,
+                "online": outcome.online,
+                "duration_seconds": round(outcome.duration_seconds, 3),
+            }
+            if outcome.ok:
+                return "succeeded", body, None, False
+            return "failed", body, f"{outcome.reason}: {outcome.detail}", False
+        return (
+            "failed",
+            {"ok": False, "reason": "deadline"},
+            "expired: the poll did not end in time",
+            False,
+        )
+
+    async def _write(self, logger: Any, query: str, *args: object) -> None:
+        """Write to the row until it works (a database outage delays the outcome; the
+        command's events are already with the appender)."""
+        delay = _RETRY_SECONDS
+        for attempt in range(1_000_000):
+            if self._stopping and attempt >= 3:
+                logger.error(
+                    "meter command outcome not written; the next start marks it interrupted"
+                )
+                return
+            try:
+                conn = await self._connect()
+                try:
+                    await conn.fetch(query, *args)
+                    return
+                finally:
+                    await conn.close()
+            except _DATABASE_ERRORS as exc:
+                logger.warning("meter command outcome not written yet; retrying", error=str(exc))
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)

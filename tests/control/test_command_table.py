@@ -1,0 +1,201 @@
+"""Commands from flowsd.meter_command and the CLI, through the daemon to simulated meters."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import msgspec
+
+from flowsd.control import requests
+from flowsd.sim.tokens import make_token
+from tests.integration.daemon import FAST_METERS, fetch, fetchval, wait_until
+from tests.mediator.helpers import events_of, served
+
+FUTURE = {
+    "activation": "2026-07-01T00:00:00+00:00",
+    "unit_rate": "0.24681",
+    "standing_charge": "0.61234",
+    "emergency_credit": "12.5",
+    "ecredit_availability": "7.25",
+    "debt_recovery_rate": "0.45",
+}
+
+
+async def command(
+    url: str, serial: str, kind: str, arguments: dict[str, Any], *, seconds: float = 60
+) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        row_id = await requests.submit(
+            conn, serial, kind, arguments, key=str(uuid.uuid4()), client="test", expires_in=seconds
+        )
+        return await requests.wait_outcome(conn, row_id, seconds)
+    finally:
+        await conn.close()
+
+
+async def cli(url: str, *args: str) -> tuple[int, str, str]:
+    result = await anyio.run_process(
+        [sys.executable, "-m", "flowsd", *args, "--database-url", url],
+        check=False,
+        env={**os.environ, "FLOWSD_CONFIG": ""},
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_cli_top_up_read_and_info_through_the_running_daemon(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with served(database_url, tmp_path) as s:
+        meter = s.fleet.meters[0]
+        before = s.fleet.truth(meter.index).balance_gbp
+        assert before is not None
+        token = make_token(1234, 5)
+        code, out, err = await cli(database_url, "meter", meter.serial, "top-up", token, "--json")
+        assert code == 0, err
+        row = json.loads(out)
+        assert row["status"] == "succeeded"
+        assert Decimal(row["result"]["readback"]["prepay_balance"]) == before + Decimal("12.34")
+        assert Decimal(row["result"]["readback"]["before:prepay_balance"]) == before
+        # The same token again: refused by the meter, exit status 1, the NAK named.
+        code, out, _ = await cli(database_url, "meter", meter.serial, "top-up", token)
+        assert code == 1 and "SECURITY_NOT_GRANTED" in out
+        code, out, _ = await cli(database_url, "meter", meter.serial, "read", "serial")
+        assert code == 0 and f"serial: {meter.serial}" in out
+        s.clock.advance(seconds=3)
+        code, out, _ = await cli(database_url, "poll", meter.serial)
+        assert code == 0 and "succeeded" in out
+        await s.daemon.appender.flush()
+        code, out, _ = await cli(database_url, "meter", meter.serial)
+        assert code == 0 and "COMMAND_FAILED" in out and "top_up" in out
+        code, _, err = await cli(database_url, "meter", "NO-SUCH", "set-clock")
+        assert code == 2 and "unknown meter serial NO-SUCH" in err
+    rows = await fetch(database_url, "SELECT arguments::text AS a FROM flowsd.meter_command")
+    assert not [r for r in rows if token in r["a"]]
+    assert not await fetch(database_url, "SELECT * FROM flowsd_secret.meter_command_token")
+
+
+async def test_a_future_tariff_is_written_and_read_back(database_url: str, tmp_path: Path) -> None:
+    async with served(database_url, tmp_path) as s:
+        meter = s.fleet.meters[1]
+        row = await command(database_url, meter.serial, "future_tariff", FUTURE)
+        assert row["status"] == "succeeded", row
+        truth = s.fleet.truth(meter.index)
+        await s.daemon.appender.flush()
+        reads = await events_of(database_url, "FUTURE_TARIFF_READ")
+    assert row["result"]["writes_acknowledged"] == 11
+    readback = row["result"]["readback"]
+    assert readback["tariff_future_block_8_rate_1"] == "0.24681"
+    assert readback["tariff_future_standing_charge"] == "0.61234"
+    assert truth.future_tariff is not None and truth.future_tariff.unit_rate_a == 24681
+    tariff = reads[-1]["tariff"]
+    assert Decimal(tariff["unit_rate_a_gbp"]) == Decimal("0.24681")
+    assert Decimal(tariff["debt_recovery_rate_gbp"]) == Decimal("0.45")
+
+
+async def test_an_interrupted_tariff_sequence_is_recorded_and_read_back(
+    database_url: str, tmp_path: Path
+) -> None:
+    meters = msgspec.structs.replace(FAST_METERS, min_gap_seconds=0.4, offline_after_failures=2)
+    async with served(database_url, tmp_path, meters_config=meters) as s:
+        meter = s.fleet.meters[0]
+        outcome: list[dict[str, Any]] = []
+
+        async def send() -> None:
+            outcome.append(await command(database_url, meter.serial, "future_tariff", FUTURE))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            # Cut the meter off once the fourth write (block 8 rate 1) has landed.
+            await wait_until(
+                lambda: getattr(s.fleet.truth(meter.index).future_tariff, "unit_rate_a", 0) == 24681
+            )
+            s.fleet.set_faults(f"refuse@{meter.index}=1")
+        (row,) = outcome
+        assert row["status"] == "failed"
+        result = row["result"]
+        assert result["interrupted"] and 4 <= result["writes_acknowledged"] < 11
+        assert result["writes_total"] == 11
+        before = len(await events_of(database_url, "FUTURE_TARIFF_READ"))
+        s.fleet.set_faults(None)  # the meter is back: the tariff is read back
+        await wait_until(lambda: _more(database_url, "FUTURE_TARIFF_READ", before))
+        failed = await events_of(database_url, "COMMAND_FAILED")
+    assert failed[-1]["interrupted"] is True and failed[-1]["operation"] == "future_tariff"
+
+
+async def _more(url: str, name: str, than: int) -> bool:
+    return len(await events_of(url, name)) > than
+
+
+async def test_a_command_survives_a_daemon_restart_and_runs_exactly_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with served(database_url, tmp_path) as s:
+        meter = s.fleet.meters[0]
+    # No daemon runs now: the command waits in the table.
+    conn = await asyncpg.connect(database_url)
+    try:
+        token = make_token(500, 77)
+        row_id = await requests.submit(
+            conn, meter.serial, "top_up", {"token": token}, key="once", client=None, expires_in=300
+        )
+    finally:
+        await conn.close()
+    assert await fetchval(database_url, "SELECT status FROM flowsd.meter_command") == "pending"
+    # The next start takes the command (the same fleet, registered again), the one after
+    # must not touch it again.
+    async with served(database_url, tmp_path) as s2:
+        await wait_until(lambda: _status(database_url, row_id, ("succeeded", "failed")), seconds=60)
+        first = await fetch(database_url, "SELECT status, claimed_at FROM flowsd.meter_command")
+        await s2.daemon.appender.flush()
+    async with served(database_url, tmp_path):
+        await anyio.sleep(1.5)  # a few fallback polls of the table
+    again = await fetch(database_url, "SELECT status, claimed_at FROM flowsd.meter_command")
+    assert first == again
+    requested = [
+        e for e in await events_of(database_url, "COMMAND_REQUESTED") if e["operation"] == "top_up"
+    ]
+    assert len(requested) == 1
+    assert first[0]["status"] == "succeeded"
+
+
+async def _status(url: str, row_id: int, wanted: tuple[str, ...]) -> bool:
+    status = await fetchval(url, "SELECT status FROM flowsd.meter_command WHERE id = $1", row_id)
+    return status in wanted
+
+
+async def test_a_command_cut_off_by_a_crash_is_failed_not_rerun(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with served(database_url, tmp_path) as s:
+        meter = s.fleet.meters[0]
+        instance = s.daemon.instance
+        # As a crash leaves it: claimed by an earlier run of this instance, never finished.
+        await fetch(
+            database_url,
+            """INSERT INTO flowsd.meter_command (idempotency_key, serial, kind, arguments)
+               VALUES ('crashed', $1, 'set_clock', '{}')""",
+            meter.serial,
+        )
+        await fetch(
+            database_url,
+            """UPDATE flowsd.meter_command SET status = 'running', claimed_by = $1,
+               claim_run = gen_random_uuid(), claimed_at = now()""",
+            instance,
+        )
+    async with served(database_url, tmp_path) as s2:
+        await wait_until(lambda: _status(database_url, 1, ("failed",)))
+        await s2.daemon.appender.flush()
+        failed = await events_of(database_url, "COMMAND_FAILED")
+    error = await fetchval(database_url, "SELECT error FROM flowsd.meter_command")
+    assert error.startswith("interrupted")
+    assert failed[-1]["reason"] == "interrupted"
+    assert not await events_of(database_url, "COMMAND_SUCCEEDED")
