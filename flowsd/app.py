@@ -3,12 +3,14 @@
 Start-up: the file-descriptor limit is raised, the systemd watchdog loop starts (so a long
 wait for the database is not mistaken for a hang), the database is waited for with a growing
 delay (an outage is never fatal), the schema is checked (a mismatch is), then the management
-endpoint binds (a taken address is fatal before anything is read), the appender, the
-projector runner, the meter list with its resume points and change-detector state, the fleet
-supervisor and the session-state writer start, and systemd hears ``READY=1``.
+endpoint and the mediator API bind (a taken address is fatal before anything is read), the
+appender, the projector runner, the meter list with its resume points and change-detector
+state, the fleet supervisor, the command table and the session-state writer start, and
+systemd hears ``READY=1``.
 
-SIGTERM/SIGINT: ``STOPPING=1``; the meter list stops reloading, no new poll starts and
-in-flight polls end between two plan items or are abandoned after ``[meters]
+SIGTERM/SIGINT: ``STOPPING=1``; the meter list stops reloading, no new poll starts, queued
+commands are refused (claimed rows of the command table go back to pending), started ones
+run to their end, in-flight polls end between two plan items or are abandoned after ``[meters]
 stop_deadline_seconds``; the events of grouped reads still open are built, except a tariff
 the stop cut short (its money fields incomplete), which is logged and counted in
 ``flowsd_ingest_incomplete_groups_total{cause="poll_stopped"}`` (the next poll reads it

@@ -11,11 +11,13 @@ The daemon's side of the boundary::
                                   resume=MeterResume(...)), ...])
     await task_group.start(supervisor.run)
     ...
+    await supervisor.submit(meter_id, MeterCommand(top_up(token), source=..., client=...))
     supervisor.status()           # FleetStatus for `flowsd status` and readiness
     await supervisor.stop()       # on shutdown
 
 Observation types are in :mod:`flowsd.meters.observations`; the engine never imports the
-event store.
+event store. A session runs jobs (:mod:`flowsd.meters.poll`) and commands
+(:mod:`flowsd.meters.command`), each with a :mod:`flowsd.meters.conversation` per run.
 """
 
 from flowsd.meters.eventlog import cursor_from_entries

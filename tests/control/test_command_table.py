@@ -178,19 +178,23 @@ async def test_a_command_cut_off_by_a_crash_is_failed_not_rerun(
     async with served(database_url, tmp_path) as s:
         meter = s.fleet.meters[0]
         instance = s.daemon.instance
-        # As a crash leaves it: claimed by an earlier run of this instance, never finished.
-        await fetch(
-            database_url,
-            """INSERT INTO flowsd.meter_command (idempotency_key, serial, kind, arguments)
-               VALUES ('crashed', $1, 'set_clock', '{}')""",
-            meter.serial,
-        )
-        await fetch(
-            database_url,
-            """UPDATE flowsd.meter_command SET status = 'running', claimed_by = $1,
-               claim_run = gen_random_uuid(), claimed_at = now()""",
-            instance,
-        )
+        # As a crash leaves it: claimed by an earlier run of this instance, never finished
+        # (one transaction: the running daemon never sees the row pending).
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    """INSERT INTO flowsd.meter_command (idempotency_key, serial, kind)
+                       VALUES ('crashed', $1, 'set_clock')""",
+                    meter.serial,
+                )
+                await conn.execute(
+                    """UPDATE flowsd.meter_command SET status = 'running', claimed_by = $1,
+                       claim_run = gen_random_uuid(), claimed_at = now()""",
+                    instance,
+                )
+        finally:
+            await conn.close()
     async with served(database_url, tmp_path) as s2:
         await wait_until(lambda: _status(database_url, 1, ("failed",)))
         await s2.daemon.appender.flush()
