@@ -47,7 +47,7 @@ from flowsd.db.migrate import migrate
 from flowsd.emop import object_id
 from flowsd.emop.writes import future_tariff_writes
 from flowsd.mediator.proto import mediator_pb2 as pb
-from flowsd.meters import command as commands
+from flowsd.meters import operations as commands
 from flowsd.meters.command import MeterCommand
 from flowsd.ops.logs import configure_logging
 from flowsd.sim.fleet import SimulatedFleet
@@ -135,7 +135,12 @@ async def _measure(url: str, state: Path, reads: int) -> dict[str, float]:
                     timeout=75,
                 )
             raw_tariff = time.perf_counter() - started
-            await anyio.sleep(GAP_SECONDS + 12.0)  # its deferred read-back (settle 10 s)
+            # Its read-back follows once the writes settled (10 s); let it finish first.
+            session = daemon.supervisor.sessions[(await daemon.dispatcher.lookup(serial)).meter_id]
+            with anyio.fail_after(120):
+                while session.readback or session.running:  # noqa: ASYNC110 - engine state
+                    await anyio.sleep(0.1)
+            await anyio.sleep(GAP_SECONDS + 0.5)
             operation = commands.future_tariff(
                 activation=ACTIVATION,
                 unit_rate=Decimal("0.26"),

@@ -39,9 +39,10 @@ from flowsd.db.connect import CONNECTION_ERRORS
 from flowsd.emop import EncodeError, UnknownObjectError, by_id, by_name
 from flowsd.emop.view import operator_value, to_json
 from flowsd.errors import UserError
-from flowsd.meters import command as commands
-from flowsd.meters.command import CommandResult, MeterCommand, Operation, ReadObject
+from flowsd.meters import operations as commands
+from flowsd.meters.command import CommandResult, MeterCommand
 from flowsd.meters.observations import CommandOutcome
+from flowsd.meters.operations import Operation, ReadObject
 from flowsd.meters.plan import TARIFFS_FUTURE
 from flowsd.meters.supervisor import CommandRefusedError
 

@@ -51,14 +51,8 @@ from flowsd.emop.frame import REFERENCE_SEQUENCE, control_byte
 from flowsd.mediator import metrics
 from flowsd.mediator.auth import Access, Identity, Policy, Refusal, identity_of
 from flowsd.mediator.proto import mediator_pb2 as pb
-from flowsd.meters.command import (
-    CommandResult,
-    Exchange,
-    MeterCommand,
-    Operation,
-    ReadObject,
-    write_element,
-)
+from flowsd.meters.command import CommandResult, MeterCommand
+from flowsd.meters.operations import Exchange, Operation, ReadObject, write_element
 from flowsd.meters.supervisor import CommandRefusedError
 
 log = structlog.get_logger("flowsd.mediator")

@@ -1,12 +1,7 @@
 """Commands: what clients ask of one meter, run by its session between two plan items.
 
-A :class:`MeterCommand` wraps one operation:
-
-* :class:`ReadObject` — one object read (gRPC ``readElement``, ``flowsd meter S read``);
-* :class:`Exchange` — one request as the caller built it (gRPC ``sendRawMessage``): a read,
-  a write, a profile-log or event-log page;
-* :class:`Writes` — a sequence of writes (a top-up, a clock set, the 11 writes of a future
-  tariff, a flag, gRPC ``writeElement``) followed by a read-back of what they changed.
+A :class:`MeterCommand` wraps one operation of :mod:`flowsd.meters.operations` (an object
+read, a raw exchange, or writes followed by a read-back of what they changed).
 
 The session runs queued commands with the meter's own link (its pacing, never a second
 connection) and the command's result is handed to whoever waits for it
@@ -14,20 +9,17 @@ connection) and the command's result is handed to whoever waits for it
 :class:`~flowsd.meters.observations.CommandRequested` when accepted, a
 :class:`~flowsd.meters.observations.CommandOutcome` at the end (also for a sequence cut
 short, which says how many writes the meter acknowledged). What a write changed is read
-back at once; when the meter could not be reached the read-back is left to the session
-(:attr:`Writes.readback_later`), which does it when the meter answers again.
+back at once; when the meter could not be reached, or the caller's writes may go on
+(``Writes.readback_later``), the read-back is left to the session, which does it when the
+meter answers again or the writes have settled.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
@@ -42,12 +34,9 @@ from flowsd.emop import (
     Record,
     Request,
     WriteRequest,
-    by_id,
     by_name,
-    object_id,
 )
-from flowsd.emop.records import EventLog, PrepayBalance, ProfileLog1, ProfileLog2
-from flowsd.emop.view import operator_value
+from flowsd.emop.records import EventLog, ProfileLog1, ProfileLog2
 from flowsd.meters.backfill import HALF_HOUR, newest_complete, to_datetime
 from flowsd.meters.exchange import Answer, Failure, PollAbortError
 from flowsd.meters.observations import (
@@ -58,7 +47,18 @@ from flowsd.meters.observations import (
     MeterLogEntry,
     Observation,
 )
-from flowsd.meters.plan import TARIFFS_FUTURE, is_twin_element
+from flowsd.meters.operations import (
+    TOKEN_OBJECT_ID,
+    Exchange,
+    Operation,
+    ReadObject,
+    Writes,
+    object_name,
+    payload_digest,
+    readback_of,
+    value_text,
+)
+from flowsd.meters.plan import is_twin_element
 
 if TYPE_CHECKING:
     from flowsd.meters.conversation import Conversation
@@ -67,221 +67,7 @@ if TYPE_CHECKING:
 # object) are assembled across requests, apart from the poll's own reads.
 CLIENT_READS = UUID("6f1c2a7e-35f4-4b43-9c52-5b7d2a1e0c11")
 
-_TOKEN = object_id("prepay_token_send")
-_TIME = object_id("time")
-_FUTURE_TARIFF_IDS = frozenset(
-    [object_id(n) for n in TARIFFS_FUTURE]
-    + [object_id(n) for n in ("tariff_future_tou_flag", "tariff_future_gas")]
-    + list(range(0xFFF801, 0xFFF841))  # future block prices
-    + list(range(0xFFF601, 0xFFF605))  # future element-B TOU prices
-)
-_READ_BACK_ITSELF = frozenset(
-    object_id(n)
-    for n in (
-        "prepay_enabled_flag",
-        "daylight_savings_correction_flag",
-        "prepay_no_debt_recovery_when_emergency_credit_flag",
-        "prepay_no_standing_charge_when_power_fail_flag",
-        "backlight",
-        "load_switch",
-    )
-)
-PREPAY_MINIMUM_BALANCE = Decimal("10.00")
-
 Reason = str  # a FailureReason or "deadline" | "unavailable" | "stopped" | "precondition"
-
-
-def readback_of(oid: int) -> tuple[tuple[str, ...], bool]:
-    """What to read after a write of ``oid``, and whether to wait for a sequence to end.
-
-    A token changes the balance, a clock set the clock, a flag or setting itself; a future
-    tariff is read whole (9 reads), once the caller's sequence of writes has settled.
-    """
-    if oid == _TOKEN:
-        return ("prepay_balance",), False
-    if oid == _TIME:
-        return ("time",), False
-    if oid in _READ_BACK_ITSELF:
-        info = by_id(oid)
-        assert info is not None
-        return (info.name,), False
-    if oid in _FUTURE_TARIFF_IDS:
-        return TARIFFS_FUTURE, True
-    return (), False
-
-
-def payload_digest(meter_id: UUID, payloads: Sequence[bytes]) -> str:
-    """``sha256(meter id | payload 1 | payload 2 ...)`` in hex: the same write to the same
-    meter gives the same digest (a token used twice is recognisable), while the meter id
-    salts it so a digest cannot be looked up across meters. Mirrored by the command table's
-    trigger for top-up tokens (migration 80)."""
-    digest = hashlib.sha256(f"{meter_id}".encode())
-    for payload in payloads:
-        digest.update(b"|")
-        digest.update(payload)
-    return digest.hexdigest()
-
-
-def _object_name(oid: int) -> str:
-    info = by_id(oid)
-    return info.name if info is not None else f"{oid:06x}"
-
-
-def _value_text(oid: int, record: Record) -> str:
-    value, _unit = operator_value(by_id(oid), record)
-    if value is None:
-        return msgspec.json.encode(msgspec.to_builtins(record)).decode()
-    return str(value)
-
-
-# --------------------------------------------------------------------- operations
-
-
-class ReadObject(msgspec.Struct, frozen=True):
-    """Read one object; the reading becomes an event like a poll's."""
-
-    object_id: int
-
-    @property
-    def name(self) -> str:
-        return _object_name(self.object_id)
-
-
-class Exchange(msgspec.Struct, frozen=True):
-    """One request as the caller built it (a raw data field)."""
-
-    request: Request
-
-
-WriteBuilder = Callable[[datetime], list[WriteRequest]]
-
-
-@dataclass(frozen=True)
-class Writes:
-    """Writes in order, then a read-back of ``readback``.
-
-    ``build`` makes the writes when the command starts (a clock set sends the time of
-    sending, not of asking). ``before`` are objects read first (the balance before a
-    top-up), ``precondition`` may refuse the command from what they show. ``secret``:
-    the payload (a token) never appears in clear in events or logs. ``readback_later``:
-    the read-back waits until the caller's writes have settled (raw future-tariff writes
-    arrive one request at a time).
-    """
-
-    operation: str
-    objects: tuple[str, ...]
-    build: WriteBuilder
-    readback: tuple[str, ...] = ()
-    readback_later: bool = False
-    before: tuple[str, ...] = ()
-    precondition: Callable[[dict[str, Record]], str | None] | None = None
-    secret: bool = False
-    arguments: dict[str, str] = field(default_factory=dict)
-
-
-Operation = ReadObject | Exchange | Writes
-
-
-def write_element(oid: int, payload: bytes) -> Writes:
-    """One write of ``payload`` to ``oid`` (gRPC ``writeElement``), read back by its kind."""
-    readback, later = readback_of(oid)
-    name = _object_name(oid)
-    return Writes(
-        operation="write_element",
-        objects=(name,),
-        build=lambda _now: [WriteRequest(oid, payload)],
-        readback=readback,
-        readback_later=later,
-        secret=oid == _TOKEN,
-        arguments={} if oid == _TOKEN else {"object": name, "payload_hex": payload.hex()},
-    )
-
-
-def top_up(token: str) -> Writes:
-    from flowsd.emop import writes  # noqa: PLC0415 - keeps the import graph of meters small
-
-    request = writes.top_up(token)
-    return Writes(
-        operation="top_up",
-        objects=("prepay_token_send",),
-        build=lambda _now: [request],
-        readback=("prepay_balance",),
-        before=("prepay_balance",),
-        secret=True,
-    )
-
-
-def set_clock() -> Writes:
-    from flowsd.emop import writes  # noqa: PLC0415
-
-    return Writes(
-        operation="set_clock",
-        objects=("time",),
-        build=lambda now: [writes.set_clock(now)],
-        readback=("time",),
-        arguments={"to": "utc_now_when_sent"},
-    )
-
-
-def future_tariff(
-    *,
-    activation: datetime,
-    unit_rate: Decimal,
-    standing_charge: Decimal,
-    emergency_credit: Decimal,
-    ecredit_availability: Decimal,
-    debt_recovery_rate: Decimal,
-) -> Writes:
-    """The 11 writes of SPEC §7 (validated now: a bad amount is refused before queueing)."""
-    from flowsd.emop import writes  # noqa: PLC0415
-
-    requests = writes.future_tariff_writes(
-        unit_rate=unit_rate,
-        standing_charge=standing_charge,
-        activation=activation,
-        emergency_credit=emergency_credit,
-        ecredit_availability=ecredit_availability,
-        debt_recovery_rate=debt_recovery_rate,
-    )
-    return Writes(
-        operation="future_tariff",
-        objects=tuple(_object_name(r.object_id) for r in requests),
-        build=lambda _now: list(requests),
-        readback=TARIFFS_FUTURE,
-        arguments={
-            "activation": activation.isoformat(),
-            "unit_rate": str(unit_rate),
-            "standing_charge": str(standing_charge),
-            "emergency_credit": str(emergency_credit),
-            "ecredit_availability": str(ecredit_availability),
-            "debt_recovery_rate": str(debt_recovery_rate),
-        },
-    )
-
-
-def _enough_credit(before: dict[str, Record]) -> str | None:
-    balance = before.get("prepay_balance")
-    if not isinstance(balance, PrepayBalance):
-        return "the balance could not be read"
-    if balance.gbp < PREPAY_MINIMUM_BALANCE:
-        return f"balance £{balance.gbp} is below £{PREPAY_MINIMUM_BALANCE}"
-    return None
-
-
-def prepay(enabled: bool) -> Writes:
-    """Prepay mode on or off; like the reference, enabling needs a balance of £10 or more."""
-    from flowsd.emop import writes  # noqa: PLC0415
-
-    request = writes.set_flag("prepay_enabled_flag", enabled)
-    return Writes(
-        operation="prepay_on" if enabled else "prepay_off",
-        objects=("prepay_enabled_flag",),
-        build=lambda _now: [request],
-        readback=("prepay_enabled_flag",),
-        before=("prepay_balance",) if enabled else (),
-        precondition=_enough_credit if enabled else None,
-        arguments={"enabled": str(enabled).lower()},
-    )
 
 
 # --------------------------------------------------------------------- results
@@ -389,9 +175,9 @@ class MeterCommand:
                 digest = payload_digest(meter_id, [w.payload for w in op.build(now)])
         else:
             assert isinstance(op, Exchange) and isinstance(op.request, WriteRequest)
-            objects = (_object_name(op.request.object_id),)
+            objects = (object_name(op.request.object_id),)
             digest = payload_digest(meter_id, [op.request.payload])
-            if op.request.object_id != _TOKEN:
+            if op.request.object_id != TOKEN_OBJECT_ID:
                 arguments = {"payload_hex": op.request.payload.hex()}
         return CommandRequested(
             meter_id=meter_id,
@@ -485,7 +271,7 @@ class MeterCommand:
             return conv.last_failure or Failure("internal", "aborted without a failure", 0)
 
     async def _read(self, conv: Conversation, oid: int) -> CommandResult:
-        name = _object_name(oid)
+        name = object_name(oid)
         try:
             answer = await conv.read_object(name, oid, command=self.lane)
         except PollAbortError:
@@ -576,7 +362,7 @@ class MeterCommand:
                 return _failed(answer, writes_total=0)
             assert answer.response.record is not None
             before[name] = answer.response.record
-            readback[f"before:{name}"] = _value_text(info.id, answer.response.record)
+            readback[f"before:{name}"] = value_text(info.id, answer.response.record)
         if writes.precondition is not None:
             problem = writes.precondition(before)
             if problem is not None:
@@ -591,7 +377,7 @@ class MeterCommand:
         acknowledged = 0
         failure: Failure | None = None
         for request in requests:
-            answer = await self._request(conv, request, _object_name(request.object_id))
+            answer = await self._request(conv, request, object_name(request.object_id))
             if isinstance(answer, Failure):
                 failure = answer
                 break
@@ -640,5 +426,5 @@ class MeterCommand:
             if isinstance(answer, Failure):
                 continue
             assert answer.response.record is not None
-            values[name] = _value_text(info.id, answer.response.record)
+            values[name] = value_text(info.id, answer.response.record)
         return msgspec.structs.replace(result, readback=values)

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from flowsd.db.migrate import migrate
-from flowsd.meters.command import payload_digest
+from flowsd.meters.operations import payload_digest
 from tests.events.helpers import create_meters
 
 TOKEN = "12340000000000000042"
