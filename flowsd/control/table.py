@@ -332,33 +332,39 @@ class CommandTable:
         """Rows an earlier run of this instance left running: cut off by a crash."""
         rows = await conn.fetch(_INTERRUPTED, self.instance, self.run_id)
         for row in rows:
-            log.warning(
-                "meter command interrupted by a daemon stop; outcome unknown",
-                meter_command=row["id"],
-                meter_serial=row["serial"],
-                kind=row["kind"],
-            )
-            session = self.supervisor.sessions.get(row["meter_id"])
-            await self.supervisor.sink(
-                [
-                    CommandOutcome(
-                        meter_id=row["meter_id"],
-                        serial=row["serial"],
-                        read_at=datetime.now(UTC),
-                        command_id=uuid.uuid5(ROW_NAMESPACE, str(row["id"])),
-                        lane=uuid.uuid5(ROW_NAMESPACE, str(row["id"])),
-                        operation=row["kind"],
-                        recorded=True,
-                        ok=False,
-                        reason="interrupted",
-                        detail="the daemon stopped while the command ran; outcome unknown",
-                    )
-                ]
-            )
-            readback = READBACK.get(row["kind"])
-            if session is not None and readback:
-                session.read_back_later(readback, settle=False)
-                self.supervisor.wake(row["meter_id"])
+            try:
+                await self._interrupted(row)
+            except Exception:  # the row is marked already; the event is a courtesy
+                log.exception("interrupted command not recorded in the event log")
+
+    async def _interrupted(self, row: asyncpg.Record) -> None:
+        log.warning(
+            "meter command interrupted by a daemon stop; outcome unknown",
+            meter_command=row["id"],
+            meter_serial=row["serial"],
+            kind=row["kind"],
+        )
+        session = self.supervisor.sessions.get(row["meter_id"])
+        await self.supervisor.sink(
+            [
+                CommandOutcome(
+                    meter_id=row["meter_id"],
+                    serial=row["serial"],
+                    read_at=datetime.now(UTC),
+                    command_id=uuid.uuid5(ROW_NAMESPACE, str(row["id"])),
+                    lane=uuid.uuid5(ROW_NAMESPACE, str(row["id"])),
+                    operation=row["kind"],
+                    recorded=True,
+                    ok=False,
+                    reason="interrupted",
+                    detail="the daemon stopped while the command ran; outcome unknown",
+                )
+            ]
+        )
+        readback = READBACK.get(row["kind"])
+        if session is not None and readback:
+            session.read_back_later(readback, settle=False)
+            self.supervisor.wake(row["meter_id"])
 
     async def _claim(self, conn: asyncpg.Connection) -> list[CommandRow]:
         free = [m for m in self.supervisor.sessions if m not in self._busy]
@@ -392,7 +398,16 @@ class CommandTable:
     async def _execute(self, row: CommandRow) -> None:
         logger = log.bind(meter_command=row.id, meter_serial=row.serial, kind=row.kind)
         try:
-            status, result, error, release = await self._run_row(row)
+            try:
+                status, result, error, release = await self._run_row(row)
+            except Exception as exc:  # a flowsd bug: the row gets an answer, the daemon runs on
+                logger.exception("meter command failed unexpectedly")
+                status, result, error, release = (
+                    "failed",
+                    {"ok": False},
+                    f"internal: {exc!r}",
+                    False,
+                )
             if release:
                 await self._write(logger, _RELEASE, row.id, self.run_id)
                 if row.token:
