@@ -56,7 +56,7 @@ QUERIES = [
     "JOIN flows.circuit_register cr ON cr.circuit = c.id "
     "JOIN flows.meter_registers r ON r.register_id = cr.register WHERE c.created_at > $1",
     # operators' completeness signal
-    "SELECT register_id, day, record_count, missing_count FROM flows.register_interval_hh_missing "
+    "SELECT register_id, date, record_count, missing_count FROM flows.register_interval_hh_missing "
     "WHERE missing_count > 0",
     # the public docs' columns
     "SELECT circuit_id, day, kwh, total_import_kwh, total_export_kwh "

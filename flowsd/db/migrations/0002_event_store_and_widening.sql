@@ -500,39 +500,43 @@ END
 $$;
 
 -- Completeness: per register and UTC day of the past year, rows found against the expectation
--- (1 cumulative read per day, 48 half hours). Refreshed by the operator's schedule.
+-- (1 cumulative read per day, 48 half hours), in production's columns (`date` is the day's
+-- UTC midnight). Refreshed by the operator's schedule.
 CREATE MATERIALIZED VIEW IF NOT EXISTS flows.register_import_missing AS
-SELECT r.register_id, d.day::date AS day, count(ri."timestamp") AS record_count,
+SELECT r.register_id, d.date, count(ri."timestamp") AS record_count,
        greatest(1 - count(ri."timestamp"), 0) AS missing_count
 FROM flows.meter_registers r
-CROSS JOIN generate_series(current_date - 365, current_date - 1, interval '1 day') AS d(day)
+CROSS JOIN (SELECT day AT TIME ZONE 'UTC' AS date
+            FROM generate_series((current_date - 365)::timestamp,
+                                 (current_date - 1)::timestamp, interval '1 day') AS day) AS d
 LEFT JOIN flows.register_import ri
   ON ri.register_id = r.register_id
- AND ri."timestamp" >= d.day AT TIME ZONE 'UTC'
- AND ri."timestamp" < (d.day + interval '1 day') AT TIME ZONE 'UTC'
-GROUP BY r.register_id, d.day;
+ AND ri."timestamp" >= d.date AND ri."timestamp" < d.date + interval '1 day'
+GROUP BY r.register_id, d.date;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS flows.register_export_missing AS
-SELECT r.register_id, d.day::date AS day, count(re."timestamp") AS record_count,
+SELECT r.register_id, d.date, count(re."timestamp") AS record_count,
        greatest(1 - count(re."timestamp"), 0) AS missing_count
 FROM flows.meter_registers r
-CROSS JOIN generate_series(current_date - 365, current_date - 1, interval '1 day') AS d(day)
+CROSS JOIN (SELECT day AT TIME ZONE 'UTC' AS date
+            FROM generate_series((current_date - 365)::timestamp,
+                                 (current_date - 1)::timestamp, interval '1 day') AS day) AS d
 LEFT JOIN flows.register_export re
   ON re.register_id = r.register_id
- AND re."timestamp" >= d.day AT TIME ZONE 'UTC'
- AND re."timestamp" < (d.day + interval '1 day') AT TIME ZONE 'UTC'
-GROUP BY r.register_id, d.day;
+ AND re."timestamp" >= d.date AND re."timestamp" < d.date + interval '1 day'
+GROUP BY r.register_id, d.date;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS flows.register_interval_hh_missing AS
-SELECT r.register_id, d.day::date AS day, count(hh."timestamp") AS record_count,
+SELECT r.register_id, d.date, count(hh."timestamp") AS record_count,
        greatest(48 - count(hh."timestamp"), 0) AS missing_count
 FROM flows.meter_registers r
-CROSS JOIN generate_series(current_date - 365, current_date - 1, interval '1 day') AS d(day)
+CROSS JOIN (SELECT day AT TIME ZONE 'UTC' AS date
+            FROM generate_series((current_date - 365)::timestamp,
+                                 (current_date - 1)::timestamp, interval '1 day') AS day) AS d
 LEFT JOIN flows.register_interval_hh hh
   ON hh.register_id = r.register_id
- AND hh."timestamp" >= d.day AT TIME ZONE 'UTC'
- AND hh."timestamp" < (d.day + interval '1 day') AT TIME ZONE 'UTC'
-GROUP BY r.register_id, d.day;
+ AND hh."timestamp" >= d.date AND hh."timestamp" < d.date + interval '1 day'
+GROUP BY r.register_id, d.date;
 
 -- 8. Roles ---------------------------------------------------------------------------------
 -- Roles are cluster-wide and several databases on one server may migrate at once (the test
