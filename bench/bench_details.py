@@ -91,6 +91,7 @@ async def _run(admin_url: str, quick: bool) -> list[Result]:
                 "pg_relation_size('flows.meter_event_log') AS heap, "
                 "pg_indexes_size('flows.meter_event_log') AS indexes"
             )
+            assert sizes is not None
             detail: dict[str, object] = {
                 "server_version_num": version,
                 "events": rows,
@@ -99,12 +100,22 @@ async def _run(admin_url: str, quick: bool) -> list[Result]:
                 "index_bytes_per_event": round(sizes["indexes"] / rows, 1),
             }
             results.append(
-                Result(AREA, f"append {variant} batch={BATCH}", median(rates[variant]),
-                       "events/s", detail)
+                Result(
+                    AREA,
+                    f"append {variant} batch={BATCH}",
+                    median(rates[variant]),
+                    "events/s",
+                    detail,
+                )
             )
             results.append(
-                Result(AREA, f"size {variant}", sizes["total"] / rows, "bytes/event",
-                       {"server_version_num": version, "events": rows})
+                Result(
+                    AREA,
+                    f"size {variant}",
+                    sizes["total"] / rows,
+                    "bytes/event",
+                    {"server_version_num": version, "events": rows},
+                )
             )
     finally:
         for conn in connections.values():

@@ -44,14 +44,13 @@ CREATE TABLE IF NOT EXISTS flowsd.schema_migrations (
 # run on, so databases that recorded them are accepted as they are (nothing is re-applied).
 # An edit that changes what a migration builds must be a new migration instead.
 SUPERSEDED_CHECKSUMS: dict[int, frozenset[str]] = {
-    # 0001-0003 as first shipped ran only on PostgreSQL 18 (0002 did not parse below 18).
+    # 0001 and 0002 as first shipped ran only on PostgreSQL 18 (0002 did not parse below 18).
     # Their later edits (production's column names and order, so that production databases
     # upgrade) change nothing on 18 except what CREATE OR REPLACE cannot redo, which such a
     # database keeps: the column order of meter_shadows_tariffs, meters_offline_recently and
     # meters_offline_all, and the `day` column (now `date`) of the three *_missing views.
     1: frozenset({"7fe551d527a1d288e48818c3a42ab3993b07d78d2c00ae3ed99a1f8d2634d89a"}),
     2: frozenset({"4a97dd9de16e4acb2d75aeae51b9368ad4bc8193e335ae2f01dae115caee28ca"}),
-    3: frozenset({"15a2b33ed94a3f2a8192241c828903bec59b6980f1c2b8b998f69ca605b7d807"}),
 }
 
 

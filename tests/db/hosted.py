@@ -66,9 +66,7 @@ async def hosted_database(
             created.append(role)
         await admin.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
         database_url = with_database(pg_admin_url, name)
-        yield HostedDatabase(
-            with_user(database_url, owner), database_url, owner, app, reader
-        )
+        yield HostedDatabase(with_user(database_url, owner), database_url, owner, app, reader)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         for role in reversed(created):
@@ -120,5 +118,6 @@ async def fingerprints(
             f"SELECT count(*) AS n, md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), "
             f"'')) AS digest FROM (SELECT {listed} FROM flows.{table}) AS t"
         )
+        assert row is not None
         result[table] = (names, row["n"], row["digest"])
     return result

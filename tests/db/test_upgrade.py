@@ -31,9 +31,9 @@ GROWING = {"meter_event_log_type"}
 
 
 @pytest.fixture(params=ERAS)
-async def production(request: pytest.FixtureRequest, pg_admin_url: str) -> AsyncIterator[
-    tuple[HostedDatabase, asyncpg.Connection]
-]:
+async def production(
+    request: pytest.FixtureRequest, pg_admin_url: str
+) -> AsyncIterator[tuple[HostedDatabase, asyncpg.Connection]]:
     """An unmigrated production-shaped database of one era, and a connection as its owner."""
     era: Era = request.param
     async with hosted_database(pg_admin_url) as database:
