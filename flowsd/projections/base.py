@@ -67,6 +67,7 @@ class Projection(ABC):
         Nothing by default (row changes only); a swap that alters tables locks them here, in
         a fixed order, so that it never waits for a stronger lock on a table it already holds.
         """
+        return None
 
     @abstractmethod
     async def swap(self, conn: asyncpg.Connection, shadow: str, *, whole: bool) -> None:

@@ -16,7 +16,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import anyio
@@ -26,8 +26,8 @@ import pytest
 from flowsd.events import types as t
 from flowsd.events.store import append_batch
 from flowsd.events.subscriptions import SubscriberHub
-from flowsd.projections.catalogue import all_projections
 from flowsd.projections import replay as replay_module
+from flowsd.projections.catalogue import all_projections
 from flowsd.projections.replay import replay
 from flowsd.projections.runner import ProjectorRunner
 from flowsd.projections.verify import verify
@@ -46,16 +46,16 @@ def _events(meters: Sequence[uuid.UUID], start: int, count: int) -> list[t.Event
         for n in range(start, start + count):
             at = BASE + n * timedelta(minutes=30)
 
-            def event(body: t.EventBody, meter: uuid.UUID = meter, at: object = at) -> t.Event:
-                return t.Event(meter_id=meter, observed_at=at, read_at=at, body=body)  # type: ignore[arg-type]
+            def event(body: t.EventBody, meter: uuid.UUID = meter, at: datetime = at) -> t.Event:
+                return t.Event(meter_id=meter, observed_at=at, read_at=at, body=body)
 
             events += [
                 event(t.SignalQualityRead(csq=n % 32)),
                 event(t.BalanceRead(balance_gbp=Decimal(n) - 20)),
                 event(t.VoltageRead(voltage_v=Decimal(230 + n % 10))),
                 event(t.ProfileLog1Record(status=0x80, import_a_wh=100 * n)),
-                event(t.RegisterRead(element="A", import_active_wh=1000 * n, export_active_wh=n)),
-                event(t.RegisterRead(element="B", import_active_wh=500 * n, export_active_wh=2 * n)),
+                event(t.RegisterRead(element="A", import_active_wh=900 * n, export_active_wh=n)),
+                event(t.RegisterRead(element="B", import_active_wh=500 * n, export_active_wh=n)),
             ]
     return events
 
