@@ -46,7 +46,7 @@ def _events(meters: Sequence[uuid.UUID], start: int, count: int) -> list[t.Event
         for n in range(start, start + count):
             at = BASE + n * timedelta(minutes=30)
 
-            def event(body: t.EventBody, meter: uuid.UUID = meter, at: datetime = at) -> t.Event:
+            def event(body: t.AnyBody, meter: uuid.UUID = meter, at: datetime = at) -> t.Event:
                 return t.Event(meter_id=meter, observed_at=at, read_at=at, body=body)
 
             events += [
