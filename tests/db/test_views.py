@@ -84,12 +84,13 @@ QUERIES = [
 ]
 
 
-# The documentation's example queries (tests/db/doc_queries.sql), placeholders filled in.
+# The documentation's example queries, placeholders filled in.
+DOC_QUERIES_FILE = Path(__file__).parents[1] / "integration" / "doc_queries.sql"
 DOC_QUERIES = [
     line.replace("{{esco_id}}", str(uuid.uuid4()))
     .replace("{{meter_id}}", str(uuid.uuid4()))
     .replace("{{site_id}}", str(uuid.uuid4()))
-    for line in (Path(__file__).parent / "doc_queries.sql").read_text().splitlines()
+    for line in DOC_QUERIES_FILE.read_text().splitlines()
     if line.strip() and not line.startswith("--")
 ]
 
