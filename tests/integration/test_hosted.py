@@ -72,22 +72,25 @@ async def test_the_hosted_admin_role_migrates_runs_replays_and_verifies(
         assert await _flowsd("verify", "--database-url", database.url) == 0
 
 
-# Production's own rows (its meters' history), to check they are left as they were.
+# Production's own rows (its meters' history: ids 00000000-0000-4000-8000-*, see
+# tests/db/production/rows.sql), to check they are left as they were.
+_PRODUCTION_METERS = (
+    "SELECT id FROM flows.meter_registry WHERE id::text LIKE '00000000-0000-4000-8000-%'"
+)
 _LEGACY = {
     table: f"SELECT t::text FROM flows.{table} AS t WHERE {where} ORDER BY 1"
     for table, where in {
-        "meter_shadows": "id IN (SELECT id FROM flows.meter_registry WHERE serial LIKE 'EML21%')",
+        "meter_shadows": f"id IN ({_PRODUCTION_METERS})",
         **{
-            history: "meter_id IN (SELECT id FROM flows.meter_registry "
-            "WHERE serial LIKE 'EML21%')"
+            history: f"meter_id IN ({_PRODUCTION_METERS})"
             for history in (
                 "meter_csq", "meter_voltage", "meter_3p_voltage", "meter_prepay_balance",
                 "meter_health_history", "meter_event_log",
             )
         },
         **{
-            reads: "register_id IN (SELECT register_id FROM flows.meter_registers r "
-            "JOIN flows.meter_registry m ON m.id = r.meter_id WHERE m.serial LIKE 'EML21%')"
+            reads: "register_id IN (SELECT register_id FROM flows.meter_registers "
+            f"WHERE meter_id IN ({_PRODUCTION_METERS}))"
             for reads in ("register_import", "register_export", "register_interval_hh")
         },
     }.items()

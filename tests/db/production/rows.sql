@@ -11,9 +11,9 @@ INSERT INTO flows.escos (id, name, code, app_url) VALUES
     ('e0000000-0000-4000-8000-000000000002', 'Hazelmead Community Energy', 'hmce', NULL);
 
 INSERT INTO flows.sites_new (id, name, code, esco) VALUES
-    ('50000000-0000-4000-8000-000000000001', 'Water Lilies', 'WL',
+    ('50000000-0000-4000-8000-000000000001', 'Water Lilies phase 1', 'WLCE-1',
      'e0000000-0000-4000-8000-000000000001'),
-    ('50000000-0000-4000-8000-000000000002', 'Hazelmead', 'HM',
+    ('50000000-0000-4000-8000-000000000002', 'Hazelmead', 'HMCE-1',
      'e0000000-0000-4000-8000-000000000002');
 
 INSERT INTO flows.feeder_registry (id, name, esco) VALUES
