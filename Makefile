@@ -32,6 +32,19 @@ install: $(STAMP) ## Build .venv with flowsd and its dev tools (idempotent)
 test: $(STAMP) ## Run the whole test suite (starts its own PostgreSQL unless FLOWSD_TEST_DATABASE_URL is set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The machine's own PostgreSQL, as `make test-all` looks for it (trust or ~/.pgpass auth).
+MACHINE_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+
+.PHONY: test-all
+test-all: $(STAMP) ## make test on the embedded PostgreSQL 18, then on MACHINE_DATABASE_URL if it answers (CI)
+	$(MAKE) --no-print-directory test
+	@if $(BIN)/python -c 'import asyncio, asyncpg, sys; asyncio.run(asyncpg.connect(sys.argv[1], timeout=5))' '$(MACHINE_DATABASE_URL)' 2>/dev/null; then \
+		echo "== make test again on $(MACHINE_DATABASE_URL) =="; \
+		FLOWSD_TEST_DATABASE_URL='$(MACHINE_DATABASE_URL)' $(MAKE) --no-print-directory test; \
+	else \
+		echo "== no PostgreSQL answers at $(MACHINE_DATABASE_URL): tested on the embedded server only =="; \
+	fi
+
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check flowsd tests bench

@@ -1,8 +1,10 @@
 """``flowsd migrate``: create or upgrade the ``flows`` schema (idempotent).
 
 Applies the pending SQL migrations of :mod:`flowsd.db.migrate` to the configured database
-(``--database-url``, ``FLOWSD_DATABASE_URL``, ``[database] url``, else the embedded server)
-and prints one line saying what it did.
+(``--database-url``, ``FLOWSD_DATABASE_URL``, ``[database] url``, else the embedded server),
+printing a line for each migration as it commits and one saying where the database stands.
+A failing migration is reported in one line naming its file, line and statement; it leaves
+nothing of itself behind (each migration is one transaction), and the ones before it stay.
 
 Run it as the owner of schema ``flows`` (in production the role that owns the tables, e.g.
 ``tsdbadmin``); the first run also needs CREATEROLE to create ``flowsd_writer`` and
@@ -16,7 +18,7 @@ import asyncio
 
 from flowsd.config import load_config, with_database_url
 from flowsd.db.connect import CONNECTION_ERRORS, connect, resolve_database
-from flowsd.db.migrate import MigrationReport, migrate
+from flowsd.db.migrate import Migration, MigrationReport, migrate
 from flowsd.db.urls import redact
 from flowsd.errors import UserError
 
@@ -49,10 +51,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_applied(migration: Migration, seconds: float) -> None:
+    print(f"applied {migration.file_name} ({seconds:.1f} s)", flush=True)
+
+
 async def _migrate(url: str, connect_timeout: float) -> MigrationReport:
     conn = await connect(url, connect_timeout=connect_timeout)
     try:
-        return await migrate(conn)
+        return await migrate(conn, on_applied=_print_applied)
     except CONNECTION_ERRORS as exc:
         raise UserError(f"lost the connection to {redact(url)} while migrating: {exc}") from exc
     finally:

@@ -5,18 +5,23 @@
 ``load_config`` / ``with_database_url``), or, when there is none, the embedded PostgreSQL under
 ``<state directory>/pg``, started on demand and stopped when the last user exits.
 :func:`create_pool` and :func:`connect` open asyncpg connections with flowsd's session name and
-turn "cannot reach the database" into a one-line :class:`flowsd.errors.UserError`.
+turn "cannot reach the database" into a one-line :class:`flowsd.errors.UserError`; both refuse
+a connection pooler in transaction mode (:mod:`flowsd.db.pooler`). TLS follows the URL's
+``sslmode`` (and ``sslrootcert``, ``sslcert``, ``sslkey``), as asyncpg reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from flowsd.config import Config
 from flowsd.db.embedded import EmbeddedPostgres, start_embedded
+from flowsd.db.pooler import refuse_transaction_pooler
 from flowsd.db.urls import redact
 from flowsd.errors import UserError
 
@@ -58,11 +63,14 @@ def resolve_database(config: Config) -> DatabaseTarget:
 async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
     """One connection, or a :class:`UserError` naming the (redacted) URL."""
     try:
-        conn: asyncpg.Connection = await asyncpg.connect(
-            url, timeout=connect_timeout, server_settings={"application_name": APPLICATION_NAME}
-        )
+        conn = await _open(url, connect_timeout)
     except CONNECTION_ERRORS as exc:
         raise UserError(f"cannot connect to {redact(url)}: {_reason(exc)}") from exc
+    try:
+        await _refuse_pooler(conn, url, connect_timeout)
+    except BaseException:
+        conn.terminate()
+        raise
     return conn
 
 
@@ -80,6 +88,12 @@ async def create_pool(
         )
     except CONNECTION_ERRORS as exc:
         raise UserError(f"cannot connect to {redact(url)}: {_reason(exc)}") from exc
+    try:
+        async with pool.acquire() as conn:
+            await _refuse_pooler(conn, url, connect_timeout)
+    except BaseException:
+        pool.terminate()
+        raise
     return pool
 
 
@@ -91,6 +105,25 @@ async def create_pool_from_config(config: Config, url: str) -> asyncpg.Pool:
         max_size=config.database.pool_max_size,
         connect_timeout=config.database.connect_timeout_seconds,
     )
+
+
+async def _open(url: str, connect_timeout: float) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(
+        url, timeout=connect_timeout, server_settings={"application_name": APPLICATION_NAME}
+    )
+    return conn
+
+
+async def _refuse_pooler(
+    conn: asyncpg.Connection | PoolConnectionProxy, url: str, connect_timeout: float
+) -> None:
+    """:func:`flowsd.db.pooler.refuse_transaction_pooler`, failing as :func:`connect` does."""
+    try:
+        await refuse_transaction_pooler(
+            cast(asyncpg.Connection, conn), url, lambda: _open(url, connect_timeout)
+        )
+    except CONNECTION_ERRORS as exc:
+        raise UserError(f"cannot connect to {redact(url)}: {_reason(exc)}") from exc
 
 
 def _reason(exc: BaseException) -> str:

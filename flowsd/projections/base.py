@@ -61,6 +61,14 @@ class Projection(ABC):
     def shadow_rows(self, shadow: str) -> str:
         """A SELECT of ``columns`` giving the rows the live table should hold."""
 
+    async def lock_for_swap(self, conn: asyncpg.Connection, *, whole: bool) -> None:
+        """Take every table lock :meth:`swap` will need, first thing in the swap's transaction.
+
+        Nothing by default (row changes only); a swap that alters tables locks them here, in
+        a fixed order, so that it never waits for a stronger lock on a table it already holds.
+        """
+        return None
+
     @abstractmethod
     async def swap(self, conn: asyncpg.Connection, shadow: str, *, whole: bool) -> None:
         """Make the live table hold the shadow's rows, inside the caller's transaction.

@@ -57,6 +57,9 @@ _WEIGHT = {
     "meter_csq": 2,
 }
 
+# Swap transactions ended by a deadlock with another session are tried this many times.
+SWAP_ATTEMPTS = 3
+
 CONTINUOUS_AGGREGATES = (
     "flows.circuit_interval_hh_agg",
     "flows.circuit_interval_daily_agg",
@@ -138,13 +141,37 @@ async def replay(
 
 
 async def _swap(conn: asyncpg.Connection, shadow: Shadow, start: int, built_to: int) -> int:
+    """The swap transaction, tried again (whole) if PostgreSQL ends it to break a deadlock.
+
+    Lanes cannot deadlock with each other (see :meth:`Projection.lock_for_swap`), but a
+    session outside flowsd that holds a projection's parent table and waits for the
+    projection's table can; the swap is all or nothing, so trying it again is safe.
+    """
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        try:
+            return await _swap_once(conn, shadow, start, built_to)
+        except asyncpg.DeadlockDetectedError as exc:
+            if attempt == SWAP_ATTEMPTS:
+                raise
+            log.warning(
+                "swap ended by a deadlock; trying again",
+                projection=shadow.projection.name,
+                attempt=attempt,
+                detail=str(exc),
+            )
+    raise AssertionError("unreachable")
+
+
+async def _swap_once(conn: asyncpg.Connection, shadow: Shadow, start: int, built_to: int) -> int:
     projection = shadow.projection
+    whole = start == 0
     async with conn.transaction():
         await enter_projection(conn, projection.name)
+        # Before the catch-up reads any table: see Projection.lock_for_swap.
+        await projection.lock_for_swap(conn, whole=whole)
         head = await head_position(conn)
         await build_range(conn, [shadow], built_to, head)
         live_checkpoint = await read_checkpoint(conn, projection.name)
-        whole = start == 0
         await projection.swap(conn, shadow.table, whole=whole)
         # A window that starts beyond the live checkpoint leaves events before it to the
         # live projector (re-applying them is idempotent).

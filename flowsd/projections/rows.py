@@ -74,6 +74,10 @@ ON CONFLICT ({conflict}) DO UPDATE SET {updates}
             return f"SELECT {names} FROM {shadow}"
         return f"SELECT DISTINCT ON ({key}) {names} FROM {shadow} ORDER BY {key}, position DESC"
 
+    async def lock_for_swap(self, conn: asyncpg.Connection, *, whole: bool) -> None:
+        if whole:
+            await lock_for_replace(conn, self.table)
+
     async def swap(self, conn: asyncpg.Connection, shadow: str, *, whole: bool) -> None:
         names = ", ".join(quote(c) for c in self.columns)
         if whole:
@@ -138,6 +142,31 @@ WHERE i.indrelid = $1::regclass
 """
 
 
+_PARENTS = """
+SELECT DISTINCT c.confrelid::regclass::text AS parent
+FROM pg_constraint c
+WHERE c.conrelid = $1::regclass AND c.contype = 'f' AND c.confrelid <> c.conrelid
+ORDER BY 1
+"""
+
+
+async def lock_for_replace(conn: asyncpg.Connection, table: str) -> None:
+    """The locks :func:`replace_contents` needs, taken before anything else reads a table.
+
+    Dropping a foreign key takes ACCESS EXCLUSIVE on the table it references as well. Had a
+    swap read that parent first (resolving registers while catching up), it would hold a
+    weaker lock and then wait for the strongest one: two replay lanes doing this on the
+    same parent (register_import and register_export on meter_registers) each waited for
+    the other, and PostgreSQL killed one. Taken here, first the table and then its parents
+    in name order, the locks form one order that every swap follows, and writers too (they
+    lock a history table, then its parent for the foreign-key check).
+    """
+    parents = [row["parent"] for row in await conn.fetch(_PARENTS, table)]
+    await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    for parent in parents:
+        await conn.execute(f"LOCK TABLE {parent} IN ACCESS EXCLUSIVE MODE")
+
+
 async def replace_contents(conn: asyncpg.Connection, table: str, insert_sql: str) -> None:
     """TRUNCATE ``table`` and load it with ``insert_sql``, inside the caller's transaction.
 
@@ -146,6 +175,7 @@ async def replace_contents(conn: asyncpg.Connection, table: str, insert_sql: str
     per row (the FK checks alone cost several times the load). The lock TRUNCATE takes keeps
     everyone out until the commit, so nobody sees the table without them; the definitions
     come from the catalog, so names, deferrability and actions are kept as they were.
+    Call :func:`lock_for_replace` first in the transaction.
     """
     await conn.execute(f"TRUNCATE {table}")
     constraints = await conn.fetch(_CONSTRAINTS, table)

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
+import subprocess
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from flowsd.db.migrate import (
+    SUPERSEDED_CHECKSUMS,
+    Migration,
     MigrationChangedError,
+    MigrationFailedError,
     SchemaTooNewError,
+    applied_versions,
     load_migrations,
     migrate,
+    split_statements,
 )
 from flowsd.db.urls import with_database
 from flowsd.emop.records.eventlog import EventId
@@ -128,6 +135,72 @@ async def test_an_edited_applied_migration_is_refused(conn: asyncpg.Connection) 
         await migrate(conn)
 
 
+async def test_databases_migrated_by_the_first_texts_of_0001_and_0002_are_accepted(
+    conn: asyncpg.Connection,
+) -> None:
+    await migrate(conn)
+    for version, checksums in SUPERSEDED_CHECKSUMS.items():
+        (old,) = checksums
+        await conn.execute(
+            "UPDATE flowsd.schema_migrations SET checksum = $2 WHERE version = $1", version, old
+        )
+    report = await migrate(conn)
+    assert report.applied == ()
+
+
+def test_superseded_checksums_are_those_of_the_shipped_files() -> None:
+    # The texts as first shipped are in the repository's history (commit 3f5a6bf).
+    root = Path(__file__).resolve().parents[2]
+    for migration in load_migrations():
+        if migration.version not in SUPERSEDED_CHECKSUMS:
+            continue
+        shown = subprocess.run(
+            ["git", "show", f"3f5a6bf:flowsd/db/migrations/{migration.file_name}"],
+            cwd=root,
+            capture_output=True,
+            check=False,
+        )
+        if shown.returncode != 0:
+            pytest.skip("not a git checkout with the history of the migrations")
+        assert SUPERSEDED_CHECKSUMS[migration.version] == {hashlib.sha256(shown.stdout).hexdigest()}
+        assert migration.checksum not in SUPERSEDED_CHECKSUMS[migration.version]
+
+
+def test_statements_are_split_outside_quotes_comments_and_bodies() -> None:
+    sql = (
+        "-- a comment; with a semicolon\n"
+        "CREATE TABLE a (b text DEFAULT ';');\n"
+        "\n"
+        "/* block; comment */ COMMENT ON TABLE a IS 'it''s; here';\n"
+        'SELECT ";" FROM a;\n'
+        "DO $body$ BEGIN PERFORM 1; PERFORM $$;$$; END $body$;\n"
+        "-- trailing comment only\n"
+    )
+    assert split_statements(sql) == [
+        (2, "CREATE TABLE a (b text DEFAULT ';')"),
+        (4, "COMMENT ON TABLE a IS 'it''s; here'"),
+        (5, 'SELECT ";" FROM a'),
+        (6, "DO $body$ BEGIN PERFORM 1; PERFORM $$;$$; END $body$"),
+    ]
+    for migration in load_migrations():
+        # Every migration splits into statements that each run on their own.
+        assert all(s and not s.endswith(";") for _, s in split_statements(migration.sql))
+
+
+async def test_a_failing_statement_is_named_and_its_migration_leaves_nothing(
+    conn: asyncpg.Connection,
+) -> None:
+    broken = Migration(7, "broken", "CREATE TABLE kept_out (a int);\n\nSELECT 1 / 0;\n")
+    with pytest.raises(MigrationFailedError) as failure:
+        await migrate(conn, [broken])
+    assert str(failure.value) == (
+        "migration 0007_broken.sql failed at line 3 (SELECT 1 / 0): division by zero; "
+        "nothing of this migration was applied"
+    )
+    assert await conn.fetchval("SELECT to_regclass('kept_out')") is None
+    assert await applied_versions(conn) == {}
+
+
 async def test_concurrent_migrators_apply_each_migration_once(database_url: str) -> None:
     connections = [await asyncpg.connect(database_url) for _ in range(3)]
     try:
@@ -141,29 +214,28 @@ async def test_concurrent_migrators_apply_each_migration_once(database_url: str)
             await c.close()
 
 
-async def test_roles_are_created_idempotently_by_concurrent_databases(pg_admin_url: str) -> None:
+async def test_concurrent_databases_share_the_roles(pg_admin_url: str) -> None:
+    # Roles are cluster-wide: two databases migrating at once both end up granting them.
+    # (Creating them when they are missing is tested on a private server, test_hosted.py:
+    # a shared server's roles are never dropped.)
     admin = await asyncpg.connect(pg_admin_url)
     names = [f"flowsd_test_roles_{uuid.uuid4().hex[:12]}" for _ in range(2)]
     try:
-        for role in ("flowsd_writer", "flowsd_reader"):
-            exists = await admin.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", role)
-            if exists:
-                # Still granted in another database on a shared server: keep it.
-                with contextlib.suppress(asyncpg.DependentObjectsStillExistError):
-                    await admin.execute(f"DROP ROLE {role}")
         for name in names:
             await admin.execute(f'CREATE DATABASE "{name}"')
         connections = [await asyncpg.connect(with_database(pg_admin_url, n)) for n in names]
         try:
             await asyncio.gather(*(migrate(c) for c in connections))
             await asyncio.gather(*(migrate(c) for c in connections))
+            for c in connections:
+                grants = await c.fetchval(
+                    "SELECT count(*) FROM information_schema.role_table_grants "
+                    "WHERE grantee IN ('flowsd_writer', 'flowsd_reader')"
+                )
+                assert grants > 0
         finally:
             for c in connections:
                 await c.close()
-        roles = await admin.fetch(
-            "SELECT rolname FROM pg_roles WHERE rolname IN ('flowsd_writer', 'flowsd_reader')"
-        )
-        assert len(roles) == 2
     finally:
         for name in names:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

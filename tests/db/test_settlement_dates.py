@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from flowsd.db.migrate import load_migrations, migrate
+from flowsd.db.migrate import MigrationFailedError, load_migrations, migrate
 
 LONDON = ZoneInfo("Europe/London")
 SESSION_ZONES = ("UTC", "Europe/London")
@@ -306,10 +306,13 @@ async def test_another_kind_of_dependent_stops_the_migration_naming_it(
         "CREATE FUNCTION flows.energy_of(d flows.circuit_interval_daily) RETURNS numeric "
         "LANGUAGE sql AS 'SELECT d.kwh'"
     )
-    with pytest.raises(asyncpg.DependentObjectsStillExistError) as failure:
+    with pytest.raises(MigrationFailedError) as failure:
         await migrate(conn)
+    # One line naming the migration, the object and its dependent (the server's detail).
+    assert str(failure.value).startswith("migration 0070_settlement_dates.sql failed at line")
     assert "circuit_interval_daily" in str(failure.value)
-    assert "energy_of" in (failure.value.detail or "")
+    assert "energy_of" in str(failure.value)
+    assert isinstance(failure.value.__cause__, asyncpg.DependentObjectsStillExistError)
     assert (
         await conn.fetchval(
             "SELECT data_type FROM information_schema.columns WHERE table_schema = 'flows' "

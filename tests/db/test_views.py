@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from flowsd.db.migrate import migrate
+from tests.db.hosted import ERAS, Era, build_production, hosted_database
 
 # Queries from SCHEMA-NOTES (production code and consumers) and from the public docs.
 QUERIES = [
@@ -56,7 +58,7 @@ QUERIES = [
     "JOIN flows.circuit_register cr ON cr.circuit = c.id "
     "JOIN flows.meter_registers r ON r.register_id = cr.register WHERE c.created_at > $1",
     # operators' completeness signal
-    "SELECT register_id, day, record_count, missing_count FROM flows.register_interval_hh_missing "
+    "SELECT register_id, date, record_count, missing_count FROM flows.register_interval_hh_missing "
     "WHERE missing_count > 0",
     # the public docs' columns
     "SELECT circuit_id, day, kwh, total_import_kwh, total_export_kwh "
@@ -82,6 +84,33 @@ QUERIES = [
 ]
 
 
+# The documentation's example queries, placeholders filled in.
+DOC_QUERIES_FILE = Path(__file__).parents[1] / "integration" / "doc_queries.sql"
+DOC_QUERIES = [
+    line.replace("{{esco_id}}", str(uuid.uuid4()))
+    .replace("{{meter_id}}", str(uuid.uuid4()))
+    .replace("{{site_id}}", str(uuid.uuid4()))
+    for line in DOC_QUERIES_FILE.read_text().splitlines()
+    if line.strip() and not line.startswith("--")
+]
+
+
+async def _failures(conn: asyncpg.Connection, queries: list[str], *, run: bool) -> list[str]:
+    """Queries that do not plan (or, with ``run``, do not execute), with the error."""
+    failures = []
+    for query in queries:
+        try:
+            statement = await conn.prepare(query if run else f"EXPLAIN {query}")
+            arguments = [
+                uuid.uuid4() if p.name == "uuid" else datetime.now(UTC)
+                for p in statement.get_parameters()
+            ]
+            await statement.fetch(*arguments)
+        except asyncpg.PostgresError as exc:
+            failures.append(f"{query}\n    -> {type(exc).__name__}: {exc}")
+    return failures
+
+
 @pytest.fixture
 async def migrated(conn: asyncpg.Connection) -> asyncpg.Connection:
     await migrate(conn)
@@ -100,17 +129,34 @@ async def test_every_view_plans(migrated: asyncpg.Connection) -> None:
 
 
 async def test_known_queries_plan(migrated: asyncpg.Connection) -> None:
-    failures = []
-    for query in QUERIES:
+    failures = await _failures(migrated, QUERIES, run=False)
+    assert not failures, "\n".join(failures)
+
+
+async def test_documentation_queries_run(migrated: asyncpg.Connection) -> None:
+    assert len(DOC_QUERIES) == 13
+    failures = await _failures(migrated, DOC_QUERIES, run=True)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_every_query_runs_on_upgraded_production_as_the_reader(
+    pg_admin_url: str, era: Era
+) -> None:
+    async with hosted_database(pg_admin_url) as database:
+        owner = await asyncpg.connect(database.url)
         try:
-            statement = await migrated.prepare(f"EXPLAIN {query}")
-            arguments = [
-                uuid.uuid4() if p.name == "uuid" else datetime.now(UTC)
-                for p in statement.get_parameters()
-            ]
-            assert await statement.fetch(*arguments)
-        except asyncpg.PostgresError as exc:
-            failures.append(f"{query}\n    -> {exc}")
+            await build_production(owner, database, era)
+            await migrate(owner)
+        finally:
+            await owner.close()
+        # Consumers read through flowsd_reader (granted to their login roles).
+        reader = await asyncpg.connect(database.admin_url)
+        try:
+            await reader.execute("SET ROLE flowsd_reader")
+            failures = await _failures(reader, QUERIES + DOC_QUERIES, run=True)
+        finally:
+            await reader.close()
     assert not failures, "\n".join(failures)
 
 

@@ -4,6 +4,10 @@
 -- Every object is created only if it is missing, so this migration is a no-op on a database
 -- that already has the production schema, and builds the same shape on an empty one. The
 -- differences flowsd needs are applied by migration 2, which therefore runs on both paths.
+-- The shape is production's as of flows-db migration 0006 (regions, escos.region); a
+-- database dumped before 0004 or 0006 gets those columns here (not 0006's rows or row-level
+-- security: data and policies are the operator's). Where production already has an index
+-- under another name, no second copy is built. Plain SQL that PostgreSQL 15-18 all accept.
 --
 -- Deliberately omitted: the AFTER UPDATE triggers that copy meter_shadows columns into the
 -- history tables (flowsd's projectors write history from events instead; migration 2 drops
@@ -55,6 +59,20 @@ CREATE TABLE IF NOT EXISTS flows.escos (
     region text REFERENCES flows.regions (code)
         ON UPDATE RESTRICT ON DELETE RESTRICT DEFERRABLE INITIALLY DEFERRED
 );
+-- flows-db 0006 added escos.region (a database dumped before it lacks the column).
+ALTER TABLE flows.escos ADD COLUMN IF NOT EXISTS region text;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_constraint c
+                   JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+                   WHERE c.conrelid = 'flows.escos'::regclass AND c.contype = 'f'
+                     AND a.attname = 'region') THEN
+        ALTER TABLE flows.escos ADD CONSTRAINT esco_region_fkey
+            FOREIGN KEY (region) REFERENCES flows.regions (code)
+            ON UPDATE RESTRICT ON DELETE RESTRICT DEFERRABLE INITIALLY DEFERRED;
+    END IF;
+END
+$$;
 CREATE INDEX IF NOT EXISTS escos_region_idx ON flows.escos (region);
 
 CREATE TABLE IF NOT EXISTS flows.sites_new (
@@ -161,6 +179,8 @@ CREATE TABLE IF NOT EXISTS flows.meter_shadows (
     backlight text,
     load_switch text
 );
+-- flows-db 0004 added it (after the production dump was taken).
+ALTER TABLE flows.meter_shadows ADD COLUMN IF NOT EXISTS clock_time_diff_synced_at timestamptz;
 
 CREATE TABLE IF NOT EXISTS flows.meter_registers (
     register_id uuid PRIMARY KEY,
@@ -241,8 +261,6 @@ CREATE TABLE IF NOT EXISTS flows.meter_prepay_balance (
     "timestamp" timestamptz NOT NULL,
     balance numeric
 );
-CREATE UNIQUE INDEX IF NOT EXISTS meter_prepay_balance_meter_id_timestamp_idx
-    ON flows.meter_prepay_balance (meter_id, "timestamp");
 CREATE INDEX IF NOT EXISTS meter_prepay_balance_timestamp_idx
     ON flows.meter_prepay_balance ("timestamp" DESC);
 
@@ -271,8 +289,6 @@ CREATE TABLE IF NOT EXISTS flows.meter_csq (
     "timestamp" timestamptz NOT NULL,
     csq integer
 );
-CREATE UNIQUE INDEX IF NOT EXISTS meter_csq_meter_id_timestamp_idx
-    ON flows.meter_csq (meter_id, "timestamp");
 CREATE INDEX IF NOT EXISTS meter_csq_timestamp_idx ON flows.meter_csq ("timestamp" DESC);
 
 CREATE TABLE IF NOT EXISTS flows.meter_health_history (
@@ -283,6 +299,30 @@ CREATE TABLE IF NOT EXISTS flows.meter_health_history (
 );
 CREATE INDEX IF NOT EXISTS meter_health_history_timestamp_idx
     ON flows.meter_health_history ("timestamp" DESC);
+
+-- The unique (meter_id, "timestamp") keys of the two history tables that have one in
+-- production (named meter_*_meter_time_idx there): built only where no such index exists.
+DO $$
+DECLARE
+    history_table text;
+BEGIN
+    FOREACH history_table IN ARRAY ARRAY['meter_prepay_balance', 'meter_csq'] LOOP
+        IF NOT EXISTS (
+            SELECT FROM pg_index i
+            WHERE i.indrelid = format('flows.%I', history_table)::regclass AND i.indisunique
+              AND i.indpred IS NULL AND i.indexprs IS NULL
+              AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                   FROM pg_attribute a
+                   WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey))
+                  = ARRAY['meter_id', 'timestamp']
+              AND i.indnatts = 2
+        ) THEN
+            EXECUTE format('CREATE UNIQUE INDEX %I ON flows.%I (meter_id, "timestamp")',
+                           history_table || '_meter_id_timestamp_idx', history_table);
+        END IF;
+    END LOOP;
+END
+$$;
 
 -- Meter-native event log (widened into flowsd's event store by migration 2).
 
