@@ -107,10 +107,6 @@ async def replay(
     # The costliest first, so that the lanes finish together.
     pending = sorted(projections, key=lambda p: -_WEIGHT.get(p.name, 1))
     checkpoints: dict[str, int] = {}
-    # One swap at a time: two lanes swapping tables with foreign keys to the same table (the
-    # register-mapped ones to meter_registers) each hold a share lock on it from their
-    # catch-up and then need it exclusively to drop their keys: a deadlock.
-    swapping = anyio.Lock()
 
     async def lane(lane_conn: asyncpg.Connection) -> None:
         await prepare_session(lane_conn)
@@ -121,8 +117,7 @@ async def replay(
             try:
                 await build_range(lane_conn, shadows, start, head, progress)
                 progress.set_phase(f"swap {projection.name}")
-                async with swapping:
-                    checkpoints[projection.name] = await _swap(lane_conn, shadows[0], start, head)
+                checkpoints[projection.name] = await _swap(lane_conn, shadows[0], start, head)
             finally:
                 await drop_shadows(lane_conn, shadows)
 
