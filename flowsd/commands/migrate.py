@@ -1,8 +1,8 @@
 """``flowsd migrate``: create or upgrade the ``flows`` schema (idempotent).
 
 Applies the pending SQL migrations of :mod:`flowsd.db.migrate` to the configured database
-(``--database-url``, ``FLOWSD_DATABASE_URL``, ``[database] url``, else the embedded server)
-and prints one line saying what it did.
+(``--database-url``, ``FLOWSD_DATABASE_URL`` or ``[database] url``; without one it says how
+to give one) and prints one line saying what it did.
 
 Run it as the owner of schema ``flows`` (in production the role that owns the tables, e.g.
 ``tsdbadmin``); the first run also needs CREATEROLE to create ``flowsd_writer`` and
@@ -15,10 +15,15 @@ import argparse
 import asyncio
 
 from flowsd.config import load_config, with_database_url
-from flowsd.db.connect import CONNECTION_ERRORS, connect, resolve_database
+from flowsd.db.connect import connect, resolve_database
+from flowsd.db.errors import (
+    DATABASE_ERRORS,
+    DatabaseUnavailableError,
+    describe,
+    is_connection_lost,
+)
 from flowsd.db.migrate import MigrationReport, migrate
 from flowsd.db.urls import redact
-from flowsd.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,7 +58,11 @@ async def _migrate(url: str, connect_timeout: float) -> MigrationReport:
     conn = await connect(url, connect_timeout=connect_timeout)
     try:
         return await migrate(conn)
-    except CONNECTION_ERRORS as exc:
-        raise UserError(f"lost the connection to {redact(url)} while migrating: {exc}") from exc
+    except DATABASE_ERRORS as exc:
+        if not is_connection_lost(exc):
+            raise
+        raise DatabaseUnavailableError(
+            f"lost the connection to {redact(url)} while migrating: {describe(exc)}"
+        ) from exc
     finally:
         await conn.close()

@@ -190,7 +190,9 @@ async def load_resume(
                 if meter_id not in online_at or at > online_at[meter_id][0]:
                     online_at[meter_id] = (at, online)
         for meter_id, (at, online) in online_at.items():
-            if not online:
+            if online:
+                found.setdefault(meter_id, {})["answered"] = True
+            else:
                 found.setdefault(meter_id, {})["offline_since"] = at
         entries: dict[UUID, list[tuple[datetime, int, int]]] = {}
         native_max = types.NATIVE_TYPE_ID_MAX
