@@ -19,12 +19,7 @@ import asyncpg
 
 from flowsd.commands.run import add_common_arguments, database_url, load
 from flowsd.db.connect import close_quietly, connect
-from flowsd.db.errors import (
-    DATABASE_ERRORS,
-    DatabaseUnavailableError,
-    describe,
-    is_connection_lost,
-)
+from flowsd.db.errors import DatabaseUnavailableError, describe, lost_connection_in
 from flowsd.db.urls import redact
 from flowsd.errors import UserError
 from flowsd.projections.catalogue import PROJECTION_NAMES, select_projections
@@ -60,11 +55,12 @@ def with_connection(
             conn = await open_connection()
             try:
                 return await work(conn, open_connection)
-            except DATABASE_ERRORS as exc:
-                if not is_connection_lost(exc):
+            except Exception as exc:
+                lost = lost_connection_in(exc)
+                if lost is None:
                     raise
                 raise DatabaseUnavailableError(
-                    f"lost the connection to {redact(url)}: {describe(exc)}"
+                    f"lost the connection to {redact(url)}: {describe(lost)}"
                 ) from exc
             finally:
                 await close_quietly(conn)

@@ -75,6 +75,17 @@ def is_connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, DATABASE_ERRORS)
 
 
+def lost_connection_in(exc: BaseException) -> BaseException | None:
+    """The connection-lost error ``exc`` stands for, looking inside exception groups (a task
+    group of several connections that all lost the server): None if anything else failed."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [lost_connection_in(inner) for inner in exc.exceptions]
+        if leaves and all(leaf is not None for leaf in leaves):
+            return leaves[0]
+        return None
+    return exc if is_connection_lost(exc) else None
+
+
 def is_data_rejection(exc: BaseException) -> bool:
     """A refusal of the data itself (data exception, integrity violation), not of the moment."""
     sqlstate = getattr(exc, "sqlstate", None) or ""

@@ -88,6 +88,8 @@ class AppenderStatistics(msgspec.Struct, frozen=True, kw_only=True):
     rejected: int  # events the database refused on their own merits
     spilled: int  # events written to the spill journal (a drained one may count twice)
     drained_segments: int  # journal segments committed and removed
+    spill_write_errors: int  # failed journal writes (disk full): events kept in memory
+    spill_blocked: bool  # the journal cannot be written now; producers wait when memory is full
     queued: int
     in_memory: int
     pending_in_journal: int
@@ -137,6 +139,7 @@ class Appender:
             "rejected": 0,
             "spilled": 0,
             "drained_segments": 0,
+            "spill_write_errors": 0,
             "database_failures": 0,
         }
 
@@ -211,6 +214,7 @@ class Appender:
     def statistics(self) -> AppenderStatistics:
         return AppenderStatistics(
             **self._counts,
+            spill_blocked=self._spill_blocked,
             queued=self._queue.qsize(),
             in_memory=len(self._memory),
             pending_in_journal=self._journal.pending_events,
@@ -495,6 +499,7 @@ class Appender:
             await asyncio.to_thread(self._journal.write, events)
         except OSError as exc:
             self._spill_blocked = True
+            self._counts["spill_write_errors"] += 1
             metrics.SPILL_DISK_FULL.set(1)
             metrics.SPILL_WRITE_ERRORS.inc()
             log.error(
