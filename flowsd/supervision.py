@@ -13,7 +13,8 @@ counts it in ``flowsd_component_give_ups_total{component}`` and calls ``on_give_
 daemon then stops the way SIGTERM does: the queued events are committed or spilled, and it
 exits with status 1, so systemd restarts it). Without ``on_give_up`` it raises
 :class:`ComponentGaveUpError`, and so does a component that gives up before it ever reported
-itself started.
+itself started. A :class:`~flowsd.errors.UserError` (a mistake restarting cannot fix, such as
+a spill directory another flowsd holds) is not restarted: it goes to ``on_give_up`` at once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import structlog
 from prometheus_client import Counter
 
 from flowsd.backoff import Backoff, Retry
+from flowsd.errors import UserError
 from flowsd.ops.metrics import REGISTRY
 
 log = structlog.get_logger("flowsd.supervision")
@@ -57,7 +59,7 @@ class ComponentGaveUpError(Exception):
     def __init__(self, component: str, failures: int, cause: BaseException) -> None:
         super().__init__(
             f"component {component} failed {failures} times within the restart window; "
-            f"last error: {type(cause).__name__}: {cause}"
+            f"last error: {_describe(cause)}"
         )
         self.component = component
         self.failures = failures
@@ -102,7 +104,7 @@ class Supervisor:
         self,
         policy: RestartPolicy | None = None,
         *,
-        on_give_up: Callable[[ComponentGaveUpError], None] | None = None,
+        on_give_up: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.policy = policy or RestartPolicy()
         self._on_give_up = on_give_up
@@ -130,10 +132,19 @@ class Supervisor:
             try:
                 await target(task_status=status)
                 return
+            except UserError as exc:
+                # A mistake restarting cannot fix (e.g. another flowsd holds the spill
+                # directory): the daemon stops at once with it.
+                log.error("component cannot run", component=name, error=str(exc))
+                stats.gave_up = True
+                if self._on_give_up is None or not status.done:
+                    raise
+                self._on_give_up(exc)
+                return
             except Exception as exc:
                 now = time.monotonic()
                 stats.running = False
-                stats.last_error = f"{type(exc).__name__}: {exc}"
+                stats.last_error = _describe(exc)
                 stats.last_failure_at = now
                 failures.append(now)
                 while failures and failures[0] < now - self.policy.window_seconds:
@@ -186,3 +197,10 @@ class Supervisor:
 
     def statistics(self) -> dict[str, ComponentStatistics]:
         return dict(self._components)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of the error, looking through task groups that failed with one."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
