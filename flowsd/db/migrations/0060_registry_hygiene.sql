@@ -70,7 +70,10 @@ DECLARE
     other record;
     activated boolean := TG_OP = 'INSERT' OR OLD.mode IS DISTINCT FROM NEW.mode;
 BEGIN
-    IF NEW.ip_address IS NOT NULL THEN
+    -- A written address loses its mask (an untouched one is left as it is: normalising it
+    -- could collide with another row under the old UNIQUE (ip_address)).
+    IF NEW.ip_address IS NOT NULL
+       AND (TG_OP = 'INSERT' OR NEW.ip_address IS DISTINCT FROM OLD.ip_address) THEN
         full_mask := CASE family(NEW.ip_address) WHEN 4 THEN 32 ELSE 128 END;
         IF masklen(NEW.ip_address) <> full_mask THEN
             NEW.ip_address := set_masklen(NEW.ip_address, full_mask);
