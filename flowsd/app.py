@@ -576,6 +576,7 @@ class Daemon:
                 meters=status.meters,
                 online=status.online,
                 offline=status.offline,
+                awaiting_first_answer=status.awaiting_first_answer,
                 never_answered=status.never_answered,
                 polls=status.polls,
                 requests_ok=status.requests_ok,

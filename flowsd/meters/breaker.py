@@ -1,8 +1,8 @@
-"""Per-meter circuit breaker: never answered, online, offline.
+"""Per-meter circuit breaker: awaiting a first answer, online, offline.
 
 A meter is **online** only once it has answered (a reply or a well-formed refusal); until
-then it is **never_answered** (a meter new to flowsd, or one that has not answered since it
-was registered) and is polled on its plan like an online one. ``threshold`` consecutive failed
+then it is **awaiting_first_answer** (a meter the log has never seen answer) and is polled on
+its plan like an online one. ``threshold`` consecutive failed
 exchanges, whatever the error (refused, unreachable network, timeout, garbage), make any
 meter that is not offline go **offline**; it then gets one cheap probe at a time, on the
 shared backoff (:mod:`flowsd.backoff`) from ``probe_initial`` to ``probe_max``, instead of
@@ -18,8 +18,8 @@ from typing import Literal
 from flowsd.backoff import Backoff
 
 Transition = Literal["went_offline", "came_online"]
-BreakerState = Literal["never_answered", "online", "offline"]
-BREAKER_STATES: tuple[BreakerState, ...] = ("online", "offline", "never_answered")
+BreakerState = Literal["awaiting_first_answer", "online", "offline"]
+BREAKER_STATES: tuple[BreakerState, ...] = ("online", "offline", "awaiting_first_answer")
 
 
 class Breaker:
@@ -59,7 +59,7 @@ class Breaker:
         if offline_since is not None:
             self.state = "offline"
         else:
-            self.state = "online" if answered else "never_answered"
+            self.state = "online" if answered else "awaiting_first_answer"
         # A meter that was offline before a restart is probed soon, not after a full backoff.
         self.next_probe_at: float | None = (
             now + self._delay(0) * rng.random() if self.state == "offline" else None

@@ -91,7 +91,8 @@ class FleetStatus(msgspec.Struct, frozen=True):
     meters: int
     online: int
     offline: int
-    never_answered: int  # polled, but no answer yet (not yet offline)
+    awaiting_first_answer: int  # polled, no answer yet, not (yet) offline
+    never_answered: int  # no answer ever, in any state (offline after the usual failures)
     polls_running: int
     connections_in_flight: int
     peak_connections_in_flight: int
@@ -161,6 +162,7 @@ class FleetSupervisor:
         self._busy = 0
         self._task_group: TaskGroup | None = None
         self._states: collections.Counter[BreakerState] = collections.Counter()
+        self._never_answered = 0
         self._busy_addresses: set[tuple[str, int]] = set()
         self._address_waiters: dict[tuple[str, int], collections.deque[MeterSession]] = {}
         self._by_serial: dict[str, UUID] = {}
@@ -177,6 +179,7 @@ class FleetSupervisor:
             if meter_id not in wanted:
                 gone = self.sessions.pop(meter_id)
                 self._states[gone.breaker.state] -= 1
+                self._never_answered -= not gone.answered_ever
                 if gone.cancel_scope is not None:
                     gone.cancel_scope.cancel()
                 self._forsake(gone, "the meter left the fleet")
@@ -199,6 +202,7 @@ class FleetSupervisor:
                 )
                 self.sessions[meter_id] = session
                 self._states[session.breaker.state] += 1
+                self._never_answered += not session.answered_ever
                 self._push(session)
                 added += 1
             elif session.target.same_identity(target):
@@ -273,6 +277,7 @@ class FleetSupervisor:
         # O(1) per poll: the state counts are kept up to date by apply() and _drive().
         for state in BREAKER_STATES:
             metrics.METERS.labels(state).set(self._states[state])
+        metrics.NEVER_ANSWERED.set(self._never_answered)
 
     # ----------------------------------------------------------------- running
 
@@ -366,6 +371,7 @@ class FleetSupervisor:
         before = session.breaker.state
         waiting: list[PollRequest] = list(session.poll_requests) if isinstance(job, Poll) else []
         outcome = None
+        answered_before = session.answered_ever
         try:
             outcome = await session.run(job)
         finally:
@@ -381,6 +387,7 @@ class FleetSupervisor:
             if self.sessions.get(session.target.meter_id) is session:
                 self._states[before] -= 1
                 self._states[session.breaker.state] += 1
+                self._never_answered -= session.answered_ever and not answered_before
                 self._push(session)
             self._next_waiter(address)
             self._refresh_state_gauge()
@@ -501,7 +508,8 @@ class FleetSupervisor:
             meters=len(sessions),
             online=self._states["online"],
             offline=self._states["offline"],
-            never_answered=self._states["never_answered"],
+            awaiting_first_answer=self._states["awaiting_first_answer"],
+            never_answered=self._never_answered,
             polls_running=self._busy,
             connections_in_flight=self.limiter.in_flight,
             peak_connections_in_flight=self.limiter.peak_in_flight,

@@ -83,9 +83,9 @@ async def test_bad_rows_are_not_dialled_and_silent_meters_never_count_online(
             addresses = [s.target.ip_address for s in sessions.values()]
             assert len(addresses) == len(set(addresses))
             # Not online before it answers; offline after the usual failure count.
-            assert sessions[silent].breaker.state == "never_answered"
+            assert sessions[silent].breaker.state == "awaiting_first_answer"
             status = daemon.supervisor.status(top=0)
-            assert status.online + status.never_answered + status.offline == METERS + 1
+            assert status.online + status.awaiting_first_answer + status.offline == METERS + 1
             await wait_until(lambda: daemon.supervisor.status(top=0).online == METERS)
             assert not sessions[silent].breaker.online
             await wait_until(lambda: sessions[silent].breaker.offline)
@@ -106,6 +106,8 @@ async def test_bad_rows_are_not_dialled_and_silent_meters_never_count_online(
             assert f"serial {serial} is also" in (reasons[serial.lower()] or "")
             assert sample_value("flowsd_registry_not_dialled", {"reason": "duplicate_address"}) == 1
             assert sample_value("flowsd_meters", {"state": "offline"}) == 1
+            assert sample_value("flowsd_meters_never_answered") == 1
+            assert daemon.supervisor.status(top=0).never_answered == 1
             # A reload logs nothing again.
             daemon.registry.request_reload()
             await anyio.sleep(1.0)
