@@ -473,10 +473,11 @@ class Daemon:
                 await self.appender.append_many(leftovers)
             self.appender.stop()
             await self._appender_done.wait()
-        if not self._appender_done.is_set():
-            log.error("appender did not finish within the drain deadline")
-        elif not self.appender.running:
+        if self._appender_done.is_set():
+            # Whatever a failing appender left behind (normally nothing) goes to the journal.
             await self.appender.spill_remaining()
+        else:
+            log.error("appender did not finish within the drain deadline")
 
     async def _let_projectors_catch_up(self) -> None:
         """A short grace for projectors to apply the last batches (they would catch up at the
