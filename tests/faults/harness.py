@@ -59,7 +59,7 @@ from flowsd.events.reader import iter_batches
 from flowsd.sim.clock import SimClock, from_emop
 from flowsd.sim.fleet import SimulatedFleet
 from flowsd.sim.register import register_fleet
-from tests.faults.server import PrivateServer
+from tests.faults.server import Bouncer, PrivateServer
 from tests.integration.daemon import (
     FAST_METERS,
     FROZEN_AT,
@@ -164,12 +164,15 @@ class Scenario:
         memory_max_events: int = 50_000,
         state_directory: Path | None = None,
         appender_timeouts: tuple[float, float] = (5.0, 2.0),
+        pooler: Bouncer | None = None,
     ) -> None:
         self.server = server
         self.tmp_path = tmp_path
         self.outcome = Outcome(kind, f"{server.binaries.label} ({server.binaries.version()})")
         self.database = f"fault_{uuid.uuid4().hex[:12]}"
         self.url = server.url(self.database)
+        # The daemon's way in: the server, or a pooler in front of it. Checks go direct.
+        self.daemon_url = pooler.url(self.database) if pooler else self.url
         self.clock = SimClock(FROZEN_AT, speed=0.0)
         self.memory_max_events = memory_max_events
         self.state_directory = state_directory or tmp_path / "state"
@@ -217,7 +220,7 @@ class Scenario:
             await conn.close()
         config = self.config()
         self.daemon = await self._stack.enter_async_context(
-            running_daemon(config, self.url, wall_clock=sim_wall_clock(self.clock))
+            running_daemon(config, self.daemon_url, wall_clock=sim_wall_clock(self.clock))
         )
         assert self.daemon.management_address is not None
         self.health = HealthWatch(self.daemon.management_address)
@@ -231,7 +234,7 @@ class Scenario:
         statement, lock = self.appender_timeouts
         return Config(
             database=DatabaseConfig(
-                url=self.url,
+                url=self.daemon_url,
                 reconnect_initial_seconds=0.05,
                 reconnect_max_seconds=0.5,
                 connect_timeout_seconds=3.0,

@@ -177,6 +177,76 @@ class PrivateServer:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+PGBOUNCER = shutil.which("pgbouncer") or (
+    "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
+)
+
+
+class Bouncer:
+    """PgBouncer in session mode in front of a :class:`PrivateServer`, on a port of its own
+    that stays the same across :meth:`restart` (as a pooler's service address does)."""
+
+    def __init__(self, server: PrivateServer) -> None:
+        assert PGBOUNCER is not None
+        self.server = server
+        self.home = Path(tempfile.mkdtemp(prefix="pgbouncer-", dir=server.home))
+        self.home.chmod(0o755)
+        self.port = _free_port()
+        self.config = self.home / "pgbouncer.ini"
+        users = self.home / "users.txt"
+        users.write_text(f'"{SUPERUSER}" "{PASSWORD}"\n')
+        self.config.write_text(
+            f"[databases]\n* = host=127.0.0.1 port={server.port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = plain\nauth_file = {users}\npool_mode = session\n"
+            "default_pool_size = 20\nmax_client_conn = 200\nserver_login_retry = 1\n"
+            f"logfile = {self.home / 'pgbouncer.log'}\npidfile = {self.home / 'pgbouncer.pid'}\n"
+        )
+        server._own(self.home, users, self.config)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{SUPERUSER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections."""
+        user = ["-u", self.server._user] if self.server._user else []
+        self._process = subprocess.Popen(
+            [str(PGBOUNCER), *user, str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + _START_SECONDS
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited: {self._log_tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer did not listen: {self._log_tail()}") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGTERM: PgBouncer's immediate shutdown (every client connection is dropped)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+        self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _log_tail(self) -> str:
+        try:
+            return (self.home / "pgbouncer.log").read_text()[-2000:]
+        except OSError:
+            return ""
+
+
 def _ensure_user(name: str) -> None:
     try:
         pwd.getpwnam(name)

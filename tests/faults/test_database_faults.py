@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from tests.faults.harness import ROUNDS, Scenario
-from tests.faults.server import PrivateServer
+from tests.faults.server import PGBOUNCER, Bouncer, PrivateServer
 from tests.integration.daemon import fetchval, wait_until
 
 # A small in-memory limit: an outage's events go to the spill journal.
@@ -178,4 +178,35 @@ async def test_spill_directory_full_during_an_outage(
             await s.recovered(await s.start_server())
             assert not stats().spill_blocked
         s.outcome.notes["spill_write_errors"] = s.daemon.appender.statistics().spill_write_errors
+        await s.finish()
+
+
+@pytest.fixture
+def bouncer(private_server: PrivateServer) -> Iterator[Bouncer]:
+    if PGBOUNCER is None:
+        pytest.skip("pgbouncer is not installed")
+    pooler = Bouncer(private_server)
+    pooler.start()
+    try:
+        yield pooler
+    finally:
+        pooler.stop()
+
+
+async def test_pooler_restarted(
+    private_server: PrivateServer, tmp_path: Path, bouncer: Bouncer
+) -> None:
+    # PgBouncer in session mode (transaction mode is refused at connect) between the daemon
+    # and the server, stopped (SIGTERM: every client connection dropped) and started again.
+    async with Scenario(private_server, tmp_path, "pooler_restart", pooler=bouncer) as s:
+        for round_ in range(ROUNDS):
+            await s.poll_round()
+            s.fault_began()
+            await anyio.to_thread.run_sync(bouncer.stop)
+            await s.poll_round()
+            await wait_until(lambda: not s.daemon.availability.up)
+            await anyio.sleep(HELD_DOWN_SECONDS[round_ % 2])
+            await anyio.to_thread.run_sync(bouncer.start)
+            await s.recovered(time.monotonic())
+        assert s.outcome.unready_rounds == ROUNDS
         await s.finish()
