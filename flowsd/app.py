@@ -68,10 +68,11 @@ from flowsd.db.migrate import applied_versions, check_compatible, load_migration
 from flowsd.db.urls import redact
 from flowsd.errors import ConfigError, UserError
 from flowsd.events.appender import Appender
+from flowsd.housekeeping import Housekeeping
 from flowsd.ingest.detector import ChangeDetector
 from flowsd.ingest.pipeline import Ingest
 from flowsd.ingest.seed import load_meter_states, load_resume
-from flowsd.ingest.sessions import Heartbeat, SessionTracker, flush, load_rows
+from flowsd.ingest.sessions import SessionTracker, load_rows
 from flowsd.mediator.auth import Policy
 from flowsd.mediator.server import serve_mediator, tls_enabled
 from flowsd.mediator.service import MediatorService
@@ -79,7 +80,7 @@ from flowsd.meters.plan import PollPlan
 from flowsd.meters.registry import DialPlan, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
-from flowsd.ops.http import HealthChecks, serve_management
+from flowsd.ops.http import serve_management
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.runner import ProjectorRunner
 from flowsd.sim.limits import raise_open_files_limit
@@ -89,8 +90,6 @@ log = structlog.get_logger("flowsd.app")
 
 WallClock = Callable[[], float]
 
-_STATUS_EVERY_SECONDS = 5.0
-_FINAL_FLUSH_SECONDS = 5.0
 _PROJECTOR_GRACE_SECONDS = 5.0
 EXIT_COMPONENT_FAILED = 1
 
@@ -166,9 +165,20 @@ class Daemon:
         self._failure: ComponentGaveUpError | None = None
         self._fatal: UserError | None = None
         self._registry_scope: anyio.CancelScope | None = None
-        self._state_scope: anyio.CancelScope | None = None
-        self._state_stopped = False
         self._pool: asyncpg.Pool | None = None
+        self.housekeeping = Housekeeping(
+            config,
+            instance=self.instance,
+            started_at=self.started_at,
+            fleet=self.supervisor,
+            appender=self.appender,
+            availability=self.availability,
+            tracker=self.tracker,
+            components=self.components,
+            notifier=self.notifier,
+            ready=self.ready,
+            connect=self._connect,
+        )
         self.projectors: ProjectorRunner | None = None
         self.management_address: tuple[str, int] | None = None
         self.mediator_address: tuple[str, int] | None = None
@@ -200,7 +210,7 @@ class Daemon:
         soft, hard = raise_open_files_limit()
         log.info("flowsd starting", database=redact(self.url), open_files=soft, hard_limit=hard)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._systemd_loop)
+            tg.start_soon(self.housekeeping.systemd_loop)
             if self.handle_signals:
                 tg.start_soon(self._signals)
             try:
@@ -249,7 +259,7 @@ class Daemon:
         listen = self.config.management.listen
         if not listen:
             return
-        checks = self._health_checks()
+        checks = self.housekeeping.health_checks()
         try:
             self.management_address = await tg.start(serve_management, listen, checks)
         except (OSError, ValueError) as exc:
@@ -268,14 +278,15 @@ class Daemon:
             availability=self.availability,
             supervisor=self.components,
         )
+        self.housekeeping.projectors = self.projectors
         await tg.start(self.projectors.run)
         await tg.start(self.components.run, "meter_list", self._run_registry)
         await tg.start(self.components.run, "meters", self.supervisor.run)
         if self.config.commands.table:
             await tg.start(self.components.run, "command_table", self.command_table.run)
-        tg.start_soon(self.components.run, "session_state", self._state_writer)
+        tg.start_soon(self.components.run, "session_state", self.housekeeping.state_writer)
         if self.config.daemon.summary_seconds > 0:
-            tg.start_soon(self.components.run, "summary", self._summary_loop)
+            tg.start_soon(self.components.run, "summary", self.housekeeping.summary_loop)
         self.ready.set()
         if not self._ready_sent:
             self._ready_sent = True
@@ -447,15 +458,7 @@ class Daemon:
             if self._appender_started:
                 await self._drain_appender()
                 await self._let_projectors_catch_up()
-            if self._state_scope is not None:
-                # No periodic write may land after (and undo) the final "stopped" one.
-                self._state_stopped = True
-                self._state_scope.cancel()
-                with anyio.move_on_after(_FINAL_FLUSH_SECONDS):
-                    try:
-                        await self._flush_state(stopped=True)
-                    except DATABASE_ERRORS as exc:
-                        log.warning("final session state not written", error=describe(exc))
+            await self.housekeeping.final_flush()
         log.info(
             "flowsd stopped",
             events_appended=self.appender.statistics().committed,
@@ -479,6 +482,9 @@ class Daemon:
         else:
             log.error("appender did not finish within the drain deadline")
 
+    def status_line(self) -> str:
+        return self.housekeeping.status_line()
+
     async def _let_projectors_catch_up(self) -> None:
         """A short grace for projectors to apply the last batches (they would catch up at the
         next start anyway)."""
@@ -487,118 +493,6 @@ class Daemon:
         head = max((s.checkpoint + s.lag_events for s in self.projectors.status()), default=0)
         if not await self.projectors.wait_caught_up(head, _PROJECTOR_GRACE_SECONDS):
             log.info("projectors still behind at stop; they resume from their checkpoints")
-
-    # -- housekeeping -------------------------------------------------------------------------
-
-    def heartbeat(self, *, stopped: bool = False) -> Heartbeat:
-        status = self.supervisor.status(top=0)
-        appender = self.appender.statistics()
-        return Heartbeat(
-            instance=self.instance,
-            started_at=self.started_at,
-            meters=status.meters,
-            online=status.online,
-            offline=status.offline,
-            never_answered=status.never_answered,
-            queue_depth=appender.queued,
-            spilled_events=appender.pending_in_journal,
-            events_appended=appender.committed,
-            database_up=self.availability.up,
-            status=self.status_line(),
-            stopped=stopped,
-        )
-
-    def status_line(self) -> str:
-        status = self.supervisor.status(top=0)
-        appender = self.appender.statistics()
-        never = f", {status.never_answered} never answered" if status.never_answered else ""
-        return (
-            f"meters {status.online}/{status.meters} online{never}; "
-            f"db {'ok' if self.availability.up else 'down'}; queue {appender.queued}; "
-            f"spilled {appender.pending_in_journal}"
-        )
-
-    async def _flush_state(self, *, stopped: bool = False) -> None:
-        conn = await self._connect()
-        try:
-            await flush(conn, self.tracker, self.heartbeat(stopped=stopped))
-        finally:
-            await close_quietly(conn)
-
-    async def _state_writer(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """Session state and heartbeat every ``state_flush_seconds``; a failed write is retried
-        at the next one (the rows stay marked changed)."""
-        conn: asyncpg.Connection | None = None
-        task_status.started()
-        with anyio.CancelScope() as scope:
-            self._state_scope = scope
-            if self._state_stopped:
-                return
-            try:
-                while True:
-                    await anyio.sleep(self.config.daemon.state_flush_seconds)
-                    try:
-                        if conn is None or conn.is_closed():
-                            conn = await self._connect()
-                        await flush(conn, self.tracker, self.heartbeat())
-                        self.availability.succeeded("session state")
-                    except DATABASE_ERRORS as exc:
-                        self.availability.failed("session state", exc)
-                        log.warning("session state not written; will retry", error=describe(exc))
-                        if conn is not None:
-                            conn.terminate()
-                        conn = None
-            finally:
-                if conn is not None:
-                    conn.terminate()
-
-    async def _systemd_loop(self) -> None:
-        """WATCHDOG=1 from the event loop itself (a blocked loop stops the pings), gated on no
-        component having given up, never on the database; STATUS= with it."""
-        interval = self.notifier.watchdog_interval or _STATUS_EVERY_SECONDS
-        interval = min(interval, _STATUS_EVERY_SECONDS)
-        while True:
-            if self.components.alive():
-                self.notifier.watchdog()
-            else:
-                log.error("a component gave up; withholding the systemd watchdog ping")
-            if self.ready.is_set():
-                self.notifier.status(self.status_line())
-            await anyio.sleep(interval)
-
-    async def _summary_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        task_status.started()
-        while True:
-            await anyio.sleep(self.config.daemon.summary_seconds)
-            status = self.supervisor.status(top=1)
-            appender = self.appender.statistics()
-            log.info(
-                "summary",
-                meters=status.meters,
-                online=status.online,
-                offline=status.offline,
-                awaiting_first_answer=status.awaiting_first_answer,
-                never_answered=status.never_answered,
-                polls=status.polls,
-                requests_ok=status.requests_ok,
-                request_failures=sum(status.request_failures.values()),
-                events_appended=appender.committed,
-                queue=appender.queued,
-                spilled=appender.pending_in_journal,
-            )
-
-    def _health_checks(self) -> HealthChecks:
-        queue_limit = self.config.appender.queue_size * 0.9
-        return HealthChecks(
-            liveness={"components": self.components.alive},
-            readiness={
-                "started": self.ready.is_set,
-                "database": lambda: self.availability.up,
-                "queue": lambda: self.appender.statistics().queued < queue_limit,
-                "projectors": lambda: self.projectors is None or self.projectors.ready(),
-            },
-            details={"database": self.availability.describe},
-        )
 
 
 async def check_schema(conn: asyncpg.Connection) -> None:

@@ -13,7 +13,6 @@ of them got through, not at the end of each one's own delay.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -36,7 +35,7 @@ class AvailabilityStatistics:
 class DatabaseAvailability:
     """Up/down of one database as its users last found it; starts down until a success."""
 
-    def __init__(self, where: str, *, on_recovered: Callable[[], None] | None = None) -> None:
+    def __init__(self, where: str) -> None:
         self.where = where  # the redacted URL, for messages
         self._up = False
         self._reason: str | None = "not connected yet"
@@ -44,7 +43,6 @@ class DatabaseAvailability:
         self._outages = 0
         self._last_outage: float | None = None
         self._back = anyio.Event()
-        self._on_recovered = on_recovered
         self._ever_up = False
         self.recoveries = 0  # down -> up transitions, for loops that poll instead of wait()
 
@@ -90,8 +88,6 @@ class DatabaseAvailability:
         self.recoveries += 1
         back, self._back = self._back, anyio.Event()
         back.set()
-        if self._on_recovered is not None:
-            self._on_recovered()
 
     async def wait(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if the database is reported back meanwhile (True)."""
