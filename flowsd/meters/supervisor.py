@@ -487,14 +487,15 @@ class FleetSupervisor:
     # ----------------------------------------------------------------- introspection
 
     def round_complete(self) -> bool:
-        """No poll is running and every online meter has been polled for each of its cadence
-        slots begun by now (on the wall clock): what a driver of a simulated clock waits for
-        before moving it on. Offline meters (probed, not polled) do not count."""
+        """No poll is running and every meter not offline (online, or awaiting its first
+        answer) has been polled for each of its cadence slots begun by now (on the wall
+        clock): what a driver of a simulated clock waits for before moving it on. Offline
+        meters (probed, not polled) do not count."""
         if self._busy:
             return False
         now = self.wall_clock()
         return all(
-            not s.breaker.online or s.schedule.next_due() > now for s in self.sessions.values()
+            s.breaker.offline or s.schedule.next_due() > now for s in self.sessions.values()
         )
 
     def status(self, *, top: int = 10) -> FleetStatus:
