@@ -211,7 +211,11 @@ class RegistrySource:
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             conn = await self._connect()
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            try:
+                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            except BaseException:
+                conn.terminate()
+                raise
             # A lost connection loses NOTIFYs too: reconnect (and re-read) at once.
             conn.add_termination_listener(self._notified)
             self._conn = conn

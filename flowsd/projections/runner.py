@@ -390,20 +390,24 @@ class ProjectorRunner:
     ) -> None:
         """LISTEN on ``conn`` until it is lost or stops answering the periodic check."""
         lost = asyncio.Event()
-        conn.add_termination_listener(_setter(lost))
-        await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-        self.availability.succeeded("projections listen")
-        # Anything announced while we were not listening: look at the log.
-        for task in self.tasks:
-            task.note_head(0)
-        task_status.started()
-        check_every = max(self._config.poll_interval_seconds, 1.0)
-        while not lost.is_set():
-            with anyio.move_on_after(check_every):
-                await lost.wait()
-            if not lost.is_set():
-                # A connection that died without a FIN (a cut network) never reports it.
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), check_every * 5)
+        on_lost = _setter(lost)
+        conn.add_termination_listener(on_lost)  # the pool reuses the connection: removed below
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            self.availability.succeeded("projections listen")
+            # Anything announced while we were not listening: look at the log.
+            for task in self.tasks:
+                task.note_head(0)
+            task_status.started()
+            check_every = max(self._config.poll_interval_seconds, 1.0)
+            while not lost.is_set():
+                with anyio.move_on_after(check_every):
+                    await lost.wait()
+                if not lost.is_set():
+                    # A connection that died without a FIN (a cut network) never says so.
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), check_every * 5)
+        finally:
+            conn.remove_termination_listener(on_lost)
 
 
 @contextlib.asynccontextmanager
