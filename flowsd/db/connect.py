@@ -13,6 +13,7 @@ exit status 2) or :class:`DatabaseUnavailableError` (retry).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 
 import asyncpg
@@ -112,6 +113,9 @@ def connection_failure(
     if isinstance(exc, DatabaseRefusedError | DatabaseUnavailableError):
         return exc
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # Refused by flowsd itself: the server's certificate fails the URL's sslmode.
+        return DatabaseRefusedError(f"cannot connect to {redact(url)}: {reason}")
     if is_refusal(exc) or isinstance(exc, ValueError):
         return DatabaseRefusedError(f"{redact(url)} refused the connection: {reason}")
     return DatabaseUnavailableError(f"cannot connect to {redact(url)}: {describe_reason(exc)}")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import asyncpg
 import pytest
 
@@ -41,6 +43,13 @@ def test_refusals_are_user_errors_without_the_password(error: Exception) -> None
     classified = connection_failure(URL, error)
     assert isinstance(classified, DatabaseRefusedError) and isinstance(classified, UserError)
     assert "secret" not in str(classified) and "flowsd:***@db.example" in str(classified)
+
+
+def test_a_certificate_that_fails_verification_is_refused() -> None:
+    error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    classified = connection_failure(URL, error)
+    assert isinstance(classified, DatabaseRefusedError)
+    assert str(classified).startswith("cannot connect to postgresql://flowsd:***@db.example")
 
 
 @pytest.mark.parametrize(
