@@ -494,9 +494,7 @@ class FleetSupervisor:
         if self._busy:
             return False
         now = self.wall_clock()
-        return all(
-            s.breaker.offline or s.schedule.next_due() > now for s in self.sessions.values()
-        )
+        return all(s.breaker.offline or s.schedule.next_due() > now for s in self.sessions.values())
 
     def status(self, *, top: int = 10) -> FleetStatus:
         sessions = list(self.sessions.values())
