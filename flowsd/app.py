@@ -1,12 +1,27 @@
 """The daemon's task tree: start-up order, steady state, reload and shutdown.
 
-Start-up: the file-descriptor limit is raised, the systemd watchdog loop starts (so a long
-wait for the database is not mistaken for a hang), the database is waited for with a growing
-delay (an outage is never fatal), the schema is checked (a mismatch is), then the management
-endpoint and the mediator API bind (a taken address is fatal before anything is read), the
-appender, the projector runner, the meter list with its resume points and change-detector
-state, the fleet supervisor, the command table and the session-state writer start, and
-systemd hears ``READY=1``.
+Start-up: the file-descriptor limit is raised, the systemd watchdog loop starts, the
+management endpoint binds (a taken address is fatal, exit status 2, before anything is read;
+from now on ``/healthz`` answers 200 and ``/readyz`` 503 naming the database until the
+daemon is running), then the database is tried. A refusal (no such database, wrong password or
+role, no ``pg_hba`` entry) is fatal at once (one line, exit status 2). An unreachable or
+unusable server is retried with the shared backoff, and systemd hears ``READY=1`` with
+``STATUS=waiting for the database: ...`` right after the first failed attempt: being up
+and waiting for the database is the same state the daemon is in during any later outage, so
+the unit's start timeout can never kill a daemon that is doing the right thing (the
+alternative, ``EXTEND_TIMEOUT_USEC`` while waiting, would hold ``systemctl start`` and boot
+ordering for as long as the database is away). Once connected the schema is checked (a
+mismatch is fatal), the mediator API binds (a taken address is fatal), the appender, the
+projector runner, the meter list with its resume points and change-detector state, the fleet
+supervisor, the command table and the session-state writer start, each under the component
+supervisor (:mod:`flowsd.supervision`), and ``READY=1`` follows if it was not sent yet.
+
+Steady state: every database-facing loop retries :data:`~flowsd.db.errors.DATABASE_ERRORS`
+itself and reports to one :class:`~flowsd.db.availability.DatabaseAvailability`, which
+``/readyz``, ``STATUS=`` and the heartbeat read. A component failing for any other reason is
+restarted with backoff; past ``[daemon] restart_limit`` failures within
+``restart_window_seconds`` the daemon stops as on SIGTERM (queued events committed or
+spilled) and exits with status 1.
 
 SIGTERM/SIGINT: ``STOPPING=1``; the meter list stops reloading, no new poll starts, queued
 commands are refused (claimed rows of the command table go back to pending), started ones
@@ -29,65 +44,59 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from uuid import UUID
 
 import anyio
+import anyio.abc
 import asyncpg
 import msgspec
 import structlog
 from anyio.abc import TaskGroup
 
+from flowsd.backoff import Backoff, Retry
 from flowsd.config import Config, load_config, with_database_url
 from flowsd.control.dispatch import Dispatcher
 from flowsd.control.table import CommandTable
-from flowsd.db.connect import CONNECTION_ERRORS, connect, create_pool_from_config
+from flowsd.db.availability import DatabaseAvailability
+from flowsd.db.connect import close_quietly, connect, create_pool_from_config
+from flowsd.db.errors import (
+    DATABASE_ERRORS,
+    DatabaseRefusedError,
+    DatabaseUnavailableError,
+    describe,
+)
 from flowsd.db.migrate import applied_versions, check_compatible, load_migrations
 from flowsd.db.urls import redact
 from flowsd.errors import ConfigError, UserError
-from flowsd.events import metrics as event_metrics
 from flowsd.events.appender import Appender
+from flowsd.housekeeping import Housekeeping
 from flowsd.ingest.detector import ChangeDetector
 from flowsd.ingest.pipeline import Ingest
 from flowsd.ingest.seed import load_meter_states, load_resume
-from flowsd.ingest.sessions import Heartbeat, SessionTracker, flush, load_rows
+from flowsd.ingest.sessions import SessionTracker, load_rows
 from flowsd.mediator.auth import Policy
 from flowsd.mediator.server import serve_mediator, tls_enabled
 from flowsd.mediator.service import MediatorService
 from flowsd.meters.plan import PollPlan
-from flowsd.meters.registry import RegistryMeter, RegistrySource
+from flowsd.meters.registry import DialPlan, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
-from flowsd.ops.http import HealthChecks, serve_management
-from flowsd.ops.metrics import sample_value
+from flowsd.ops.http import serve_management
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.runner import ProjectorRunner
 from flowsd.sim.limits import raise_open_files_limit
+from flowsd.supervision import ComponentGaveUpError, RestartPolicy, Supervisor
 
 log = structlog.get_logger("flowsd.app")
 
 WallClock = Callable[[], float]
 
-_STATUS_EVERY_SECONDS = 5.0
-_FINAL_FLUSH_SECONDS = 5.0
-_DATABASE_LOST: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
-_STATE_WRITE_ERRORS: tuple[type[BaseException], ...] = (*_DATABASE_LOST, UserError)
 _PROJECTOR_GRACE_SECONDS = 5.0
-
-
-def _queue_depth() -> int:
-    return int(sample_value("flowsd_appender_queue_depth"))
-
-
-def _events_appended() -> int:
-    return int(sample_value("flowsd_events_appended_total"))
-
-
-def _database_up() -> bool:
-    return bool(sample_value("flowsd_appender_database_up"))
+EXIT_COMPONENT_FAILED = 1
 
 
 class Daemon:
-    """One flowsd daemon; :meth:`run` returns the exit status."""
+    """One flowsd daemon; :meth:`run` returns the exit status (0, or 1 when a component gave
+    up) and raises a :class:`UserError` for a fatal start-up problem."""
 
     def __init__(
         self,
@@ -111,11 +120,22 @@ class Daemon:
         self.stop_requested = anyio.Event()
         self.ready = anyio.Event()
         self.started_at = datetime.now(UTC)
+        self.availability = DatabaseAvailability(redact(database_url))
+        self.components = Supervisor(
+            RestartPolicy(
+                backoff=Backoff(
+                    config.daemon.restart_initial_seconds, config.daemon.restart_max_seconds
+                ),
+                limit=config.daemon.restart_limit,
+                window_seconds=config.daemon.restart_window_seconds,
+            ),
+            on_give_up=self._component_gave_up,
+        )
         self.tracker = SessionTracker()
         self.detector = ChangeDetector(
             clock_drift_threshold_seconds=config.ingest.clock_drift_threshold_seconds
         )
-        self.appender = Appender.from_config(config, self._connect)
+        self.appender = Appender.from_config(config, self._connect, self.availability)
         self.ingest = Ingest(self.appender.append_many, self.detector, tracker=self.tracker)
         self.supervisor = FleetSupervisor(
             config.meters,
@@ -133,17 +153,40 @@ class Daemon:
             poll_seconds=config.commands.table_poll_seconds,
         )
         self.registry = RegistrySource(
-            self._connect, self._apply_meters, reload_seconds=config.daemon.registry_reload_seconds
+            self._connect,
+            self._apply_meters,
+            reload_seconds=config.daemon.registry_reload_seconds,
+            retry=self._reconnect_backoff(),
+            availability=self.availability,
         )
         self._appender_done = anyio.Event()
         self._appender_started = False
+        self._ready_sent = False
+        self._failure: ComponentGaveUpError | None = None
+        self._fatal: UserError | None = None
         self._registry_scope: anyio.CancelScope | None = None
-        self._state_scope: anyio.CancelScope | None = None
         self._pool: asyncpg.Pool | None = None
+        self.housekeeping = Housekeeping(
+            config,
+            instance=self.instance,
+            started_at=self.started_at,
+            fleet=self.supervisor,
+            appender=self.appender,
+            availability=self.availability,
+            tracker=self.tracker,
+            components=self.components,
+            notifier=self.notifier,
+            ready=self.ready,
+            connect=self._connect,
+        )
         self.projectors: ProjectorRunner | None = None
         self.management_address: tuple[str, int] | None = None
         self.mediator_address: tuple[str, int] | None = None
         self._mediator_scope: anyio.CancelScope | None = None
+
+    def _reconnect_backoff(self) -> Backoff:
+        database = self.config.database
+        return Backoff(database.reconnect_initial_seconds, database.reconnect_max_seconds)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -151,34 +194,50 @@ class Daemon:
         self.stop_requested.set()
 
     async def _connect(self) -> asyncpg.Connection:
-        return await connect(self.url, connect_timeout=self.config.database.connect_timeout_seconds)
+        """A connection for one component. Once running, a refusal (e.g. a password changed
+        under the daemon) is retried like an outage rather than ending the daemon."""
+        try:
+            return await connect(
+                self.url, connect_timeout=self.config.database.connect_timeout_seconds
+            )
+        except DatabaseRefusedError as exc:
+            if not self.ready.is_set():
+                raise
+            log.error("the database refused a connection; retrying", error=str(exc))
+            raise DatabaseUnavailableError(str(exc)) from exc
 
     async def run(self) -> int:
         soft, hard = raise_open_files_limit()
         log.info("flowsd starting", database=redact(self.url), open_files=soft, hard_limit=hard)
-        fatal: UserError | None = None
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._systemd_loop)
+            tg.start_soon(self.housekeeping.systemd_loop)
             if self.handle_signals:
                 tg.start_soon(self._signals)
             try:
                 with anyio.CancelScope() as starting:
                     tg.start_soon(self._cancel_on_stop, starting)
+                    await self._serve_management(tg)
                     if await self._wait_for_database():
                         await self._start(tg)
                 await self.stop_requested.wait()
                 await self._shutdown()
             except UserError as exc:  # e.g. the schema needs `flowsd migrate`
-                fatal = exc
+                self._fatal = exc
+            except ComponentGaveUpError as exc:  # failed for good before it ever started
+                self._failure = exc
+                await self._shutdown()
             finally:
                 tg.cancel_scope.cancel()
         if self._pool is not None:
             with anyio.move_on_after(5, shield=True):
                 await self._pool.close()
             self._pool.terminate()
-        if fatal is not None:
-            self.notifier.status(f"cannot start: {fatal}")
-            raise fatal
+        if self._fatal is not None:
+            self.notifier.status(f"cannot start: {self._fatal}")
+            raise self._fatal
+        if self._failure is not None:
+            self.notifier.status(f"stopped: {self._failure}")
+            return EXIT_COMPONENT_FAILED
         return 0
 
     async def _cancel_on_stop(self, scope: anyio.CancelScope) -> None:
@@ -186,43 +245,65 @@ class Daemon:
         await self.stop_requested.wait()
         scope.cancel()
 
+    def _component_gave_up(self, error: BaseException) -> None:
+        """A component failed past the restart limit (or fatally): stop, draining first."""
+        if isinstance(error, UserError):
+            self._fatal = self._fatal or error
+        elif isinstance(error, ComponentGaveUpError) and self._failure is None:
+            self._failure = error
+        self.request_stop()
+
+    async def _serve_management(self, tg: TaskGroup) -> None:
+        """Bind the endpoint before anything else: a taken address ends the start at once,
+        and /healthz, /readyz answer while the database is still being waited for."""
+        listen = self.config.management.listen
+        if not listen:
+            return
+        checks = self.housekeeping.health_checks()
+        try:
+            self.management_address = await tg.start(serve_management, listen, checks)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"management endpoint: cannot listen on {listen}: {exc}") from exc
+
     async def _start(self, tg: TaskGroup) -> None:
-        # The endpoint is bound first: a taken address must end the start before any reading
-        # is accepted (a fatal error cancels the task tree without draining the appender).
-        if self.config.management.listen:
-            listen = self.config.management.listen
-            try:
-                self.management_address = await tg.start(
-                    serve_management, listen, self._health_checks()
-                )
-            except (OSError, ValueError) as exc:
-                raise UserError(f"management endpoint: cannot listen on {listen}: {exc}") from exc
         if self.config.mediator.listen:
             self.mediator_address = await tg.start(self._run_mediator)
         tg.start_soon(self._run_appender)
         self._appender_started = True
         assert self._pool is not None  # opened by _wait_for_database
         self.projectors = ProjectorRunner(
-            self._pool, self.config.projections, subscribe=self.appender.subscribe
+            self._pool,
+            self.config.projections,
+            subscribe=self.appender.subscribe,
+            availability=self.availability,
+            supervisor=self.components,
         )
+        self.housekeeping.projectors = self.projectors
         await tg.start(self.projectors.run)
-        await tg.start(self._run_registry)
-        await tg.start(self.supervisor.run)
+        await tg.start(self.components.run, "meter_list", self._run_registry)
+        await tg.start(self.components.run, "meters", self.supervisor.run)
         if self.config.commands.table:
-            await tg.start(self.command_table.run)
-        self._state_scope = anyio.CancelScope()
-        tg.start_soon(self._state_writer, self._state_scope)
+            await tg.start(self.components.run, "command_table", self.command_table.run)
+        tg.start_soon(self.components.run, "session_state", self.housekeeping.state_writer)
         if self.config.daemon.summary_seconds > 0:
-            tg.start_soon(self._summary_loop)
+            tg.start_soon(self.components.run, "summary", self.housekeeping.summary_loop)
         self.ready.set()
-        self.notifier.ready(self.status_line())
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.notifier.ready(self.status_line())
+        else:
+            self.notifier.status(self.status_line())
         log.info("flowsd ready", meters=len(self.supervisor.sessions))
 
     async def _run_appender(self) -> None:
         try:
-            await self.appender.run()
+            await self.components.run("appender", self._appender_task)
         finally:
             self._appender_done.set()
+
+    async def _appender_task(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        task_status.started()
+        await self.appender.run()
 
     async def _run_mediator(self, *, task_status: anyio.abc.TaskStatus[tuple[str, int]]) -> None:
         mediator = self.config.mediator
@@ -244,50 +325,62 @@ class Daemon:
     # -- database -----------------------------------------------------------------------------
 
     async def _wait_for_database(self) -> bool:
-        """Connect, check the schema and open the projectors' pool, retrying with a growing
-        delay while the database is away; False if stopped first. A schema this flowsd cannot
-        run on is a :class:`UserError` (fatal)."""
-        delay = self.config.database.reconnect_initial_seconds
+        """Connect, check the schema and open the projectors' pool, retrying with the shared
+        backoff while the database is unavailable; False if stopped first. A refusal or a
+        schema this flowsd cannot run on is a :class:`UserError` (fatal)."""
+        retry = Retry(self._reconnect_backoff())
         while not self.stop_requested.is_set():
-            problem = await self._open_database()
-            if problem is None:
-                event_metrics.DATABASE_UP.set(1)
-                return True
-            self.notifier.status(f"waiting for the database: {problem}")
-            log.warning("database unreachable; retrying", error=problem, retry_in=delay)
-            with anyio.move_on_after(delay):
-                await self.stop_requested.wait()
-            delay = min(max(delay, 0.1) * 2, self.config.database.reconnect_max_seconds)
+            try:
+                await self._open_database()
+            except UserError:
+                raise
+            except DATABASE_ERRORS as exc:
+                self.availability.failed("start-up", exc)
+                delay = retry.next_delay()
+                status = f"waiting for the database: {describe(exc)}"
+                if self._ready_sent:
+                    self.notifier.status(status)
+                else:
+                    # Up and waiting, as in any outage: the start timeout must not apply.
+                    self._ready_sent = True
+                    self.notifier.ready(status)
+                log.warning(
+                    "database unavailable at start-up; retrying",
+                    database=self.availability.where,
+                    error=describe(exc),
+                    retry_in_seconds=round(delay, 3),
+                )
+                with anyio.move_on_after(delay):
+                    await self.stop_requested.wait()
+                continue
+            self.availability.succeeded("start-up")
+            return True
         return False
 
-    async def _open_database(self) -> str | None:
-        """None once the database is usable; otherwise why it is not (worth a retry)."""
-        try:
-            conn = await self._connect()
-        except UserError as exc:
-            return str(exc)
+    async def _open_database(self) -> None:
+        """Check the schema and open the projectors' pool, or raise (see above)."""
+        conn = await self._connect()
         try:
             await check_schema(conn)
-        except _DATABASE_LOST as exc:
-            return f"lost during the schema check: {exc}"
         finally:
-            conn.terminate()
-        try:
-            self._pool = await create_pool_from_config(self.config, self.url)
-        except UserError as exc:
-            return str(exc)
-        return None
+            await close_quietly(conn)
+        self._pool = await create_pool_from_config(self.config, self.url)
 
     # -- meters -------------------------------------------------------------------------------
 
-    async def _apply_meters(self, meters: list[RegistryMeter], conn: asyncpg.Connection) -> None:
-        """Make the fleet the registry's list; new meters get their resume and seed state."""
+    async def _apply_meters(self, plan: DialPlan, conn: asyncpg.Connection) -> None:
+        """Make the fleet the plan's dialled meters (new ones get their resume and seed
+        state) and record the meters it does not dial, with why, for ``flowsd status``."""
+        meters = plan.dialled
         known = self.supervisor.sessions
         new_ids = [m.meter_id for m in meters if m.meter_id not in known]
         resume = await load_resume(conn, new_ids) if new_ids else {}
         if new_ids:
             self.detector.states.update(await load_meter_states(conn, new_ids))
-            for meter_id, row in (await load_rows(conn, new_ids)).items():
+        unseen = [m.meter_id for m in meters if m.meter_id not in self.tracker.rows]
+        unseen += [m.meter_id for m in plan.not_dialled if m.meter_id not in self.tracker.rows]
+        if unseen:
+            for meter_id, row in (await load_rows(conn, unseen)).items():
                 self.tracker.rows.setdefault(meter_id, row)
         targets = []
         for meter in meters:
@@ -305,19 +398,21 @@ class Daemon:
         gone = [meter_id for meter_id in known if meter_id not in wanted]
         result = self.supervisor.apply(targets)
         for meter_id in gone:
-            self._forget(meter_id)
+            self.ingest.forget(meter_id)
+            self.detector.forget(meter_id)
+        for skipped in plan.not_dialled:
+            self.tracker.not_dialled(skipped.meter_id, skipped.serial, skipped.reason)
+        listed = wanted | {m.meter_id for m in plan.not_dialled}
+        for meter_id in [m for m in self.tracker.rows if m not in listed]:
+            self.tracker.forget(meter_id)
         log.info(
             "meter list applied",
             added=result.added,
             updated=result.updated,
             removed=result.removed,
             unchanged=result.unchanged,
+            not_dialled=len(plan.not_dialled),
         )
-
-    def _forget(self, meter_id: UUID) -> None:
-        self.ingest.forget(meter_id)
-        self.detector.forget(meter_id)
-        self.tracker.forget(meter_id)
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -361,28 +456,34 @@ class Daemon:
             if self._mediator_scope is not None:
                 self._mediator_scope.cancel()
             if self._appender_started:
-                leftovers = self.ingest.pending_events()
-                if leftovers:
-                    await self.appender.append_many(leftovers)
-                with anyio.move_on_after(self.config.daemon.drain_seconds):
-                    self.appender.stop()
-                    await self._appender_done.wait()
-                if not self._appender_done.is_set():
-                    log.error("appender did not finish within the drain deadline")
+                await self._drain_appender()
                 await self._let_projectors_catch_up()
-            if self._state_scope is not None:
-                # No periodic write may land after (and undo) the final "stopped" one.
-                self._state_scope.cancel()
-                with anyio.move_on_after(_FINAL_FLUSH_SECONDS):
-                    try:
-                        await self._flush_state(stopped=True)
-                    except _STATE_WRITE_ERRORS as exc:
-                        log.warning("final session state not written", error=str(exc))
+            await self.housekeeping.final_flush()
         log.info(
             "flowsd stopped",
-            events_appended=_events_appended(),
+            events_appended=self.appender.statistics().committed,
             spilled_events=self.appender.spilled_events,
         )
+
+    async def _drain_appender(self) -> None:
+        """Commit (or spill) everything accepted; if the appender is gone for good, spill."""
+        leftovers = self.ingest.pending_events()
+        if not self.appender.running:
+            await self.appender.spill_remaining(leftovers)
+            return
+        with anyio.move_on_after(self.config.daemon.drain_seconds):
+            if leftovers:
+                await self.appender.append_many(leftovers)
+            self.appender.stop()
+            await self._appender_done.wait()
+        if self._appender_done.is_set():
+            # Whatever a failing appender left behind (normally nothing) goes to the journal.
+            await self.appender.spill_remaining()
+        else:
+            log.error("appender did not finish within the drain deadline")
+
+    def status_line(self) -> str:
+        return self.housekeeping.status_line()
 
     async def _let_projectors_catch_up(self) -> None:
         """A short grace for projectors to apply the last batches (they would catch up at the
@@ -392,114 +493,6 @@ class Daemon:
         head = max((s.checkpoint + s.lag_events for s in self.projectors.status()), default=0)
         if not await self.projectors.wait_caught_up(head, _PROJECTOR_GRACE_SECONDS):
             log.info("projectors still behind at stop; they resume from their checkpoints")
-
-    # -- housekeeping -------------------------------------------------------------------------
-
-    def heartbeat(self, *, stopped: bool = False) -> Heartbeat:
-        online, offline = self._online_counts()
-        return Heartbeat(
-            instance=self.instance,
-            started_at=self.started_at,
-            meters=len(self.supervisor.sessions),
-            online=online,
-            offline=offline,
-            queue_depth=_queue_depth(),
-            spilled_events=self.appender.spilled_events,
-            events_appended=_events_appended(),
-            database_up=_database_up(),
-            status=self.status_line(),
-            stopped=stopped,
-        )
-
-    def _online_counts(self) -> tuple[int, int]:
-        sessions = self.supervisor.sessions.values()
-        online = sum(1 for s in sessions if s.breaker.online)
-        return online, len(self.supervisor.sessions) - online
-
-    def status_line(self) -> str:
-        online, _ = self._online_counts()
-        return (
-            f"meters {online}/{len(self.supervisor.sessions)} online; "
-            f"db {'ok' if _database_up() else 'down'}; queue {_queue_depth()}; "
-            f"spilled {self.appender.spilled_events}"
-        )
-
-    async def _flush_state(self, *, stopped: bool = False) -> None:
-        conn = await self._connect()
-        try:
-            await flush(conn, self.tracker, self.heartbeat(stopped=stopped))
-        finally:
-            await conn.close()
-
-    async def _state_writer(self, scope: anyio.CancelScope) -> None:
-        conn: asyncpg.Connection | None = None
-        with scope:
-            try:
-                while True:
-                    await anyio.sleep(self.config.daemon.state_flush_seconds)
-                    try:
-                        if conn is None or conn.is_closed():
-                            conn = await self._connect()
-                        await flush(conn, self.tracker, self.heartbeat())
-                    except _STATE_WRITE_ERRORS as exc:
-                        log.warning("session state not written; will retry", error=str(exc))
-                        if conn is not None:
-                            conn.terminate()
-                        conn = None
-            finally:
-                if conn is not None:
-                    conn.terminate()
-
-    async def _systemd_loop(self) -> None:
-        """WATCHDOG=1 from the event loop itself (a blocked loop stops the pings), gated on the
-        daemon's own tasks being alive, never on the database; STATUS= with it."""
-        interval = self.notifier.watchdog_interval or _STATUS_EVERY_SECONDS
-        interval = min(interval, _STATUS_EVERY_SECONDS)
-        while True:
-            if self._alive():
-                self.notifier.watchdog()
-            else:
-                log.error("an internal task died; withholding the systemd watchdog ping")
-            if self.ready.is_set():
-                self.notifier.status(self.status_line())
-            await anyio.sleep(interval)
-
-    def _alive(self) -> bool:
-        if not self.ready.is_set() or self.stop_requested.is_set():
-            return True
-        return not self._appender_done.is_set() and self.supervisor.status(top=0).running
-
-    async def _summary_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.config.daemon.summary_seconds)
-            status = self.supervisor.status(top=1)
-            log.info(
-                "summary",
-                meters=status.meters,
-                online=status.online,
-                offline=status.offline,
-                polls=status.polls,
-                requests_ok=status.requests_ok,
-                request_failures=sum(status.request_failures.values()),
-                events_appended=_events_appended(),
-                queue=_queue_depth(),
-                spilled=self.appender.spilled_events,
-            )
-
-    def _health_checks(self) -> HealthChecks:
-        queue_limit = self.config.appender.queue_size * 0.9
-        return HealthChecks(
-            liveness={
-                "appender": lambda: not self._appender_done.is_set(),
-                "supervisor": lambda: self.supervisor.status(top=0).running,
-            },
-            readiness={
-                "started": self.ready.is_set,
-                "database": _database_up,
-                "queue": lambda: _queue_depth() < queue_limit,
-                "projectors": lambda: self.projectors is None or self.projectors.ready(),
-            },
-        )
 
 
 async def check_schema(conn: asyncpg.Connection) -> None:

@@ -2,8 +2,9 @@
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
 ``handler`` to a function taking the parsed namespace and returning an exit status.
-A :class:`flowsd.errors.UserError` becomes one line on stderr and exit status 2, never a
-traceback.
+A :class:`flowsd.errors.UserError` (a mistake the user can fix) and a
+:class:`flowsd.db.errors.DatabaseUnavailableError` (the database could not be reached or was
+lost) become one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from flowsd import __version__
+from flowsd.db.errors import DatabaseUnavailableError
 from flowsd.errors import UserError
 
 # Order is the order of `flowsd --help`.
@@ -59,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except UserError as exc:
+    except (UserError, DatabaseUnavailableError) as exc:
         print(f"flowsd {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

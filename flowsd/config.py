@@ -33,9 +33,10 @@ class DatabaseConfig(_Section, frozen=True):
     pool_min_size: PositiveInt = 2
     pool_max_size: PositiveInt = 8
     connect_timeout_seconds: Seconds = 10.0
-    # Delay between reconnect attempts while the database is unreachable (grows to the max).
+    # Delay between reconnect attempts while the database is unavailable (doubles to the max,
+    # jittered); a success of any component wakes the others at once.
     reconnect_initial_seconds: Seconds = 0.5
-    reconnect_max_seconds: Seconds = 30.0
+    reconnect_max_seconds: Seconds = 10.0
 
 
 class StateConfig(_Section, frozen=True):
@@ -178,6 +179,13 @@ class DaemonConfig(_Section, frozen=True):
     summary_seconds: Seconds = 0.0
     # Name of this daemon's heartbeat row; empty: the host name.
     instance: str = ""
+    # A component failing unexpectedly is restarted after a delay doubling from the first
+    # value to the second; failing restart_limit times within restart_window_seconds, it
+    # makes the daemon stop (queued events committed or spilled) with exit status 1.
+    restart_initial_seconds: Seconds = 1.0
+    restart_max_seconds: Seconds = 30.0
+    restart_limit: PositiveInt = 10
+    restart_window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 600.0
 
 
 class ProjectionsConfig(_Section, frozen=True):

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     faulthandler.enable()
     config = demo_config(load(args))
     configure_logging(config.logging.level, fmt=config.logging.format)
-    with database_url(config) as url:
+    with database_url(config, embedded=True) as url:
 
         async def main() -> int:
             conn = await connect(url, connect_timeout=config.database.connect_timeout_seconds)

@@ -1,8 +1,9 @@
 """``flowsd migrate``: create or upgrade the ``flows`` schema (idempotent).
 
 Applies the pending SQL migrations of :mod:`flowsd.db.migrate` to the configured database
-(``--database-url``, ``FLOWSD_DATABASE_URL``, ``[database] url``, else the embedded server),
-printing a line for each migration as it commits and one saying where the database stands.
+(``--database-url``, ``FLOWSD_DATABASE_URL`` or ``[database] url``; without one it says how
+to give one), printing a line for each migration as it commits and one saying where the
+database stands.
 A failing migration is reported in one line naming its file, line and statement; it leaves
 nothing of itself behind (each migration is one transaction), and the ones before it stay.
 
@@ -17,10 +18,15 @@ import argparse
 import asyncio
 
 from flowsd.config import load_config, with_database_url
-from flowsd.db.connect import CONNECTION_ERRORS, connect, resolve_database
+from flowsd.db.connect import connect, resolve_database
+from flowsd.db.errors import (
+    DATABASE_ERRORS,
+    DatabaseUnavailableError,
+    describe,
+    is_connection_lost,
+)
 from flowsd.db.migrate import Migration, MigrationReport, migrate
 from flowsd.db.urls import redact
-from flowsd.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,7 +65,11 @@ async def _migrate(url: str, connect_timeout: float) -> MigrationReport:
     conn = await connect(url, connect_timeout=connect_timeout)
     try:
         return await migrate(conn, on_applied=_print_applied)
-    except CONNECTION_ERRORS as exc:
-        raise UserError(f"lost the connection to {redact(url)} while migrating: {exc}") from exc
+    except DATABASE_ERRORS as exc:
+        if not is_connection_lost(exc):
+            raise
+        raise DatabaseUnavailableError(
+            f"lost the connection to {redact(url)} while migrating: {describe(exc)}"
+        ) from exc
     finally:
         await conn.close()

@@ -18,7 +18,8 @@ from typing import TypeVar
 import asyncpg
 
 from flowsd.commands.run import add_common_arguments, database_url, load
-from flowsd.db.connect import CONNECTION_ERRORS, connect
+from flowsd.db.connect import close_quietly, connect
+from flowsd.db.errors import DatabaseUnavailableError, describe, lost_connection_in
 from flowsd.db.urls import redact
 from flowsd.errors import UserError
 from flowsd.projections.catalogue import PROJECTION_NAMES, select_projections
@@ -41,7 +42,8 @@ def with_connection(
     args: argparse.Namespace, work: Callable[[asyncpg.Connection, Connect], Awaitable[T]]
 ) -> T:
     """Run ``work`` on a connection to the configured database (and a way to open more);
-    losing the database on the way is a :class:`UserError`."""
+    losing the database on the way is one line (:class:`DatabaseUnavailableError`), and a
+    replay cut short that way changed nothing (its swap is one transaction)."""
     config = load(args)
     timeout = config.database.connect_timeout_seconds
     with database_url(config) as url:
@@ -53,10 +55,15 @@ def with_connection(
             conn = await open_connection()
             try:
                 return await work(conn, open_connection)
-            except CONNECTION_ERRORS as exc:
-                raise UserError(f"lost the connection to {redact(url)}: {exc}") from exc
+            except Exception as exc:
+                lost = lost_connection_in(exc)
+                if lost is None:
+                    raise
+                raise DatabaseUnavailableError(
+                    f"lost the connection to {redact(url)}: {describe(lost)}"
+                ) from exc
             finally:
-                await conn.close()
+                await close_quietly(conn)
 
         return asyncio.run(main())
 

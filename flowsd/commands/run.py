@@ -87,10 +87,11 @@ def with_mediator_listen(config: Config, listen: str | None) -> Config:
 
 
 @contextlib.contextmanager
-def database_url(config: Config) -> Iterator[str]:
-    """The URL to use (the embedded server is started if configured so, and released at the
-    end), with the password of the systemd credential applied."""
-    target = resolve_database(config)
+def database_url(config: Config, *, embedded: bool = False) -> Iterator[str]:
+    """The configured URL with the password of the systemd credential applied; with
+    ``embedded`` (``flowsd demo``) and no URL, the embedded server (released at the end).
+    No URL otherwise is a :class:`~flowsd.errors.UserError` saying how to give one."""
+    target = resolve_database(config, embedded=embedded)
     try:
         yield with_credential_password(target.url)
     finally:

@@ -2,8 +2,10 @@
 
 Works whether or not a daemon is running (it reads what the daemons persist: the heartbeat
 rows and the per-meter session state, written every few seconds), so an operator sees per-meter
-detail without Prometheus: online/offline counts, the slowest meters, the last error of each
-failing meter, the appender queue and the projectors' lag behind the event log.
+detail without Prometheus: online/offline counts, the meters that never answered (shown apart:
+a meter is online only once it has answered), the active meters flowsd does not dial and why
+(no or an unusable address, a second row for one device), the slowest meters, the last error
+of each failing meter, the appender queue and the projectors' lag behind the event log.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ import asyncpg
 import msgspec
 
 from flowsd.commands.run import add_common_arguments, database_url, load
-from flowsd.db.connect import connect
+from flowsd.db.connect import close_quietly, connect
 from flowsd.db.urls import redact
 from flowsd.errors import UserError
 from flowsd.events.reader import head_position
 
-# Session-state rows of meters still in the fleet (removed meters keep their last row).
-_POLLED = """JOIN flows.meter_registry r
-    ON r.id = s.meter_id AND r.mode = 'active' AND r.ip_address IS NOT NULL"""
+# Session-state rows of active meters (removed or passive meters keep their last row).
+_ACTIVE = "JOIN flows.meter_registry r ON r.id = s.meter_id AND r.mode = 'active'"
+_POLLED = f"{_ACTIVE} AND s.not_dialled IS NULL"
 
 # A heartbeat older than this (seconds) means the daemon is gone (it writes every few seconds).
 STALE_AFTER_SECONDS = 60
@@ -65,7 +67,7 @@ async def gather(url: str, *, top: int = 10, connect_timeout: float = 10.0) -> d
             raise UserError("the database has no flowsd schema yet: run `flowsd migrate`")
         return await _gather(conn, top)
     finally:
-        await conn.close()
+        await close_quietly(conn)
 
 
 async def _gather(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
@@ -74,8 +76,8 @@ async def _gather(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
         dict(row)
         for row in await conn.fetch(
             """SELECT instance, pid, version, started_at, heartbeat_at, stopped_at, meters,
-                      online, offline, queue_depth, spilled_events, events_appended,
-                      database_up, status
+                      online, offline, never_answered, queue_depth, spilled_events,
+                      events_appended, database_up, status
                FROM flowsd.daemon_heartbeat ORDER BY heartbeat_at DESC"""
         )
     ]
@@ -88,12 +90,28 @@ async def _gather(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
             daemon["state"] = "running" if age <= STALE_AFTER_SECONDS else "not responding"
     counts = await conn.fetchrow(
         f"""SELECT count(*) AS meters, count(*) FILTER (WHERE online) AS online,
-                  count(*) FILTER (WHERE NOT online) AS offline
+                  count(*) FILTER (WHERE NOT online AND offline_since IS NOT NULL) AS offline,
+                  count(*) FILTER (WHERE answered_at IS NULL) AS never_answered,
+                  count(*) FILTER (WHERE NOT online AND offline_since IS NULL)
+                      AS awaiting_first_answer
            FROM flowsd.meter_session_state s {_POLLED}"""
     )
     registry = await conn.fetchval(
-        """SELECT count(*) FROM flows.meter_registry
-           WHERE mode = 'active' AND ip_address IS NOT NULL"""
+        "SELECT count(*) FROM flows.meter_registry WHERE mode = 'active'"
+    )
+    not_dialled = [
+        dict(row)
+        for row in await conn.fetch(
+            f"""SELECT meter_id, s.serial, s.not_dialled AS reason
+               FROM flowsd.meter_session_state s {_ACTIVE}
+               WHERE s.not_dialled IS NOT NULL
+               ORDER BY s.serial NULLS LAST, meter_id"""
+        )
+    ]
+    unseen = await conn.fetchval(
+        """SELECT count(*) FROM flows.meter_registry r
+           WHERE r.mode = 'active' AND NOT EXISTS (
+               SELECT FROM flowsd.meter_session_state s WHERE s.meter_id = r.id)"""
     )
     slowest = [
         dict(row)
@@ -109,9 +127,10 @@ async def _gather(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
         dict(row)
         for row in await conn.fetch(
             f"""SELECT meter_id, s.serial, online, consecutive_failures, offline_since,
-                      last_failure_at, last_success_at, last_error
+                      last_failure_at, last_success_at, last_error,
+                      answered_at IS NULL AS never_answered
                FROM flowsd.meter_session_state s {_POLLED}
-               WHERE NOT online OR consecutive_failures > 0
+               WHERE offline_since IS NOT NULL OR consecutive_failures > 0
                ORDER BY online, consecutive_failures DESC, last_failure_at DESC NULLS LAST
                LIMIT $1""",
             top,
@@ -129,7 +148,17 @@ async def _gather(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
         "at": now,
         "daemons": daemons,
         "registry_meters": registry,
-        "meters": dict(counts) if counts else {"meters": 0, "online": 0, "offline": 0},
+        "meters": dict(counts)
+        if counts
+        else {
+            "meters": 0,
+            "online": 0,
+            "offline": 0,
+            "never_answered": 0,
+            "awaiting_first_answer": 0,
+        },
+        "not_dialled": not_dialled,
+        "not_seen_by_a_daemon": unseen,
         "slowest": slowest,
         "failing": failing,
         "event_log_head": head,
@@ -160,16 +189,25 @@ def render(report: dict[str, Any], where: str) -> str:
             f"heartbeat {_ago(d['heartbeat_at'], now)})"
         )
         database = "up" if d["database_up"] else "DOWN"
+        never = f" ({d['never_answered']} never answered)" if d["never_answered"] else ""
         lines.append(
-            f"  meters {d['online']}/{d['meters']} online, queue {d['queue_depth']}, "
+            f"  meters {d['online']}/{d['meters']} online{never}, queue {d['queue_depth']}, "
             f"spilled {d['spilled_events']}, events appended {d['events_appended']}, "
             f"database {database}"
         )
     m = report["meters"]
     lines.append(
         f"meters: {report['registry_meters']} active in the registry; {m['meters']} polled, "
-        f"{m['online']} online, {m['offline']} offline"
+        f"{m['online']} online, {m['offline']} offline, "
+        f"{m['awaiting_first_answer']} waiting for a first answer; "
+        f"{m['never_answered']} never answered; {len(report['not_dialled'])} not dialled"
     )
+    if report["not_seen_by_a_daemon"]:
+        lines.append(f"  {report['not_seen_by_a_daemon']} active meters not seen by a daemon yet")
+    if report["not_dialled"]:
+        lines.append("not dialled (fix the registry row):")
+        for row in report["not_dialled"]:
+            lines.append(f"  {row['serial'] or row['meter_id']}  {row['reason']}")
     if report["slowest"]:
         lines.append("slowest meters (duration of the last poll):")
         for row in report["slowest"]:
@@ -177,11 +215,12 @@ def render(report: dict[str, Any], where: str) -> str:
     if report["failing"]:
         lines.append("failing meters:")
         for row in report["failing"]:
-            state = (
-                f"offline since {_ago(row['offline_since'], now)}"
-                if not row["online"]
-                else "online"
-            )
+            if row["offline_since"] is not None:
+                state = f"offline since {_ago(row['offline_since'], now)}"
+            else:
+                state = "online" if row["online"] else "waiting for a first answer"
+            if row["never_answered"]:
+                state += ", never answered"
             lines.append(
                 f"  {row['serial'] or row['meter_id']}  {state}, "
                 f"{row['consecutive_failures']} consecutive failures, "

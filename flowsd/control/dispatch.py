@@ -18,7 +18,7 @@ import anyio
 import asyncpg
 import msgspec
 
-from flowsd.db.connect import CONNECTION_ERRORS
+from flowsd.db.errors import DATABASE_ERRORS
 from flowsd.meters.command import CommandResult, MeterCommand, refused
 from flowsd.meters.supervisor import CommandRefusedError, FleetSupervisor
 
@@ -29,7 +29,6 @@ SELECT r.id, r.serial, r.mode::text AS mode, r.ip_address IS NOT NULL AS address
 FROM flows.meter_registry r LEFT JOIN flows.escos e ON e.id = r.esco
 WHERE r.serial = $1
 """
-_DATABASE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
 class MeterRef(msgspec.Struct, frozen=True):
@@ -76,7 +75,7 @@ class Dispatcher:
             raise CommandRefusedError("unavailable", "the database is not reachable yet")
         try:
             row: asyncpg.Record | None = await pool.fetchrow(_LOOKUP, serial)
-        except _DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             raise CommandRefusedError("unavailable", f"database: {exc}") from None
         return row
 

@@ -34,11 +34,12 @@ import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from flowsd.backoff import Backoff, Retry
 from flowsd.control.dispatch import Dispatcher
-from flowsd.db.connect import CONNECTION_ERRORS
+from flowsd.db.connect import close_quietly
+from flowsd.db.errors import DATABASE_ERRORS, describe
 from flowsd.emop import EncodeError, UnknownObjectError, by_id, by_name
 from flowsd.emop.view import operator_value, to_json
-from flowsd.errors import UserError
 from flowsd.meters import operations as commands
 from flowsd.meters.command import CommandResult, MeterCommand
 from flowsd.meters.observations import CommandOutcome
@@ -52,12 +53,7 @@ NOTIFY_CHANNEL = "flowsd_meter_command"
 DONE_CHANNEL = "flowsd_meter_command_done"
 # Command ids in events are derived from the row, so a command's events can be found by row.
 ROW_NAMESPACE = UUID("0b7f3c52-8d0e-4f57-a3a5-2b6c50f5d4b1")
-_RETRY_SECONDS = 2.0
-_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    *CONNECTION_ERRORS,
-    asyncpg.PostgresError,
-    UserError,
-)
+_WRITE_RETRY = Backoff(2.0, 30.0)
 
 _CLAIM = """
 WITH next AS (
@@ -288,8 +284,8 @@ class CommandTable:
                         await conn.fetch(_GIVE_UP)
                         for row in await self._claim(conn):
                             self._start(tg, row)
-                    except _DATABASE_ERRORS as exc:
-                        log.warning("command table not read; will retry", error=str(exc))
+                    except DATABASE_ERRORS as exc:
+                        log.warning("command table not read; will retry", error=describe(exc))
                         await self._close()
                     with anyio.move_on_after(self.poll_seconds):
                         await self._wake.wait()
@@ -309,7 +305,11 @@ class CommandTable:
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             conn = await self._connect()
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            try:
+                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            except BaseException:
+                conn.terminate()
+                raise
             conn.add_termination_listener(self._notified)
             self._conn = conn
         return self._conn
@@ -322,11 +322,8 @@ class CommandTable:
         if conn is None:
             return
         conn.remove_termination_listener(self._notified)
-        if not conn.is_closed():
-            with anyio.move_on_after(2, shield=True):
-                await conn.close()
-            if not conn.is_closed():
-                conn.terminate()
+        with anyio.CancelScope(shield=True):
+            await close_quietly(conn)
 
     async def _recover(self, conn: asyncpg.Connection) -> None:
         """Rows an earlier run of this instance left running: cut off by a crash."""
@@ -500,7 +497,7 @@ class CommandTable:
     async def _write(self, logger: Any, query: str, *args: object) -> None:
         """Write to the row until it works (a database outage delays the outcome; the
         command's events are already with the appender)."""
-        delay = _RETRY_SECONDS
+        retry = Retry(_WRITE_RETRY)
         for attempt in range(1_000_000):
             if self._stopping and attempt >= 3:
                 logger.error(
@@ -513,8 +510,9 @@ class CommandTable:
                     await conn.fetch(query, *args)
                     return
                 finally:
-                    await conn.close()
-            except _DATABASE_ERRORS as exc:
-                logger.warning("meter command outcome not written yet; retrying", error=str(exc))
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                    await close_quietly(conn)
+            except DATABASE_ERRORS as exc:
+                logger.warning(
+                    "meter command outcome not written yet; retrying", error=describe(exc)
+                )
+                await anyio.sleep(retry.next_delay())

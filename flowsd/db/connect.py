@@ -2,40 +2,47 @@
 
 :func:`resolve_database` turns a :class:`flowsd.config.Config` into a URL: the configured one
 (``[database] url``, ``FLOWSD_DATABASE_URL`` or ``--database-url``, already applied by
-``load_config`` / ``with_database_url``), or, when there is none, the embedded PostgreSQL under
-``<state directory>/pg``, started on demand and stopped when the last user exits.
+``load_config`` / ``with_database_url``). Only ``flowsd demo`` (and the tests) may fall back to
+the embedded PostgreSQL under ``<state directory>/pg``, started on demand and stopped when the
+last user exits; every other command without a URL is told how to give one.
 :func:`create_pool` and :func:`connect` open asyncpg connections with flowsd's session name and
-turn "cannot reach the database" into a one-line :class:`flowsd.errors.UserError`; both refuse
-a connection pooler in transaction mode (:mod:`flowsd.db.pooler`). TLS follows the URL's
-``sslmode`` (and ``sslrootcert``, ``sslcert``, ``sslkey``), as asyncpg reads them.
+classify a failure once (:mod:`flowsd.db.errors`): :class:`DatabaseRefusedError` (one line,
+exit status 2) or :class:`DatabaseUnavailableError` (retry). Both refuse a connection pooler in
+transaction mode (:mod:`flowsd.db.pooler`, a refusal). TLS follows the URL's ``sslmode`` (and
+``sslrootcert``, ``sslcert``, ``sslkey``), as asyncpg reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 from typing import cast
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from flowsd.config import Config
+from flowsd.config import DATABASE_URL_ENV, Config
 from flowsd.db.embedded import EmbeddedPostgres, start_embedded
+from flowsd.db.errors import (
+    DATABASE_ERRORS,
+    DatabaseRefusedError,
+    DatabaseUnavailableError,
+    describe,
+    is_refusal,
+)
 from flowsd.db.pooler import refuse_transaction_pooler
-from flowsd.db.urls import redact
+from flowsd.db.urls import check_url, redact
 from flowsd.errors import UserError
 
 APPLICATION_NAME = "flowsd"
+# A bad port in the URL is asyncpg's ValueError: a refusal like any other unusable URL.
+_CONNECT_FAILURES: tuple[type[Exception], ...] = (*DATABASE_ERRORS, ValueError)
 
-# What "the database is not there" looks like from asyncpg (as opposed to a bad statement).
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-    asyncpg.InvalidCatalogNameError,
+NO_DATABASE_HINT = (
+    "no database configured: give --database-url postgresql://USER@HOST:PORT/DATABASE, "
+    f"set {DATABASE_URL_ENV}, or set [database] url in the configuration file "
+    "(only `flowsd demo` starts an embedded PostgreSQL)"
 )
 
 
@@ -52,20 +59,26 @@ class DatabaseTarget:
             self.embedded.stop()
 
 
-def resolve_database(config: Config) -> DatabaseTarget:
-    """The configured database, or the embedded one under the state directory."""
+def resolve_database(config: Config, *, embedded: bool = False) -> DatabaseTarget:
+    """The configured database (its URL checked); without one, the embedded server under the
+    state directory when ``embedded`` (``flowsd demo``), else a :class:`UserError` saying how
+    to configure one."""
     if config.database.url:
+        check_url(config.database.url)
         return DatabaseTarget(config.database.url)
+    if not embedded:
+        raise UserError(NO_DATABASE_HINT)
     server = start_embedded(config.state_directory / "pg", cleanup="stop")
     return DatabaseTarget(server.url("postgres"), server)
 
 
 async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
-    """One connection, or a :class:`UserError` naming the (redacted) URL."""
+    """One connection; a failure is a :class:`DatabaseRefusedError` or a
+    :class:`DatabaseUnavailableError` naming the (redacted) URL."""
     try:
         conn = await _open(url, connect_timeout)
-    except CONNECTION_ERRORS as exc:
-        raise UserError(f"cannot connect to {redact(url)}: {_reason(exc)}") from exc
+    except _CONNECT_FAILURES as exc:
+        raise connection_failure(url, exc) from exc
     try:
         await _refuse_pooler(conn, url, connect_timeout)
     except BaseException:
@@ -77,7 +90,7 @@ async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connect
 async def create_pool(
     url: str, *, min_size: int = 2, max_size: int = 8, connect_timeout: float = 10.0
 ) -> asyncpg.Pool:
-    """A connection pool, or a :class:`UserError` naming the (redacted) URL."""
+    """A connection pool; failures as for :func:`connect`."""
     try:
         pool = await asyncpg.create_pool(
             url,
@@ -86,8 +99,8 @@ async def create_pool(
             timeout=connect_timeout,
             server_settings={"application_name": APPLICATION_NAME},
         )
-    except CONNECTION_ERRORS as exc:
-        raise UserError(f"cannot connect to {redact(url)}: {_reason(exc)}") from exc
+    except _CONNECT_FAILURES as exc:
+        raise connection_failure(url, exc) from exc
     try:
         async with pool.acquire() as conn:
             await _refuse_pooler(conn, url, connect_timeout)
@@ -122,10 +135,39 @@ async def _refuse_pooler(
         await refuse_transaction_pooler(
             cast(asyncpg.Connection, conn), url, lambda: _open(url, connect_timeout)
         )
-    except CONNECTION_ERRORS as exc:
-        raise UserError(f"cannot connect to {redact(url)}: {_reason(exc)}") from exc
+    except _CONNECT_FAILURES as exc:
+        raise connection_failure(url, exc) from exc
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def connection_failure(
+    url: str, exc: BaseException
+) -> DatabaseRefusedError | DatabaseUnavailableError:
+    """The classified error for a failed connection attempt to ``url``."""
+    if isinstance(exc, DatabaseRefusedError | DatabaseUnavailableError):
+        return exc
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # Refused by flowsd itself: the server's certificate fails the URL's sslmode.
+        return DatabaseRefusedError(f"cannot connect to {redact(url)}: {reason}")
+    if is_refusal(exc) or isinstance(exc, ValueError):
+        return DatabaseRefusedError(f"{redact(url)} refused the connection: {reason}")
+    return DatabaseUnavailableError(f"cannot connect to {redact(url)}: {describe_reason(exc)}")
+
+
+def describe_reason(exc: BaseException) -> str:
+    """The reason of a connection failure without asyncpg's class names for the plain cases."""
+    if isinstance(exc, OSError | TimeoutError):
+        text = str(exc).strip().splitlines()
+        return text[0] if text else "timed out"
+    return describe(exc)
+
+
+async def close_quietly(conn: asyncpg.Connection, timeout: float = 2.0) -> None:  # noqa: ASYNC109
+    """Close ``conn``; one that cannot close cleanly within ``timeout`` (lost, or in a state
+    asyncpg refuses to use) is terminated instead. Never raises a database error."""
+    if conn.is_closed():
+        return
+    try:
+        await asyncio.wait_for(conn.close(), timeout)
+    except DATABASE_ERRORS:
+        conn.terminate()

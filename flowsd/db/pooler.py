@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from flowsd.db.errors import DatabaseRefusedError
 from flowsd.db.urls import redact
-from flowsd.errors import UserError
 
 
-class TransactionPoolerError(UserError):
+class TransactionPoolerError(DatabaseRefusedError):
     """The URL leads to a connection pooler in transaction mode."""
 
 

@@ -10,13 +10,20 @@ is handed to subscribers in memory and announced to other processes with one NOT
 Where accepted events are, oldest first: spill journal segments, then memory, then the queue.
 They are committed in that order, so the log keeps acceptance order.
 
-When the database is unreachable the appender retries with a growing delay and keeps taking
-events from the queue; beyond ``memory_max_events`` in memory it writes them all to the spill
-journal (fsync'd) and frees the memory. The journal is drained before anything newer, also by
-the next process after a restart. If the journal cannot be written (disk full), the events stay
-in memory, ``flowsd_spill_disk_full`` is raised and the appender stops taking from the queue, so
-producers wait: an alarm, never a silent loss. On :meth:`stop` everything still in memory or in
-the queue is committed, or spilled if the database is unreachable.
+When the database is unusable (any of :data:`flowsd.db.errors.DATABASE_ERRORS`: unreachable,
+restarting, the connection terminated or left in a state asyncpg refuses, a statement timeout)
+the appender drops its connection, retries with the shared backoff (:mod:`flowsd.backoff`),
+woken early when another component finds the database back
+(:class:`~flowsd.db.availability.DatabaseAvailability`), and keeps taking events from the
+queue; beyond ``memory_max_events`` in memory it writes them all to the spill journal (fsync'd)
+and frees the memory. The journal is drained before anything newer, as soon as the database
+answers again, and also by the next process after a restart. If the journal cannot be
+written (disk full), the events stay in memory, ``flowsd_spill_disk_full`` is raised and the
+appender stops taking from the queue, so producers wait: an alarm, never a silent loss.
+On :meth:`stop` everything still in memory or in the queue is committed, or spilled if the
+database is unreachable. If :meth:`run` fails for any other reason, it spills what it holds
+before the exception leaves it, and can be run again (the daemon's supervisor restarts it):
+it picks up the journal and its memory where they are.
 
 Events the database refuses on their own merits (SQLSTATE classes 22 and 23, e.g. an unknown
 ``meter_id``) are found by halving the refused batch; the ones still refused alone are stored
@@ -40,9 +47,11 @@ import asyncpg
 import msgspec
 import structlog
 
+from flowsd.backoff import Backoff, Retry
 from flowsd.config import AppenderConfig, Config
-from flowsd.db.connect import CONNECTION_ERRORS
-from flowsd.errors import UserError
+from flowsd.db.availability import DatabaseAvailability
+from flowsd.db.connect import close_quietly
+from flowsd.db.errors import DATABASE_ERRORS, describe, is_data_rejection
 from flowsd.events import metrics
 from flowsd.events.codec import payload_json
 from flowsd.events.spill import SpillDirectoryInUseError, SpillJournal
@@ -56,8 +65,6 @@ Source = Literal["memory", "journal"]
 log = structlog.get_logger("flowsd.events.appender")
 
 _ABSORB_POLL_SECONDS = 0.1
-# Failures worth retrying: the database is away, busy, or refused the whole statement.
-_RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, UserError, asyncpg.PostgresError)
 
 
 class AppenderClosedError(RuntimeError):
@@ -72,10 +79,22 @@ class _SpilledSignal(Exception):  # noqa: N818 (control flow, not an error)
     """The in-flight memory batch moved to the journal while the database was away."""
 
 
-def _is_rejection(exc: BaseException) -> bool:
-    """A refusal of the data itself (data exception, integrity violation), not of the moment."""
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in ("22", "23")
+class AppenderStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """What the appender did since it was created (this process)."""
+
+    accepted: int  # events taken by append()/append_nowait()
+    committed: int  # new events written to the log
+    duplicates: int  # events the log already held (same idempotency key)
+    rejected: int  # events the database refused on their own merits
+    spilled: int  # events written to the spill journal (a drained one may count twice)
+    drained_segments: int  # journal segments committed and removed
+    spill_write_errors: int  # failed journal writes (disk full): events kept in memory
+    spill_blocked: bool  # the journal cannot be written now; producers wait when memory is full
+    queued: int
+    in_memory: int
+    pending_in_journal: int
+    database_failures: int  # failed commit attempts
+    running: bool
 
 
 class Appender:
@@ -90,15 +109,16 @@ class Appender:
         reconnect_initial_seconds: float = 0.5,
         reconnect_max_seconds: float = 30.0,
         connect_timeout_seconds: float = 10.0,
+        availability: DatabaseAvailability | None = None,
     ) -> None:
         self._connect = connect
         self._config = config
         self._journal = SpillJournal(
             spill_directory, segment_max_bytes=config.spill_segment_max_bytes
         )
-        self._reconnect_initial = reconnect_initial_seconds
-        self._reconnect_max = reconnect_max_seconds
+        self._backoff = Backoff(reconnect_initial_seconds, reconnect_max_seconds)
         self._connect_timeout = connect_timeout_seconds
+        self.availability = availability or DatabaseAvailability("the event log's database")
         # A commit that outlives this is abandoned and retried (the key makes the retry safe):
         # the server's statement_timeout cannot fire across a dead network.
         self._append_timeout = config.statement_timeout_seconds + config.lock_timeout_seconds + 5
@@ -111,9 +131,22 @@ class Appender:
         self._spill_blocked = False
         self._closed = False
         self._database_up = True  # until an append fails
+        self._running = False
+        self._counts = {
+            "accepted": 0,
+            "committed": 0,
+            "duplicates": 0,
+            "rejected": 0,
+            "spilled": 0,
+            "drained_segments": 0,
+            "spill_write_errors": 0,
+            "database_failures": 0,
+        }
 
     @classmethod
-    def from_config(cls, config: Config, connect: Connect) -> Appender:
+    def from_config(
+        cls, config: Config, connect: Connect, availability: DatabaseAvailability | None = None
+    ) -> Appender:
         """An appender set up by ``[appender]`` and ``[database]``, spilling under
         ``<state directory>/spill``."""
         return cls(
@@ -123,6 +156,7 @@ class Appender:
             reconnect_initial_seconds=config.database.reconnect_initial_seconds,
             reconnect_max_seconds=config.database.reconnect_max_seconds,
             connect_timeout_seconds=config.database.connect_timeout_seconds,
+            availability=availability,
         )
 
     # -- producers --------------------------------------------------------------------------
@@ -133,6 +167,7 @@ class Appender:
             raise AppenderClosedError("the appender is stopping")
         self._idle.clear()
         await self._queue.put(event)
+        self._counts["accepted"] += 1
         metrics.QUEUE_DEPTH.set(self._queue.qsize())
 
     async def append_many(self, events: Sequence[Event]) -> None:
@@ -144,6 +179,7 @@ class Appender:
         if self._closed:
             raise AppenderClosedError("the appender is stopping")
         self._queue.put_nowait(event)
+        self._counts["accepted"] += 1
         self._idle.clear()
 
     # -- subscribers --------------------------------------------------------------------------
@@ -171,8 +207,37 @@ class Appender:
     def spilled_events(self) -> int:
         return self._journal.pending_events
 
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def statistics(self) -> AppenderStatistics:
+        return AppenderStatistics(
+            **self._counts,
+            spill_blocked=self._spill_blocked,
+            queued=self._queue.qsize(),
+            in_memory=len(self._memory),
+            pending_in_journal=self._journal.pending_events,
+            running=self._running,
+        )
+
     async def run(self) -> None:
-        """The appender task."""
+        """The appender task (may be run again after it failed)."""
+        self._running = True
+        try:
+            await self._run()
+        finally:
+            self._running = False
+
+    async def spill_remaining(self, extra: Sequence[Event] = ()) -> bool:
+        """Write everything in the queue and in memory, then ``extra``, to the journal now
+        (the task is gone for good and the daemon must stop); True if anything was written."""
+        self._closed = True
+        self._memory.extend(extra)
+        self._counts["accepted"] += len(extra)
+        return await self._spill_everything()
+
+    async def _run(self) -> None:
         try:
             pending = await asyncio.to_thread(self._journal.scan)
         except SpillDirectoryInUseError:
@@ -274,13 +339,14 @@ class Appender:
             for result in await self._append_with_retry(chunk, "journal"):
                 self._hub.publish(result)
         await asyncio.to_thread(self._journal.remove, segment)
+        self._counts["drained_segments"] += 1
         log.info("spill segment committed", segment=segment.name, events=len(events))
 
     # -- committing --------------------------------------------------------------------------
 
     async def _append_with_retry(self, batch: list[Event], source: Source) -> list[AppendResult]:
         """Commit ``batch``, retrying until it is in (or, from memory, moved to the journal)."""
-        delay = self._reconnect_initial
+        retry = Retry(self._backoff)
         while True:
             if self._stopping.is_set() and not self._database_up:
                 # Stopping during an outage: no more attempts, everything goes to the journal.
@@ -294,19 +360,23 @@ class Appender:
                 try:
                     results = [await self._timed_append(conn, batch)]
                 except asyncpg.PostgresError as exc:
-                    if not _is_rejection(exc):
+                    if not is_data_rejection(exc):
                         raise
                     results = await self._append_individually(conn, batch)
                 metrics.DATABASE_UP.set(1)
                 self._database_up = True
+                self.availability.succeeded("appender")
                 return results
-            except _RETRYABLE as exc:
+            except DATABASE_ERRORS as exc:
                 metrics.DATABASE_UP.set(0)
                 self._database_up = False
+                self._counts["database_failures"] += 1
+                self.availability.failed("appender", exc)
                 metrics.APPEND_ERRORS.labels(kind=type(exc).__name__).inc()
+                delay = retry.next_delay()
                 log.warning(
                     "append failed; retrying",
-                    error=str(exc) or type(exc).__name__,
+                    error=describe(exc),
                     retry_in_seconds=round(delay, 3),
                     events=len(batch),
                     source=source,
@@ -317,7 +387,6 @@ class Appender:
                 raise _SpilledSignal
             if self._stopping.is_set() and not self._memory and self._queue.empty():
                 raise _StoppedSignal
-            delay = min(delay * 2, self._reconnect_max)
 
     async def _timed_append(self, conn: asyncpg.Connection, batch: list[Event]) -> AppendResult:
         started = time.perf_counter()
@@ -326,6 +395,8 @@ class Appender:
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.EVENTS_APPENDED.inc(len(result.events))
         metrics.EVENTS_DUPLICATE.inc(result.duplicates)
+        self._counts["committed"] += len(result.events)
+        self._counts["duplicates"] += result.duplicates
         metrics.HEAD_POSITION.set(result.through_position)
         return result
 
@@ -351,7 +422,7 @@ class Appender:
             try:
                 results.append(await self._timed_append(conn, part))
             except asyncpg.PostgresError as exc:
-                if not _is_rejection(exc):
+                if not is_data_rejection(exc):
                     raise
                 if len(part) == 1:
                     await self._reject(conn, part[0], exc)
@@ -371,6 +442,7 @@ class Appender:
             str(exc),
         )
         metrics.EVENTS_REJECTED.inc()
+        self._counts["rejected"] += 1
         log.error(
             "event rejected by the database",
             meter_id=str(event.meter_id),
@@ -382,16 +454,18 @@ class Appender:
     # -- while the database is away -----------------------------------------------------------
 
     async def _wait_absorbing(self, seconds: float) -> bool:
-        """Wait ``seconds`` while taking events from the queue; True if memory was spilled."""
+        """Wait ``seconds`` (less once the database is reported back) while taking events
+        from the queue; True if memory was spilled."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         bound = self._config.memory_max_events
         spilled = False
+        recoveries = self.availability.recoveries
         while True:
             if self._stopping.is_set():
                 return await self._spill_everything() or spilled
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self.availability.recoveries != recoveries:
                 return spilled
             if self._spill_blocked and len(self._memory) >= bound:
                 # Disk full too: leave events in the queue so producers wait; retry the disk
@@ -425,6 +499,7 @@ class Appender:
             await asyncio.to_thread(self._journal.write, events)
         except OSError as exc:
             self._spill_blocked = True
+            self._counts["spill_write_errors"] += 1
             metrics.SPILL_DISK_FULL.set(1)
             metrics.SPILL_WRITE_ERRORS.inc()
             log.error(
@@ -436,6 +511,7 @@ class Appender:
             return False
         self._spill_blocked = False
         metrics.SPILL_DISK_FULL.set(0)
+        self._counts["spilled"] += len(events)
         self._memory.clear()
         self._update_gauges()
         log.warning("database unreachable: events spilled to disk", events=len(events))
@@ -462,11 +538,8 @@ class Appender:
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), 2.0)
-            except _RETRYABLE:
-                conn.terminate()
+        if conn is not None:
+            await close_quietly(conn)
 
     # -- bookkeeping -------------------------------------------------------------------------
 

@@ -9,8 +9,10 @@ segment starts with the 16-byte magic ``FLOWSD-SPILL-v1\\n``, then records::
 
 :meth:`SpillJournal.write` appends a whole batch with one ``write`` and ``fsync`` (and fsyncs
 the directory when it creates a segment), so a batch is on disk before the appender lets go of
-it. A crash can tear only the last batch being written: reading stops at the first record whose
-length or checksum does not fit, counts it, and keeps what came before. Segments are
+it; a write that fails (a full disk) is truncated away, so the batch is either whole in the
+journal or not there at all. A crash can tear only the last batch being written: reading
+stops at the first record whose length or checksum does not fit, counts it, and keeps what
+came before. Segments are
 committed oldest first and deleted once every event in them is in the database; a crash between
 commit and delete replays a segment, which the idempotency keys turn into a no-op.
 
@@ -22,6 +24,8 @@ The methods are blocking (disk I/O); the appender calls them through ``asyncio.t
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import struct
@@ -100,13 +104,18 @@ class SpillJournal:
             return
         data = b"".join(_frame(encode_for_spill(event)) for event in events)
         writer, path = self._open_writer()
+        start = writer.tell()
         try:
-            writer.write(data)
-            writer.flush()
+            _write_all(writer, data)
             os.fsync(writer.fileno())
         except OSError:
-            # The file may now end in a partial batch: never append after it.
-            self.seal()
+            # No partial batch stays behind (the caller keeps the events and writes them
+            # again, so a torn part would be committed twice); and in case the truncation
+            # fails too, nothing is appended after it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(writer.fileno(), start)
+            with contextlib.suppress(OSError):
+                self.seal()
             raise
         self._counts[path] = self._counts.get(path, 0) + len(events)
         metrics.SPILLED_EVENTS.inc(len(events))
@@ -115,11 +124,11 @@ class SpillJournal:
             self.seal()
 
     def seal(self) -> None:
-        """Close the segment being written; the next write starts a new one."""
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = None
-        self._writer_path = None
+        """Close the segment being written; the next write starts a new one (also when the
+        close itself fails, e.g. flushing into a full disk: that error is raised)."""
+        writer, self._writer, self._writer_path = self._writer, None, None
+        if writer is not None:
+            writer.close()
 
     def is_being_written(self, path: Path) -> bool:
         return self._writer_path == path
@@ -169,10 +178,9 @@ class SpillJournal:
         existing = self.segments()
         sequence = (_sequence_of(existing[-1]) or 0) + 1 if existing else 1
         path = self.directory / f"{_PREFIX}{sequence:020d}{_SUFFIX}"
-        writer = path.open("xb")
+        writer = path.open("xb", buffering=0)
         try:
-            writer.write(MAGIC)
-            writer.flush()
+            _write_all(writer, MAGIC)
             os.fsync(writer.fileno())
             _fsync_directory(self.directory)
         except OSError:
@@ -192,6 +200,16 @@ class SpillJournal:
             except OSError:
                 continue
         metrics.SPILL_BYTES.set(size)
+
+
+def _write_all(writer: BinaryIO, data: bytes) -> None:
+    """Write every byte (an unbuffered file may take fewer at once); OSError when it cannot."""
+    view = memoryview(data)
+    while view:
+        written = writer.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, "no bytes written")
+        view = view[written:]
 
 
 def _frame(body: bytes) -> bytes:

@@ -162,7 +162,7 @@ class ChangeDetector:
         bodies: list[types.AnyBody] = []
         if answered:
             state = replace(state, last_answer_at=at)
-        if not outcome.online and state.online is not False:
+        if outcome.offline and state.online is not False:
             bodies.append(
                 types.MeterWentOffline(
                     consecutive_failures=outcome.consecutive_failures,

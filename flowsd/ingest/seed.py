@@ -187,6 +187,8 @@ async def load_resume(
                 fields["profile_log_2_last"] = at
             else:
                 online = type_id == types.MeterCameOnline.TYPE_ID
+                if online:
+                    fields["answered"] = True  # it answered at least once
                 if meter_id not in online_at or at > online_at[meter_id][0]:
                     online_at[meter_id] = (at, online)
         for meter_id, (at, online) in online_at.items():

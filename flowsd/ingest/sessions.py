@@ -24,11 +24,16 @@ from flowsd.meters.observations import CommandOutcome, ReadFailure, SessionOutco
 
 @dataclass(slots=True)
 class SessionRow:
-    """One meter's row of ``flowsd.meter_session_state``."""
+    """One meter's row of ``flowsd.meter_session_state``.
+
+    ``online`` only once the meter has answered; ``answered_at`` is the last time it answered
+    anything (None: never, as far as flowsd knows); ``not_dialled`` the reason flowsd does not
+    dial this active meter at all (no or an unusable address, a duplicate), else None.
+    """
 
     meter_id: UUID
     serial: str | None
-    online: bool = True
+    online: bool = False
     consecutive_failures: int = 0
     last_poll_at: datetime | None = None
     last_poll_seconds: float | None = None
@@ -38,6 +43,8 @@ class SessionRow:
     offline_since: datetime | None = None
     polls: int = 0
     failed_polls: int = 0
+    answered_at: datetime | None = None
+    not_dialled: str | None = None
 
 
 @dataclass
@@ -57,12 +64,15 @@ class SessionTracker:
     def poll_finished(self, outcome: SessionOutcome) -> None:
         row = self._row(outcome.meter_id, outcome.serial)
         row.serial = outcome.serial
+        row.not_dialled = None
         row.online = outcome.online
         row.consecutive_failures = outcome.consecutive_failures
         if outcome.kind != "commands":  # a run of commands only is not a poll
             row.last_poll_at = outcome.read_at
             row.last_poll_seconds = outcome.duration_seconds
             row.polls += 1
+        if outcome.ok or outcome.requests > outcome.failed_requests:
+            row.answered_at = outcome.read_at
         if outcome.ok:
             row.last_success_at = outcome.read_at
         else:
@@ -70,9 +80,9 @@ class SessionTracker:
             row.last_failure_at = outcome.read_at
             reason = outcome.reason or "failed"
             row.last_error = f"{reason}: {outcome.detail}" if outcome.detail else reason
-        if not outcome.online and row.offline_since is None:
+        if outcome.offline and row.offline_since is None:
             row.offline_since = outcome.read_at
-        elif outcome.online:
+        elif not outcome.offline:
             row.offline_since = None
 
     def read_failed(self, failure: ReadFailure) -> None:
@@ -85,6 +95,17 @@ class SessionTracker:
         row.last_failure_at = outcome.read_at
         what = outcome.nak or outcome.reason or "failed"
         row.last_error = f"command {outcome.operation}: {what}: {outcome.detail}"
+
+    def not_dialled(self, meter_id: UUID, serial: str | None, reason: str) -> None:
+        """An active meter flowsd does not dial, and why (shown by ``flowsd status``)."""
+        row = self.rows.get(meter_id)
+        if row is not None and row.not_dialled == reason and row.serial == serial:
+            return
+        row = self._row(meter_id, serial)
+        row.serial = serial
+        row.not_dialled = reason
+        row.online = False
+        row.offline_since = None
 
     def forget(self, meter_id: UUID) -> None:
         self.rows.pop(meter_id, None)
@@ -104,6 +125,7 @@ class Heartbeat(msgspec.Struct, kw_only=True):
     meters: int = 0
     online: int = 0
     offline: int = 0
+    never_answered: int = 0
     queue_depth: int = 0
     spilled_events: int = 0
     events_appended: int = 0
@@ -126,6 +148,8 @@ _SQL_TYPES = {
     "offline_since": "timestamptz",
     "polls": "bigint",
     "failed_polls": "bigint",
+    "answered_at": "timestamptz",
+    "not_dialled": "text",
 }
 _COLUMNS = tuple(f.name for f in fields(SessionRow))
 _UPSERT_ROWS = f"""
@@ -139,12 +163,14 @@ ON CONFLICT (meter_id) DO UPDATE SET
 _UPSERT_HEARTBEAT = """
 INSERT INTO flowsd.daemon_heartbeat AS h
     (instance, pid, version, started_at, heartbeat_at, stopped_at, meters, online, offline,
-     queue_depth, spilled_events, events_appended, database_up, status)
-VALUES ($1, $2, $3, $4, now(), CASE WHEN $5 THEN now() END, $6, $7, $8, $9, $10, $11, $12, $13)
+     queue_depth, spilled_events, events_appended, database_up, status, never_answered)
+VALUES ($1, $2, $3, $4, now(), CASE WHEN $5 THEN now() END, $6, $7, $8, $9, $10, $11, $12, $13,
+        $14)
 ON CONFLICT (instance) DO UPDATE SET
     pid = EXCLUDED.pid, version = EXCLUDED.version, started_at = EXCLUDED.started_at,
     heartbeat_at = now(), stopped_at = EXCLUDED.stopped_at, meters = EXCLUDED.meters,
-    online = EXCLUDED.online, offline = EXCLUDED.offline, queue_depth = EXCLUDED.queue_depth,
+    online = EXCLUDED.online, offline = EXCLUDED.offline,
+    never_answered = EXCLUDED.never_answered, queue_depth = EXCLUDED.queue_depth,
     spilled_events = EXCLUDED.spilled_events, events_appended = EXCLUDED.events_appended,
     database_up = EXCLUDED.database_up, status = EXCLUDED.status
 """
@@ -186,6 +212,7 @@ async def flush(conn: asyncpg.Connection, tracker: SessionTracker, heartbeat: He
                 heartbeat.events_appended,
                 heartbeat.database_up,
                 heartbeat.status,
+                heartbeat.never_answered,
             )
     except BaseException:
         tracker.dirty.update(r.meter_id for r in rows)

@@ -30,14 +30,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import asyncpg
 import grpc
 import grpc.aio
 import structlog
 from google.protobuf.message import Message
 
 from flowsd.control.dispatch import Dispatcher, MeterRef, PoolOf
-from flowsd.db.connect import CONNECTION_ERRORS
+from flowsd.db.errors import DATABASE_ERRORS
 from flowsd.emop import (
     ANY_METER,
     REFERENCE_CLIENT,
@@ -73,7 +72,6 @@ _REFUSED_STATUS = {
 }
 _UNREACHABLE = frozenset({"refused", "connect_timeout", "unreachable", "reset", "read_timeout"})
 _CLOSED_EARLY = frozenset({"closed", "truncated"})
-_DATABASE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
 class StatusError(Exception):
@@ -321,7 +319,7 @@ class MediatorService:
             raise StatusError(grpc.StatusCode.UNAVAILABLE, "the database is not reachable yet")
         try:
             value = await pool.fetchval(query, *args)
-        except _DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             raise StatusError(grpc.StatusCode.UNAVAILABLE, f"database: {exc}") from None
         return None if value is None else json.loads(value)
 

@@ -1,9 +1,13 @@
-"""Per-meter circuit breaker and the jittered backoffs the engine uses.
+"""Per-meter circuit breaker: awaiting a first answer, online, offline.
 
-A meter is online until ``threshold`` consecutive exchanges fail; then it is offline and,
-instead of its poll plan, gets one cheap probe at a time on a backoff that doubles from
-``probe_initial`` to ``probe_max`` with jitter. The first good answer puts it back online.
-The breaker never gives up on a meter: the probe delay is capped, not the number of probes.
+A meter is **online** only once it has answered (a reply or a well-formed refusal); until
+then it is **awaiting_first_answer** (a meter the log has never seen answer) and is polled on
+its plan like an online one. ``threshold`` consecutive failed
+exchanges, whatever the error (refused, unreachable network, timeout, garbage), make any
+meter that is not offline go **offline**; it then gets one cheap probe at a time, on the
+shared backoff (:mod:`flowsd.backoff`) from ``probe_initial`` to ``probe_max``, instead of
+its poll plan, and the first good answer puts it online. The breaker never gives up on a
+meter: the probe delay is capped, not the number of probes.
 """
 
 from __future__ import annotations
@@ -11,31 +15,25 @@ from __future__ import annotations
 import random
 from typing import Literal
 
+from flowsd.backoff import Backoff
+
 Transition = Literal["went_offline", "came_online"]
-
-
-def jittered_backoff(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Delay before retry number ``attempt`` (0-based): doubling, capped, in [½·d, d].
-
-    Half of the delay is kept so that retries of many meters spread out but none comes
-    back almost at once ("full jitter" can give near-zero waits).
-    """
-    ceiling = min(maximum, initial * 2.0 ** min(attempt, 62))
-    return ceiling * (0.5 + 0.5 * rng.random())
+BreakerState = Literal["awaiting_first_answer", "online", "offline"]
+BREAKER_STATES: tuple[BreakerState, ...] = ("online", "offline", "awaiting_first_answer")
 
 
 class Breaker:
-    """Consecutive-failure counter with an online/offline state and probe timing."""
+    """Consecutive-failure counter with a state and probe timing."""
 
     __slots__ = (
         "consecutive_failures",
         "next_probe_at",
         "offline_since",
-        "online",
         "probe_initial",
         "probe_max",
         "probes_failed",
         "rng",
+        "state",
         "threshold",
     )
 
@@ -47,6 +45,7 @@ class Breaker:
         probe_max: float,
         rng: random.Random,
         offline_since: float | None = None,
+        answered: bool = False,
         now: float = 0.0,
     ) -> None:
         self.threshold = threshold
@@ -55,31 +54,43 @@ class Breaker:
         self.rng = rng
         self.consecutive_failures = 0
         self.probes_failed = 0
-        self.online = offline_since is None
         self.offline_since = offline_since
+        self.state: BreakerState
+        if offline_since is not None:
+            self.state = "offline"
+        else:
+            self.state = "online" if answered else "awaiting_first_answer"
         # A meter that was offline before a restart is probed soon, not after a full backoff.
         self.next_probe_at: float | None = (
-            None if self.online else now + self._delay(0) * rng.random()
+            now + self._delay(0) * rng.random() if self.state == "offline" else None
         )
 
+    @property
+    def online(self) -> bool:
+        return self.state == "online"
+
+    @property
+    def offline(self) -> bool:
+        return self.state == "offline"
+
     def _delay(self, attempt: int) -> float:
-        return jittered_backoff(attempt, self.probe_initial, self.probe_max, self.rng)
+        return Backoff(self.probe_initial, self.probe_max).delay(attempt, self.rng)
 
     def record_success(self) -> Transition | None:
         self.consecutive_failures = 0
         self.probes_failed = 0
         self.next_probe_at = None
-        if not self.online:
-            self.online = True
+        if self.state != "online":
+            self.state = "online"
             self.offline_since = None
             return "came_online"
         return None
 
     def record_failure(self, now: float) -> Transition | None:
         self.consecutive_failures += 1
-        if self.online:
+        if self.state != "offline":
             if self.consecutive_failures >= self.threshold:
-                self.online = False
+                self.state = "offline"
                 self.offline_since = now
                 self.next_probe_at = now + self._delay(0)
                 return "went_offline"
@@ -89,4 +100,4 @@ class Breaker:
         return None
 
     def probe_due(self, now: float) -> bool:
-        return not self.online and self.next_probe_at is not None and now >= self.next_probe_at
+        return self.offline and self.next_probe_at is not None and now >= self.next_probe_at

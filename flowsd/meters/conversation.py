@@ -79,7 +79,7 @@ class Conversation:
         if isinstance(result, Answer):
             session.stats.requests_ok += 1
             session.last_success_at = session.wall_clock()
-            self.transition(session.breaker.record_success())
+            self.answered()
             return result
         return await self.failed(result, kind, label, command=command)
 
@@ -101,7 +101,7 @@ class Conversation:
         if failure.meter_answered:
             # A NAK is an answer (e.g. an object this model lacks): reported, the poll is ok.
             session.log.debug("meter refused a request", **fields)
-            self.transition(session.breaker.record_success())
+            self.answered()
             if kind != "probe":
                 await self.emit([self.read_failure(label, failure)])
             return failure
@@ -115,7 +115,7 @@ class Conversation:
         went_offline = self.note_failure(failure)
         if kind != "probe":
             await self.emit([self.read_failure(label, failure)])
-        if failure.connection_level or went_offline or not session.breaker.online:
+        if failure.connection_level or went_offline or session.breaker.offline:
             raise PollAbortError
         return failure
 
@@ -129,19 +129,29 @@ class Conversation:
         self.transition(transition)
         return transition
 
-    def transition(self, transition: Transition | None) -> None:
+    def answered(self) -> None:
+        session = self.session
+        first = not session.answered_ever
+        session.answered_ever = True
+        self.transition(session.breaker.record_success(), first_answer=first)
+
+    def transition(self, transition: Transition | None, *, first_answer: bool = False) -> None:
         if transition is None:
             return
         session = self.session
         self.last_transition = transition
         metrics.BREAKER_TRANSITIONS.labels(transition).inc()
         if transition == "went_offline":
-            reason = session.last_failure.reason if session.last_failure else None
+            failure = session.last_failure
             session.log.warning(
                 "meter went offline",
-                reason=reason,
+                reason=failure.reason if failure else None,
+                detail=failure.detail if failure else "",
                 consecutive_failures=session.breaker.consecutive_failures,
+                never_answered=not session.answered_ever,
             )
+        elif first_answer:
+            session.log.debug("meter answered for the first time")
         else:
             session.log.info("meter came online")
 

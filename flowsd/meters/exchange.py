@@ -4,7 +4,7 @@ A :class:`MeterLink` belongs to one meter session. For each request it waits out
 meter's minimum gap, takes a fleet connection slot (unless it still holds an open
 persistent connection), connects, exchanges one frame, validates it (the codec checks
 delimiter, length, CRC, destination address, NAK, format and echoed object id) and
-retries connection-level failures with a doubling, jittered backoff. It returns an
+retries connection-level failures with the shared backoff (:mod:`flowsd.backoff`). It returns an
 :class:`Answer` or the final :class:`Failure`; what a failure means for the meter (breaker,
 observations) is the session's business.
 """
@@ -19,6 +19,7 @@ from typing import Literal
 
 import anyio
 
+from flowsd.backoff import Backoff
 from flowsd.config import MetersConfig
 from flowsd.emop import (
     REFERENCE_CLIENT,
@@ -36,7 +37,6 @@ from flowsd.emop import (
     encode_request,
 )
 from flowsd.meters import metrics, transport
-from flowsd.meters.breaker import jittered_backoff
 from flowsd.meters.limits import ConnectionLimiter
 from flowsd.meters.observations import FailureReason
 from flowsd.meters.transport import MeterConnection, TransportError
@@ -141,14 +141,8 @@ class MeterLink:
                     raise PollAbortError  # not the meter's failure: do not count it
                 metrics.RETRIES.inc()
                 settings = self.settings
-                await anyio.sleep(
-                    jittered_backoff(
-                        attempt - 1,
-                        settings.retry_initial_seconds,
-                        settings.retry_max_seconds,
-                        self.rng,
-                    )
-                )
+                backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
+                await anyio.sleep(backoff.delay(attempt - 1, self.rng))
             try:
                 answer = await self._attempt(
                     wire, request, twin, watchdog, attempt + 1, stoppable=stoppable

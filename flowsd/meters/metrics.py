@@ -39,7 +39,15 @@ BYTES_RECEIVED = Counter(
     "flowsd_meter_received_bytes", "Bytes received from meters.", registry=REGISTRY
 )
 METERS = Gauge(
-    "flowsd_meters", "Meters under polling by breaker state.", ["state"], registry=REGISTRY
+    "flowsd_meters",
+    "Meters under polling by breaker state (online only once a meter has answered).",
+    ["state"],
+    registry=REGISTRY,
+)
+NEVER_ANSWERED = Gauge(
+    "flowsd_meters_never_answered",
+    "Meters under polling that never answered, whether still awaiting a first answer or offline.",
+    registry=REGISTRY,
 )
 BREAKER_TRANSITIONS = Counter(
     "flowsd_meter_breaker_transitions",

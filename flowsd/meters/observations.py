@@ -19,6 +19,7 @@ from uuid import UUID
 import msgspec
 
 from flowsd.emop.records import ProfileLog1Record, ProfileLog2Record, ProfileStatus, Record
+from flowsd.meters.breaker import BreakerState
 
 # Why a request or a poll failed. Connection-level reasons are retried within a request;
 # frame-level reasons (the meter answered, but not acceptably) are final for that request.
@@ -158,8 +159,9 @@ class ReadFailure(Observation, frozen=True, kw_only=True):
 class SessionOutcome(Observation, frozen=True, kw_only=True):
     """The end of one poll (or breaker probe, or run of commands only) of one meter.
 
-    ``transition`` is the breaker's view: ``went_offline`` when this poll made the meter
-    cross the failure threshold, ``came_online`` when an offline meter answered again.
+    ``state`` and ``transition`` are the breaker's view after the poll
+    (:mod:`flowsd.meters.breaker`): ``went_offline`` when this poll made the meter cross the
+    failure threshold, ``came_online`` when an offline or never-answered meter answered.
     """
 
     kind: Literal["poll", "probe", "commands"]
@@ -170,9 +172,17 @@ class SessionOutcome(Observation, frozen=True, kw_only=True):
     requests: int
     failed_requests: int
     consecutive_failures: int
-    online: bool
+    state: BreakerState
     transition: Literal["went_offline", "came_online"] | None = None
     duration_seconds: float
+
+    @property
+    def online(self) -> bool:
+        return self.state == "online"
+
+    @property
+    def offline(self) -> bool:
+        return self.state == "offline"
 
 
 CommandSource = Literal["grpc", "database"]

@@ -1,27 +1,45 @@
 """The meter list, from ``flows.meter_registry``, kept current while the daemon runs.
 
-Only active meters with an address are polled (passive meters are never dialled). The list
-is re-read every ``[daemon] registry_reload_seconds``, shortly after a ``NOTIFY
-flowsd_meter_registry`` (sent by a statement trigger on the table, migration 30), and when
-:meth:`RegistrySource.request_reload` is called (SIGHUP). The consumer is called only when
-the list differs from the one it has; a failed reload keeps the previous list in force.
+Only active meters are considered (passive meters are never dialled), and of those only the
+ones :func:`~flowsd.meters.dialplan.dial_plan` finds diallable: the others (no address, an
+unusable one, no route to it, a second row for one device) are handed on as not dialled, and
+each is logged once by serial (again only if its reason changes) and counted in
+``flowsd_registry_not_dialled{reason}``. The list is re-read every
+``[daemon] registry_reload_seconds``, shortly after a ``NOTIFY flowsd_meter_registry`` (sent by
+a statement trigger on the table, migration 30), and when :meth:`RegistrySource.request_reload`
+is called (SIGHUP). The consumer is called only when the plan differs from the one it has; a
+failed reload keeps the previous list in force and is retried with the shared backoff.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID
 
 import anyio
+import anyio.to_thread
 import asyncpg
-import msgspec
 import structlog
 from anyio.abc import TaskStatus
 from prometheus_client import Counter, Gauge
 
-from flowsd.db.connect import CONNECTION_ERRORS
-from flowsd.errors import UserError
+from flowsd.backoff import Backoff, Retry
+from flowsd.db.availability import DatabaseAvailability
+from flowsd.db.connect import close_quietly
+from flowsd.db.errors import DATABASE_ERRORS, describe
+from flowsd.meters.dialplan import (
+    NOT_DIALLED_KINDS,
+    DialPlan,
+    RegistryMeter,
+    RegistryRow,
+    address_problem,
+    dial_plan,
+    normalise,
+    route_problem,
+)
 from flowsd.ops.metrics import REGISTRY
+
+__all__ = ["DialPlan", "RegistryMeter", "RegistrySource", "load_active_meters"]
 
 log = structlog.get_logger("flowsd.meters.registry")
 
@@ -29,7 +47,13 @@ NOTIFY_CHANNEL = "flowsd_meter_registry"
 
 REGISTRY_METERS = Gauge(
     "flowsd_registry_meters",
-    "Active meters with an address in meter_registry at the last reload.",
+    "Active meters of meter_registry that flowsd dials, at the last reload.",
+    registry=REGISTRY,
+)
+REGISTRY_NOT_DIALLED = Gauge(
+    "flowsd_registry_not_dialled",
+    "Active meters of meter_registry that flowsd does not dial, by reason, at the last reload.",
+    ["reason"],
     registry=REGISTRY,
 )
 REGISTRY_RELOADS = Counter(
@@ -42,50 +66,54 @@ REGISTRY_RELOAD_ERRORS = Counter(
 )
 
 _SELECT_ACTIVE = """
-SELECT id, serial, host(ip_address) AS ip_address, nullif(hardware, '') AS hardware
+SELECT id, serial, host(ip_address) AS address, nullif(hardware, '') AS hardware
 FROM flows.meter_registry
-WHERE mode = 'active' AND ip_address IS NOT NULL
-ORDER BY id
+WHERE mode = 'active'
+ORDER BY created_at, id
 """
 
 # A burst of registry statements (a provisioning script) becomes one reload.
 _DEBOUNCE_SECONDS = 0.5
-_RETRY_SECONDS = 5.0
-_FAILURES: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, UserError, asyncpg.PostgresError)
 
 
-class RegistryMeter(msgspec.Struct, frozen=True):
-    """One pollable meter as the registry describes it."""
-
-    meter_id: UUID
-    serial: str | None
-    ip_address: str
-    hardware: str | None
-
-
-async def load_active_meters(conn: asyncpg.Connection) -> list[RegistryMeter]:
-    """Active meters with an IP address, in id order."""
+async def load_active_meters(conn: asyncpg.Connection) -> list[RegistryRow]:
+    """Every active row, oldest first."""
     rows = await conn.fetch(_SELECT_ACTIVE)
-    return [
-        RegistryMeter(row["id"], row["serial"], row["ip_address"], row["hardware"]) for row in rows
-    ]
+    return [RegistryRow(row["id"], row["serial"], row["address"], row["hardware"]) for row in rows]
 
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
-# Called with the new list and the source's connection (to read resume points for new meters).
-Consumer = Callable[[list[RegistryMeter], asyncpg.Connection], Awaitable[None]]
+# Called with the new plan and the source's connection (to read resume points for new meters).
+Consumer = Callable[[DialPlan, asyncpg.Connection], Awaitable[None]]
 
 
 class RegistrySource:
     """Reloads the meter list periodically, on NOTIFY and on request."""
 
-    def __init__(self, connect: Connect, consumer: Consumer, *, reload_seconds: float) -> None:
+    def __init__(
+        self,
+        connect: Connect,
+        consumer: Consumer,
+        *,
+        reload_seconds: float,
+        retry: Backoff | None = None,
+        availability: DatabaseAvailability | None = None,
+    ) -> None:
         self._connect = connect
         self._consumer = consumer
         self.reload_seconds = reload_seconds
+        self._retry = Retry(retry or Backoff(0.5, 30.0))
+        self.availability = availability or DatabaseAvailability("the meter list's database")
         self._wake = anyio.Event()
         self._conn: asyncpg.Connection | None = None
-        self.meters: list[RegistryMeter] | None = None
+        self.plan: DialPlan | None = None
+        self._routable: set[str] = set()  # addresses found routable (checked once each)
+        self._reported: dict[UUID, str] = {}  # not-dialled reasons already logged
+
+    @property
+    def meters(self) -> list[RegistryMeter] | None:
+        """The dialled meters of the plan in force."""
+        return None if self.plan is None else self.plan.dialled
 
     def request_reload(self) -> None:
         self._wake.set()
@@ -94,9 +122,7 @@ class RegistrySource:
         """Load the list (retrying until the database answers), report started, keep it current."""
         try:
             while not await self.reload():
-                with anyio.move_on_after(_RETRY_SECONDS):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+                await self._wait_retry()
             task_status.started()
             wait = self.reload_seconds
             while True:
@@ -104,34 +130,92 @@ class RegistrySource:
                     await self._wake.wait()
                     await anyio.sleep(_DEBOUNCE_SECONDS)
                 self._wake = anyio.Event()
-                ok = await self.reload()
-                wait = self.reload_seconds if ok else min(_RETRY_SECONDS, self.reload_seconds)
+                while not await self.reload():
+                    await self._wait_retry()
         finally:
             await self._close()
+
+    async def _wait_retry(self) -> None:
+        """The backoff after a failed reload, cut short by a reload request or by another
+        component finding the database back."""
+        delay = min(self._retry.next_delay(), self.reload_seconds)
+        with anyio.move_on_after(delay):
+            async with anyio.create_task_group() as tg:
+
+                async def back() -> None:
+                    await self.availability.wait(delay)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(back)
+                await self._wake.wait()
+                tg.cancel_scope.cancel()
+        self._wake = anyio.Event()
 
     async def reload(self) -> bool:
         """Read the list and hand it on if it changed; False when the database failed."""
         try:
             conn = await self._connection()
-            meters = await load_active_meters(conn)
+            rows = await load_active_meters(conn)
             REGISTRY_RELOADS.inc()
-            if meters != self.meters:
-                await self._consumer(meters, conn)
-                if self.meters is not None:
-                    log.info("meter list changed", meters=len(meters), before=len(self.meters))
-                self.meters = meters
-            REGISTRY_METERS.set(len(meters))
+            plan = await self._plan(rows)
+            if plan != self.plan:
+                await self._consumer(plan, conn)
+                if self.plan is not None:
+                    before = len(self.plan.dialled)
+                    log.info("meter list changed", meters=len(plan.dialled), before=before)
+                self.plan = plan
+                self._report(plan)
+            REGISTRY_METERS.set(len(plan.dialled))
+            self._retry.reset()
+            self.availability.succeeded("meter list")
             return True
-        except _FAILURES as exc:
+        except DATABASE_ERRORS as exc:
             REGISTRY_RELOAD_ERRORS.inc()
-            log.warning("meter list reload failed; keeping the current list", error=str(exc))
+            self.availability.failed("meter list", exc)
+            log.warning("meter list reload failed; keeping the current list", error=describe(exc))
             await self._close()
             return False
+
+    async def _plan(self, rows: Sequence[RegistryRow]) -> DialPlan:
+        """The dial plan, asking the routing table (in a thread) about new addresses only."""
+        hosts = {
+            str(normalise(r.address))
+            for r in rows
+            if r.address is not None and address_problem(r.address) is None
+        }
+        unknown = hosts - self._routable
+        if not unknown:
+            return dial_plan(rows)
+        routes = await anyio.to_thread.run_sync(_route_problems, sorted(unknown))
+        self._routable.update(a for a in unknown if routes.get(a) is None)
+        return dial_plan(rows, unroutable=routes.get)
+
+    def _report(self, plan: DialPlan) -> None:
+        """Log each not-dialled meter once (and again only when its reason changes)."""
+        now = {m.meter_id: m for m in plan.not_dialled}
+        for meter in plan.not_dialled:
+            if self._reported.get(meter.meter_id) != meter.reason:
+                log.warning(
+                    "active meter not dialled",
+                    meter_serial=meter.serial,
+                    meter_id=str(meter.meter_id),
+                    reason=meter.kind,
+                    detail=meter.reason,
+                )
+        for meter_id in [m for m in self._reported if m not in now]:
+            del self._reported[meter_id]
+        self._reported.update((m.meter_id, m.reason) for m in plan.not_dialled)
+        for kind in NOT_DIALLED_KINDS:
+            REGISTRY_NOT_DIALLED.labels(kind).set(sum(m.kind == kind for m in plan.not_dialled))
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             conn = await self._connect()
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            try:
+                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            except BaseException:
+                conn.terminate()
+                raise
             # A lost connection loses NOTIFYs too: reconnect (and re-read) at once.
             conn.add_termination_listener(self._notified)
             self._conn = conn
@@ -145,8 +229,9 @@ class RegistrySource:
         if conn is None:
             return
         conn.remove_termination_listener(self._notified)
-        if not conn.is_closed():
-            with anyio.move_on_after(2, shield=True):
-                await conn.close()
-            if not conn.is_closed():
-                conn.terminate()
+        with anyio.CancelScope(shield=True):
+            await close_quietly(conn)
+
+
+def _route_problems(addresses: Sequence[str]) -> dict[str, str | None]:
+    return {address: route_problem(address) for address in addresses}

@@ -142,8 +142,11 @@ class MeterSession:
             probe_max=settings.probe_max_seconds,
             rng=self.rng,
             offline_since=None if offline is None else offline.timestamp(),
+            answered=target.resume.answered,
             now=now,
         )
+        # Whether the meter ever answered (the log says so, or it did in this run).
+        self.answered_ever = target.resume.answered
         self.hardware = target.hardware
         self.schedule = MeterSchedule(
             target.meter_id, self._periods(), jitter=settings.schedule_jitter_seconds, now=now
@@ -191,7 +194,7 @@ class MeterSession:
         """When the supervisor should start this session next (wall clock)."""
         if self.commands or self.poll_requests:
             return -math.inf
-        if self.breaker.online:
+        if not self.breaker.offline:
             return min(self.schedule.next_due(), self.readback_due)
         assert self.breaker.next_probe_at is not None
         return self.breaker.next_probe_at
@@ -289,7 +292,7 @@ class MeterSession:
         ``final``, then the read-backs that are due). A command that found the meter
         unreachable ends the run like a failed poll request does."""
         while self.commands and not self.stopping():
-            if not self.breaker.online or _unreachable(conv):
+            if self.breaker.offline or _unreachable(conv):
                 why = self.last_failure.reason if self.last_failure else "offline"
                 await self.fail_queued("unavailable", f"meter unreachable ({why})", conv.watchdog)
                 break
@@ -321,7 +324,7 @@ class MeterSession:
         target = self.target
         seconds = time.monotonic() - started
         await conv.emit([command.outcome(target.meter_id, target.serial, conv.now(), seconds)])
-        if result.reason in _TRANSPORT or not self.breaker.online:
+        if result.reason in _TRANSPORT or self.breaker.offline:
             raise PollAbortError  # the meter is unreachable: end the run as a poll would
 
     async def _read_back(self, conv: Conversation) -> None:
@@ -413,7 +416,7 @@ class MeterSession:
             requests=conv.requests,
             failed_requests=conv.failed_requests,
             consecutive_failures=self.breaker.consecutive_failures,
-            online=self.breaker.online,
+            state=self.breaker.state,
             transition=conv.last_transition,
             duration_seconds=duration,
         )

@@ -43,6 +43,7 @@ from flowsd.config import MetersConfig
 from flowsd.emop import UnknownObjectError, by_name
 from flowsd.errors import ConfigError
 from flowsd.meters import metrics
+from flowsd.meters.breaker import BREAKER_STATES, BreakerState
 from flowsd.meters.command import CommandResult, MeterCommand
 from flowsd.meters.limits import ConnectionLimiter
 from flowsd.meters.observations import FailureReason, ObservationSink
@@ -75,7 +76,7 @@ class SlowMeter(msgspec.Struct, frozen=True):
 class FailingMeter(msgspec.Struct, frozen=True):
     meter_id: UUID
     serial: str | None
-    online: bool
+    state: BreakerState
     consecutive_failures: int
     reason: FailureReason | None
     detail: str
@@ -90,6 +91,8 @@ class FleetStatus(msgspec.Struct, frozen=True):
     meters: int
     online: int
     offline: int
+    awaiting_first_answer: int  # polled, no answer yet, not (yet) offline
+    never_answered: int  # no answer ever, in any state (offline after the usual failures)
     polls_running: int
     connections_in_flight: int
     peak_connections_in_flight: int
@@ -158,7 +161,8 @@ class FleetSupervisor:
         self._idle.set()
         self._busy = 0
         self._task_group: TaskGroup | None = None
-        self._offline = 0
+        self._states: collections.Counter[BreakerState] = collections.Counter()
+        self._never_answered = 0
         self._busy_addresses: set[tuple[str, int]] = set()
         self._address_waiters: dict[tuple[str, int], collections.deque[MeterSession]] = {}
         self._by_serial: dict[str, UUID] = {}
@@ -174,7 +178,8 @@ class FleetSupervisor:
         for meter_id in list(self.sessions):
             if meter_id not in wanted:
                 gone = self.sessions.pop(meter_id)
-                self._offline -= not gone.breaker.online
+                self._states[gone.breaker.state] -= 1
+                self._never_answered -= not gone.answered_ever
                 if gone.cancel_scope is not None:
                     gone.cancel_scope.cancel()
                 self._forsake(gone, "the meter left the fleet")
@@ -196,7 +201,8 @@ class FleetSupervisor:
                     readback_settle_seconds=self.readback_settle_seconds,
                 )
                 self.sessions[meter_id] = session
-                self._offline += not session.breaker.online
+                self._states[session.breaker.state] += 1
+                self._never_answered += not session.answered_ever
                 self._push(session)
                 added += 1
             elif session.target.same_identity(target):
@@ -268,15 +274,18 @@ class FleetSupervisor:
             heapq.heappush(self._heap, (wake, session.heap_generation, session.target.meter_id))
 
     def _refresh_state_gauge(self) -> None:
-        # O(1) per poll: the offline count is kept up to date by apply() and _drive().
-        metrics.METERS.labels("online").set(len(self.sessions) - self._offline)
-        metrics.METERS.labels("offline").set(self._offline)
+        # O(1) per poll: the state counts are kept up to date by apply() and _drive().
+        for state in BREAKER_STATES:
+            metrics.METERS.labels(state).set(self._states[state])
+        metrics.NEVER_ANSWERED.set(self._never_answered)
 
     # ----------------------------------------------------------------- running
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Poll the fleet until :meth:`stop`; returns when in-flight polls are done."""
+        """Poll the fleet until :meth:`stop`; returns when in-flight polls are done. May be
+        run again after it failed (sessions, schedules and cursors are kept)."""
         self._running = True
+        self._stopped = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
@@ -314,7 +323,7 @@ class FleetSupervisor:
             due = session.schedule.due(now)
             session.schedule.mark_done(due, now)
             self._start(tg, session, Poll(session.plan.cadence_names()))
-        elif session.breaker.online:
+        elif not session.breaker.offline:
             due = session.schedule.due(now)
             if not due:
                 if session.commands or session.readback_due <= now:
@@ -359,9 +368,10 @@ class FleetSupervisor:
         tg.start_soon(self._drive, session, job)
 
     async def _drive(self, session: MeterSession, job: Job | None) -> None:
-        was_online = session.breaker.online
+        before = session.breaker.state
         waiting: list[PollRequest] = list(session.poll_requests) if isinstance(job, Poll) else []
         outcome = None
+        answered_before = session.answered_ever
         try:
             outcome = await session.run(job)
         finally:
@@ -375,7 +385,9 @@ class FleetSupervisor:
             if self._busy == 0:
                 self._idle.set()
             if self.sessions.get(session.target.meter_id) is session:
-                self._offline += was_online - session.breaker.online
+                self._states[before] -= 1
+                self._states[session.breaker.state] += 1
+                self._never_answered -= session.answered_ever and not answered_before
                 self._push(session)
             self._next_waiter(address)
             self._refresh_state_gauge()
@@ -420,7 +432,7 @@ class FleetSupervisor:
         :class:`CommandRefusedError`. A command that changes the meter is recorded
         (``CommandRequested``) before it can start."""
         session = self._session_for(meter_id)
-        if not session.breaker.online:
+        if session.breaker.offline:
             metrics.COMMANDS_REFUSED.labels("unavailable").inc()
             since = _utc(session.breaker.offline_since)
             raise CommandRefusedError(
@@ -475,28 +487,28 @@ class FleetSupervisor:
     # ----------------------------------------------------------------- introspection
 
     def round_complete(self) -> bool:
-        """No poll is running and every online meter has been polled for each of its cadence
-        slots begun by now (on the wall clock): what a driver of a simulated clock waits for
-        before moving it on. Offline meters (probed, not polled) do not count."""
+        """No poll is running and every meter not offline (online, or awaiting its first
+        answer) has been polled for each of its cadence slots begun by now (on the wall
+        clock): what a driver of a simulated clock waits for before moving it on. Offline
+        meters (probed, not polled) do not count."""
         if self._busy:
             return False
         now = self.wall_clock()
-        return all(
-            not s.breaker.online or s.schedule.next_due() > now for s in self.sessions.values()
-        )
+        return all(s.breaker.offline or s.schedule.next_due() > now for s in self.sessions.values())
 
     def status(self, *, top: int = 10) -> FleetStatus:
         sessions = list(self.sessions.values())
-        online = len(sessions) - self._offline
         timed = [s for s in sessions if s.last_poll_seconds is not None]
         timed.sort(key=lambda s: s.last_poll_seconds or 0.0, reverse=True)
-        failing = [s for s in sessions if s.breaker.consecutive_failures or not s.breaker.online]
-        failing.sort(key=lambda s: (s.breaker.online, -s.breaker.consecutive_failures))
+        failing = [s for s in sessions if s.breaker.consecutive_failures or s.breaker.offline]
+        failing.sort(key=lambda s: (not s.breaker.offline, -s.breaker.consecutive_failures))
         return FleetStatus(
             running=self._running and not self._stopping,
             meters=len(sessions),
-            online=online,
-            offline=len(sessions) - online,
+            online=self._states["online"],
+            offline=self._states["offline"],
+            awaiting_first_answer=self._states["awaiting_first_answer"],
+            never_answered=self._never_answered,
             polls_running=self._busy,
             connections_in_flight=self.limiter.in_flight,
             peak_connections_in_flight=self.limiter.peak_in_flight,
@@ -515,7 +527,7 @@ class FleetSupervisor:
                 FailingMeter(
                     meter_id=s.target.meter_id,
                     serial=s.target.serial,
-                    online=s.breaker.online,
+                    state=s.breaker.state,
                     consecutive_failures=s.breaker.consecutive_failures,
                     reason=s.last_failure.reason if s.last_failure else None,
                     detail=s.last_failure.detail if s.last_failure else "",

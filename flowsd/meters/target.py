@@ -23,12 +23,15 @@ class MeterResume(msgspec.Struct, frozen=True, kw_only=True):
     ``event_log``: the newest stored meter event second and the entries at it (None: read
     whatever the meter holds). ``offline_since``: the meter was offline when the daemon
     stopped (it is probed instead of polled, and no second "went offline" is reported).
+    ``answered``: the log shows the meter answered at least once (it came online); unless it
+    is offline it starts online, otherwise it awaits its first answer before it counts online.
     """
 
     profile_log_1_last: datetime | None = None
     profile_log_2_last: datetime | None = None
     event_log: EventLogCursor | None = None
     offline_since: datetime | None = None
+    answered: bool = False
 
 
 class MeterTarget(msgspec.Struct, frozen=True, kw_only=True):

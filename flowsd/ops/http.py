@@ -35,6 +35,17 @@ class HealthChecks:
 
     liveness: dict[str, Check] = field(default_factory=dict)
     readiness: dict[str, Check] = field(default_factory=dict)
+    # Lines added to /readyz's body under "details" (e.g. the database and why it is down).
+    details: dict[str, Callable[[], str]] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, str]:
+        found = {}
+        for name, detail in self.details.items():
+            try:
+                found[name] = detail()
+            except Exception as exc:
+                found[name] = f"unknown ({type(exc).__name__})"
+        return found
 
     @staticmethod
     def evaluate(checks: dict[str, Check]) -> tuple[bool, dict[str, bool]]:
@@ -68,8 +79,12 @@ def render(path: str, checks: HealthChecks) -> bytes:
     if path == "/metrics":
         return _response("200 OK", CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
     if path in ("/healthz", "/readyz"):
-        ok, results = checks.evaluate(checks.liveness if path == "/healthz" else checks.readiness)
-        body = msgspec.json.encode({"ok": ok, "checks": results})
+        ready = path == "/readyz"
+        ok, results = checks.evaluate(checks.readiness if ready else checks.liveness)
+        reply: dict[str, object] = {"ok": ok, "checks": results}
+        if ready and checks.details:
+            reply["details"] = checks.describe()
+        body = msgspec.json.encode(reply)
         status = "200 OK" if ok else "503 Service Unavailable"
         return _response(status, "application/json", body)
     return _response("404 Not Found", "text/plain", b"not found\n")

@@ -32,6 +32,7 @@ import anyio
 import asyncpg
 import structlog
 
+from flowsd.db.connect import close_quietly
 from flowsd.events.checkpoints import read_checkpoint
 from flowsd.events.reader import head_position
 from flowsd.projections.base import Projection
@@ -128,7 +129,7 @@ async def replay(
                 group.start_soon(lane, lane_conn)
     finally:
         for lane_conn in extra:
-            await lane_conn.close()
+            await close_quietly(lane_conn)
     progress.finish()
     if any(p.name == "register_interval_hh" for p in projections):
         await _refresh_continuous_aggregates(conn)

@@ -10,11 +10,16 @@ Each :class:`ProjectorTask` keeps its projection's checkpoint. Its sources of wo
    checkpoint was moved by a replay), or when NOTIFY / the fallback poll shows a newer head.
    The page size doubles from ``batch_min`` while full pages keep coming, and halves back.
 
-The :class:`ProjectorRunner` runs the tasks in an anyio task group, LISTENs on the appender's
-NOTIFY channel on one pooled connection (re-established when it drops, with a wake-up of every
-task so nothing announced meanwhile waits for the poll), and reports per-projection status for
-``/readyz`` and metrics. Database errors are retried with a growing delay; data errors park
-the meter's events (:mod:`flowsd.projections.parking`) and never stop the other meters.
+The :class:`ProjectorRunner` runs the tasks in an anyio task group, each under a
+:class:`~flowsd.supervision.Supervisor` (a task that fails unexpectedly is logged, counted and
+restarted from its checkpoint; the others go on), LISTENs on the appender's NOTIFY channel on
+one pooled connection (re-established after any failure, and checked every
+``poll_interval_seconds`` so a connection that died silently is noticed; each time with a
+wake-up of every task, so nothing announced meanwhile waits for the poll), and reports
+per-projection status for ``/readyz`` and metrics. Database errors (any of
+:data:`~flowsd.db.errors.DATABASE_ERRORS`) are retried with the shared backoff, and a lost
+connection expires the pool's others (a server restart kills them all); data errors park the
+meter's events (:mod:`flowsd.projections.parking`) and never stop the other meters.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ import anyio.abc
 import asyncpg
 import structlog
 
+from flowsd.backoff import Backoff, Retry
 from flowsd.config import ProjectionsConfig
+from flowsd.db.availability import DatabaseAvailability
+from flowsd.db.errors import DATABASE_ERRORS, describe, is_connection_lost
 from flowsd.events.checkpoints import CheckpointConflictError, read_checkpoint
 from flowsd.events.reader import head_position
 from flowsd.events.store import NOTIFY_CHANNEL, AppendResult
@@ -44,6 +52,7 @@ from flowsd.projections.base import Projection
 from flowsd.projections.catalogue import select_projections
 from flowsd.projections.projector import apply_batch
 from flowsd.projections.source import read_range
+from flowsd.supervision import Supervisor
 
 log = structlog.get_logger("flowsd.projections")
 
@@ -72,8 +81,10 @@ class ProjectorTask:
         projection: Projection,
         config: ProjectionsConfig,
         subscription: Subscription | None,
+        availability: DatabaseAvailability | None = None,
     ) -> None:
         self.projection = projection
+        self.availability = availability or DatabaseAvailability("the projections' database")
         self._pool = pool
         self._config = config
         self._subscription = subscription
@@ -128,15 +139,19 @@ class ProjectorTask:
         finally:
             self.running = False
             metrics.UP.labels(name).set(0)
-            if self._subscription is not None:
-                self._subscription.close()
+
+    def close(self) -> None:
+        """Stop receiving batches in memory (once the task will not run again)."""
+        if self._subscription is not None:
+            self._subscription.close()
 
     async def _with_retries(self, step: Callable[[], Any]) -> None:
-        delay = self._config.retry_initial_seconds
+        retry = Retry(Backoff(self._config.retry_initial_seconds, self._config.retry_max_seconds))
         while True:
             try:
                 await step()
                 self.last_error = None
+                self.availability.succeeded(f"projector {self.projection.name}")
                 return
             except CheckpointConflictError as exc:
                 log.info(
@@ -145,17 +160,20 @@ class ProjectorTask:
                     detail=str(exc),
                 )
                 step = self._load_checkpoint  # with the same retries
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
+            except DATABASE_ERRORS as exc:
+                self.last_error = describe(exc)
                 metrics.ERRORS.labels(self.projection.name).inc()
+                self.availability.failed(f"projector {self.projection.name}", exc)
+                if is_connection_lost(exc):
+                    await self._pool.expire_connections()
+                delay = retry.next_delay()
                 log.warning(
                     "projector failed; retrying",
                     projection=self.projection.name,
                     error=self.last_error,
-                    retry_in=delay,
+                    retry_in=round(delay, 3),
                 )
-                await anyio.sleep(delay)
-                delay = min(max(delay * 2, 0.05), self._config.retry_max_seconds)
+                await self.availability.wait(delay)
 
     async def _load_checkpoint(self) -> None:
         async with _connection(self._pool) as conn:
@@ -285,26 +303,37 @@ class ProjectorRunner:
         subscribe: Callable[[], Subscription] | None = None,
         projections: Sequence[Projection] | None = None,
         listen: bool = True,
+        availability: DatabaseAvailability | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         chosen = (
             list(projections) if projections is not None else select_projections(config.enabled)
         )
         self._pool = pool
         self._listen = listen
+        self._config = config
+        self.availability = availability or DatabaseAvailability("the projections' database")
+        self._supervisor = supervisor or Supervisor()
         self.tasks = [
-            ProjectorTask(pool, p, config, subscribe() if subscribe else None) for p in chosen
+            ProjectorTask(pool, p, config, subscribe() if subscribe else None, self.availability)
+            for p in chosen
         ]
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until cancelled; ``task_status.started()`` once every task has its checkpoint."""
-        async with anyio.create_task_group() as group:
-            if self._listen:
-                await group.start(self._listen_loop)
+        supervise = self._supervisor.run
+        try:
+            async with anyio.create_task_group() as group:
+                if self._listen:
+                    await group.start(supervise, "projections_listen", self._listen_loop)
+                for task in self.tasks:
+                    await group.start(supervise, f"projector_{task.projection.name}", task.run)
+                task_status.started()
+        finally:
             for task in self.tasks:
-                await group.start(task.run)
-            task_status.started()
+                task.close()
 
     def status(self) -> list[ProjectorStatus]:
         return [task.status() for task in self.tasks]
@@ -332,34 +361,53 @@ class ProjectorRunner:
     async def _listen_loop(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        started = False
-        delay = 0.5
+        retry = Retry(Backoff(self._config.retry_initial_seconds, self._config.retry_max_seconds))
         while True:
             try:
                 async with _connection(self._pool) as conn:
-                    lost = asyncio.Event()
-                    conn.add_termination_listener(_setter(lost))
-                    await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                    # Anything announced while we were not listening: look at the log.
-                    for task in self.tasks:
-                        task.note_head(0)
-                    if not started:
-                        started = True
-                        task_status.started()
-                    delay = 0.5
                     try:
-                        await lost.wait()
+                        await self._listen_on(conn, task_status)
+                        retry.reset()
                     finally:
-                        with contextlib.suppress(Exception):
+                        with contextlib.suppress(*DATABASE_ERRORS):
                             await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
                 log.warning("LISTEN connection lost; reconnecting")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("cannot LISTEN for new events; the poll continues", error=str(exc))
-                if not started:
-                    started = True
-                    task_status.started()
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+            except DATABASE_ERRORS as exc:
+                self.availability.failed("projections listen", exc)
+                if is_connection_lost(exc):
+                    await self._pool.expire_connections()
+                delay = retry.next_delay()
+                log.warning(
+                    "cannot LISTEN for new events; the poll continues",
+                    error=describe(exc),
+                    retry_in=round(delay, 3),
+                )
+                task_status.started()  # the tasks run on their poll meanwhile
+                await self.availability.wait(delay)
+
+    async def _listen_on(
+        self, conn: asyncpg.Connection, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        """LISTEN on ``conn`` until it is lost or stops answering the periodic check."""
+        lost = asyncio.Event()
+        on_lost = _setter(lost)
+        conn.add_termination_listener(on_lost)  # the pool reuses the connection: removed below
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            self.availability.succeeded("projections listen")
+            # Anything announced while we were not listening: look at the log.
+            for task in self.tasks:
+                task.note_head(0)
+            task_status.started()
+            check_every = max(self._config.poll_interval_seconds, 1.0)
+            while not lost.is_set():
+                with anyio.move_on_after(check_every):
+                    await lost.wait()
+                if not lost.is_set():
+                    # A connection that died without a FIN (a cut network) never says so.
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), check_every * 5)
+        finally:
+            conn.remove_termination_listener(on_lost)
 
 
 @contextlib.asynccontextmanager

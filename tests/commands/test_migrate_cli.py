@@ -40,16 +40,22 @@ def test_config_file_and_environment_select_the_database(
     assert "migrated" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_without_a_url_the_embedded_server_under_the_state_directory_is_used(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "command",
+    [["migrate"], ["status"], ["replay"], ["verify"], ["projections", "status"]],
+)
+def test_without_a_url_only_demo_may_start_the_embedded_server(
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv("FLOWSD_DATABASE_URL", raising=False)
     monkeypatch.delenv("FLOWSD_CONFIG", raising=False)
     config = tmp_path / "flowsd.toml"
     config.write_text(f'[state]\ndirectory = "{tmp_path / "state"}"\n')
-    assert main(["migrate", "--config", str(config)]) == 0
-    assert "migrated" in capsys.readouterr().out
-    assert (tmp_path / "state" / "pg").is_dir()
-    assert main(["migrate", "--config", str(config)]) == 0
-    assert "up to date" in capsys.readouterr().out
+    assert main([*command, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--database-url" in err and "FLOWSD_DATABASE_URL" in err and "[database] url" in err
+    assert not (tmp_path / "state" / "pg").exists()

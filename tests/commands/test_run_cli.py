@@ -170,7 +170,9 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
     env = {**os.environ, "FLOWSD_DATABASE_URL": database_url}
     report = json.loads((await anyio.run_process([*FLOWSD, "status", "--json"], env=env)).stdout)
     assert [d["state"] for d in report["daemons"]] == ["stopped"]
-    assert report["meters"] == {"meters": 8, "online": 8, "offline": 0}
+    assert report["meters"] == {
+        "meters": 8, "online": 8, "offline": 0, "never_answered": 0, "awaiting_first_answer": 0
+    }  # fmt: skip
     assert report["registry_meters"] == 8 and report["event_log_head"] >= stored
     text = (await anyio.run_process([*FLOWSD, "status"], env=env)).stdout.decode()
     assert "8 polled, 8 online, 0 offline" in text

@@ -55,7 +55,7 @@ def outcome(
         requests=requests,
         failed_requests=failed,
         consecutive_failures=failures,
-        online=online,
+        state="online" if online else "offline",
         duration_seconds=0.5,
     )
 

@@ -79,4 +79,4 @@ def _meter_id(daemon: Daemon, serial: str) -> UUID:
 
 
 def _offline(daemon: Daemon) -> set[UUID]:
-    return {m for m, s in daemon.supervisor.sessions.items() if not s.breaker.online}
+    return {m for m, s in daemon.supervisor.sessions.items() if s.breaker.offline}

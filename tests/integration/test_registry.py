@@ -8,6 +8,7 @@ from pathlib import Path
 import asyncpg
 
 from flowsd.events import types
+from flowsd.meters.dialplan import dial_plan
 from flowsd.meters.registry import load_active_meters
 from tests.integration.daemon import (
     daemon_config,
@@ -60,12 +61,15 @@ async def test_registry_changes_apply_without_restart(database_url: str, tmp_pat
                     lambda: ids[serials[5]] in sessions and ids[serials[0]] not in sessions
                 )
                 await wait_until(lambda: ids[serials[1]] not in sessions)
+                # Still active: shown as not dialled, with why.
+                row = daemon.tracker.rows[ids[serials[1]]]
+                assert row.not_dialled == "no ip_address in meter_registry" and not row.online
                 assert sessions[ids[serials[2]]].target.ip_address == "127.81.254.9"
                 assert ids[serials[3]] in sessions and ids[serials[4]] in sessions
                 # The re-activated meter is polled.
                 await wait_until(lambda: daemon.tracker.rows.get(ids[serials[5]]) is not None)
                 await daemon.appender.flush()
-            listed = {m.serial for m in await load_active_meters(conn)}
+            listed = {m.serial for m in dial_plan(await load_active_meters(conn)).dialled}
             assert listed == {serials[2], serials[3], serials[4], serials[5]}
         finally:
             await conn.close()

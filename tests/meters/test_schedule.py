@@ -6,7 +6,8 @@ import random
 import statistics
 import uuid
 
-from flowsd.meters.breaker import Breaker, jittered_backoff
+from flowsd.backoff import Backoff
+from flowsd.meters.breaker import Breaker
 from flowsd.meters.schedule import MeterSchedule, phase_of
 
 HOUR = 3600.0
@@ -73,11 +74,11 @@ def test_jitter_stays_within_bounds_and_rebase_keeps_unchanged_cadences() -> Non
 
 def test_backoff_doubles_is_capped_and_jittered() -> None:
     rng = random.Random(3)
-    delays = [jittered_backoff(n, 60.0, 3600.0, rng) for n in range(12)]
+    delays = [Backoff(60.0, 3600.0).delay(n, rng) for n in range(12)]
     assert 30 <= delays[0] <= 60
     assert 60 <= delays[1] <= 120
     assert all(1800 <= d <= 3600 for d in delays[7:])
-    samples = [jittered_backoff(0, 10.0, 100.0, rng) for _ in range(200)]
+    samples = [Backoff(10.0, 100.0).delay(0, rng) for _ in range(200)]
     assert statistics.pstdev(samples) > 1.0
 
 
