@@ -34,6 +34,7 @@ from flowsd.db.connect import connect
 from flowsd.db.migrate import migrate
 from flowsd.errors import UserError
 from flowsd.ops.logs import configure_logging
+from flowsd.ops.statelock import state_directory_lock
 from flowsd.sim.clock import SimClock
 from flowsd.sim.faults import FaultSpecError
 from flowsd.sim.fleet import DEFAULT_BASE_ADDRESS, SimulatedFleet
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     faulthandler.enable()
     config = demo_config(load(args))
     configure_logging(config.logging.level, fmt=config.logging.format)
-    with database_url(config) as url:
+    with state_directory_lock(config.state_directory), database_url(config) as url:
 
         async def main() -> int:
             conn = await connect(url, connect_timeout=config.database.connect_timeout_seconds)
