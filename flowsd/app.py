@@ -58,7 +58,7 @@ from flowsd.meters.registry import RegistryMeter, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
 from flowsd.ops.http import HealthChecks, serve_management
-from flowsd.ops.metrics import sample_value
+from flowsd.ops.metrics import sample_value, set_build_info
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.runner import ProjectorRunner
 from flowsd.sim.limits import raise_open_files_limit
@@ -75,7 +75,7 @@ _PROJECTOR_GRACE_SECONDS = 5.0
 
 
 def _queue_depth() -> int:
-    return int(sample_value("flowsd_appender_queue_depth"))
+    return int(sample_value("flowsd_appender_queue_events"))
 
 
 def _events_appended() -> int:
@@ -267,6 +267,8 @@ class Daemon:
         except UserError as exc:
             return str(exc)
         try:
+            version = conn.get_server_version()
+            set_build_info(postgres=f"{version.major}.{version.minor}")
             await check_schema(conn)
         except _DATABASE_LOST as exc:
             return f"lost during the schema check: {exc}"
@@ -478,6 +480,7 @@ class Daemon:
                 meters=status.meters,
                 online=status.online,
                 offline=status.offline,
+                stale=status.stale,
                 polls=status.polls,
                 requests_ok=status.requests_ok,
                 request_failures=sum(status.request_failures.values()),

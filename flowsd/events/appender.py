@@ -303,7 +303,7 @@ class Appender:
             except _RETRYABLE as exc:
                 metrics.DATABASE_UP.set(0)
                 self._database_up = False
-                metrics.APPEND_ERRORS.labels(kind=type(exc).__name__).inc()
+                metrics.APPEND_ERRORS.labels(kind=metrics.append_error_kind(exc)).inc()
                 log.warning(
                     "append failed; retrying",
                     error=str(exc) or type(exc).__name__,

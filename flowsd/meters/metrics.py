@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from flowsd.ops.metrics import REGISTRY
+from flowsd.ops.metrics import REGISTRY, snake_case
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40)
 _POLL_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
@@ -40,6 +40,12 @@ BYTES_RECEIVED = Counter(
 )
 METERS = Gauge(
     "flowsd_meters", "Meters under polling by breaker state.", ["state"], registry=REGISTRY
+)
+METERS_STALE = Gauge(
+    "flowsd_meters_stale",
+    "Online meters with a cadence not polled successfully for more than 3 of its periods "
+    "(the rule: flowsd/meters/freshness.py).",
+    registry=REGISTRY,
 )
 BREAKER_TRANSITIONS = Counter(
     "flowsd_meter_breaker_transitions",
@@ -80,7 +86,10 @@ SINK_WAIT = Counter(
     registry=REGISTRY,
 )
 OBSERVATIONS = Counter(
-    "flowsd_meter_observations", "Observations handed to the sink.", ["type"], registry=REGISTRY
+    "flowsd_meter_observations",
+    "Observations handed to the sink, by type (reading, interval_record, read_failure, ...).",
+    ["type"],
+    registry=REGISTRY,
 )
 INTERVAL_GAPS = Counter(
     "flowsd_meter_interval_gaps",
@@ -142,6 +151,17 @@ COMMANDS_REFUSED = Counter(
 
 
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}
+_type_labels: dict[type, str] = {}
+
+
+def type_label(value: object) -> str:
+    """The snake_case label value naming ``value``'s type (``IntervalRecord`` ->
+    ``interval_record``), cached."""
+    kind = type(value)
+    label = _type_labels.get(kind)
+    if label is None:
+        label = _type_labels[kind] = snake_case(kind.__name__)
+    return label
 
 
 def labelled(metric: Any, *values: str) -> Any:
