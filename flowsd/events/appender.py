@@ -42,6 +42,7 @@ import structlog
 
 from flowsd.config import AppenderConfig, Config
 from flowsd.db.connect import CONNECTION_ERRORS
+from flowsd.db.meter_names import serials_of
 from flowsd.errors import UserError
 from flowsd.events import metrics
 from flowsd.events.codec import payload_json
@@ -371,8 +372,10 @@ class Appender:
             str(exc),
         )
         metrics.EVENTS_REJECTED.inc()
+        serials = await serials_of(conn, [event.meter_id])
         log.error(
             "event rejected by the database",
+            meter_serial=serials[event.meter_id],
             meter_id=str(event.meter_id),
             event_type=event.type_id,
             payload=payload_json(event.body),

@@ -53,7 +53,7 @@ class Scrape:
         return names
 
 
-_cached: Scrape | None = None
+_cache: dict[str, Scrape] = {}
 
 
 async def _http_get(port: int, path: str) -> str:
@@ -71,26 +71,24 @@ async def _http_get(port: int, path: str) -> str:
 
 async def real_scrape(database_url: str, tmp_path: Path) -> Scrape:
     """The scrape (taken at the first call of the session)."""
-    global _cached
-    if _cached is not None:
-        return _cached
+    if "scrape" in _cache:
+        return _cache["scrape"]
     await migrated(database_url)
     async with registered_fleet(database_url, 5, faults=FAULTS) as fleet:
         config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(0.5)), fleet)
-        config = msgspec.structs.replace(
-            config, management=ManagementConfig(listen="127.0.0.1:0")
-        )
+        config = msgspec.structs.replace(config, management=ManagementConfig(listen="127.0.0.1:0"))
         async with running_daemon(config, database_url) as daemon:
             await wait_until(lambda: daemon.supervisor.status(top=0).offline >= 1)
             await wait_until(lambda: daemon.supervisor.stats.polls >= 10)
             await wait_until(lambda: daemon.supervisor.stats.failures.total() >= 1)
-            assert daemon.projectors is not None
-            await wait_until(lambda: all(s.checkpoint > 0 for s in daemon.projectors.status()))
+            projectors = daemon.projectors
+            assert projectors is not None
+            await wait_until(lambda: all(s.checkpoint > 0 for s in projectors.status()))
             assert daemon.management_address is not None
             text = await _http_get(daemon.management_address[1], "/metrics")
             conn_version = await _server_version(database_url)
-    _cached = Scrape(text, conn_version)
-    return _cached
+    _cache["scrape"] = Scrape(text, conn_version)
+    return _cache["scrape"]
 
 
 async def _server_version(url: str) -> str:
