@@ -40,7 +40,10 @@ class Scrape:
         """Metric family name (as exposed, with ``_total`` for counters) -> type."""
         found = {}
         for name, kind in _TYPE_LINE.findall(self.text):
-            found[name + "_total" if kind == "counter" else name] = kind
+            # The text format names counters with _total already; OpenMetrics would not.
+            if kind == "counter" and not name.endswith("_total"):
+                name += "_total"
+            found[name] = kind
         return found
 
     def series_names(self) -> set[str]:
