@@ -41,9 +41,8 @@ class Scrape:
         found = {}
         for name, kind in _TYPE_LINE.findall(self.text):
             # The text format names counters with _total already; OpenMetrics would not.
-            if kind == "counter" and not name.endswith("_total"):
-                name += "_total"
-            found[name] = kind
+            total = kind == "counter" and not name.endswith("_total")
+            found[name + "_total" if total else name] = kind
         return found
 
     def series_names(self) -> set[str]:
