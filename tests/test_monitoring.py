@@ -18,6 +18,7 @@ MONITORING = Path(__file__).resolve().parent.parent / "config" / "monitoring"
 RULES = MONITORING / "flowsd-alerts.yml"
 RULE_TESTS = MONITORING / "flowsd-alerts.test.yml"
 DASHBOARD = MONITORING / "flowsd-dashboard.json"
+PROMETHEUS_EXAMPLE = MONITORING / "prometheus.example.yml"
 
 needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool (Prometheus) is not installed"
@@ -109,6 +110,13 @@ async def _promtool(*argv: str) -> str:
 @needs_promtool
 async def test_promtool_checks_the_rules() -> None:
     assert "SUCCESS: 9 rules found" in await _promtool("check", "rules", RULES.name)
+
+
+@needs_promtool
+async def test_the_example_scrape_config_is_valid_and_loads_the_rules() -> None:
+    output = await _promtool("check", "config", PROMETHEUS_EXAMPLE.name)
+    assert "SUCCESS: 1 rule files found" in output and "SUCCESS: 9 rules found" in output
+    assert "job_name: flowsd" in PROMETHEUS_EXAMPLE.read_text()
 
 
 @needs_promtool
