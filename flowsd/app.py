@@ -58,7 +58,7 @@ from flowsd.meters.registry import RegistryMeter, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
 from flowsd.ops.http import HealthChecks, serve_management
-from flowsd.ops.metrics import sample_value, set_build_info
+from flowsd.ops.metrics import sample_value, server_version, set_build_info
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.runner import ProjectorRunner
 from flowsd.sim.limits import raise_open_files_limit
@@ -267,8 +267,7 @@ class Daemon:
         except UserError as exc:
             return str(exc)
         try:
-            version = conn.get_server_version()
-            set_build_info(postgres=f"{version.major}.{version.minor}")
+            set_build_info(postgres=server_version(conn))
             await check_schema(conn)
         except _DATABASE_LOST as exc:
             return f"lost during the schema check: {exc}"

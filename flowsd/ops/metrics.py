@@ -14,6 +14,7 @@ from __future__ import annotations
 import platform
 import re
 
+import asyncpg
 from prometheus_client import (
     CollectorRegistry,
     Gauge,
@@ -46,6 +47,13 @@ def set_build_info(postgres: str = "unknown") -> None:
 
 
 set_build_info()
+
+
+def server_version(conn: asyncpg.Connection) -> str:
+    """The server's version as it reports it, without the packager's suffix: ``15.20``."""
+    reported: str = conn.get_settings().server_version
+    return reported.split(maxsplit=1)[0] if reported else "unknown"
+
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 

@@ -34,7 +34,7 @@ _TYPE_LINE = re.compile(r"^# TYPE (\S+) (\S+)$", re.MULTILINE)
 @dataclass(frozen=True)
 class Scrape:
     text: str
-    server_version: str  # major.minor of the PostgreSQL server the daemon used
+    server_version: str  # e.g. 15.20: the PostgreSQL server the daemon used
 
     def families(self) -> dict[str, str]:
         """Metric family name (as exposed, with ``_total`` for counters) -> type."""
@@ -96,7 +96,7 @@ async def real_scrape(database_url: str, tmp_path: Path) -> Scrape:
 async def _server_version(url: str) -> str:
     conn = await asyncpg.connect(url)
     try:
-        version = conn.get_server_version()
-        return f"{version.major}.{version.minor}"
+        reported: str = await conn.fetchval("SHOW server_version")
+        return reported.split(maxsplit=1)[0]  # e.g. "15.20 (Debian 15.20-0+deb12u1)"
     finally:
         await conn.close()
