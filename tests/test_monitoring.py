@@ -124,6 +124,26 @@ async def test_promtool_unit_tests_of_the_rules_pass() -> None:
     assert "SUCCESS" in await _promtool("test", "rules", RULE_TESTS.name)
 
 
+@needs_promtool
+async def test_the_dashboards_queries_are_valid_promql(tmp_path: Path) -> None:
+    # promtool parses every expression of a rule file: each query becomes a recording rule,
+    # with Grafana's variables replaced by what Grafana would send.
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = dashboard_exprs(dashboard)
+    rules = ["groups:", "  - name: dashboard", "    rules:"]
+    for n, expr in enumerate(exprs):
+        concrete = expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
+        rules += [f"      - record: dashboard:query_{n}", f"        expr: {json.dumps(concrete)}"]
+    (tmp_path / "dashboard-rules.yml").write_text("\n".join(rules) + "\n")
+    with anyio.fail_after(120):
+        done = await anyio.run_process(
+            ["promtool", "check", "rules", str(tmp_path / "dashboard-rules.yml")], check=False
+        )
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 0, output
+    assert f"SUCCESS: {len(exprs)} rules found" in output
+
+
 def test_rules_cover_what_operators_need_and_each_is_unit_tested() -> None:
     alerts = set(rule_exprs())
     assert len(alerts) == RULES.read_text().count("- alert:") == 9
