@@ -149,6 +149,14 @@ COMMANDS_REFUSED = Counter(
     registry=REGISTRY,
 )
 
+# Series of fixed label sets exist from the start, at 0: a dashboard shows 0, not "no data",
+# and rate() sees the first increment.
+for _transition in ("went_offline", "came_online"):
+    BREAKER_TRANSITIONS.labels(_transition)
+for _outcome in ("ok", "failed"):
+    BREAKER_PROBES.labels(_outcome)
+    POLLS.labels(_outcome)
+
 
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}
 _type_labels: dict[type, str] = {}
