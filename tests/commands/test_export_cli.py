@@ -24,11 +24,12 @@ from flowsd.commands.export import COLUMNS
 from flowsd.config import PollConfig
 from flowsd.sim.clock import SimClock
 from flowsd.sim.fleet import SimulatedFleet
-from flowsd.sim.register import esco_code
+from flowsd.sim.topology import ESCO_CODE
 from tests.integration.daemon import (
     FAST_METERS,
     WAIT_SECONDS,
     daemon_config,
+    fetch,
     fetchval,
     migrated,
     registered_fleet,
@@ -40,7 +41,6 @@ from tests.integration.daemon import (
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
 HALF_HOUR = timedelta(minutes=30)
-SEED = 3  # registered_fleet's default: its ESCO is esco_code(3)
 
 
 def rows_of(text: str) -> list[dict[str, str]]:
@@ -82,7 +82,7 @@ def test_settlement_days_have_46_48_and_50_half_hours(
         ("2026-03-28", "2026-03-30", {"2026-03-28": 48, "2026-03-29": 46, "2026-03-30": 48}),
         ("2026-10-24", "2026-10-26", {"2026-10-24": 48, "2026-10-25": 50, "2026-10-26": 48}),
     ):
-        status, out, err = _export(capsys, url, "--esco", esco_code(SEED), "--from", first,
+        status, out, err = _export(capsys, url, "--esco", ESCO_CODE, "--from", first,
                                    "--to", last)  # fmt: skip
         assert status == 0, err
         rows = rows_of(out)
@@ -164,12 +164,19 @@ async def test_exported_half_hours_equal_the_simulator_across_the_autumn_change(
             assert await d.projectors.wait_caught_up(head, WAIT_SECONDS)
         with anyio.fail_after(WAIT_SECONDS):
             done = await anyio.run_process(
-                [*FLOWSD, "export", "intervals", "--esco", esco_code(SEED), "--from",
+                [*FLOWSD, "export", "intervals", "--esco", ESCO_CODE, "--from",
                  "2026-10-25", "--to", "2026-10-25", "--database-url", database_url],
                 env=dict(os.environ),
             )  # fmt: skip
         rows = rows_of(done.stdout.decode())
-        _check_against_truth(fleet, rows)
+        reversed_registers = {
+            str(row["register_id"])
+            for row in await fetch(
+                database_url,
+                "SELECT register_id FROM flows.meter_registers WHERE direction_reversed",
+            )
+        }
+        _check_against_truth(fleet, rows, reversed_registers)
 
 
 async def _half_hours(url: str) -> int:
@@ -182,7 +189,11 @@ async def _half_hours(url: str) -> int:
     )
 
 
-def _check_against_truth(fleet: SimulatedFleet, rows: list[dict[str, str]]) -> None:
+def _check_against_truth(
+    fleet: SimulatedFleet, rows: list[dict[str, str]], reversed_registers: set[str]
+) -> None:
+    """Each row's energy is the simulator's for its half hour and channel (import and export
+    swapped for a register with direction_reversed, e.g. a generation meter)."""
     day_start = datetime(2026, 10, 24, 23, 0, tzinfo=UTC)  # local midnight, BST
     compared = 0
     for meter in fleet.meters:
@@ -201,11 +212,13 @@ def _check_against_truth(fleet: SimulatedFleet, rows: list[dict[str, str]]) -> N
                     before.status.valid_data and truth.status.valid_data and not truth.status.reset
                 )
                 energy = truth.import_b if element == "B" else truth.import_a
+                exported = truth.export_b if element == "B" else truth.export_a
+                if row["register_id"] in reversed_registers:
+                    energy, exported = exported, energy
                 if not valid or energy < 0:
                     assert row["kwh"] == "", row
                     continue
                 assert Decimal(row["kwh"]) == Decimal(energy) / 1000, row
-                exported = truth.export_b if element == "B" else truth.export_a
                 if row["export_kwh"]:
                     assert Decimal(row["export_kwh"]) == Decimal(exported) / 1000
                 compared += 1
