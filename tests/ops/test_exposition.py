@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from flowsd.ops.metrics import snake_case
 from tests.ops.scrape import real_scrape
 
 needs_promtool = pytest.mark.skipif(
@@ -26,6 +27,8 @@ _UNITLESS = {
     "flowsd_registry_meters",
     "flowsd_meter_connections_in_flight",
     "flowsd_meter_polls_running",
+    "flowsd_meter_commands_running",
+    "flowsd_meter_commands_queued",
     "flowsd_appender_database_up",
     "flowsd_projector_healthy",
     "flowsd_spill_disk_full",
@@ -78,3 +81,11 @@ async def test_build_info_names_the_versions(database_url: str, tmp_path: Path) 
     assert len(info) == 1, info
     assert f'postgres="{scrape.server_version}"' in info[0]
     assert re.search(r'version="\d+\.\d+\.\d+"', info[0]) and info[0].endswith(" 1.0")
+
+
+def test_type_and_method_names_become_snake_case_label_values() -> None:
+    assert snake_case("IntervalRecord") == "interval_record"
+    assert snake_case("readElement") == "read_element"
+    assert snake_case("sendRawMessage") == "send_raw_message"
+    assert snake_case("GetInfo") == "get_info"
+    assert snake_case("csq") == "csq"
