@@ -10,6 +10,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config/flowsd-demo.toml
+# host:port of the demo's /metrics; auto: 127.0.0.1:9469 or the next free port.
+MANAGEMENT ?= auto
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
@@ -64,8 +66,12 @@ proto: $(STAMP) ## Regenerate flowsd/mediator/proto/mediator_pb2.py(i) from medi
 		--pyi_out=$(PROTO_DIR) $(PROTO_DIR)/mediator.proto
 
 .PHONY: run
-run: $(STAMP) ## Run flowsd on its embedded defaults: local PostgreSQL (unless FLOWSD_DATABASE_URL) + simulated fleet
-	$(BIN)/flowsd demo --config $(CONFIG)
+run: $(STAMP) ## Run flowsd on its embedded defaults: local PostgreSQL (unless FLOWSD_DATABASE_URL) + simulated fleet; MANAGEMENT=host:port
+	$(BIN)/flowsd demo --config $(CONFIG) --management $(MANAGEMENT)
+
+.PHONY: status
+status: $(STAMP) ## Fleet, daemon and projector state of what `make run` runs (same CONFIG)
+	$(BIN)/flowsd status --config $(CONFIG)
 
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmarks; JSON in bench/results/, a table on stdout

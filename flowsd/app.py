@@ -81,6 +81,7 @@ from flowsd.meters.registry import DialPlan, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
 from flowsd.ops.http import serve_management
+from flowsd.ops.metrics import server_version, set_build_info
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.runner import ProjectorRunner
 from flowsd.sim.limits import raise_open_files_limit
@@ -361,6 +362,7 @@ class Daemon:
         """Check the schema and open the projectors' pool, or raise (see above)."""
         conn = await self._connect()
         try:
+            set_build_info(postgres=server_version(conn))
             await check_schema(conn)
         finally:
             await close_quietly(conn)

@@ -30,6 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "flowsd.commands.status",
     "flowsd.commands.meter",
     "flowsd.commands.poll",
+    "flowsd.commands.events",
+    "flowsd.commands.export",
     "flowsd.commands.emop",
 )
 

@@ -2,8 +2,9 @@
 
 Every setting has a default, so an empty file (or none at all) is a valid configuration.
 Unknown keys and wrong types are rejected with a message naming the key and the file.
-``FLOWSD_DATABASE_URL`` overrides ``[database] url``; ``STATE_DIRECTORY`` (set by systemd's
-``StateDirectory=``) supplies the state directory when the file does not.
+``FLOWSD_DATABASE_URL`` overrides ``[database] url`` and ``FLOWSD_INSTANCE`` ``[daemon]
+instance`` (the template unit ``flowsd@.service`` sets it); ``STATE_DIRECTORY`` (set by
+systemd's ``StateDirectory=``) supplies the state directory when the file does not.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flowsd.errors import ConfigError
 
 DATABASE_URL_ENV = "FLOWSD_DATABASE_URL"
 CONFIG_PATH_ENV = "FLOWSD_CONFIG"
+INSTANCE_ENV = "FLOWSD_INSTANCE"
 
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -302,6 +304,11 @@ def load_config(path: str | Path | None = None, *, environ: dict[str, str] | Non
     if url:
         config = msgspec.structs.replace(
             config, database=msgspec.structs.replace(config.database, url=url)
+        )
+    instance = env.get(INSTANCE_ENV)
+    if instance:
+        config = msgspec.structs.replace(
+            config, daemon=msgspec.structs.replace(config.daemon, instance=instance)
         )
     return config
 

@@ -190,6 +190,7 @@ class Housekeeping:
                 offline=status.offline,
                 awaiting_first_answer=status.awaiting_first_answer,
                 never_answered=status.never_answered,
+                stale=status.stale,
                 polls=status.polls,
                 requests_ok=status.requests_ok,
                 request_failures=sum(status.request_failures.values()),

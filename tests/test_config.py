@@ -65,6 +65,14 @@ def test_environment_overrides_database_url(tmp_path: Path) -> None:
     assert with_database_url(config, None).database.url == "postgresql://env/db"
 
 
+def test_environment_names_the_instance(tmp_path: Path) -> None:
+    # systemd/flowsd@.service sets FLOWSD_INSTANCE so that instances keep separate heartbeats.
+    file = tmp_path / "c.toml"
+    file.write_text('[daemon]\ninstance = "from-file"\n')
+    assert load_config(file, environ={}).daemon.instance == "from-file"
+    assert load_config(file, environ={"FLOWSD_INSTANCE": "north@h1"}).daemon.instance == "north@h1"
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     file = tmp_path / "c.toml"
     file.write_text('[logging]\nlevel = "debug"\n')

@@ -29,11 +29,14 @@ import structlog
 
 from flowsd.app import Daemon
 from flowsd.commands.run import add_common_arguments, database_url, load
-from flowsd.config import Config
+from flowsd.config import Config, ManagementConfig
 from flowsd.db.connect import connect
 from flowsd.db.migrate import migrate
 from flowsd.errors import UserError
 from flowsd.ops.logs import configure_logging
+from flowsd.ops.ports import AUTO, next_free_listen
+from flowsd.ops.statelock import state_directory_lock
+from flowsd.ops.terminal import STDERR
 from flowsd.sim.clock import SimClock
 from flowsd.sim.faults import FaultSpecError
 from flowsd.sim.fleet import DEFAULT_BASE_ADDRESS, SimulatedFleet
@@ -44,6 +47,8 @@ HISTORY_STEP = timedelta(hours=3)
 OFFLINE_FOR = timedelta(hours=6)
 # Longest wait for the fleet to answer one history step before moving on regardless.
 _ROUND_SECONDS = 300.0
+
+DEFAULT_LISTEN = ManagementConfig().listen
 
 log = structlog.get_logger("flowsd.demo")
 
@@ -65,15 +70,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--history-hours", type=float, default=27.0, metavar="H",
         help="simulated hours polled before real time at start (default 27; 0: none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--management",
+        metavar="LISTEN",
+        help="host:port of /metrics, /healthz, /readyz (overrides [management] listen); "
+        f"'{AUTO}': the configured port or the next free one",
+    )
     parser.set_defaults(handler=run)
 
 
-def demo_config(config: Config) -> Config:
-    """The demo's summary line on unless the file sets its own interval."""
-    if config.daemon.summary_seconds > 0:
-        return config
-    daemon = msgspec.structs.replace(config.daemon, summary_seconds=DEMO_SUMMARY_SECONDS)
-    return msgspec.structs.replace(config, daemon=daemon)
+def demo_config(config: Config, management: str | None = None) -> Config:
+    """The demo's summary line on unless the file sets its own interval; the management
+    address from ``--management`` (``auto``: the configured port or the next free one)."""
+    if config.daemon.summary_seconds <= 0:
+        daemon = msgspec.structs.replace(config.daemon, summary_seconds=DEMO_SUMMARY_SECONDS)
+        config = msgspec.structs.replace(config, daemon=daemon)
+    if management:
+        listen = management
+        if management == AUTO:
+            listen = next_free_listen(config.management.listen or DEFAULT_LISTEN)
+        config = msgspec.structs.replace(config, management=ManagementConfig(listen=listen))
+    return config
+
+
+async def announce(daemon: Daemon, meters: int, config_path: str | None) -> None:
+    """One plain line once the daemon is ready: where it listens, how to look at it."""
+    await daemon.ready.wait()
+    where = "no management endpoint"
+    if daemon.management_address is not None:
+        host, port = daemon.management_address
+        where = f"metrics on http://{host}:{port}/metrics"
+    config = f" --config {config_path}" if config_path else ""
+    STDERR.write(
+        f"flowsd demo: {meters} simulated meters polled; {where}; in another terminal: "
+        f"`make status` or `.venv/bin/flowsd status{config}`\n"
+    )
 
 
 async def start_fleet(args: argparse.Namespace, port: int, clock: SimClock) -> SimulatedFleet:
@@ -154,9 +185,9 @@ async def play_history(
 
 def run(args: argparse.Namespace) -> int:
     faulthandler.enable()
-    config = demo_config(load(args))
+    config = demo_config(load(args), args.management)
     configure_logging(config.logging.level, fmt=config.logging.format)
-    with database_url(config, embedded=True) as url:
+    with state_directory_lock(config.state_directory), database_url(config, embedded=True) as url:
 
         async def main() -> int:
             conn = await connect(url, connect_timeout=config.database.connect_timeout_seconds)
@@ -196,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
                             tg.cancel_scope.cancel()
 
                     tg.start_soon(daemon_main)
+                    tg.start_soon(announce, daemon, args.meters, args.config)
                     await play_history(daemon, fleet, clock, args.faults)
                 if fatal:
                     raise fatal[0]

@@ -1,21 +1,21 @@
 """``flowsd projections``: projector state and parked events.
 
-``flowsd projections status`` prints each projection's checkpoint, lag behind the log head and
-parked events. ``flowsd projections retry-parked [--projection NAME ...] [--meter UUID]``
-applies parked events again (oldest first, meter by meter) once their cause is fixed; it exits
-1 when some are still parked.
+``flowsd projections status [--json]`` prints each projection's checkpoint, lag behind the log
+head and parked events. ``flowsd projections retry-parked [--projection NAME ...] [--meter
+SERIAL]`` applies parked events again (oldest first, meter by meter) once their cause is
+fixed; it exits 1 when some are still parked. A meter is named by its serial or its id.
 """
 
 from __future__ import annotations
 
 import argparse
-import uuid
 
 import asyncpg
 
+from flowsd.commands.output import print_json
 from flowsd.commands.replay import add_projection_argument, with_connection
 from flowsd.commands.run import add_common_arguments
-from flowsd.errors import UserError
+from flowsd.db.meter_names import find_meter
 from flowsd.events.reader import head_position
 from flowsd.projections.catalogue import select_projections
 from flowsd.projections.parking import retry_parked
@@ -31,11 +31,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     status = actions.add_parser("status", help="checkpoint, lag and parked events per projection")
     add_projection_argument(status)
+    status.add_argument("--json", action="store_true", help="print one JSON document")
     add_common_arguments(status)
     status.set_defaults(handler=run_status)
     retry = actions.add_parser("retry-parked", help="apply parked events again")
     add_projection_argument(retry)
-    retry.add_argument("--meter", metavar="UUID", help="only this meter's parked events")
+    retry.add_argument(
+        "--meter", metavar="SERIAL", help="only this meter's parked events (serial or id)"
+    )
     add_common_arguments(retry)
     retry.set_defaults(handler=run_retry)
 
@@ -54,6 +57,18 @@ def run_status(args: argparse.Namespace) -> int:
                ORDER BY n.ordinal""",
             [p.name for p in projections],
         )
+        if args.json:
+            documents = [
+                {
+                    "name": row["name"],
+                    "position": row["checkpoint"],
+                    "lag_events": head - row["checkpoint"],
+                    "parked_events": row["parked"],
+                }
+                for row in rows
+            ]
+            print_json({"event_log_head": head, "projections": documents})
+            return 0
         for row in rows:
             print(
                 f"{row['name']:<22} checkpoint {row['checkpoint']:>12}  "
@@ -66,12 +81,9 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_retry(args: argparse.Namespace) -> int:
     projections = select_projections(args.projection)
-    try:
-        meter = uuid.UUID(args.meter) if args.meter else None
-    except ValueError:
-        raise UserError(f"--meter: not a UUID: {args.meter!r}") from None
 
     async def work(conn: asyncpg.Connection, _more: Connect) -> int:
+        meter = (await find_meter(conn, args.meter)).meter_id if args.meter else None
         remaining = 0
         for projection in projections:
             report = await retry_parked(conn, projection, meter)

@@ -3,7 +3,9 @@
 ``--projection NAME`` (repeatable) chooses projections, all by default. ``--from-position N``
 or ``--since TIME`` rebuilds the time-series tables from that point only (rows from earlier
 events are kept); ``meter_shadows`` and ``meter_registry`` are always recomputed whole.
-A progress bar is drawn on a terminal, log lines are written otherwise.
+On a terminal a progress bar is drawn on stderr, below the log lines (which follow
+``[logging]``); otherwise progress is logged every few seconds. The result is printed on
+stdout.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flowsd.db.connect import close_quietly, connect
 from flowsd.db.errors import DatabaseUnavailableError, describe, lost_connection_in
 from flowsd.db.urls import redact
 from flowsd.errors import UserError
+from flowsd.ops.logs import configure_logging
 from flowsd.projections.catalogue import PROJECTION_NAMES, select_projections
 from flowsd.projections.replay import Connect, ReplayReport, position_since, replay
 
@@ -45,6 +48,8 @@ def with_connection(
     losing the database on the way is one line (:class:`DatabaseUnavailableError`), and a
     replay cut short that way changed nothing (its swap is one transaction)."""
     config = load(args)
+    # Log lines and the progress bar to stderr, as [logging] says; results alone on stdout.
+    configure_logging(config.logging.level, fmt=config.logging.format, cache=False)
     timeout = config.database.connect_timeout_seconds
     with database_url(config) as url:
 

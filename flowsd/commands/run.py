@@ -2,9 +2,10 @@
 
 Polls the active meters of ``flows.meter_registry`` and appends what it reads to
 ``flows.meter_event_log`` until SIGTERM/SIGINT; SIGHUP re-reads the configuration and the
-meter list. A configuration error is one line on stderr and exit status 2 (systemd's unit
-does not restart on 2). The database password may come from systemd's credential
-``db-password`` (``LoadCredential=``) instead of the URL.
+meter list. A configuration error, or a state directory another daemon holds, is one line on
+stderr and exit status 2 (systemd's unit does not restart on 2). The database password may
+come from systemd's credential ``db-password`` (``LoadCredential=``) instead of the URL; without
+that credential the URL is used as it is.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from flowsd.db.connect import resolve_database
 from flowsd.mediator.server import check_config as check_mediator
 from flowsd.ops.logs import configure_logging
 from flowsd.ops.notify import SystemdNotifier
+from flowsd.ops.statelock import state_directory_lock
 
 CREDENTIAL_NAME = "db-password"
 
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     configure_logging(config.logging.level, fmt=config.logging.format)
     try:
-        with database_url(config) as url:
+        with state_directory_lock(config.state_directory), database_url(config) as url:
 
             async def main() -> int:
                 # Built inside the event loop: the daemon's anyio primitives need one.

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import msgspec
 
+from flowsd.commands.output import print_json
 from flowsd.commands.run import add_common_arguments, database_url, load
 from flowsd.db.connect import close_quietly, connect
 from flowsd.db.urls import redact
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             gather(url, top=args.top, connect_timeout=config.database.connect_timeout_seconds)
         )
     if args.json:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+        print_json(report)
     else:
         sys.stdout.write(render(report, redact(url)))
     return 0

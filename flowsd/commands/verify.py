@@ -2,15 +2,20 @@
 
 Exit status 0 when every chosen projection equals its rebuild, 1 otherwise (the first
 differing rows are printed, marked ``live`` or ``rebuilt``). Live tables are not changed.
+``--json`` prints one document instead: ``{"ok": ..., "projections": [{"name", "equal",
+"position", "differences", "parked_events", "first": [rows]}]}``. Progress and log lines go
+to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import asyncpg
 
+from flowsd.commands.output import print_json
 from flowsd.commands.replay import add_projection_argument, with_connection
 from flowsd.commands.run import add_common_arguments
 from flowsd.projections.catalogue import select_projections
@@ -28,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--show", metavar="N", type=int, default=10, help="differing rows to print per projection"
     )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
     add_common_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -39,11 +45,26 @@ def run(args: argparse.Namespace) -> int:
         return await verify(conn, projections, limit=max(args.show, 0))
 
     verdicts = with_connection(args, work)
+    ok = all(v.equal for v in verdicts)
+    if args.json:
+        print_json({"ok": ok, "projections": [_document(v) for v in verdicts]})
+        return 0 if ok else 1
     for verdict in verdicts:
         print(_describe(verdict))
         for row in verdict.first:
             print("  " + json.dumps(row, default=str))
-    return 0 if all(v.equal for v in verdicts) else 1
+    return 0 if ok else 1
+
+
+def _document(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "name": verdict.projection,
+        "equal": verdict.equal,
+        "position": verdict.checkpoint,
+        "differences": verdict.differences,
+        "parked_events": verdict.parked_events,
+        "first": list(verdict.first),
+    }
 
 
 def _describe(verdict: Verdict) -> str:

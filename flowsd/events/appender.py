@@ -52,6 +52,7 @@ from flowsd.config import AppenderConfig, Config
 from flowsd.db.availability import DatabaseAvailability
 from flowsd.db.connect import close_quietly
 from flowsd.db.errors import DATABASE_ERRORS, describe, is_data_rejection
+from flowsd.db.meter_names import serials_of
 from flowsd.events import metrics
 from flowsd.events.codec import payload_json
 from flowsd.events.spill import SpillDirectoryInUseError, SpillJournal
@@ -372,7 +373,7 @@ class Appender:
                 self._database_up = False
                 self._counts["database_failures"] += 1
                 self.availability.failed("appender", exc)
-                metrics.APPEND_ERRORS.labels(kind=type(exc).__name__).inc()
+                metrics.APPEND_ERRORS.labels(kind=metrics.append_error_kind(exc)).inc()
                 delay = retry.next_delay()
                 log.warning(
                     "append failed; retrying",
@@ -443,8 +444,10 @@ class Appender:
         )
         metrics.EVENTS_REJECTED.inc()
         self._counts["rejected"] += 1
+        serials = await serials_of(conn, [event.meter_id])
         log.error(
             "event rejected by the database",
+            meter_serial=serials[event.meter_id],
             meter_id=str(event.meter_id),
             event_type=event.type_id,
             payload=payload_json(event.body),

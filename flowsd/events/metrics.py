@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
 from flowsd.ops.metrics import REGISTRY
 
 QUEUE_DEPTH = Gauge(
-    "flowsd_appender_queue_depth", "Events accepted and waiting for the appender", registry=REGISTRY
+    "flowsd_appender_queue_events",
+    "Events accepted and waiting for the appender",
+    registry=REGISTRY,
 )
 MEMORY_EVENTS = Gauge(
     "flowsd_appender_memory_events",
@@ -15,13 +20,13 @@ MEMORY_EVENTS = Gauge(
     registry=REGISTRY,
 )
 BATCH_SIZE = Histogram(
-    "flowsd_appender_batch_size",
+    "flowsd_appender_batch_events",
     "Events per committed append batch",
     buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 50000),
     registry=REGISTRY,
 )
 COMMIT_SECONDS = Histogram(
-    "flowsd_appender_commit_seconds",
+    "flowsd_appender_commit_duration_seconds",
     "Duration of one append transaction",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
@@ -49,10 +54,39 @@ DATABASE_UP = Gauge(
 )
 APPEND_ERRORS = Counter(
     "flowsd_appender_errors_total",
-    "Failed append attempts (each is retried)",
+    "Failed append attempts (each is retried), by kind: connection (unreachable, lost, "
+    "server starting or stopping), timeout (statement or lock timeout), refused (login or "
+    "privileges), statement (any other error of the database)",
     ["kind"],
     registry=REGISTRY,
 )
+AppendErrorKind = Literal["connection", "timeout", "refused", "statement"]
+APPEND_ERROR_KINDS: tuple[AppendErrorKind, ...] = get_args(AppendErrorKind)
+for _kind in APPEND_ERROR_KINDS:
+    APPEND_ERRORS.labels(_kind)  # every series present from the start, at 0
+
+# SQLSTATEs: query_canceled (statement_timeout), lock_not_available (lock_timeout).
+_TIMEOUT_STATES = frozenset({"57014", "55P03"})
+# admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections.
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def append_error_kind(exc: BaseException) -> AppendErrorKind:
+    """The label value of ``flowsd_appender_errors_total`` for a failed append."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = exc.sqlstate or ""
+        if sqlstate in _TIMEOUT_STATES:
+            return "timeout"
+        if sqlstate[:2] == "08" or sqlstate in _UNAVAILABLE_STATES:
+            return "connection"
+        if sqlstate[:2] == "28" or sqlstate in ("3D000", "42501"):
+            return "refused"
+        return "statement"
+    return "connection"  # the socket, asyncpg's client side, flowsd's own connect errors
+
+
 SPILLED_EVENTS = Counter(
     "flowsd_spill_events_written_total",
     "Events written to the spill journal while the database was unreachable",

@@ -53,6 +53,7 @@ Pieces = dict[str, Record]
 class _Pending:
     first_read_at: datetime
     last_read_at: datetime
+    serial: str | None = None  # for the log line of a group that cannot be built
     pieces: Pieces = field(default_factory=dict)
 
 
@@ -258,7 +259,7 @@ class PollAssembler:
         groups = self._pending.setdefault(lane, {})
         pending = groups.get(group)
         if pending is None:
-            pending = groups[group] = _Pending(reading.read_at, reading.read_at)
+            pending = groups[group] = _Pending(reading.read_at, reading.read_at, reading.serial)
         pending.pieces[reading.object_name] = reading.record
         pending.last_read_at = reading.read_at
         if group in COMPLETE_WHEN_ALL_READ and len(pending.pieces) == len(GROUPS[group]):
@@ -328,6 +329,7 @@ class PollAssembler:
             metrics.INCOMPLETE_GROUPS.labels(cause).inc()
             log.info(
                 "incomplete read not stored",
+                meter_serial=pending.serial,
                 meter_id=str(meter_id),
                 group=group,
                 cause=cause,

@@ -23,6 +23,8 @@ INCOMPLETE_GROUPS = Counter(
     ["cause"],
     registry=REGISTRY,
 )
+for _cause in ("piece_missing", "poll_stopped"):
+    INCOMPLETE_GROUPS.labels(_cause)  # both series from the start, at 0
 UNMAPPED_READINGS = Counter(
     "flowsd_ingest_unmapped_readings_total",
     "Readings of objects flowsd has no event type for (kept only in the logs).",

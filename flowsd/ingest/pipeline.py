@@ -97,6 +97,7 @@ class Ingest:
                 metrics.INTERVAL_GAPS.inc()
                 log.info(
                     "meter holds no profile data for a range",
+                    meter_serial=observation.serial,
                     meter_id=str(observation.meter_id),
                     log=observation.log,
                     start=observation.start.isoformat(),

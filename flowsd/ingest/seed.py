@@ -96,7 +96,7 @@ def _chunks(ids: Sequence[UUID]) -> list[list[UUID]]:
     return [list(ids[i : i + _CHUNK]) for i in range(0, len(ids), _CHUNK)]
 
 
-def _body(meter_id: UUID, type_id: int, payload: str | None) -> object:
+def _body(meter_id: UUID, serial: str | None, type_id: int, payload: str | None) -> object:
     """The stored body; None (logged and counted) when its payload does not decode, so the
     state it carried is unknown and the next reading reports a change from the older one."""
     try:
@@ -105,6 +105,7 @@ def _body(meter_id: UUID, type_id: int, payload: str | None) -> object:
         metrics.SEED_UNREADABLE.inc()
         log.warning(
             "stored state change unreadable; not seeded",
+            meter_serial=serial,
             meter_id=str(meter_id),
             event_type=type_id,
             error=str(exc),
@@ -157,8 +158,8 @@ async def load_meter_states(
         online_at: dict[UUID, tuple[datetime, bool]] = {}
         for row in await conn.fetch(_LATEST_OF_TYPES, chunk, _STATE_TYPES):
             meter_id, at = row["meter_id"], row["timestamp"]
-            body = _body(meter_id, row["event_type"], row["payload"])
             state = states.get(meter_id) or MeterState()
+            body = _body(meter_id, state.serial, row["event_type"], row["payload"])
             if isinstance(body, types.MeterWentOffline | types.MeterCameOnline):
                 online = isinstance(body, types.MeterCameOnline)
                 if meter_id not in online_at or at > online_at[meter_id][0]:

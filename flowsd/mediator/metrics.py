@@ -9,7 +9,7 @@ from flowsd.ops.metrics import REGISTRY
 
 REQUESTS = Counter(
     "flowsd_mediator_requests",
-    "Mediator gRPC calls by method and status code (snake_case, e.g. ok, not_found).",
+    "Mediator gRPC calls by method and status code, both snake_case (read_element, not_found).",
     ["method", "code"],
     registry=REGISTRY,
 )

@@ -53,6 +53,7 @@ from flowsd.mediator.proto import mediator_pb2 as pb
 from flowsd.meters.command import CommandResult, MeterCommand
 from flowsd.meters.operations import Exchange, Operation, ReadObject, write_element
 from flowsd.meters.supervisor import CommandRefusedError
+from flowsd.ops.metrics import snake_case
 
 log = structlog.get_logger("flowsd.mediator")
 
@@ -158,8 +159,9 @@ class MediatorService:
             await context.abort(exc.code, exc.details)
             raise  # abort() raises; this is never reached
         finally:
-            metrics.REQUESTS.labels(method, code.name.lower()).inc()
-            metrics.REQUEST_DURATION.labels(method).observe(time.monotonic() - started)
+            label = snake_case(method)  # readElement -> read_element
+            metrics.REQUESTS.labels(label, code.name.lower()).inc()
+            metrics.REQUEST_DURATION.labels(label).observe(time.monotonic() - started)
 
     def _authorize(self, identity: Identity, access: Access, method: str) -> None:
         self._refuse(self.policy.check(identity, access, method), method)

@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from flowsd.ops.metrics import REGISTRY
+from flowsd.ops.metrics import REGISTRY, snake_case
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40)
 _POLL_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
@@ -47,6 +47,12 @@ METERS = Gauge(
 NEVER_ANSWERED = Gauge(
     "flowsd_meters_never_answered",
     "Meters under polling that never answered, whether still awaiting a first answer or offline.",
+    registry=REGISTRY,
+)
+METERS_STALE = Gauge(
+    "flowsd_meters_stale",
+    "Online meters with a cadence not polled successfully for more than 3 of its periods "
+    "(the rule: flowsd/meters/freshness.py).",
     registry=REGISTRY,
 )
 BREAKER_TRANSITIONS = Counter(
@@ -88,7 +94,10 @@ SINK_WAIT = Counter(
     registry=REGISTRY,
 )
 OBSERVATIONS = Counter(
-    "flowsd_meter_observations", "Observations handed to the sink.", ["type"], registry=REGISTRY
+    "flowsd_meter_observations",
+    "Observations handed to the sink, by type (reading, interval_record, read_failure, ...).",
+    ["type"],
+    registry=REGISTRY,
 )
 INTERVAL_GAPS = Counter(
     "flowsd_meter_interval_gaps",
@@ -148,8 +157,27 @@ COMMANDS_REFUSED = Counter(
     registry=REGISTRY,
 )
 
+# Series of fixed label sets exist from the start, at 0: a dashboard shows 0, not "no data",
+# and rate() sees the first increment.
+for _transition in ("went_offline", "came_online"):
+    BREAKER_TRANSITIONS.labels(_transition)
+for _outcome in ("ok", "failed"):
+    BREAKER_PROBES.labels(_outcome)
+    POLLS.labels(_outcome)
+
 
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}
+_type_labels: dict[type, str] = {}
+
+
+def type_label(value: object) -> str:
+    """The snake_case label value naming ``value``'s type (``IntervalRecord`` ->
+    ``interval_record``), cached."""
+    kind = type(value)
+    label = _type_labels.get(kind)
+    if label is None:
+        label = _type_labels[kind] = snake_case(kind.__name__)
+    return label
 
 
 def labelled(metric: Any, *values: str) -> Any:

@@ -447,7 +447,7 @@ class MeterSession:
         metrics.SINK_WAIT.inc(time.monotonic() - started)
         self.stats.observations += len(observations)
         for observation in observations:
-            metrics.labelled(metrics.OBSERVATIONS, type(observation).__name__).inc()
+            metrics.labelled(metrics.OBSERVATIONS, metrics.type_label(observation)).inc()
 
 
 _TRANSPORT = frozenset(

@@ -21,6 +21,9 @@ Public surface::
 
 A command or a poll request wakes its meter at the next tick: an idle meter runs it at once
 (ahead of its routine polls), a busy one between two plan items of the poll in progress.
+
+Every few seconds the run loop applies the stale-meter rule (:mod:`flowsd.meters.freshness`)
+to the fleet: the gauge ``flowsd_meters_stale`` and a log line per meter that turns stale.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from flowsd.errors import ConfigError
 from flowsd.meters import metrics
 from flowsd.meters.breaker import BREAKER_STATES, BreakerState
 from flowsd.meters.command import CommandResult, MeterCommand
+from flowsd.meters.freshness import Freshness, FreshnessView
 from flowsd.meters.limits import ConnectionLimiter
 from flowsd.meters.observations import FailureReason, ObservationSink
 from flowsd.meters.plan import PollPlan
@@ -58,6 +62,9 @@ from flowsd.meters.session import (
     WallClock,
 )
 from flowsd.meters.target import MeterTarget
+
+# How often the stale-meter rule is applied (it is O(meters x cadences)).
+FRESHNESS_EVERY_SECONDS = 5.0
 
 
 class ApplyResult(msgspec.Struct, frozen=True):
@@ -103,6 +110,7 @@ class FleetStatus(msgspec.Struct, frozen=True):
     probes: int
     watchdog_cancellations: int
     skipped_slots: int
+    stale: int
     slowest: list[SlowMeter]
     failing: list[FailingMeter]
 
@@ -152,6 +160,9 @@ class FleetSupervisor:
             settings.new_connections_burst,
         )
         self.stats = SessionStats()
+        self.freshness = Freshness()
+        self.freshness_every_seconds = FRESHNESS_EVERY_SECONDS
+        self._freshness_checked_at = -math.inf
         self.sessions: dict[UUID, MeterSession] = {}
         self._heap: list[tuple[float, int, UUID]] = []
         self._stopping = False
@@ -180,6 +191,7 @@ class FleetSupervisor:
                 gone = self.sessions.pop(meter_id)
                 self._states[gone.breaker.state] -= 1
                 self._never_answered -= not gone.answered_ever
+                self.freshness.forget(meter_id)
                 if gone.cancel_scope is not None:
                     gone.cancel_scope.cancel()
                 self._forsake(gone, "the meter left the fleet")
@@ -203,6 +215,7 @@ class FleetSupervisor:
                 self.sessions[meter_id] = session
                 self._states[session.breaker.state] += 1
                 self._never_answered += not session.answered_ever
+                self.freshness.restart_clock(meter_id, self.wall_clock())
                 self._push(session)
                 added += 1
             elif session.target.same_identity(target):
@@ -253,8 +266,10 @@ class FleetSupervisor:
             )
         self.settings = settings
         self.plan = plan
+        now = self.wall_clock()
         for session in self.sessions.values():
             session.reconfigure(settings, plan, self.limiter)
+            self.freshness.restart_clock(session.target.meter_id, now)
             if not session.running:
                 self._push(session)
 
@@ -292,6 +307,7 @@ class FleetSupervisor:
                 task_status.started()
                 while not self._stopping:
                     self._wake_due(tg)
+                    self._check_freshness()
                     await anyio.sleep(self.settings.schedule_tick_seconds)
                 with anyio.move_on_after(self.settings.stop_deadline_seconds):
                     await self._idle.wait()
@@ -316,6 +332,40 @@ class FleetSupervisor:
                 self._address_waiters.setdefault(address, collections.deque()).append(session)
                 continue
             self._launch(tg, session, now)
+
+    def _check_freshness(self) -> None:
+        now = self.wall_clock()
+        if now - self._freshness_checked_at < self.freshness_every_seconds:
+            return
+        self._freshness_checked_at = now
+        views = (
+            FreshnessView(
+                meter_id,
+                s.breaker.online,
+                {name: c.period for name, c in s.schedule.cadences.items()},
+            )
+            for meter_id, s in self.sessions.items()
+        )
+        turned, fresh = self.freshness.evaluate(views, now)
+        metrics.METERS_STALE.set(len(self.freshness.stale))
+        for found in turned:
+            session = self.sessions[found.meter_id]
+            self.log.warning(
+                "meter readings stale",
+                meter_serial=session.target.serial,
+                meter_id=str(found.meter_id),
+                cadence=found.cadence,
+                period_seconds=found.period_seconds,
+                age_seconds=round(found.age_seconds, 1),
+            )
+        for meter_id in fresh:
+            again = self.sessions.get(meter_id)
+            if again is not None and again.breaker.online:
+                self.log.info(
+                    "meter readings fresh again",
+                    meter_serial=again.target.serial,
+                    meter_id=str(meter_id),
+                )
 
     def _launch(self, tg: TaskGroup, session: MeterSession, now: float) -> None:
         if session.poll_requests:
@@ -388,6 +438,11 @@ class FleetSupervisor:
                 self._states[before] -= 1
                 self._states[session.breaker.state] += 1
                 self._never_answered -= session.answered_ever and not answered_before
+                meter_id = session.target.meter_id
+                if session.breaker.online and before != "online":
+                    self.freshness.restart_clock(meter_id, self.wall_clock())
+                if outcome is not None and outcome.ok and outcome.kind == "poll":
+                    self.freshness.polled(meter_id, outcome.cadences, self.wall_clock())
                 self._push(session)
             self._next_waiter(address)
             self._refresh_state_gauge()
@@ -519,6 +574,7 @@ class FleetSupervisor:
             probes=self.stats.probes,
             watchdog_cancellations=self.stats.watchdog_cancellations,
             skipped_slots=self.stats.skipped_slots,
+            stale=len(self.freshness.stale),
             slowest=[
                 SlowMeter(s.target.meter_id, s.target.serial, s.last_poll_seconds or 0.0)
                 for s in timed[:top]

@@ -3,19 +3,21 @@
 flowsd's own log calls go through native structlog (cheap on the hot path); records from
 the standard library's loggers (asyncio, asyncpg) are rendered by the same processors, so
 journald sees one JSON shape. Under systemd a ``<N>`` priority prefix lets journald set
-PRIORITY from each line.
+PRIORITY from each line. Lines go to stderr through :data:`flowsd.ops.terminal.STDERR`, so a
+progress bar drawn there stays on its own line.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
-from typing import Literal, TextIO
+from typing import Literal, TextIO, cast
 
 import msgspec
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from flowsd.ops.terminal import STDERR
 
 # syslog priorities by structlog method name, for journald's "<N>" line prefix.
 _SYSLOG_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "exception": 3, "critical": 2}
@@ -49,8 +51,9 @@ def configure_logging(
     stream: TextIO | None = None,
     cache: bool = True,
 ) -> None:
-    """Configure structlog and the standard library's root logger to write to ``stream``."""
-    out = stream if stream is not None else sys.stderr
+    """Configure structlog and the standard library's root logger to write to ``stream``
+    (default: stderr, shared with the progress bar)."""
+    out = stream if stream is not None else cast(TextIO, STDERR)
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     common: list[Processor] = [
         structlog.contextvars.merge_contextvars,

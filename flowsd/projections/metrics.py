@@ -31,7 +31,7 @@ EVENTS = Counter(
     registry=REGISTRY,
 )
 BATCH_SECONDS = Histogram(
-    "flowsd_projector_batch_seconds",
+    "flowsd_projector_batch_duration_seconds",
     "Duration of one projector transaction",
     ["projection"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

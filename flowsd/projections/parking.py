@@ -21,6 +21,7 @@ import asyncpg
 import msgspec
 import structlog
 
+from flowsd.db.meter_names import serials_of
 from flowsd.events.codec import decode_body
 from flowsd.events.types import RecordedEvent, UnknownBody
 from flowsd.projections import metrics
@@ -107,14 +108,18 @@ ON CONFLICT (projection, position) DO UPDATE SET error = EXCLUDED.error
         [reason] * len(events),
     )
     metrics.PARKED_EVENTS.labels(projection).inc(len(events))
-    log.error(
-        "projection parked events",
-        projection=projection,
-        meter_ids=sorted({str(e.meter_id) for e in events}),
-        events=len(events),
-        first_position=events[0].position,
-        reason=reason,
-    )
+    grouped = by_meter(events)
+    serials = await serials_of(conn, grouped)
+    for meter_id, group in grouped.items():
+        log.error(
+            "projection parked events",
+            projection=projection,
+            meter_serial=serials[meter_id],
+            meter_id=str(meter_id),
+            events=len(group),
+            first_position=group[0].position,
+            reason=reason,
+        )
 
 
 def describe(exc: BaseException) -> str:
@@ -219,6 +224,7 @@ async def retry_parked(
             log.warning(
                 "parked events still fail",
                 projection=projection.name,
+                meter_serial=(await serials_of(conn, [meter_id]))[meter_id],
                 meter_id=str(meter_id),
                 events=len(group),
                 reason=reason,

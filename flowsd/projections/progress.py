@@ -1,12 +1,16 @@
-"""Progress of a rebuild: a bar on a terminal, a log line every few seconds otherwise."""
+"""Progress of a rebuild: a bar on a terminal, a log line every few seconds otherwise.
+
+The bar is the status line of :data:`flowsd.ops.terminal.STDERR`, which log lines also go
+through, so they are printed above it instead of into it.
+"""
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import TextIO
 
 import structlog
+
+from flowsd.ops.terminal import STDERR, StatusTerminal
 
 log = structlog.get_logger("flowsd.projections")
 
@@ -23,15 +27,15 @@ class Progress:
         self,
         total: int,
         *,
-        stream: TextIO | None = None,
+        terminal: StatusTerminal | None = None,
         label: str = "replay",
         log_every_seconds: float = 10.0,
     ) -> None:
         self.total = max(total, 1)
         self.done = 0
         self.phase = ""
-        self._stream = stream if stream is not None else sys.stderr
-        self._tty = self._stream.isatty()
+        self._terminal = terminal if terminal is not None else STDERR
+        self._tty = self._terminal.isatty()
         self._label = label
         self._started = time.monotonic()
         self._last_shown = 0.0
@@ -66,11 +70,13 @@ class Progress:
             filled = int(width * self.done / self.total)
             bar = "#" * filled + "." * (width - filled)
             line = (
-                f"\r{self._label} [{bar}] {self.done:,}/{self.total:,} "
+                f"{self._label} [{bar}] {self.done:,}/{self.total:,} "
                 f"{rate:,.0f}/s ETA {_duration(eta)} {self.phase:<28}"
             )
-            self._stream.write(line + ("\n" if final else ""))
-            self._stream.flush()
+            if final:
+                self._terminal.end(line)
+            else:
+                self._terminal.show(line)
         else:
             log.info(
                 f"{self._label} progress",

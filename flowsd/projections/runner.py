@@ -131,6 +131,8 @@ class ProjectorTask:
         name = self.projection.name
         await self._with_retries(self._load_checkpoint)
         self.running = True
+        for counter in (metrics.PARKED_EVENTS, metrics.ERRORS, metrics.CONFLICTS):
+            counter.labels(name)  # the projection's series from the start, at 0
         task_status.started()
         log.info("projector started", projection=name, checkpoint=self.checkpoint)
         try:

@@ -42,6 +42,9 @@ async def verify(
     progress: Progress | None = None,
 ) -> list[Verdict]:
     await prepare_session(conn)
+    if progress is None:
+        total = sum([await read_checkpoint(conn, p.name) for p in projections])
+        progress = Progress(total, label="verify")
     verdicts = []
     for projection in projections:
         shadows = await create_shadows(conn, [projection], "verify")
@@ -68,4 +71,6 @@ async def verify(
         first = [{k: v for k, v in row.items() if k != "differences"} for row in found]
         count = found[0]["differences"] if found else 0
         verdicts.append(Verdict(projection.name, checkpoint, count, tuple(first[:limit]), parked))
+        progress.set_phase(f"compared {projection.name}")
+    progress.finish()
     return verdicts

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -172,3 +174,113 @@ def test_projections_status_and_retry_parked(
     assert "meter_csq" in capsys.readouterr().out
     assert run("retry-parked") == 0
     assert "no parked events left" in capsys.readouterr().out
+
+
+def test_verify_json_is_one_document_on_stdout(
+    seeded_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["verify", "--json", "--database-url", seeded_url, "--projection", "meter_csq"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert json.loads(out) == {
+        "ok": True,
+        "projections": [
+            {
+                "name": "meter_csq",
+                "equal": True,
+                "position": json.loads(out)["projections"][0]["position"],
+                "differences": 0,
+                "parked_events": 0,
+                "first": [],
+            }
+        ],
+    }
+    asyncio.run(_execute(seeded_url, "UPDATE flows.meter_csq SET csq = 99 WHERE csq = 5"))
+    args = ["verify", "--json", "--show", "2", "--database-url", seeded_url]
+    assert main(args) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] is False
+    (csq,) = [p for p in document["projections"] if not p["equal"]]
+    assert csq["name"] == "meter_csq" and csq["differences"] == 6 and len(csq["first"]) == 2
+    assert {row["side"] for row in csq["first"]} <= {"live", "rebuilt"}
+    assert all(p["position"] > 0 for p in document["projections"])
+
+
+def test_replay_logs_on_stderr_as_configured_and_prints_only_its_result(
+    seeded_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "flowsd.toml"
+    config.write_text('[logging]\nformat = "json"\n')
+    args = ["--config", str(config), "--database-url", seeded_url]
+    assert main(["replay", "--projection", "meter_csq", *args]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("replayed meter_csq") and captured.out.count("\n") == 1
+    logged = [json.loads(line) for line in captured.err.splitlines()]
+    assert {"projection replayed", "replay progress"} <= {line["event"] for line in logged}
+    # [logging] level applies: nothing at info when the file asks for warnings only.
+    config.write_text('[logging]\nformat = "json"\nlevel = "warning"\n')
+    assert main(["replay", "--projection", "meter_csq", *args]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_projections_status_json(seeded_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["projections", "status", "--json", "--database-url", seeded_url]
+    assert main(args) == 0
+    document = json.loads(capsys.readouterr().out)
+    head = document["event_log_head"]
+    assert head > 0
+    csq = next(p for p in document["projections"] if p["name"] == "meter_csq")
+    assert csq == {"name": "meter_csq", "position": head, "lag_events": 0, "parked_events": 0}
+
+
+async def _park_one_meter(url: str) -> None:
+    """Meter EMLOTHER's identity claims the serial of meter EMLTAKEN: parked."""
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+        taken, other = uuid.uuid4(), uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO flows.meter_registry (id, serial) VALUES ($1, 'EMLTAKEN'), "
+            "($2, 'EMLOTHER')",
+            taken,
+            other,
+        )
+        clash = t.Event(
+            meter_id=other, observed_at=BASE, read_at=BASE, body=t.IdentityRead(serial="EMLTAKEN")
+        )
+        result = await append_batch(conn, [clash])
+        registry = next(p for p in all_projections() if p.name == "meter_registry")
+        await apply_batch(
+            conn, registry, result.events, expected=0, through=result.through_position
+        )
+    finally:
+        await conn.close()
+
+
+def test_retry_parked_takes_a_serial(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    asyncio.run(_park_one_meter(database_url))
+    base = ["projections", "retry-parked", "--projection", "meter_registry"]
+    url = ["--database-url", database_url]
+    assert main([*base, "--meter", "EMLTAKEN", *url]) == 0  # nothing of that meter is parked
+    assert "no parked events left" in capsys.readouterr().out
+    assert main([*base, "--meter", "emlother", *url]) == 1  # case does not matter
+    assert "meter_registry: applied 0, still parked 1" in capsys.readouterr().out
+    assert main([*base, "--meter", "EMLNOBODY", *url]) == 2
+    assert "no meter with serial or id 'EMLNOBODY'" in capsys.readouterr().err
+    asyncio.run(_execute(database_url, "UPDATE flows.meter_registry SET serial = NULL"))
+    other = asyncio.run(_meter_of_parked(database_url))
+    assert main([*base, "--meter", str(other), *url]) == 0  # an id still works
+    assert "applied 1, still parked 0" in capsys.readouterr().out
+
+
+async def _meter_of_parked(url: str) -> uuid.UUID:
+    conn = await asyncpg.connect(url)
+    try:
+        meter: uuid.UUID = await conn.fetchval(
+            "SELECT meter_id FROM flowsd.projection_parked_event LIMIT 1"
+        )
+        return meter
+    finally:
+        await conn.close()

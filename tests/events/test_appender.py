@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from flowsd.config import AppenderConfig, Config
 from flowsd.events.appender import Appender
@@ -264,6 +265,24 @@ async def test_an_event_the_database_refuses_is_kept_aside_and_the_rest_commit(
     assert rejected is not None
     assert rejected["idempotency_key"] == stranger.idempotency_key()
     assert "foreign key" in rejected["error"]
+
+
+async def test_the_log_line_of_a_refused_event_names_the_meter_by_serial(
+    running: Callable[..., Appender], conn: asyncpg.Connection, meters: list[uuid.UUID]
+) -> None:
+    # A registered meter whose event the database refuses on its own merits (a CHECK).
+    refused = balance_event(meters[1], 3)
+    await conn.execute(
+        "ALTER TABLE flows.meter_event_log ADD CONSTRAINT refuse_one "
+        f"CHECK (idempotency_key <> '{refused.idempotency_key()}')"
+    )
+    appender = running()
+    with capture_logs() as logs:
+        await appender.append_many([balance_event(meters[0], 1), refused])
+        await asyncio.wait_for(appender.flush(), 10)
+    (line,) = [e for e in logs if e["event"] == "event rejected by the database"]
+    serial = await conn.fetchval("SELECT serial FROM flows.meter_registry WHERE id = $1", meters[1])
+    assert (line["meter_serial"], line["meter_id"]) == (serial, str(meters[1]))
 
 
 async def test_refused_events_in_a_large_batch_are_found_by_halving(

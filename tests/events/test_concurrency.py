@@ -2,7 +2,9 @@
 
 Writers append random batches, some through the appender's statement path and some as plain
 INSERTs that know nothing of the lock, with random delays inside their transactions and random
-rollbacks. Readers poll ``position > cursor`` with random page sizes the whole time. Without
+rollbacks. Readers poll ``position > cursor`` with random page sizes the whole time, and a
+follower tails one meter's events (:func:`flowsd.events.reader.follow`, as ``flowsd events
+--follow`` does). Without
 serialised appends a reader would move its cursor past a position that a slower transaction
 commits later, and never see that event; the property fails then (checked by hand by dropping
 the ``meter_event_log_serialize_appends`` trigger).
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 from flowsd.config import AppenderConfig
 from flowsd.events.appender import Appender
 from flowsd.events.codec import to_columns
-from flowsd.events.reader import head_position, read_events
+from flowsd.events.reader import EventFilter, follow, head_position, read_events
 from flowsd.events.store import append_batch
 from flowsd.events.types import Event
 from tests.events.helpers import balance_event, create_meters
@@ -53,6 +55,7 @@ steps = st.builds(
 class Outcome:
     committed: set[uuid.UUID] = field(default_factory=set)
     rolled_back: set[uuid.UUID] = field(default_factory=set)
+    by_meter: dict[uuid.UUID, set[uuid.UUID]] = field(default_factory=dict)
 
 
 class _Rollback(Exception):  # noqa: N818 (control flow)
@@ -102,6 +105,7 @@ async def _write(
                 outcome.rolled_back |= keys
                 continue
             outcome.committed |= keys
+            outcome.by_meter.setdefault(meter, set()).update(keys)
     finally:
         await conn.close()
 
@@ -129,23 +133,60 @@ async def _read(
         await conn.close()
 
 
+async def _follow(
+    url: str, start: int, meter: uuid.UUID, done: asyncio.Event, seed: int
+) -> list[tuple[int, uuid.UUID]]:
+    rng = random.Random(seed)
+    conn = await asyncpg.connect(url)
+    seen: list[tuple[int, uuid.UUID]] = []
+    rounds = 0
+    last_round = False
+
+    async def wait() -> bool:
+        nonlocal rounds, last_round
+        rounds += 1
+        if last_round or rounds > 20_000:  # bounded; ends far sooner
+            return False
+        # Set before the next round reads the head: that round sees every commit.
+        last_round = done.is_set()
+        await asyncio.sleep(rng.choice([0, 0.001, 0.003]))
+        return True
+
+    try:
+        where = EventFilter(meter_id=meter)
+        size = rng.choice([1, 3, 10, 100])
+        async for batch in follow(conn, start, wait=wait, where=where, batch_size=size):
+            seen += [(e.position, e.idempotency_key) for e in batch]
+        assert last_round, "follower did not finish"
+        return seen
+    finally:
+        await conn.close()
+
+
 async def _scenario(url: str, plan: list[Step], seed: int) -> None:
     setup = await asyncpg.connect(url)
     try:
-        (meter,) = await create_meters(setup, 1)
+        meters = await create_meters(setup, 2)
         start = await head_position(setup)
     finally:
         await setup.close()
     outcome = Outcome()
     done = asyncio.Event()
     readers = [asyncio.create_task(_read(url, start, done, seed + r)) for r in range(2)]
+    follower = asyncio.create_task(_follow(url, start, meters[0], done, seed))
     writers = [
-        _write(url, [s for s in plan if s.writer == w], meter, 100_000 * w, outcome)
+        _write(url, [s for s in plan if s.writer == w], meters[w % 2], 100_000 * w, outcome)
         for w in range(3)
     ]
     await asyncio.wait_for(asyncio.gather(*writers), 60)
     done.set()
     views = await asyncio.wait_for(asyncio.gather(*readers), 60)
+    followed = await asyncio.wait_for(follower, 60)
+    positions = [p for p, _ in followed]
+    assert positions == sorted(set(positions)), "the follower saw positions out of order or twice"
+    assert {k for _, k in followed} == outcome.by_meter.get(meters[0], set()), (
+        "the follower skipped a committed event of its meter"
+    )
     for seen in views:
         positions = [p for p, _ in seen]
         assert positions == sorted(set(positions)), "a reader saw positions out of order or twice"

@@ -8,9 +8,15 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from flowsd.events.reader import head_position, iter_batches, listen_for_appends, read_events
+from flowsd.events.reader import (
+    EventFilter,
+    head_position,
+    iter_batches,
+    listen_for_appends,
+    read_events,
+)
 from flowsd.events.store import APPEND_LOCK_KEY, append_batch
-from flowsd.events.types import MeterLogEntry, UnknownBody, idempotency_key
+from flowsd.events.types import BalanceRead, MeterLogEntry, UnknownBody, idempotency_key
 from tests.events.helpers import balance_event, native_event, register_event
 
 
@@ -213,3 +219,26 @@ async def test_iter_batches_pages_to_the_head_or_a_limit(
     assert [len(p) for p in pages] == [10, 10, 5]
     limited = [page async for page in iter_batches(conn, 3, batch_size=10, until=15)]
     assert [e.position for p in limited for e in p] == list(range(4, 16))
+
+
+async def test_filtered_reads_take_one_meter_and_some_types(
+    conn: asyncpg.Connection, meters: list[uuid.UUID]
+) -> None:
+    events = [balance_event(meters[i % 2], i) for i in range(20)]
+    events += [register_event(meters[0], 30, "A"), native_event(meters[0], 31, 48, 4)]
+    events.append(native_event(meters[1], 32, 48, 4))
+    result = await append_batch(conn, events)
+    by_position = {r.position: r for r in result.events}
+    mine = EventFilter(meter_id=meters[0])
+    read = [e async for page in iter_batches(conn, 0, batch_size=4, where=mine) for e in page]
+    assert [e.position for e in read] == [
+        p for p, r in by_position.items() if r.meter_id == meters[0]
+    ]
+    balances = EventFilter(meter_id=meters[0], type_ids=[BalanceRead.TYPE_ID])
+    assert {type(e.body) for e in await read_events(conn, 0, 100, where=balances)} == {BalanceRead}
+    natives = EventFilter(meter_id=meters[0], type_ids=[], meter_log_entries=True)
+    (native,) = await read_events(conn, 0, 100, where=natives)
+    assert isinstance(native.body, MeterLogEntry) and native.meter_id == meters[0]
+    assert await read_events(conn, 0, 100, until=5, where=mine) == [
+        e for e in read if e.position <= 5
+    ]

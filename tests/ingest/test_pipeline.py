@@ -9,6 +9,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from structlog.testing import capture_logs
 
 from flowsd.emop.records import (
     ClockTime,
@@ -152,6 +153,24 @@ async def test_an_incomplete_tariff_is_not_stored_at_the_end_of_the_poll() -> No
     assert of_type(sink.events, types.ActiveTariffRead) == []
     assert _incomplete("poll_stopped") == stopped + 2
     assert _incomplete("piece_missing") == missing + 1
+
+
+async def test_meter_log_lines_carry_the_serial() -> None:
+    pipeline, _ = ingest()
+    gap = obs.IntervalGap(
+        meter_id=METER, serial="EML0000000001", read_at=at(0), log=1, start=at(-7200), end=at(0)
+    )
+    with capture_logs() as logs:
+        for piece in _active_tariff_pieces()[:5]:
+            await pipeline([piece])
+        await pipeline([outcome(ok=False, online=True, t=30, failed=1, reason="nak")])
+        await pipeline([gap])
+    about_meter = [e for e in logs if "meter_id" in e]
+    assert {e["event"] for e in about_meter} == {
+        "incomplete read not stored",
+        "meter holds no profile data for a range",
+    }
+    assert all(e["meter_serial"] == "EML0000000001" for e in about_meter)
 
 
 async def test_identity_and_flags_are_built_at_the_end_of_the_poll() -> None:

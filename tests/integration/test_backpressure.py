@@ -42,7 +42,7 @@ async def test_sessions_wait_while_the_queue_is_full_and_nothing_is_lost(
                 # its queue fills.
                 await blocker.execute("SELECT pg_advisory_lock($1)", APPEND_LOCK_KEY)
                 await wait_until(
-                    lambda: sample_value("flowsd_appender_queue_depth") >= appender.queue_size
+                    lambda: sample_value("flowsd_appender_queue_events") >= appender.queue_size
                 )
                 stalled_at = stats.requests_ok
                 await anyio.sleep(1.0)

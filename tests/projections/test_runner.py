@@ -12,6 +12,7 @@ from decimal import Decimal
 import anyio
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from flowsd.config import ProjectionsConfig
 from flowsd.events import types as t
@@ -270,15 +271,20 @@ async def test_a_meter_that_cannot_be_applied_is_parked_and_retried(
     )
     registry = RegistryProjection()
     first = await append_batch(conn, [clash, fine])
-    await apply_batch(conn, registry, first.events, expected=0, through=first.through_position)
-    second = await append_batch(conn, [later])
-    await apply_batch(
-        conn,
-        registry,
-        second.events,
-        expected=first.through_position,
-        through=second.through_position,
-    )
+    await conn.execute("UPDATE flows.meter_registry SET serial = 'EMLOTHER' WHERE id = $1", other)
+    with capture_logs() as logs:
+        await apply_batch(conn, registry, first.events, expected=0, through=first.through_position)
+        second = await append_batch(conn, [later])
+        await apply_batch(
+            conn,
+            registry,
+            second.events,
+            expected=first.through_position,
+            through=second.through_position,
+        )
+    parked_lines = [e for e in logs if e["event"] == "projection parked events"]
+    assert len(parked_lines) == 2  # the failing event, then the one held behind it
+    assert {(e["meter_serial"], e["meter_id"]) for e in parked_lines} == {("EMLOTHER", str(other))}
     assert (
         await conn.fetchval("SELECT prepay_enabled FROM flows.meter_registry WHERE id = $1", taken)
         is True
@@ -292,7 +298,10 @@ async def test_a_meter_that_cannot_be_applied_is_parked_and_retried(
         is None
     )
     # Still failing: nothing applied, nothing lost.
-    assert (await retry_parked(conn, registry)).still_parked == 2
+    with capture_logs() as logs:
+        assert (await retry_parked(conn, registry)).still_parked == 2
+    (still,) = [e for e in logs if e["event"] == "parked events still fail"]
+    assert still["meter_serial"] == "EMLOTHER"
     # The operator fixes the cause; the retry applies both, in order.
     await conn.execute("UPDATE flows.meter_registry SET serial = 'EMLOLD' WHERE id = $1", taken)
     report = await retry_parked(conn, registry)

@@ -1,0 +1,71 @@
+"""The stale-meter rule, alone and in the supervisor against a simulated fleet."""
+
+from __future__ import annotations
+
+import uuid
+
+from flowsd.meters.freshness import STALE_AFTER_PERIODS, Freshness, FreshnessView
+from flowsd.meters.supervisor import FleetSupervisor
+from flowsd.ops.metrics import sample_value
+from flowsd.sim.faults import FaultPlan
+
+from .conftest import Collector, fleet_of, plan_of, running, settings, targets_for, wait_until
+
+METER = uuid.UUID(int=1)
+PERIODS = {"half_hourly": 1800.0, "daily": 86400.0}
+
+
+def view(online: bool = True) -> FreshnessView:
+    return FreshnessView(METER, online, PERIODS)
+
+
+def test_a_meter_is_stale_after_three_periods_without_a_successful_poll() -> None:
+    freshness = Freshness()
+    freshness.restart_clock(METER, 0.0)
+    limit = STALE_AFTER_PERIODS * 1800.0
+    assert freshness.overdue(view(), limit) is None  # exactly three periods: not yet
+    found = freshness.overdue(view(), limit + 1)
+    assert found is not None and found.cadence == "half_hourly" and found.age_seconds == limit + 1
+    freshness.polled(METER, ["half_hourly"], limit)
+    assert freshness.overdue(view(), limit + 1) is None
+    # The daily cadence counts from the baseline too, with its own period.
+    assert freshness.overdue(view(), 3 * 86400.0 + 1) is not None
+
+
+def test_offline_meters_are_not_stale_and_a_comeback_restarts_the_clock() -> None:
+    freshness = Freshness()
+    freshness.restart_clock(METER, 0.0)
+    assert freshness.overdue(view(online=False), 10 * 86400.0) is None
+    freshness.restart_clock(METER, 10 * 86400.0)  # came back online
+    assert freshness.overdue(view(), 10 * 86400.0 + 60) is None
+
+
+def test_evaluate_reports_transitions_once() -> None:
+    freshness = Freshness()
+    freshness.restart_clock(METER, 0.0)
+    turned, fresh = freshness.evaluate([view()], 6000.0)
+    assert [s.meter_id for s in turned] == [METER] and fresh == []
+    assert freshness.evaluate([view()], 6100.0) == ([], [])
+    freshness.polled(METER, ["half_hourly"], 6200.0)
+    assert freshness.evaluate([view()], 6300.0) == ([], [METER])
+    assert freshness.stale == {}
+
+
+async def test_a_slow_meter_turns_stale_while_answering_and_fresh_when_it_speeds_up() -> None:
+    # Every answer of meter 1 takes 0.6 s: a poll of three objects outlasts three 0.3 s
+    # periods, so its readings age past the rule while it answers everything.
+    plan = plan_of(["csq_net_op", "prepay_balance", "instantaneous_voltage"], period=0.3)
+    config = settings(read_timeout_seconds=5.0, request_attempts=1)
+    async with fleet_of(2, hardware=["B1.w", "B1.w"], faults="slow@1=1:600ms") as fleet:
+        supervisor = FleetSupervisor(config, plan, Collector())
+        supervisor.freshness_every_seconds = 0.1
+        supervisor.apply(targets_for(fleet))
+        slow = uuid.UUID(int=2)
+        async with running(supervisor):
+            await wait_until(lambda: slow in supervisor.freshness.stale)
+            assert set(supervisor.freshness.stale) == {slow}
+            assert supervisor.status().stale == 1 and supervisor.status().offline == 0
+            assert sample_value("flowsd_meters_stale") == 1
+            fleet.plan = FaultPlan.parse(None)
+            await wait_until(lambda: not supervisor.freshness.stale)
+            assert supervisor.status().stale == 0
