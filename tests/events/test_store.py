@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
 from flowsd.events.reader import head_position, iter_batches, listen_for_appends, read_events
 from flowsd.events.store import APPEND_LOCK_KEY, append_batch
@@ -213,3 +214,21 @@ async def test_iter_batches_pages_to_the_head_or_a_limit(
     assert [len(p) for p in pages] == [10, 10, 5]
     limited = [page async for page in iter_batches(conn, 3, batch_size=10, until=15)]
     assert [e.position for p in limited for e in p] == list(range(4, 16))
+
+
+async def test_a_meter_with_events_cannot_leave_the_registry(
+    conn: asyncpg.Connection, meters: list[uuid.UUID]
+) -> None:
+    """The meters table that replaced the log's row foreign key keeps RESTRICT."""
+    await append_batch(conn, [balance_event(meters[0], 1), balance_event(meters[0], 2)])
+    await conn.execute("DELETE FROM flows.meter_shadows WHERE id = ANY($1::uuid[])", meters[:2])
+    with pytest.raises(asyncpg.RestrictViolationError, match="event_log_meter"):
+        await conn.execute("DELETE FROM flows.meter_registry WHERE id = $1", meters[0])
+    with pytest.raises(asyncpg.RestrictViolationError, match="event_log_meter"):
+        await conn.execute(
+            "UPDATE flows.meter_registry SET id = gen_random_uuid() WHERE id = $1", meters[0]
+        )
+    # A meter without events still can.
+    await conn.execute("DELETE FROM flows.meter_registry WHERE id = $1", meters[1])
+    noted = await conn.fetch("SELECT meter_id FROM flowsd.event_log_meter")
+    assert [row["meter_id"] for row in noted] == [meters[0]]
