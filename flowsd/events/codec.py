@@ -73,7 +73,7 @@ StagedRow = tuple[int, UUID, datetime, int, int | None, datetime | None, str | N
 
 
 def to_staged_rows(events: Sequence[Event]) -> list[StagedRow]:
-    """A batch as rows for the append's staging table, in order, without in-batch duplicates.
+    """A batch as rows for the unnest insert, in order, without in-batch duplicates.
 
     ``ordinal`` is the event's index in ``events``; an event whose key appeared earlier in the
     batch is left out.
