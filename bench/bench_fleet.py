@@ -163,14 +163,14 @@ class _MemoryProfile:
         self.tracemalloc = tracemalloc
         self.output = output
         self.meters = meters
-        tracemalloc.start(12)
+        tracemalloc.start(8)
         self.base = tracemalloc.take_snapshot()
 
     def snapshot(self, label: str) -> None:
         snapshot = self.tracemalloc.take_snapshot()
         lines = [f"## {label}: traced {self.tracemalloc.get_traced_memory()[0]:,} bytes"]
         for title, key in (
-            ("by the first flowsd frame (allocations made on flowsd's behalf)", _flowsd_frame),
+            ("by the innermost flowsd line (allocations made on flowsd's behalf)", _flowsd_frame),
             ("by the allocating file", _innermost_file),
         ):
             grouped = _group(snapshot, key) - _group(self.base, key)
@@ -194,11 +194,12 @@ class _Counter(dict[str, int]):
 
 
 def _innermost_file(frames: Any) -> str:
-    return str(frames[0].filename).split("site-packages/")[-1].split("lib/python3")[-1]
+    # A tracemalloc traceback runs from the oldest frame to the most recent.
+    return str(frames[-1].filename).split("site-packages/")[-1].split("lib/python3")[-1]
 
 
 def _flowsd_frame(frames: Any) -> str:
-    for frame in frames:
+    for frame in reversed(frames):
         name = str(frame.filename)
         if "/flowsd/" in name and "site-packages" not in name:
             return f"flowsd/{name.rsplit('/flowsd/', 1)[1]}:{frame.lineno}"
@@ -301,8 +302,6 @@ def run_daemon(arguments: str) -> None:
                     _write_cpu_profile(profiler, Path(options["profile_output"]))
                     profiler = None
                 report(event=command)
-            if memory is not None:
-                memory.snapshot("end")
             daemon.request_stop()
             report(event="stopping")
             tg.cancel_scope.cancel()
@@ -556,6 +555,11 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
                 load["first_pass"] = os.getloadavg()[0]
                 rss_at["first_pass"] = samples[-1].rss if samples else 0
                 _send(daemon, "snapshot every meter has a live reading")
+            hour_mark = marks.get("ready", math.inf) + cadence_hour
+            if "hour" not in marks and now >= hour_mark:
+                marks["hour"] = now
+                rss_at["one_hourly_cadence"] = samples[-1].rss if samples else 0
+                _send(daemon, "snapshot one hourly cadence after start")
             newest_wanted = _newest_complete(sim_now, meters_config.profile_settle_seconds)
             caught_up = sum(
                 1
@@ -581,9 +585,9 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
                 load["end"] = os.getloadavg()[0]
                 rss_at["end"] = samples[-1].rss if samples else 0
                 break
-        _send(daemon, "cpu stop")
-        await asyncio.sleep(1.0)
         sim_cpu = _process_cpu(simulator.pid) - sim_cpu_start
+        _send(daemon, "cpu stop")
+        _send(daemon, "snapshot end")
         _send(daemon, "stop")
         profile_rows = await conn.fetchval(
             "SELECT count(*) FROM flows.meter_event_log WHERE event_type IN (1014, 1015)"
@@ -592,7 +596,8 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
         await conn.close()
         _send(daemon, "stop")
         try:
-            daemon.wait(timeout=60)
+            # A profile is written before the daemon stops, which can take minutes.
+            daemon.wait(timeout=600 if settings.profile else 60)
         except subprocess.TimeoutExpired:
             daemon.kill()
         if simulator.stdin is not None:
@@ -654,7 +659,7 @@ def _results(m: dict[str, Any]) -> list[Result]:
         results.append(Result(AREA, f"{name} ({label})", value, unit, {**detail, **extra}))
 
     baseline = m["baseline_rss"]
-    for phase in ("ready", "first_pass", "backfill_done", "end"):
+    for phase in ("ready", "one_hourly_cadence", "first_pass", "backfill_done", "end"):
         if phase in m["rss_at"]:
             add(
                 f"RSS per meter, {phase.replace('_', ' ')}",
