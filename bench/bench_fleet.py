@@ -52,6 +52,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -252,7 +253,8 @@ def run_daemon(arguments: str) -> None:
                 loop.call_soon_threadsafe(commands.put_nowait, line.strip())
             loop.call_soon_threadsafe(commands.put_nowait, "stop")
 
-        loop.run_in_executor(None, read_commands)
+        # A daemon thread: a reader blocked on stdin must not hold up the exit.
+        threading.Thread(target=read_commands, daemon=True).start()
 
         def report(**extra: object) -> None:
             user, system = _cpu_seconds()
@@ -595,6 +597,9 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
     finally:
         await conn.close()
         _send(daemon, "stop")
+        with contextlib.suppress(OSError):
+            if daemon.stdin is not None:
+                daemon.stdin.close()
         try:
             # A profile is written before the daemon stops, which can take minutes.
             daemon.wait(timeout=600 if settings.profile else 60)
