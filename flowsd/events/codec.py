@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import msgspec
+from asyncpg.pgproto.pgproto import UUID as FastUUID  # noqa: N811 (a class)
 
 from flowsd.events.types import (
     AnyBody,
@@ -18,6 +22,9 @@ from flowsd.events.types import (
     RecordedEvent,
     UnknownBody,
     body_class_for,
+    epoch_microseconds,
+    idempotency_key_bytes,
+    meter_text,
 )
 
 _json_encoder = msgspec.json.Encoder()
@@ -66,7 +73,7 @@ StagedRow = tuple[int, UUID, datetime, int, int | None, datetime | None, str | N
 
 
 def to_staged_rows(events: Sequence[Event]) -> list[StagedRow]:
-    """A batch as rows for the append's staging table, in order, without in-batch duplicates.
+    """A batch as rows for the unnest insert, in order, without in-batch duplicates.
 
     ``ordinal`` is the event's index in ``events``; an event whose key appeared earlier in the
     batch is left out.
@@ -97,6 +104,124 @@ def to_staged_rows(events: Sequence[Event]) -> list[StagedRow]:
             )
         )
     return rows
+
+
+# --- binary COPY into the log -------------------------------------------------------------
+#
+# PostgreSQL's binary COPY format, written here rather than by asyncpg's record encoder:
+# that one converts every datetime through astimezone() (half of the Python time of an
+# append), while the microsecond counts are computed here anyway, for the keys.
+
+COPY_COLUMNS = (
+    "meter_id",
+    "timestamp",
+    "event_type",
+    "event_set",
+    "read_at",
+    "payload",
+    "idempotency_key",
+)
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension
+COPY_TRAILER = b"\xff\xff"
+_POSTGRES_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC, the zero of timestamptz
+_NULL = b"\xff\xff\xff\xff"
+# Field count, then (length, value) of meter_id, timestamp and event_type.
+_LEADING = struct.Struct(">hi16siqii").pack
+_INT4 = struct.Struct(">ii").pack
+_TIMESTAMP = struct.Struct(">iq").pack
+_JSONB_HEADER = struct.Struct(">ib").pack  # length, then jsonb's binary format version 1
+_KEY_HEADER = b"\x00\x00\x00\x10"
+
+
+@lru_cache(maxsize=1 << 16)
+def _uuid_bytes(value: UUID) -> bytes:
+    return value.bytes
+
+
+@dataclass(slots=True)
+class KeyedBatch:
+    """A batch's keys, without in-batch duplicates: row ``i`` is ``events[ordinals[i]]``, its
+    key is ``keys[i]`` and its observed time ``observed_us[i]`` (microseconds since 1970)."""
+
+    events: Sequence[Event]
+    ordinals: list[int] = field(default_factory=list)
+    keys: list[UUID] = field(default_factory=list)
+    observed_us: list[int] = field(default_factory=list)
+
+    def copy_data(self, skip: frozenset[int], size: int = 1 << 16) -> Iterator[bytes]:
+        """Binary COPY data (columns :data:`COPY_COLUMNS`) of every row whose index is not in
+        ``skip``, in pieces of about ``size`` bytes, encoded as they are asked for (so that
+        encoding overlaps the server's work on the previous piece). Naive datetimes are taken
+        as UTC, as in the keys."""
+        encode = _json_encoder.encode
+        events = self.events
+        pending = [COPY_HEADER]
+        length = len(COPY_HEADER)
+        for index, ordinal in enumerate(self.ordinals):
+            if index in skip:
+                continue
+            event = events[ordinal]
+            body = event.body
+            if isinstance(body, MeterLogEntry):
+                type_id = body.emlite_type_id
+                event_set = _INT4(4, body.event_set)
+                payload = _NULL
+            else:
+                type_id = body.TYPE_ID
+                event_set = _NULL
+                document = encode(body)
+                payload = _JSONB_HEADER(len(document) + 1, 1) + document
+            read_at = event.read_at
+            row = b"".join(
+                (
+                    _LEADING(
+                        7,
+                        16,
+                        _uuid_bytes(event.meter_id),
+                        8,
+                        self.observed_us[index] - _POSTGRES_EPOCH_US,
+                        4,
+                        type_id,
+                    ),
+                    event_set,
+                    _NULL
+                    if read_at is None
+                    else _TIMESTAMP(8, epoch_microseconds(read_at) - _POSTGRES_EPOCH_US),
+                    payload,
+                    _KEY_HEADER,
+                    self.keys[index].bytes,
+                )
+            )
+            pending.append(row)
+            length += len(row)
+            if length >= size:
+                yield b"".join(pending)
+                pending, length = [], 0
+        pending.append(COPY_TRAILER)
+        yield b"".join(pending)
+
+
+def key_batch(events: Sequence[Event]) -> KeyedBatch:
+    """The keys of ``events``; an event whose key appeared earlier in the batch is left out."""
+    batch = KeyedBatch(events)
+    seen: set[bytes] = set()
+    for ordinal, event in enumerate(events):
+        body = event.body
+        observed = epoch_microseconds(event.observed_at)
+        if isinstance(body, MeterLogEntry):
+            type_id = body.emlite_type_id
+            discriminator = str(body.event_set)
+        else:
+            type_id = body.TYPE_ID
+            discriminator = body.discriminator()
+        key = idempotency_key_bytes(meter_text(event.meter_id), type_id, observed, discriminator)
+        if key in seen:
+            continue
+        seen.add(key)
+        batch.ordinals.append(ordinal)
+        batch.keys.append(FastUUID(key))
+        batch.observed_us.append(observed)
+    return batch
 
 
 def decode_body(

@@ -18,83 +18,77 @@ positions); the unique index on ``idempotency_key`` is the database's guarantee 
 How a batch travels (one transaction, the advisory lock held from the first statement):
 
 1. ``flowsd.begin_event_append()``: the lock, the head position and the transaction's ``now()``
-   (which is every new row's ``recorded_at``), and whether the staging table exists;
-2. binary ``COPY`` of the batch into a temporary staging table (one per session, created on
-   first use, emptied at every commit), cheaper for Python than binding seven arrays;
-3. one statement that finds the staged keys already in the log (one index probe each), inserts
-   the rest in batch order and returns only the ordinals of those already stored and the
-   number inserted. Positions are allocated in ordinal order while the lock is held, so the
-   new events hold exactly the positions after the old head, in order: nothing per row comes
-   back. If the numbers disagree (someone called ``nextval`` on the sequence by hand), the
-   positions are read back by key instead;
+   (which is every new row's ``recorded_at``);
+2. the keys already in the log are looked up (one index probe each, under the lock, so none
+   can arrive before the insert);
+3. the other events go straight into the log with binary ``COPY``, in batch order (encoded
+   piece by piece by :meth:`flowsd.events.codec.KeyedBatch.copy_data` while the server
+   stores the previous piece): positions are allocated in row order while the lock is held,
+   so the new events hold exactly the positions after the old head, and nothing per row
+   comes back. If the numbers disagree (someone called
+   ``nextval`` on the sequence by hand), the positions are read back by key instead;
 4. ``flowsd.finish_event_append()``: the new head and the NOTIFY.
 
-Batches below ``_COPY_MIN_EVENTS`` (1000) skip the staging table (its per-commit emptying
-is a fixed cost only large batches amortise) and insert from ``unnest``ed arrays, with the
-same filter and the same result.
+Batches below ``_COPY_MIN_EVENTS`` do steps 2 and 3 in one ``INSERT ... SELECT`` from
+``unnest``ed arrays (one round trip fewer); so does the ``ON CONFLICT DO NOTHING`` retry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
-from flowsd.events.codec import StagedRow, to_staged_rows
+from flowsd.events.codec import COPY_COLUMNS, KeyedBatch, key_batch, to_staged_rows
 from flowsd.events.types import Event, RecordedEvent
 
 APPEND_LOCK_KEY = 7380396448181125121  # b"flowsd\x00\x01", also in migration 0002
 NOTIFY_CHANNEL = "flowsd_events"  # payload: the new head position, one NOTIFY per batch
 
-# Below this many events a batch binds unnest arrays instead: emptying the staging table at
-# commit costs a fixed ~0.3-1 ms, which only large batches amortise (measured: COPY loses at
-# 100 events, breaks even at 1000, wins at 10,000).
-_COPY_MIN_EVENTS = 1000
+# The predicate of the log's per-meter index (migration 100): a query that looks a meter's
+# events up by type states it, so the planner can use the partial index.
+METER_INDEX_PREDICATE = "event_type NOT BETWEEN 1001 AND 1013"
+_METER_INDEX_LEAVES_OUT = range(1001, 1014)
 
-_STAGING = "flowsd_append_staging"
-# Set when the database refuses to create the staging table (TEMPORARY revoked).
-_staging_refused = False
-_CREATE_STAGING = f"""
-CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
-    ordinal integer NOT NULL,
-    meter_id uuid NOT NULL,
-    observed_at timestamptz NOT NULL,
-    event_type integer NOT NULL,
-    event_set integer,
-    read_at timestamptz,
-    payload jsonb,
-    idempotency_key uuid NOT NULL
-) ON COMMIT DELETE ROWS
-"""
-_STAGING_COLUMNS = [
-    "ordinal",
-    "meter_id",
-    "observed_at",
-    "event_type",
-    "event_set",
-    "read_at",
-    "payload",
-    "idempotency_key",
-]
 
-_BEGIN = f"""
-SELECT flowsd.begin_event_append() AS head, now() AS recorded_at,
-       to_regclass('pg_temp.{_STAGING}') IS NOT NULL AS staging
+def meter_index_covers(type_id: int) -> bool:
+    """Whether events of this type are in the log's per-meter index."""
+    return type_id not in _METER_INDEX_LEAVES_OUT
+
+
+# Below this many events a batch binds unnest arrays in one statement instead of a key lookup
+# and a COPY (one round trip fewer). Measured here (CPU per event, client and server): equal
+# at 100 events, COPY cheaper on both sides from 300.
+_COPY_MIN_EVENTS = 250
+
+_BEGIN = "SELECT flowsd.begin_event_append() AS head, now() AS recorded_at"
+
+# The (1-based) indexes of the keys already stored; one index probe each.
+_STORED_KEYS = """
+SELECT coalesce(array_agg(batch.index), '{}')
+FROM unnest($1::uuid[]) WITH ORDINALITY AS batch(key, index)
+WHERE EXISTS (SELECT FROM flows.meter_event_log stored WHERE stored.idempotency_key = batch.key)
 """
 
-# The staged batch (``batch``, with ordinal) into the log. Keys already stored are found with
-# one index probe per row (a LATERAL with LIMIT cannot become a hash join over the whole log)
-# and skipped before the row is given a position. The append lock is held since the first
+# The batch from unnested arrays into the log. Keys already stored are found with one index
+# probe per row (a LATERAL with LIMIT cannot become a hash join over the whole log) and
+# skipped before the row is given a position. The append lock is held since the first
 # statement, so no other key can arrive before the insert: a plain INSERT suffices, which
 # saves ON CONFLICT's speculative insertion (an extra WAL record and lock per row). A writer
 # that bypasses the lock makes it fail with a unique violation, and the batch is retried with
-# ON CONFLICT DO NOTHING (the ``tolerant`` statements).
+# ON CONFLICT DO NOTHING (the ``tolerant`` statement).
 _INSERT_TEMPLATE = """
-WITH {batch}known AS (
-    SELECT batch.ordinal FROM {source} AS batch
+WITH batch AS (
+    SELECT * FROM unnest($1::integer[], $2::uuid[], $3::timestamptz[], $4::integer[],
+                         $5::integer[], $6::timestamptz[], $7::text[]::jsonb[], $8::uuid[])
+        AS t(ordinal, meter_id, observed_at, event_type, event_set, read_at, payload,
+             idempotency_key)
+),
+known AS (
+    SELECT batch.ordinal FROM batch
     CROSS JOIN LATERAL (SELECT FROM flows.meter_event_log stored
                         WHERE stored.idempotency_key = batch.idempotency_key LIMIT 1) AS hit
 ),
@@ -102,7 +96,7 @@ stored AS (
     INSERT INTO flows.meter_event_log
         (meter_id, "timestamp", event_type, event_set, read_at, payload, idempotency_key)
     SELECT meter_id, observed_at, event_type, event_set, read_at, payload, idempotency_key
-    FROM {source} AS batch
+    FROM batch
     WHERE ordinal NOT IN (SELECT ordinal FROM known)
     ORDER BY ordinal{on_conflict}
     RETURNING position
@@ -110,22 +104,10 @@ stored AS (
 SELECT (SELECT coalesce(array_agg(ordinal), '{{}}') FROM known) AS known,
        (SELECT count(*) FROM stored) AS stored
 """
-_ON_CONFLICT = "\n    ON CONFLICT (idempotency_key) DO NOTHING"
-_STAGED_SOURCE = {"batch": "", "source": f"pg_temp.{_STAGING}"}
-_UNNESTED_SOURCE = {
-    "batch": """batch AS (
-    SELECT * FROM unnest($1::integer[], $2::uuid[], $3::timestamptz[], $4::integer[],
-                         $5::integer[], $6::timestamptz[], $7::text[]::jsonb[], $8::uuid[])
-        AS t(ordinal, meter_id, observed_at, event_type, event_set, read_at, payload,
-             idempotency_key)
-),
-""",
-    "source": "batch",
-}
-_INSERT_STAGED = _INSERT_TEMPLATE.format(on_conflict="", **_STAGED_SOURCE)
-_INSERT_UNNESTED = _INSERT_TEMPLATE.format(on_conflict="", **_UNNESTED_SOURCE)
-_INSERT_STAGED_TOLERANT = _INSERT_TEMPLATE.format(on_conflict=_ON_CONFLICT, **_STAGED_SOURCE)
-_INSERT_UNNESTED_TOLERANT = _INSERT_TEMPLATE.format(on_conflict=_ON_CONFLICT, **_UNNESTED_SOURCE)
+_INSERT = _INSERT_TEMPLATE.format(on_conflict="")
+_INSERT_TOLERANT = _INSERT_TEMPLATE.format(
+    on_conflict="\n    ON CONFLICT (idempotency_key) DO NOTHING"
+)
 _READ_BACK = """
 SELECT position, idempotency_key FROM flows.meter_event_log
 WHERE position > $1 AND position <= $2
@@ -153,86 +135,112 @@ async def append_batch(
 
     ``announce`` sends one ``NOTIFY flowsd_events`` at commit when anything was stored.
     """
-    global _staging_refused  # noqa: PLW0603 (a process-wide fallback switch)
-    rows = to_staged_rows(events)
-    staged = len(rows) >= _COPY_MIN_EVENTS and not _staging_refused
+    copied = len(events) >= _COPY_MIN_EVENTS
     try:
-        return await _append(conn, events, rows, staged=staged, announce=announce)
-    except asyncpg.InsufficientPrivilegeError:
-        if not staged:
-            raise
-        # No TEMPORARY privilege on this database: unnest from now on.
-        _staging_refused = True
-        return await _append(conn, events, rows, staged=False, announce=announce)
+        return await _append(conn, events, copied=copied, announce=announce)
     except asyncpg.UniqueViolationError:
         # A writer that bypasses the append lock stored one of these keys meanwhile.
-        return await _append(conn, events, rows, staged=staged, announce=announce, tolerant=True)
+        return await _append(conn, events, copied=False, announce=announce, tolerant=True)
+
+
+class _Inserted(msgspec.Struct):
+    """What the insert step did with a batch's rows."""
+
+    ordinals: list[int]  # of each row's event in the batch
+    keys: list[UUID]  # of each row
+    known: frozenset[int] = frozenset()  # ordinals of the rows whose key was stored already
+    stored: int = 0  # rows added
 
 
 async def _append(
     conn: asyncpg.Connection,
     events: Sequence[Event],
-    rows: list[StagedRow],
     *,
-    staged: bool,
+    copied: bool,
     announce: bool,
     tolerant: bool = False,
 ) -> AppendResult:
-    nested = conn.is_in_transaction()
     async with conn.transaction():
         begun = await conn.fetchrow(_BEGIN)
         assert begun is not None
         after: int = begun["head"]
         recorded_at: datetime = begun["recorded_at"]
-        outcome: asyncpg.Record | None = None
-        if not rows:
-            pass
-        elif staged:
-            if not begun["staging"]:
-                # First staged append of this session (or its temporary tables were discarded).
-                await conn.execute(_CREATE_STAGING)
-            elif nested:
-                # An enclosing transaction may still hold an earlier batch's rows.
-                await conn.execute(f"DELETE FROM pg_temp.{_STAGING}")
-            await conn.copy_records_to_table(
-                _STAGING, records=rows, columns=_STAGING_COLUMNS, schema_name="pg_temp"
-            )
-            outcome = await conn.fetchrow(_INSERT_STAGED_TOLERANT if tolerant else _INSERT_STAGED)
+        if copied:
+            inserted = await _copy(conn, key_batch(events))
         else:
-            statement = _INSERT_UNNESTED_TOLERANT if tolerant else _INSERT_UNNESTED
-            outcome = await conn.fetchrow(statement, *zip(*rows, strict=True))
-        known: Sequence[int] = () if outcome is None else outcome["known"]
-        count: int = 0 if outcome is None else outcome["stored"]
+            inserted = await _insert(conn, events, tolerant=tolerant)
         through: int = await conn.fetchval(
-            "SELECT flowsd.finish_event_append($1)", announce and count > 0
+            "SELECT flowsd.finish_event_append($1)", announce and inserted.stored > 0
         )
         positions: dict[UUID, int] | None = None
-        if through - after != count:
-            # Positions were allocated outside this batch too: read back which are ours.
-            stored = await conn.fetch(_READ_BACK, after, through)
-            positions = {row["idempotency_key"]: row["position"] for row in stored}
+        if through - after != inserted.stored:
+            # Positions were allocated outside this batch too (or burnt by ON CONFLICT): read
+            # back which are ours.
+            rows = await conn.fetch(_READ_BACK, after, through)
+            positions = {row["idempotency_key"]: row["position"] for row in rows}
+    recorded = _recorded(events, inserted, positions, after=after, recorded_at=recorded_at)
     return AppendResult(
         after_position=after,
         through_position=through,
-        events=_recorded(events, rows, known, positions, after=after, recorded_at=recorded_at),
-        duplicates=len(events) - count,
+        events=recorded,
+        duplicates=len(events) - len(recorded),
     )
+
+
+async def _copy(conn: asyncpg.Connection, rows: KeyedBatch) -> _Inserted:
+    found: list[int] = await conn.fetchval(_STORED_KEYS, rows.keys)
+    skip = frozenset(index - 1 for index in found)
+    inserted = _Inserted(
+        rows.ordinals,
+        rows.keys,
+        frozenset(rows.ordinals[index] for index in skip),
+        len(rows.ordinals) - len(skip),
+    )
+    if inserted.stored:
+
+        async def data() -> AsyncIterator[bytes]:
+            for chunk in rows.copy_data(skip):
+                yield chunk
+
+        await conn.copy_to_table(
+            "meter_event_log",
+            source=data(),
+            columns=list(COPY_COLUMNS),
+            schema_name="flows",
+            format="binary",
+        )
+    return inserted
+
+
+async def _insert(
+    conn: asyncpg.Connection, events: Sequence[Event], *, tolerant: bool
+) -> _Inserted:
+    rows = to_staged_rows(events)
+    inserted = _Inserted([row[0] for row in rows], [row[7] for row in rows])
+    if rows:
+        result = await conn.fetchrow(
+            _INSERT_TOLERANT if tolerant else _INSERT, *zip(*rows, strict=True)
+        )
+        assert result is not None
+        inserted.known = frozenset(result["known"])
+        inserted.stored = result["stored"]
+    return inserted
 
 
 def _recorded(
     events: Sequence[Event],
-    rows: list[StagedRow],
-    known: Sequence[int],
+    inserted: _Inserted,
     positions: dict[UUID, int] | None,
     *,
     after: int,
     recorded_at: datetime,
 ) -> tuple[RecordedEvent, ...]:
-    skip = set(known)
+    """The committed events in position order: the rows not stored already, at the positions
+    after the old head, or at ``positions`` (key -> position) when they were read back."""
+    skip = inserted.known
     recorded = []
     position = after
-    for row in rows:
-        ordinal, key = row[0], row[7]
+    for ordinal, key in zip(inserted.ordinals, inserted.keys, strict=True):
         if ordinal in skip:
             continue
         if positions is None:

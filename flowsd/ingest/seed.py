@@ -8,8 +8,9 @@
   of each log, the meter event-log cursor (the newest stored entry's second and the entries
   at it), and whether the meter was offline when the daemon stopped.
 
-Each is two set-based statements per chunk of meters, probing the index
-``meter_event_log (meter_id, event_type, timestamp)`` (migration 30). A stored state change
+Each is two set-based statements per chunk of meters, probing the log's per-meter index
+``(meter_id, event_type, timestamp)`` (migrations 30 and 100; it leaves routine readings out,
+so every query states its predicate). A stored state change
 whose payload does not decode is logged, counted and left out of the seed.
 """
 
@@ -27,6 +28,7 @@ import structlog
 
 from flowsd.events import types
 from flowsd.events.codec import decode_body
+from flowsd.events.store import METER_INDEX_PREDICATE
 from flowsd.ingest import metrics
 from flowsd.ingest.detector import MeterState
 from flowsd.meters.eventlog import cursor_from_entries
@@ -44,27 +46,28 @@ LEFT JOIN flows.meter_shadows s ON s.id = r.id
 WHERE r.id = ANY($1::uuid[])
 """
 
-_LATEST_OF_TYPES = """
+_LATEST_OF_TYPES = f"""
 SELECT m.id AS meter_id, t.type AS event_type, e."timestamp", e.payload::text AS payload
 FROM unnest($1::uuid[]) AS m(id)
 CROSS JOIN unnest($2::integer[]) AS t(type)
 CROSS JOIN LATERAL (
     SELECT l."timestamp", l.payload FROM flows.meter_event_log l
-    WHERE l.meter_id = m.id AND l.event_type = t.type
+    WHERE l.meter_id = m.id AND l.event_type = t.type AND l.{METER_INDEX_PREDICATE}
     ORDER BY l."timestamp" DESC, l.position DESC
     LIMIT 1
 ) AS e
 """
 
-_NEWEST_NATIVE_ENTRIES = """
+_NEWEST_NATIVE_ENTRIES = f"""
 SELECT m.id AS meter_id, l."timestamp", l.event_type, l.event_set
 FROM unnest($1::uuid[]) AS m(id)
 CROSS JOIN LATERAL (
     SELECT max(x."timestamp") AS newest FROM flows.meter_event_log x
-    WHERE x.meter_id = m.id AND x.event_type BETWEEN 1 AND $2
+    WHERE x.meter_id = m.id AND x.event_type BETWEEN 1 AND $2 AND x.{METER_INDEX_PREDICATE}
 ) AS n
 JOIN flows.meter_event_log l
   ON l.meter_id = m.id AND l."timestamp" = n.newest AND l.event_type BETWEEN 1 AND $2
+     AND l.{METER_INDEX_PREDICATE}
 """
 
 _STATE_TYPES = [

@@ -141,6 +141,40 @@ async def test_upgraded_log_takes_new_events_after_the_old_ones(
     assert (await read_events(conn, len(legacy) - 1, 10))[-1] == stored
 
 
+async def test_upgrade_moves_the_meter_foreign_key_to_the_meters_with_events(
+    production: tuple[HostedDatabase, asyncpg.Connection],
+) -> None:
+    """Production's row foreign key on the log gives way to flowsd.event_log_meter, which
+    starts with every meter that has events and keeps refusing their deletion."""
+    _, conn = production
+    with_events = {
+        r[0] for r in await conn.fetch("SELECT DISTINCT meter_id FROM flows.meter_event_log")
+    }
+    await migrate(conn)
+    keys = await conn.fetch(
+        "SELECT conname FROM pg_constraint "
+        "WHERE conrelid = 'flows.meter_event_log'::regclass AND contype = 'f'"
+    )
+    assert keys == []
+    noted = {r[0] for r in await conn.fetch("SELECT meter_id FROM flowsd.event_log_meter")}
+    assert noted == with_events and noted
+    definition = await conn.fetchval(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'flowsd.event_log_meter'::regclass AND contype = 'f'"
+    )
+    assert "REFERENCES flows.meter_registry(id) ON UPDATE RESTRICT ON DELETE RESTRICT" in definition
+    indexes = await conn.fetch(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'flows' "
+        "AND tablename = 'meter_event_log' ORDER BY indexname"
+    )
+    assert [r[0] for r in indexes] == [
+        "meter_event_log_idempotency_key_key",
+        "meter_event_log_meter_lookup_idx",
+        "meter_event_log_pkey",
+        "meter_event_log_recorded_at_brin",
+    ]
+
+
 async def test_upgrade_keeps_production_view_columns_and_replaces_shadow_triggers(
     production: tuple[HostedDatabase, asyncpg.Connection],
 ) -> None:

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
 from flowsd.events.reader import (
     EventFilter,
@@ -242,3 +243,22 @@ async def test_filtered_reads_take_one_meter_and_some_types(
     assert await read_events(conn, 0, 100, until=5, where=mine) == [
         e for e in read if e.position <= 5
     ]
+
+
+async def test_a_meter_with_events_cannot_leave_the_registry(
+    conn: asyncpg.Connection, meters: list[uuid.UUID]
+) -> None:
+    """The meters table that replaced the log's row foreign key keeps RESTRICT."""
+    await append_batch(conn, [balance_event(meters[0], 1), balance_event(meters[0], 2)])
+    await conn.execute("DELETE FROM flows.meter_shadows WHERE id = ANY($1::uuid[])", meters[:2])
+    # RESTRICT: 23001 on PostgreSQL 18, 23503 on 15 for a deferrable key; refused either way.
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="event_log_meter"):
+        await conn.execute("DELETE FROM flows.meter_registry WHERE id = $1", meters[0])
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="event_log_meter"):
+        await conn.execute(
+            "UPDATE flows.meter_registry SET id = gen_random_uuid() WHERE id = $1", meters[0]
+        )
+    # A meter without events still can.
+    await conn.execute("DELETE FROM flows.meter_registry WHERE id = $1", meters[1])
+    noted = await conn.fetch("SELECT meter_id FROM flowsd.event_log_meter")
+    assert [row["meter_id"] for row in noted] == [meters[0]]

@@ -1,6 +1,7 @@
-"""Both ways a batch reaches the log (COPY through the staging table, or unnest for small
-batches) give the same result, including the rare paths: a discarded staging table, an
-enclosing transaction, positions taken outside the batch, a key stored behind the lock."""
+"""Both ways a batch reaches the log (a key lookup and a binary COPY, or one INSERT from
+unnest for small batches) give the same result, including the rare paths: an enclosing
+transaction, positions taken outside the batch, a key stored behind the lock, an unknown meter,
+the writer role."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from flowsd.events.types import Event
 from tests.events.helpers import balance_event, native_event, register_event
 
 
-@pytest.fixture(params=["staged", "unnested"])
+@pytest.fixture(params=["copied", "unnested"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Force every batch through one path, whatever its size."""
-    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1 if request.param == "staged" else 10**9)
+    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1 if request.param == "copied" else 10**9)
     yield str(request.param)
 
 
@@ -80,23 +81,13 @@ async def test_appends_inside_an_enclosing_transaction_stage_only_their_own_batc
     assert await conn.fetchval("SELECT count(*) FROM flows.meter_event_log") == 15
 
 
-async def test_a_discarded_staging_table_is_created_again(
-    conn: asyncpg.Connection, meters: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1)
-    await append_batch(conn, [balance_event(meters[0], 1)])
-    await conn.execute("DISCARD TEMP")
-    result = await append_batch(conn, [balance_event(meters[0], 2)])
-    assert [r.position for r in result.events] == [2]
-
-
 async def test_positions_taken_outside_the_batch_are_read_back(
     path: str, conn: asyncpg.Connection, meters: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Someone calling nextval by hand: the batch's positions are no longer contiguous."""
     stealing = store._BEGIN.replace(
-        "now() AS recorded_at,",
-        "now() AS recorded_at, nextval('flows.meter_event_log_position_seq') AS stolen,",
+        "now() AS recorded_at",
+        "now() AS recorded_at, nextval('flows.meter_event_log_position_seq') AS stolen",
     )
     assert stealing != store._BEGIN
     monkeypatch.setattr(store, "_BEGIN", stealing)
@@ -115,9 +106,12 @@ async def test_a_key_stored_behind_the_lock_is_a_duplicate_not_an_error(
     stored = [balance_event(meters[0], n) for n in range(5)]
     await append_batch(conn, stored)
     # The first attempt sees no stored keys at all.
-    for name in ("_INSERT_STAGED", "_INSERT_UNNESTED"):
-        blind = getattr(store, name).replace("LIMIT 1) AS hit", "LIMIT 0) AS hit")
-        monkeypatch.setattr(store, name, blind)
+    blind_insert = store._INSERT.replace("LIMIT 1) AS hit", "LIMIT 0) AS hit")
+    blind_lookup = store._STORED_KEYS.replace("WHERE EXISTS", "WHERE false AND EXISTS")
+    assert blind_insert != store._INSERT
+    assert blind_lookup != store._STORED_KEYS
+    monkeypatch.setattr(store, "_INSERT", blind_insert)
+    monkeypatch.setattr(store, "_STORED_KEYS", blind_lookup)
     fresh = [balance_event(meters[1], n) for n in range(4)]
     result = await append_batch(conn, [*stored, *fresh])
     assert [r.idempotency_key for r in result.events] == [e.idempotency_key() for e in fresh]
@@ -139,28 +133,20 @@ async def test_an_unknown_meter_fails_the_whole_batch(
     assert len(result.events) == 10
 
 
-async def test_without_temporary_privilege_large_batches_use_unnest(
-    event_db: str,
-    conn: asyncpg.Connection,
-    meters: list[uuid.UUID],
-    monkeypatch: pytest.MonkeyPatch,
+async def test_the_writer_role_appends_on_both_paths(
+    path: str, event_db: str, conn: asyncpg.Connection, meters: list[uuid.UUID]
 ) -> None:
-    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1)
-    monkeypatch.setattr(store, "_staging_refused", False)
-    role = f"flowsd_no_temp_{uuid.uuid4().hex[:8]}"
-    database = await conn.fetchval("SELECT current_database()")
+    """flowsd_writer may append (the trigger that notes the meters runs with its rights)."""
+    role = f"flowsd_writer_{uuid.uuid4().hex[:8]}"
     await conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE flowsd_writer")
-    await conn.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
     try:
         writer = await asyncpg.connect(event_db, user=role)
         try:
             result = await append_batch(writer, [balance_event(meters[0], n) for n in range(20)])
-            assert len(result.events) == 20
-            assert store._staging_refused
-            again = await append_batch(writer, [balance_event(meters[1], n) for n in range(5)])
-            assert [r.position for r in again.events] == list(range(21, 26))
+            assert [r.position for r in result.events] == list(range(1, 21))
         finally:
             await writer.close()
     finally:
-        await conn.execute(f'GRANT TEMPORARY ON DATABASE "{database}" TO PUBLIC')
         await conn.execute(f"DROP ROLE {role}")
+    noted = await conn.fetch("SELECT meter_id FROM flowsd.event_log_meter")
+    assert [row["meter_id"] for row in noted] == [meters[0]]

@@ -9,7 +9,8 @@ import asyncpg
 
 from flowsd.db.migrate import migrate
 from flowsd.events import types
-from flowsd.events.store import append_batch
+from flowsd.events.store import append_batch, meter_index_covers
+from flowsd.ingest import seed
 from flowsd.ingest.seed import load_meter_states, load_resume
 from tests.ingest.helpers import METER, at, event
 
@@ -86,3 +87,25 @@ async def test_resume_points_from_profile_records_meter_log_and_offline_state(
     assert mine.event_log.seen_at_newest == ((33, 1), (34, 2))
     assert mine.offline_since is None
     assert OTHER not in resume
+
+
+async def test_seed_lookups_use_the_per_meter_index(database_url: str) -> None:
+    """Every type the seed looks up is in the partial index, and the plans use it."""
+    for type_id in (*seed._STATE_TYPES, *seed._RESUME_TYPES, 1, types.NATIVE_TYPE_ID_MAX):
+        assert meter_index_covers(type_id), type_id
+    conn = await _database(database_url)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        for statement, types_argument in (
+            (seed._LATEST_OF_TYPES, seed._STATE_TYPES),
+            (seed._NEWEST_NATIVE_ENTRIES, types.NATIVE_TYPE_ID_MAX),
+        ):
+            # The generic plan: what a prepared statement may settle on after a few runs.
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            plan = "\n".join(
+                row[0]
+                for row in await conn.fetch(f"EXPLAIN {statement}", [METER, OTHER], types_argument)
+            )
+            assert "meter_event_log_meter_lookup_idx" in plan, plan
+    finally:
+        await conn.close()
