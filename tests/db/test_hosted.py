@@ -104,6 +104,7 @@ async def test_roles_come_from_the_first_migration_or_an_administrator(
     # first not even CREATEROLE.
     await _admin(server, "DROP ROLE IF EXISTS flowsd_writer")
     await _admin(server, "DROP ROLE IF EXISTS flowsd_reader")
+    await _admin(server, "DROP ROLE IF EXISTS flowsd_commander")
     await _admin(server, "CREATE ROLE admin LOGIN NOSUPERUSER NOCREATEROLE")
     await _admin(server, "CREATE DATABASE hosted_roles OWNER admin")
     url = server.url("hosted_roles", user="admin")
@@ -122,7 +123,7 @@ async def test_roles_come_from_the_first_migration_or_an_administrator(
             roles = await conn.fetch(
                 "SELECT rolname FROM pg_roles WHERE rolname LIKE 'flowsd\\_%' ORDER BY 1"
             )
-            assert [r[0] for r in roles] == ["flowsd_reader", "flowsd_writer"]
+            assert [r[0] for r in roles] == ["flowsd_commander", "flowsd_reader", "flowsd_writer"]
         finally:
             await conn.close()
     finally:

@@ -113,7 +113,7 @@ async def test_bad_rows_are_not_dialled_and_silent_meters_never_count_online(
             await anyio.sleep(1.0)
             await daemon.appender.flush()
             await anyio.sleep(2 * config.daemon.state_flush_seconds)
-        logged = capsys.readouterr().out.count("active meter not dialled")
+        logged = capsys.readouterr().err.count("active meter not dialled")
         assert logged == 5, logged
     kinds = [
         row["event_type"]

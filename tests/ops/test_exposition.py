@@ -24,7 +24,9 @@ _UNIT_SUFFIXES = ("_seconds", "_bytes", "_events", "_position", "_info")
 _UNITLESS = {
     "flowsd_meters",  # meters by state
     "flowsd_meters_stale",
+    "flowsd_meters_never_answered",
     "flowsd_registry_meters",
+    "flowsd_registry_not_dialled",
     "flowsd_meter_connections_in_flight",
     "flowsd_meter_polls_running",
     "flowsd_meter_commands_running",

@@ -159,8 +159,15 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'flowsd_commander') THEN
         BEGIN
             CREATE ROLE flowsd_commander NOLOGIN;
-        EXCEPTION WHEN duplicate_object OR unique_violation THEN
-            NULL;  -- created by a concurrent migration of another database
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- created by a concurrent migration of another database
+            WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'role flowsd_commander does not exist and % may not create roles',
+                                current_user
+                    USING ERRCODE = 'insufficient_privilege',
+                          HINT = 'as an administrator, once: CREATE ROLE flowsd_commander '
+                                 'NOLOGIN; then migrate again';
         END;
     END IF;
 END
