@@ -162,6 +162,7 @@ class FleetSupervisor:
         self.stats = SessionStats()
         self.freshness = Freshness()
         self.freshness_every_seconds = FRESHNESS_EVERY_SECONDS
+        self.freshness_suspended = False
         self._freshness_checked_at = -math.inf
         self.sessions: dict[UUID, MeterSession] = {}
         self._heap: list[tuple[float, int, UUID]] = []
@@ -333,8 +334,22 @@ class FleetSupervisor:
                 continue
             self._launch(tg, session, now)
 
+    def suspend_freshness(self) -> None:
+        """Stop applying the stale-meter rule (``flowsd demo`` while its clock leaps through
+        simulated hours, which would make every meter stale at each leap)."""
+        self.freshness_suspended = True
+
+    def resume_freshness(self) -> None:
+        """Apply the rule again, every meter's age counted from now."""
+        now = self.wall_clock()
+        for meter_id in self.sessions:
+            self.freshness.restart_clock(meter_id, now)
+        self.freshness_suspended = False
+
     def _check_freshness(self) -> None:
         now = self.wall_clock()
+        if self.freshness_suspended:
+            return
         if now - self._freshness_checked_at < self.freshness_every_seconds:
             return
         self._freshness_checked_at = now
