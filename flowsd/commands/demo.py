@@ -102,7 +102,7 @@ async def announce(daemon: Daemon, meters: int, config_path: str | None) -> None
         where = f"metrics on http://{host}:{port}/metrics"
     config = f" --config {config_path}" if config_path else ""
     STDERR.write(
-        f"flowsd demo: {meters} simulated meters polled; {where}; in another terminal: "
+        f"flowsd demo: {meters} simulated meters; {where}; in another terminal: "
         f"`make status` or `.venv/bin/flowsd status{config}`\n"
     )
 
