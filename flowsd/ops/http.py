@@ -118,7 +118,7 @@ async def serve_management(
     host, port = parse_listen_address(listen)
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     bound = listener.extra(anyio.abc.SocketAttribute.local_address)
-    log.info("management_listening", address=f"{bound[0]}:{bound[1]}")
+    log.info("management endpoint listening", address=f"{bound[0]}:{bound[1]}")
     task_status.started((str(bound[0]), int(bound[1])))
     async with listener:
         await listener.serve(lambda stream: _handle(stream, checks))
