@@ -34,11 +34,18 @@ How a batch travels (one transaction, the advisory lock held from the first stat
 
 Batches below ``_COPY_MIN_EVENTS`` do steps 2 and 3 in one ``INSERT ... SELECT`` from
 ``unnest``ed arrays (one round trip fewer); so does the retry after a unique violation.
+
+Fencing (several daemons, :mod:`flowsd.meters.ownership`): given ``epochs`` (meter -> the
+lease epoch the caller holds), step 1 is ``flowsd.begin_fenced_event_append()``, which takes
+the same lock and then names the meters whose lease has changed hands since (migration 110).
+Changes of hands take the append lock too, so none can commit between that check and this
+commit. The fenced meters' events are left out of the batch (not stored, not positioned) and
+reported in :attr:`AppendResult.fenced`; gap safety and idempotency are those of the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -68,6 +75,10 @@ def meter_index_covers(type_id: int) -> bool:
 _COPY_MIN_EVENTS = 250
 
 _BEGIN = "SELECT flowsd.begin_event_append() AS head, now() AS recorded_at"
+_BEGIN_FENCED = """
+SELECT begun.head, begun.fenced, now() AS recorded_at
+FROM flowsd.begin_fenced_event_append($1::uuid[], $2::bigint[]) AS begun
+"""
 
 # The (1-based) indexes of the keys already stored; one index probe each.
 _STORED_KEYS = """
@@ -118,28 +129,53 @@ class AppendResult(msgspec.Struct, frozen=True):
 
     ``events`` are exactly the committed events with positions in
     (``after_position``, ``through_position``], in position order; the batch's duplicates are
-    not among them.
+    not among them, nor are the events of ``fenced`` meters (their lease moved on).
     """
 
     after_position: int
     through_position: int
     events: tuple[RecordedEvent, ...]
     duplicates: int
+    fenced: frozenset[UUID] = frozenset()
+    fenced_events: int = 0
 
 
 async def append_batch(
-    conn: asyncpg.Connection, events: Sequence[Event], *, announce: bool = True
+    conn: asyncpg.Connection,
+    events: Sequence[Event],
+    *,
+    announce: bool = True,
+    epochs: Mapping[UUID, int] | None = None,
 ) -> AppendResult:
     """Append ``events`` in one transaction (opened here) and return what was stored.
 
     ``announce`` sends one ``NOTIFY flowsd_events`` at commit when anything was stored.
+    ``epochs``: the lease epochs the caller holds; events of a meter in it whose lease has
+    moved on are refused (see Fencing above). Meters not in it are not checked.
     """
     copied = len(events) >= _COPY_MIN_EVENTS
+    fence = _fence(events, epochs)
     try:
-        return await _append(conn, events, copied=copied, announce=announce)
+        return await _append(conn, events, copied=copied, announce=announce, fence=fence)
     except asyncpg.UniqueViolationError:
         # A writer that bypasses the append lock stored one of these keys meanwhile.
-        return await _append(conn, events, copied=False, announce=announce)
+        return await _append(conn, events, copied=False, announce=announce, fence=fence)
+
+
+def _fence(
+    events: Sequence[Event], epochs: Mapping[UUID, int] | None
+) -> tuple[list[UUID], list[int]] | None:
+    """The distinct (meter, epoch) pairs of the batch to check, as two arrays."""
+    if not epochs:
+        return None
+    held: dict[UUID, int] = {}
+    for event in events:
+        meter_id = event.meter_id
+        if meter_id not in held:
+            epoch = epochs.get(meter_id)
+            if epoch is not None:
+                held[meter_id] = epoch
+    return (list(held), list(held.values())) if held else None
 
 
 class _Inserted(msgspec.Struct):
@@ -157,12 +193,21 @@ async def _append(
     *,
     copied: bool,
     announce: bool,
+    fence: tuple[list[UUID], list[int]] | None = None,
 ) -> AppendResult:
+    fenced: frozenset[UUID] = frozenset()
+    offered = len(events)
     async with conn.transaction():
-        begun = await conn.fetchrow(_BEGIN)
+        if fence is None:
+            begun = await conn.fetchrow(_BEGIN)
+        else:
+            begun = await conn.fetchrow(_BEGIN_FENCED, *fence)
         assert begun is not None
         after: int = begun["head"]
         recorded_at: datetime = begun["recorded_at"]
+        if fence is not None and begun["fenced"]:
+            fenced = frozenset(begun["fenced"])
+            events = [e for e in events if e.meter_id not in fenced]
         if copied:
             inserted = await _copy(conn, key_batch(events))
         else:
@@ -182,6 +227,8 @@ async def _append(
         through_position=through,
         events=recorded,
         duplicates=len(events) - len(recorded),
+        fenced=fenced,
+        fenced_events=offered - len(events),
     )
 
 

@@ -1,11 +1,10 @@
-"""Helpers for the daemon's integration tests: a migrated database, a registered simulated
+"""Helpers for the daemon's integration tests: a registered simulated
 fleet on private loopback addresses, and the daemon running in-process on the fleet's clock.
 
 Every test takes its own 127.81.<n>.0/24 and one free port shared by its meters (the
 registry stores addresses only, so all meters of a fleet listen on one port).
 
-Waits are for conditions, bounded by :data:`WAIT_SECONDS`, far above what they take on an
-idle machine: the suite shares a small machine with other heavy tests.
+Waits are bounded by :data:`tests.support.WAIT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -33,10 +32,10 @@ from flowsd.config import (
     PollConfig,
     StateConfig,
 )
-from flowsd.db.migrate import migrate
 from flowsd.sim.clock import SimClock
 from flowsd.sim.fleet import SimulatedFleet
 from flowsd.sim.register import register_fleet
+from tests.support import WAIT_SECONDS, wait_until
 
 # A Tuesday mid-quarter, long after every simulated meter was commissioned.
 FROZEN_AT = datetime(2026, 3, 10, 12, 0, 7, tzinfo=UTC)
@@ -44,9 +43,6 @@ EMOP_EPOCH_UNIX = 946_684_800
 MIXED_HARDWARE = ("C1.w", "EMA1.w", "B1.w", "P1.ax", "P1.cx")
 
 _subnets = itertools.count(1)
-
-# Upper bound of any wait for a condition (start-up, a stop, N polls, a commit).
-WAIT_SECONDS = 90.0
 
 FAST_METERS = MetersConfig(
     min_gap_seconds=0.0,
@@ -110,14 +106,6 @@ def daemon_config(
     )
 
 
-async def migrated(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
 @asynccontextmanager
 async def registered_fleet(
     url: str,
@@ -127,6 +115,7 @@ async def registered_fleet(
     faults: str | None = None,
     clock: SimClock | None = None,
     hardware: tuple[str, ...] | None = MIXED_HARDWARE,
+    journal: bool = False,
 ) -> AsyncIterator[SimulatedFleet]:
     """A running fleet whose meters are active in ``meter_registry``."""
     base = subnet()
@@ -140,6 +129,7 @@ async def registered_fleet(
         clock=clock,
         history_days=3,
         hardware=[hardware[i % len(hardware)] for i in range(meters)] if hardware else None,
+        journal=journal,
     )
     async with fleet:
         conn = await asyncpg.connect(url)
@@ -190,18 +180,6 @@ async def running_daemon(
             with anyio.fail_after(WAIT_SECONDS):
                 await finished.wait()
             assert result == [0]
-
-
-async def wait_until(predicate: Callable[[], Any], seconds: float = WAIT_SECONDS) -> None:
-    """Poll a (sync or async) predicate, bounded; fail the test if it never holds."""
-    with anyio.fail_after(seconds):
-        while True:
-            value = predicate()
-            if hasattr(value, "__await__"):
-                value = await value
-            if value:
-                return
-            await anyio.sleep(0.05)
 
 
 async def fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
