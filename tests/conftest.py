@@ -1,4 +1,4 @@
-"""Shared fixtures: the test suite's PostgreSQL.
+"""Shared fixtures: the test suite's PostgreSQL and a migrated database on it.
 
 ``FLOWSD_TEST_DATABASE_URL`` names a server to use (each test gets its own database on it,
 dropped afterwards). Without it the suite starts a throw-away embedded PostgreSQL once per
@@ -19,6 +19,7 @@ import pytest
 
 from flowsd.db.embedded import start_embedded
 from flowsd.db.urls import with_database
+from tests.support import migrate_database
 
 TEST_DATABASE_URL_ENV = "FLOWSD_TEST_DATABASE_URL"
 
@@ -68,3 +69,10 @@ async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture
+async def migrated_url(database_url: str) -> str:
+    """URL of a new database with every flowsd migration applied (dropped at the end)."""
+    await migrate_database(database_url)
+    return database_url

@@ -9,16 +9,18 @@ over the whole range.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
+import structlog
 
 from flowsd.projections.base import Projection
 from flowsd.projections.progress import Progress
 from flowsd.projections.registers import prepare_candidates
 from flowsd.projections.rows import RowTableProjection
+
+log = structlog.get_logger("flowsd.projections")
 
 CHUNK_EVENTS = 1_000_000
 # Sorting and hashing millions of rows in memory instead of in temporary files.
@@ -37,8 +39,44 @@ class Shadow:
     table: str
 
 
-def shadow_name(projection: Projection, purpose: str) -> str:
-    return f"flowsd.{purpose}_{os.getpid()}_{projection.name}"
+# Shadows carry the backend pid of the connection that builds them, so a shadow whose backend
+# is gone (a replay or verify killed, or its server lost part-way) is recognisably orphaned.
+_ORPHANED_SHADOWS = """
+SELECT c.relname
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'flowsd' AND c.relkind = 'r'
+  AND c.relname ~ '^(replay|verify)_[0-9]+_'
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_stat_activity a
+      WHERE a.pid = substring(c.relname FROM '^[a-z]+_([0-9]+)_')::int
+  )
+ORDER BY c.relname
+"""
+
+
+def shadow_name(projection: Projection, purpose: str, backend_pid: int) -> str:
+    return f"flowsd.{purpose}_{backend_pid}_{projection.name}"
+
+
+async def drop_orphaned_shadows(conn: asyncpg.Connection) -> list[str]:
+    """Drop shadow tables left by a replay or verify whose database session has ended.
+
+    Returns the names dropped. A table another role owns is left (and logged), not fatal.
+    """
+    dropped = []
+    for row in await conn.fetch(_ORPHANED_SHADOWS):
+        name = row["relname"]
+        try:
+            await conn.execute(f'DROP TABLE IF EXISTS flowsd."{name}"')
+        except asyncpg.InsufficientPrivilegeError as exc:
+            log.warning(
+                "orphaned shadow table left in place", table=f"flowsd.{name}", error=str(exc)
+            )
+            continue
+        log.info("orphaned shadow table dropped", table=f"flowsd.{name}")
+        dropped.append(f"flowsd.{name}")
+    return dropped
 
 
 async def prepare_session(conn: asyncpg.Connection) -> None:
@@ -49,9 +87,11 @@ async def prepare_session(conn: asyncpg.Connection) -> None:
 async def create_shadows(
     conn: asyncpg.Connection, projections: Sequence[Projection], purpose: str
 ) -> list[Shadow]:
+    await drop_orphaned_shadows(conn)
+    backend_pid = await conn.fetchval("SELECT pg_backend_pid()")
     shadows = []
     for projection in projections:
-        table = shadow_name(projection, purpose)
+        table = shadow_name(projection, purpose, backend_pid)
         await conn.execute(f"DROP TABLE IF EXISTS {table}")
         await projection.create_shadow(conn, table)
         shadows.append(Shadow(projection, table))

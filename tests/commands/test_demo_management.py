@@ -14,7 +14,10 @@ import pytest
 
 from flowsd.errors import UserError
 from flowsd.ops.ports import next_free_listen
-from tests.integration.daemon import WAIT_SECONDS, subnet
+from tests.integration.daemon import (
+    subnet,
+)
+from tests.support import WAIT_SECONDS
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
 REPO = Path(__file__).resolve().parents[2]

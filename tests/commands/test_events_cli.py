@@ -14,16 +14,14 @@ import anyio
 from anyio.abc import Process
 
 from tests.integration.daemon import (
-    WAIT_SECONDS,
     daemon_config,
     fast_plan,
     fetch,
-    migrated,
     registered_fleet,
     running_daemon,
-    wait_until,
     with_meters,
 )
+from tests.support import WAIT_SECONDS, migrate_database, wait_until
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
 PLAN = fast_plan(0.3, single=("csq_net_op", "prepay_balance"))
@@ -51,7 +49,7 @@ async def _positions(url: str, serial: str, since: datetime | None = None) -> li
 
 
 async def test_a_meters_last_events_types_and_since(database_url: str, tmp_path: Path) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     async with registered_fleet(database_url, 3, hardware=("B1.w",)) as fleet:
         serial = fleet.meters[1].serial
         config = with_meters(daemon_config(tmp_path, database_url, poll=PLAN), fleet)
@@ -111,7 +109,7 @@ async def _read_lines(process: Process, into: list[dict[str, Any]]) -> None:
 async def test_follow_prints_every_committed_event_of_the_meter_once(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     async with registered_fleet(database_url, 4, hardware=("C1.w",)) as fleet:
         serial = fleet.meters[2].serial
         seen: list[dict[str, Any]] = []

@@ -27,17 +27,15 @@ from flowsd.sim.fleet import SimulatedFleet
 from flowsd.sim.topology import ESCO_CODE
 from tests.integration.daemon import (
     FAST_METERS,
-    WAIT_SECONDS,
     daemon_config,
     fetch,
     fetchval,
-    migrated,
     registered_fleet,
     running_daemon,
     sim_wall_clock,
-    wait_until,
     with_meters,
 )
+from tests.support import WAIT_SECONDS, migrate_database, wait_until
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
 HALF_HOUR = timedelta(minutes=30)
@@ -57,7 +55,7 @@ def by_register_and_day(rows: list[dict[str, str]]) -> dict[tuple[str, str], lis
 
 
 async def _register(url: str, meters: int) -> list[str]:
-    await migrated(url)
+    await migrate_database(url)
     async with registered_fleet(url, meters, hardware=("B1.w", "C1.w")) as fleet:
         return [m.serial for m in fleet.meters]
 
@@ -140,7 +138,7 @@ AFTER_AUTUMN = datetime(2026, 10, 26, 2, 0, 7, tzinfo=UTC)
 async def test_exported_half_hours_equal_the_simulator_across_the_autumn_change(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     clock = SimClock(AFTER_AUTUMN, speed=0.0)
     meters = msgspec.structs.replace(
         FAST_METERS, backfill_horizon_hours=50, backfill_max_requests_per_poll=400

@@ -17,13 +17,11 @@ import asyncpg
 from flowsd.commands.run import with_credential_password
 from flowsd.events import types
 from tests.integration.daemon import (
-    WAIT_SECONDS,
     fetch,
     fetchval,
-    migrated,
     registered_fleet,
-    wait_until,
 )
+from tests.support import WAIT_SECONDS, migrate_database, wait_until
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
 
@@ -100,7 +98,7 @@ async def _events_of(url: str, type_id: int, serial: str | None = None) -> int:
 async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     async with registered_fleet(database_url, 8, hardware=("B1.w",)) as fleet:
         late = fleet.meters[7].serial
         conn = await asyncpg.connect(database_url)

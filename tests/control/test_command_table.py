@@ -16,8 +16,13 @@ import msgspec
 
 from flowsd.control import requests
 from flowsd.sim.tokens import make_token
-from tests.integration.daemon import FAST_METERS, fetch, fetchval, wait_until
+from tests.integration.daemon import (
+    FAST_METERS,
+    fetch,
+    fetchval,
+)
 from tests.mediator.helpers import events_of, served
+from tests.support import wait_until
 
 FUTURE = {
     "activation": "2026-07-01T00:00:00+00:00",

@@ -8,19 +8,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tests.events.helpers import create_meters, migrate_database
+from tests.events.helpers import (
+    create_meters,
+)
 
 
 @pytest.fixture
-async def event_db(database_url: str) -> str:
-    """URL of a fresh database with the flows schema migrated."""
-    await migrate_database(database_url)
-    return database_url
-
-
-@pytest.fixture
-async def conn(event_db: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(event_db)
+async def conn(migrated_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(migrated_url)
     try:
         yield connection
     finally:

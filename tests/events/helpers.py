@@ -8,18 +8,9 @@ from decimal import Decimal
 
 import asyncpg
 
-from flowsd.db.migrate import migrate
 from flowsd.events.types import BalanceRead, Event, MeterLogEntry, RegisterRead
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-async def migrate_database(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
 
 
 async def create_meters(conn: asyncpg.Connection, count: int) -> list[uuid.UUID]:

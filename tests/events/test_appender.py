@@ -64,8 +64,8 @@ def make_appender(db: Database, spill: Path, **overrides: int | float) -> Append
 
 
 @pytest.fixture
-def db(event_db: str) -> Database:
-    return Database(event_db)
+def db(migrated_url: str) -> Database:
+    return Database(migrated_url)
 
 
 @pytest.fixture
@@ -311,6 +311,7 @@ async def test_a_slow_subscriber_misses_batches_and_can_tell(
 ) -> None:
     appender = running(subscriber_max_batches=1, batch_max=5)
     subscription = appender.subscribe()
+    dropped = sample_value("flowsd_event_subscriber_dropped_batches_total")
     for i in range(4):
         await appender.append_many([balance_event(meters[0], 10 * i + j) for j in range(5)])
         await asyncio.wait_for(appender.flush(), 5)
@@ -319,7 +320,7 @@ async def test_a_slow_subscriber_misses_batches_and_can_tell(
     assert first.after_position == 0
     assert subscription.get_nowait() is None
     assert subscription.missed
-    assert sample_value("flowsd_event_subscriber_dropped_batches_total") >= 3
+    assert sample_value("flowsd_event_subscriber_dropped_batches_total") == dropped + 3
 
 
 async def test_from_config_spills_under_the_state_directory(
@@ -337,11 +338,15 @@ async def test_from_config_spills_under_the_state_directory(
     assert spilled_count(tmp_path / "state" / "spill") == 1
 
 
-async def test_two_appenders_cannot_share_a_spill_directory(db: Database, tmp_path: Path) -> None:
+async def test_two_appenders_cannot_share_a_spill_directory(
+    db: Database, tmp_path: Path, meters: list[uuid.UUID]
+) -> None:
     first = make_appender(db, tmp_path / "spill")
     task = asyncio.create_task(first.run())
-    await asyncio.sleep(0.1)
+    # A committed event means the first appender has claimed the directory.
+    await first.append(balance_event(meters[0], 1))
+    await asyncio.wait_for(first.flush(), 10)
     with pytest.raises(SpillDirectoryInUseError):
-        await make_appender(db, tmp_path / "spill").run()
+        await asyncio.wait_for(make_appender(db, tmp_path / "spill").run(), 10)
     first.stop()
     await asyncio.wait_for(task, 5)

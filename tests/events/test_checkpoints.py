@@ -46,9 +46,9 @@ async def test_checkpoint_moves_with_the_projection_or_not_at_all(
 
 
 async def test_two_instances_of_one_projector_cannot_both_apply(
-    event_db: str, conn: asyncpg.Connection
+    migrated_url: str, conn: asyncpg.Connection
 ) -> None:
-    other = await asyncpg.connect(event_db)
+    other = await asyncpg.connect(migrated_url)
     try:
         async with conn.transaction():
             await advance_checkpoint(conn, "p", expected=0, new=5)

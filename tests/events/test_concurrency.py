@@ -203,9 +203,9 @@ async def _scenario(url: str, plan: list[Step], seed: int) -> None:
 )
 @given(plan=st.lists(steps, min_size=3, max_size=24), seed=st.integers(0, 2**16))
 def test_readers_never_skip_or_repeat_committed_events(
-    event_db: str, plan: list[Step], seed: int
+    migrated_url: str, plan: list[Step], seed: int
 ) -> None:
-    asyncio.run(_scenario(event_db, plan, seed))
+    asyncio.run(_scenario(migrated_url, plan, seed))
 
 
 async def _appenders_scenario(url: str, counts: list[int], batch_max: int, seed: int) -> None:
@@ -258,6 +258,6 @@ async def _appenders_scenario(url: str, counts: list[int], batch_max: int, seed:
     seed=st.integers(0, 2**16),
 )
 def test_several_appender_tasks_and_readers(
-    event_db: str, counts: list[int], batch_max: int, seed: int
+    migrated_url: str, counts: list[int], batch_max: int, seed: int
 ) -> None:
-    asyncio.run(_appenders_scenario(event_db, counts, batch_max, seed))
+    asyncio.run(_appenders_scenario(migrated_url, counts, batch_max, seed))

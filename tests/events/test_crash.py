@@ -50,14 +50,14 @@ async def _wait_for_line(process: subprocess.Popen[str], word: str, seconds: flo
 
 @pytest.mark.slow
 async def test_sigkill_between_spill_and_drain_and_during_drain(
-    event_db: str, conn: asyncpg.Connection, tmp_path: Path
+    migrated_url: str, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     (meter,) = await create_meters(conn, 1)
     spill = tmp_path / "spill"
     expected = [balance_event(meter, n).idempotency_key() for n in range(COUNT)]
 
     # 1. The database is down: everything accepted goes to the journal; then SIGKILL.
-    first = _child("spill", event_db, str(spill), str(meter), str(COUNT))
+    first = _child("spill", migrated_url, str(spill), str(meter), str(COUNT))
     try:
         assert await _wait_for_line(first, "SPILLED", 60) == f"SPILLED {COUNT}"
     finally:
@@ -66,7 +66,7 @@ async def test_sigkill_between_spill_and_drain_and_during_drain(
     assert any(spill.iterdir())
 
     # 2. A restarted process drains slowly and is killed half-way.
-    second = _child("drain", event_db, str(spill))
+    second = _child("drain", migrated_url, str(spill))
     try:
         for _ in range(600):
             committed = await conn.fetchval("SELECT count(*) FROM flows.meter_event_log")
@@ -78,7 +78,7 @@ async def test_sigkill_between_spill_and_drain_and_during_drain(
         _kill(second)
 
     # 3. The next process finishes: every event once, in acceptance order.
-    third = _child("drain", event_db, str(spill))
+    third = _child("drain", migrated_url, str(spill))
     try:
         assert await _wait_for_line(third, "DONE", 120) == "DONE"
         third.wait(30)

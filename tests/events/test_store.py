@@ -155,10 +155,10 @@ async def test_meter_log_entry_from_legacy_row_reads_back(
 
 
 async def test_other_writers_wait_for_an_open_append(
-    event_db: str, conn: asyncpg.Connection, meters: list[uuid.UUID]
+    migrated_url: str, conn: asyncpg.Connection, meters: list[uuid.UUID]
 ) -> None:
     """A plain INSERT issued while an append holds the lock gets a later position."""
-    other = await asyncpg.connect(event_db)
+    other = await asyncpg.connect(migrated_url)
     try:
         async with conn.transaction():
             await conn.fetchval("SELECT flowsd.begin_event_append()")
@@ -197,9 +197,9 @@ async def append_batch_in_open_transaction(conn: asyncpg.Connection, meter: uuid
 
 
 async def test_commit_notifies_other_processes_once_per_batch(
-    event_db: str, conn: asyncpg.Connection, meters: list[uuid.UUID]
+    migrated_url: str, conn: asyncpg.Connection, meters: list[uuid.UUID]
 ) -> None:
-    listener = await asyncpg.connect(event_db)
+    listener = await asyncpg.connect(migrated_url)
     received: asyncio.Queue[int] = asyncio.Queue()
     try:
         await listen_for_appends(listener, received.put_nowait)

@@ -134,13 +134,13 @@ async def test_an_unknown_meter_fails_the_whole_batch(
 
 
 async def test_the_writer_role_appends_on_both_paths(
-    path: str, event_db: str, conn: asyncpg.Connection, meters: list[uuid.UUID]
+    path: str, migrated_url: str, conn: asyncpg.Connection, meters: list[uuid.UUID]
 ) -> None:
     """flowsd_writer may append (the trigger that notes the meters runs with its rights)."""
     role = f"flowsd_writer_{uuid.uuid4().hex[:8]}"
     await conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE flowsd_writer")
     try:
-        writer = await asyncpg.connect(event_db, user=role)
+        writer = await asyncpg.connect(migrated_url, user=role)
         try:
             result = await append_batch(writer, [balance_event(meters[0], n) for n in range(20)])
             assert [r.position for r in result.events] == list(range(1, 21))

@@ -65,12 +65,11 @@ from tests.integration.daemon import (
     FAST_METERS,
     FROZEN_AT,
     free_port,
-    migrated,
     running_daemon,
     sim_wall_clock,
     subnet,
-    wait_until,
 )
+from tests.support import migrate_database, wait_until
 
 ROUNDS = max(1, int(os.environ.get("FLOWSD_FAULT_ROUNDS", "2")))
 REPORT_ENV = "FLOWSD_FAULT_REPORT"
@@ -200,7 +199,7 @@ class Scenario:
             await admin.execute(f'CREATE DATABASE "{self.database}"')
         finally:
             await admin.close()
-        await migrated(self.url)
+        await migrate_database(self.url)
         base = subnet()
         self.fleet = SimulatedFleet(
             meters=METERS,

@@ -18,7 +18,10 @@ import pytest
 
 from tests.faults.harness import ROUNDS, Scenario
 from tests.faults.server import PGBOUNCER, Bouncer, PrivateServer
-from tests.integration.daemon import fetchval, wait_until
+from tests.integration.daemon import (
+    fetchval,
+)
+from tests.support import wait_until
 
 # A small in-memory limit: an outage's events go to the spill journal.
 FORCED_SPILL = 10

@@ -21,7 +21,10 @@ import pytest
 
 from tests.faults.harness import http_status
 from tests.faults.server import PrivateServer
-from tests.integration.daemon import WAIT_SECONDS, free_port, migrated, wait_until
+from tests.integration.daemon import (
+    free_port,
+)
+from tests.support import WAIT_SECONDS, migrate_database, wait_until
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
 
@@ -128,7 +131,7 @@ async def test_an_unreachable_server_is_waited_for_while_health_answers(
     finally:
         await admin.close()
     url = private_server.url(database)
-    await migrated(url)
+    await migrate_database(url)
     port = free_port("127.0.0.1")
     config = _config(tmp_path, f"127.0.0.1:{port}")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

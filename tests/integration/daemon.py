@@ -1,11 +1,10 @@
-"""Helpers for the daemon's integration tests: a migrated database, a registered simulated
+"""Helpers for the daemon's integration tests: a registered simulated
 fleet on private loopback addresses, and the daemon running in-process on the fleet's clock.
 
 Every test takes its own 127.81.<n>.0/24 and one free port shared by its meters (the
 registry stores addresses only, so all meters of a fleet listen on one port).
 
-Waits are for conditions, bounded by :data:`WAIT_SECONDS`, far above what they take on an
-idle machine: the suite shares a small machine with other heavy tests.
+Waits are bounded by :data:`tests.support.WAIT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -33,10 +32,10 @@ from flowsd.config import (
     PollConfig,
     StateConfig,
 )
-from flowsd.db.migrate import migrate
 from flowsd.sim.clock import SimClock
 from flowsd.sim.fleet import SimulatedFleet
 from flowsd.sim.register import register_fleet
+from tests.support import WAIT_SECONDS, wait_until
 
 # A Tuesday mid-quarter, long after every simulated meter was commissioned.
 FROZEN_AT = datetime(2026, 3, 10, 12, 0, 7, tzinfo=UTC)
@@ -44,9 +43,6 @@ EMOP_EPOCH_UNIX = 946_684_800
 MIXED_HARDWARE = ("C1.w", "EMA1.w", "B1.w", "P1.ax", "P1.cx")
 
 _subnets = itertools.count(1)
-
-# Upper bound of any wait for a condition (start-up, a stop, N polls, a commit).
-WAIT_SECONDS = 90.0
 
 FAST_METERS = MetersConfig(
     min_gap_seconds=0.0,
@@ -108,14 +104,6 @@ def daemon_config(
         appender=AppenderConfig(queue_size=2000, flush_interval_seconds=0.02),
         daemon=DaemonConfig(**settings),
     )
-
-
-async def migrated(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
 
 
 @asynccontextmanager
@@ -190,18 +178,6 @@ async def running_daemon(
             with anyio.fail_after(WAIT_SECONDS):
                 await finished.wait()
             assert result == [0]
-
-
-async def wait_until(predicate: Callable[[], Any], seconds: float = WAIT_SECONDS) -> None:
-    """Poll a (sync or async) predicate, bounded; fail the test if it never holds."""
-    with anyio.fail_after(seconds):
-        while True:
-            value = predicate()
-            if hasattr(value, "__await__"):
-                value = await value
-            if value:
-                return
-            await anyio.sleep(0.05)
 
 
 async def fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:

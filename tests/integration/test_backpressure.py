@@ -12,23 +12,21 @@ import msgspec
 from flowsd.config import AppenderConfig
 from flowsd.events import types
 from flowsd.events.store import APPEND_LOCK_KEY
-from flowsd.ops.metrics import sample_value
 from tests.integration.daemon import (
     daemon_config,
     fast_plan,
     fetchval,
-    migrated,
     registered_fleet,
     running_daemon,
-    wait_until,
     with_meters,
 )
+from tests.support import migrate_database, wait_until
 
 
 async def test_sessions_wait_while_the_queue_is_full_and_nothing_is_lost(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     async with registered_fleet(database_url, 6, hardware=("EMA1.w",)) as fleet:
         config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(0.2)), fleet)
         appender = AppenderConfig(queue_size=5, lock_timeout_seconds=60.0, batch_max=50)
@@ -41,9 +39,7 @@ async def test_sessions_wait_while_the_queue_is_full_and_nothing_is_lost(
                 # Hold the event log's append lock: the appender's next commit waits on it, and
                 # its queue fills.
                 await blocker.execute("SELECT pg_advisory_lock($1)", APPEND_LOCK_KEY)
-                await wait_until(
-                    lambda: sample_value("flowsd_appender_queue_events") >= appender.queue_size
-                )
+                await wait_until(lambda: daemon.appender.statistics().queued >= appender.queue_size)
                 stalled_at = stats.requests_ok
                 await anyio.sleep(1.0)
                 # From a full queue on, a session finishes the request it is in and waits.

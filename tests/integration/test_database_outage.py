@@ -15,13 +15,12 @@ from tests.integration.daemon import (
     daemon_config,
     fast_plan,
     fetchval,
-    migrated,
     registered_fleet,
     running_daemon,
-    wait_until,
     with_meters,
 )
 from tests.integration.proxy import DatabaseProxy
+from tests.support import migrate_database, wait_until
 
 
 class StatusRecorder(SystemdNotifier):
@@ -57,7 +56,7 @@ async def test_start_without_a_database_waits_and_stops_cleanly(tmp_path: Path) 
 async def test_events_spill_during_an_outage_and_are_committed_after(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     proxy = DatabaseProxy(database_url)
     async with anyio.create_task_group() as tg:
         await tg.start(proxy.serve)

@@ -47,12 +47,10 @@ from flowsd.sim.topology import Role, plan_topology
 from tests.integration.daemon import (
     FAST_METERS,
     daemon_config,
-    migrated,
     poll_round,
     projections_caught_up,
     registered_fleet,
     running_daemon,
-    wait_until,
     with_meters,
 )
 from tests.integration.doc_truth import (
@@ -61,6 +59,7 @@ from tests.integration.doc_truth import (
     documented_queries,
     run_and_check,
 )
+from tests.support import migrate_database, wait_until
 
 SESSION_ZONES = ("UTC", "Europe/London")
 # Seed 1's default hardware mix, meters 0-9: EML2137580826 is a C1.w (power and heat), meter 2
@@ -117,7 +116,7 @@ async def _check_polls_recorded(url: str, polled: Polled) -> None:
 async def test_documented_queries_on_a_fleet_polled_until_now(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     clock = SimClock(datetime.now(UTC) - HISTORY_STEPS * STEP, speed=0.0)
     async with registered_fleet(
         database_url, METERS, seed=SEED, clock=clock, hardware=None
@@ -164,7 +163,7 @@ DAYS = {date(2026, 1, 14): 48, date(2026, 3, 29): 46, date(2026, 7, 15): 48, dat
 async def test_documented_queries_on_gmt_bst_and_clock_change_days(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     first = min(DAYS) + timedelta(days=1)
     clock = SimClock(datetime(first.year, first.month, first.day, 11, tzinfo=UTC), speed=0.0)
     queries = {n: q for n, q in documented_queries().items() if n != "q4"}

@@ -21,13 +21,12 @@ from flowsd.sim.fleet import SimulatedFleet
 from tests.integration.daemon import (
     FROZEN_AT,
     daemon_config,
-    migrated,
     registered_fleet,
     running_daemon,
     sim_wall_clock,
-    wait_until,
     with_meters,
 )
+from tests.support import migrate_database, wait_until
 
 METERS = 60
 B = TypeVar("B")
@@ -44,7 +43,7 @@ async def all_events(url: str) -> list[types.RecordedEvent]:
 async def test_a_day_of_polling_agrees_with_the_simulator(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     clock = SimClock(FROZEN_AT, speed=0.0)
     async with registered_fleet(database_url, METERS, clock=clock) as fleet:
         config = with_meters(daemon_config(tmp_path, database_url, poll=PollConfig()), fleet)

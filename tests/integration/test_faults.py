@@ -13,12 +13,11 @@ from tests.integration.daemon import (
     daemon_config,
     fast_plan,
     fetch,
-    migrated,
     registered_fleet,
     running_daemon,
-    wait_until,
     with_meters,
 )
+from tests.support import migrate_database, wait_until
 
 METERS = 30
 DOWN = range(0, 6)  # refuse every connection
@@ -29,7 +28,7 @@ PERIOD = 0.5
 
 
 async def test_faults_isolated_offline_and_back_online(database_url: str, tmp_path: Path) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     async with registered_fleet(database_url, METERS, faults=FAULTS) as fleet:
         config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(PERIOD)), fleet)
         async with running_daemon(config, database_url) as daemon:

@@ -18,13 +18,12 @@ from tests.db.hosted import HostedDatabase, build_production, hosted_database
 from tests.integration.daemon import (
     FROZEN_AT,
     daemon_config,
-    migrated,
     registered_fleet,
     running_daemon,
     sim_wall_clock,
-    wait_until,
     with_meters,
 )
+from tests.support import migrate_database, wait_until
 
 METERS = 8
 
@@ -64,7 +63,7 @@ async def test_the_hosted_admin_role_migrates_runs_replays_and_verifies(
     pg_admin_url: str, tmp_path: Path
 ) -> None:
     async with hosted_database(pg_admin_url) as database:
-        await migrated(database.url)
+        await migrate_database(database.url)
         await _ingest_an_hour(database, tmp_path)
         assert await _head(database.url) > 0
         assert await _flowsd("verify", "--database-url", database.url) == 0
@@ -118,7 +117,7 @@ async def test_flowsd_ingests_into_upgraded_production_beside_its_rows(
             await owner.execute("UPDATE flows.meter_registry SET mode = 'passive'")
         finally:
             await owner.close()
-        await migrated(database.url)
+        await migrate_database(database.url)
         before = await _legacy_rows(database.url)
         assert all(before.values())
         head = await _head(database.url)

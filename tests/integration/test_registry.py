@@ -14,18 +14,17 @@ from tests.integration.daemon import (
     daemon_config,
     fast_plan,
     fetch,
-    migrated,
     registered_fleet,
     running_daemon,
-    wait_until,
     with_meters,
 )
+from tests.support import migrate_database, wait_until
 
 METERS = 6
 
 
 async def test_registry_changes_apply_without_restart(database_url: str, tmp_path: Path) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     async with registered_fleet(database_url, METERS, hardware=("EMA1.w",)) as fleet:
         serials = [m.serial for m in fleet.meters]
         conn = await asyncpg.connect(database_url)

@@ -27,9 +27,9 @@ from tests.integration.daemon import (
     free_port,
     running_daemon,
     subnet,
-    wait_until,
     with_meters,
 )
+from tests.support import wait_until
 
 METERS = 4
 FLOWSD = [sys.executable, "-m", "flowsd"]

@@ -11,17 +11,16 @@ from flowsd.events import types
 from tests.commands.test_run_cli import _config
 from tests.integration.daemon import (
     fetchval,
-    migrated,
     registered_fleet,
     running_daemon,
-    wait_until,
 )
+from tests.support import migrate_database, wait_until
 
 
 async def test_reload_keeps_schedules_and_applies_the_new_plan(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     async with registered_fleet(database_url, 4, hardware=("EMA1.w",)) as fleet:
         path = tmp_path / "flowsd.toml"
         path.write_text(_config(tmp_path, fleet.port, ["csq_net_op"]))

@@ -21,13 +21,12 @@ from flowsd.sim.clock import SimClock
 from tests.integration.daemon import (
     FROZEN_AT,
     daemon_config,
-    migrated,
     registered_fleet,
     running_daemon,
     sim_wall_clock,
-    wait_until,
     with_meters,
 )
+from tests.support import migrate_database, wait_until
 
 METERS = 30
 
@@ -52,7 +51,7 @@ async def _contents(url: str) -> dict[str, list[tuple[object, ...]]]:
 async def test_replay_while_ingesting_then_verify_and_replay_changes_nothing(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     clock = SimClock(FROZEN_AT, speed=0.0)
     async with registered_fleet(database_url, METERS, clock=clock) as fleet:
         config = with_meters(daemon_config(tmp_path, database_url, poll=PollConfig()), fleet)

@@ -16,13 +16,12 @@ from tests.integration.daemon import (
     FROZEN_AT,
     daemon_config,
     fetch,
-    migrated,
     registered_fleet,
     running_daemon,
     sim_wall_clock,
-    wait_until,
     with_meters,
 )
+from tests.support import migrate_database, wait_until
 
 METERS = 12
 PLAN = PollConfig(
@@ -44,7 +43,7 @@ async def _poll_once_more(daemon: Daemon, clock: SimClock, minutes: float) -> No
 async def test_restart_backfills_the_gap_and_records_nothing_twice(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     clock = SimClock(FROZEN_AT, speed=0.0)
     hardware = ("C1.w", "EMA1.w", "B1.w")
     async with registered_fleet(database_url, METERS, clock=clock, hardware=hardware) as fleet:

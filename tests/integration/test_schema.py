@@ -12,7 +12,10 @@ import pytest
 from flowsd.app import Daemon
 from flowsd.db.migrate import MigrationChangedError
 from flowsd.errors import UserError
-from tests.integration.daemon import WAIT_SECONDS, daemon_config, migrated
+from tests.integration.daemon import (
+    daemon_config,
+)
+from tests.support import WAIT_SECONDS, migrate_database
 
 
 async def _run(url: str, tmp_path: Path) -> int:
@@ -29,7 +32,7 @@ async def test_an_unmigrated_database_is_refused(database_url: str, tmp_path: Pa
 async def test_a_migration_changed_since_it_was_applied_is_refused(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(

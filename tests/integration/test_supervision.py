@@ -13,17 +13,15 @@ import msgspec
 from flowsd.app import Daemon
 from flowsd.ops.metrics import sample_value
 from tests.integration.daemon import (
-    WAIT_SECONDS,
     daemon_config,
     fast_plan,
     fetch,
     fetchval,
-    migrated,
     registered_fleet,
     running_daemon,
-    wait_until,
     with_meters,
 )
+from tests.support import WAIT_SECONDS, migrate_database, wait_until
 
 RESTARTS = "flowsd_component_restarts_total"
 
@@ -53,7 +51,7 @@ def _break(daemon: Daemon, failures: int | None) -> list[int]:
 async def test_a_component_that_fails_is_restarted_and_the_daemon_goes_on(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     async with registered_fleet(database_url, 4, hardware=("EMA1.w",)) as fleet:
         config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(0.3)), fleet)
         config = _restart_quickly(config, limit=10)
@@ -73,7 +71,7 @@ async def test_a_component_that_fails_is_restarted_and_the_daemon_goes_on(
 async def test_past_the_restart_limit_the_daemon_drains_and_exits_1(
     database_url: str, tmp_path: Path
 ) -> None:
-    await migrated(database_url)
+    await migrate_database(database_url)
     async with registered_fleet(database_url, 4, hardware=("EMA1.w",)) as fleet:
         config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(0.3)), fleet)
         daemon = Daemon(_restart_quickly(config, limit=3), database_url, handle_signals=False)

@@ -25,12 +25,12 @@ from tests.integration.daemon import (
     daemon_config,
     fetch,
     free_port,
-    migrated,
     registered_fleet,
     running_daemon,
     sim_wall_clock,
     with_meters,
 )
+from tests.support import migrate_database
 
 MEDIATOR = "/simt_emlite.mediator.grpc.EmliteMediatorService/"
 INFO = "/simt_emlite.mediator.grpc.InfoService/"
@@ -138,7 +138,7 @@ async def served(
     meters_config: MetersConfig | None = None,
 ) -> AsyncIterator[Served]:
     """A frozen-clock fleet, registered, and the daemon serving the mediator API."""
-    await migrated(url)
+    await migrate_database(url)
     clock = SimClock(FROZEN_AT, speed=0.0)
     async with registered_fleet(
         url, meters, clock=clock, hardware=hardware, faults=faults

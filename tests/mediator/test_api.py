@@ -13,7 +13,10 @@ import pytest
 from flowsd.emop import object_id
 from flowsd.emop.records import ClockTime, PrepayBalance, Serial
 from flowsd.sim.tokens import make_token
-from tests.integration.daemon import fetch, wait_until
+from tests.integration.daemon import (
+    fetch,
+)
+from tests.support import wait_until
 
 from .helpers import client, events_of, served
 

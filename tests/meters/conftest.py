@@ -157,17 +157,6 @@ async def running(supervisor: FleetSupervisor) -> AsyncIterator[FleetSupervisor]
                 await supervisor.stop()
 
 
-async def wait_until(predicate: Callable[[], bool], limit: float = 30.0) -> None:
-    """Check ``predicate`` every 20 ms; fail the test if it does not hold within ``limit``.
-
-    For conditions that are not the sink's (counters, limiter state); the limit is generous
-    so that a loaded machine does not fail a test, only a condition that never comes.
-    """
-    with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110 - the condition lives in other tasks' data
-            await anyio.sleep(0.02)
-
-
 def session_for(
     target: MeterTarget, config: MetersConfig, plan: PollPlan, sink: Collector
 ) -> MeterSession:

@@ -8,8 +8,16 @@ from flowsd.meters.freshness import STALE_AFTER_PERIODS, Freshness, FreshnessVie
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.ops.metrics import sample_value
 from flowsd.sim.faults import FaultPlan
+from tests.support import wait_until
 
-from .conftest import Collector, fleet_of, plan_of, running, settings, targets_for, wait_until
+from .conftest import (
+    Collector,
+    fleet_of,
+    plan_of,
+    running,
+    settings,
+    targets_for,
+)
 
 METER = uuid.UUID(int=1)
 PERIODS = {"half_hourly": 1800.0, "daily": 86400.0}

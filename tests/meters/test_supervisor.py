@@ -24,6 +24,7 @@ from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume
 from flowsd.sim.clock import SimClock
 from flowsd.sim.faults import FaultPlan
+from tests.support import wait_until
 
 from .conftest import (
     Collector,
@@ -32,7 +33,6 @@ from .conftest import (
     running,
     settings,
     targets_for,
-    wait_until,
 )
 
 
@@ -117,7 +117,7 @@ async def test_backfill_is_bounded_per_poll_and_completes() -> None:
             return {r.interval_at for r in sink.of(IntervalRecord) if r.log == log}
 
         async with running(supervisor):
-            await wait_until(lambda: wanted <= have(1) and wanted <= have(2), limit=20)
+            await wait_until(lambda: wanted <= have(1) and wanted <= have(2), seconds=20)
         polls = _outcomes(sink, next(iter(fleet.meters)).serial)
         assert all(o.requests <= 3 for o in polls)
         # Log 1 gives 4 half hours per request, twin-element log 2 gives 2.
@@ -264,9 +264,9 @@ async def test_fleet_coming_back_after_an_outage_reconnects_within_the_rate_cap(
         supervisor = FleetSupervisor(config, plan, sink)
         supervisor.apply(targets_for(fleet))
         async with running(supervisor):
-            await wait_until(lambda: supervisor.status().offline == 20, limit=15)
+            await wait_until(lambda: supervisor.status().offline == 20, seconds=15)
             fleet.plan = FaultPlan.parse(None)  # the outage ends for everyone at once
-            await wait_until(lambda: supervisor.status().online == 20, limit=15)
+            await wait_until(lambda: supervisor.status().online == 20, seconds=15)
         assert supervisor.limiter.max_connects_in_window(1.0) <= 3 + 15
         came_back = [o for o in sink.of(SessionOutcome) if o.transition == "came_online"]
         assert len(came_back) == 20

@@ -19,12 +19,11 @@ from flowsd.config import ManagementConfig
 from tests.integration.daemon import (
     daemon_config,
     fast_plan,
-    migrated,
     registered_fleet,
     running_daemon,
-    wait_until,
     with_meters,
 )
+from tests.support import migrate_database, wait_until
 
 # One dead meter (offline), one answering with a bad CRC at times (failed requests).
 FAULTS = "blackhole@0=1,badcrc@1=0.3"
@@ -75,7 +74,7 @@ async def real_scrape(database_url: str, tmp_path: Path) -> Scrape:
     """The scrape (taken at the first call of the session)."""
     if "scrape" in _cache:
         return _cache["scrape"]
-    await migrated(database_url)
+    await migrate_database(database_url)
     async with registered_fleet(database_url, 5, faults=FAULTS) as fleet:
         config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(0.5)), fleet)
         config = msgspec.structs.replace(config, management=ManagementConfig(listen="127.0.0.1:0"))

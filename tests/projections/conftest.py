@@ -8,18 +8,6 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from flowsd.db.migrate import migrate
-
-
-@pytest.fixture
-async def migrated_url(database_url: str) -> str:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return database_url
-
 
 @pytest.fixture
 async def conn(migrated_url: str) -> AsyncIterator[asyncpg.Connection]:

@@ -33,7 +33,10 @@ from flowsd.projections.runner import ProjectorRunner
 from flowsd.projections.verify import verify
 from tests.projections.conftest import add_meter, add_register
 from tests.projections.strategies import BASE
-from tests.projections.test_runner import CONFIG, wait_until
+from tests.projections.test_runner import (
+    CONFIG,
+)
+from tests.support import wait_until
 
 ROUNDS = int(os.environ.get("FLOWSD_TEST_REPLAY_ROUNDS", "6"))
 WORKERS = 4  # what `flowsd replay` uses on a machine with 4 or more cores

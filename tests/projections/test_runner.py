@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -34,6 +33,7 @@ from flowsd.projections.source import read_range
 from flowsd.projections.verify import verify
 from tests.projections.conftest import add_meter, add_register
 from tests.projections.strategies import BASE
+from tests.support import wait_until
 
 CONFIG = ProjectionsConfig(batch_min=7, batch_max=50, poll_interval_seconds=0.2)
 
@@ -73,13 +73,6 @@ async def meters_with_registers(conn: asyncpg.Connection, count: int) -> list[uu
 
 async def all_equal(conn: asyncpg.Connection) -> list[str]:
     return [v.projection for v in await verify(conn, all_projections()) if not v.equal]
-
-
-async def wait_until(predicate: object, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 class DiesAfterWriting(Projection):
