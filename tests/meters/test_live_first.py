@@ -12,7 +12,9 @@ from flowsd.meters.observations import SessionOutcome
 from flowsd.meters.session import MeterSession, SessionStats
 from flowsd.sim.fleet import SimulatedFleet
 
-from .conftest import Collector, plan_of, settings, subnet, targets_for, wait_until
+from tests.support import wait_until
+
+from .conftest import Collector, plan_of, settings, subnet, targets_for
 
 
 async def test_a_live_waiter_is_granted_before_every_backfill_waiter_queued_earlier() -> None:
