@@ -11,7 +11,6 @@ from flowsd.meters.limits import ConnectionLimiter, Lane
 from flowsd.meters.observations import SessionOutcome
 from flowsd.meters.session import MeterSession, SessionStats
 from flowsd.sim.fleet import SimulatedFleet
-
 from tests.support import wait_until
 
 from .conftest import Collector, plan_of, settings, subnet, targets_for
