@@ -57,6 +57,7 @@ async def test_a_backfill_wait_is_withdrawn_when_its_meter_is_due() -> None:
         await wait_until(lambda: results == [False])
         limiter.release()  # the other one gets the slot
     assert results == [False, True] and limiter.in_flight == 1 and limiter.expired == 1
+    limiter.release()
 
 
 async def test_live_reads_of_a_meter_go_before_the_fleets_backfill_under_the_caps() -> None:
