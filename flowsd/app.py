@@ -76,6 +76,7 @@ from flowsd.ingest.sessions import SessionTracker, load_rows
 from flowsd.mediator.auth import Policy
 from flowsd.mediator.server import serve_mediator, tls_enabled
 from flowsd.mediator.service import MediatorService
+from flowsd.meters.ownership import Ownership
 from flowsd.meters.plan import PollPlan
 from flowsd.meters.registry import DialPlan, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
@@ -153,6 +154,18 @@ class Daemon:
             instance=self.instance,
             poll_seconds=config.commands.table_poll_seconds,
         )
+        self.ownership = Ownership(
+            self._connect,
+            self.supervisor,
+            self._apply_owned,
+            name=self.instance,
+            lease_seconds=config.leases.lease_seconds,
+            renew_seconds=config.leases.renew_seconds,
+            availability=self.availability,
+        )
+        self.appender.epochs = self.ownership.epochs
+        self._dial_plan: DialPlan | None = None
+        self._apply_lock = anyio.Lock()
         self.registry = RegistrySource(
             self._connect,
             self._apply_meters,
@@ -166,6 +179,7 @@ class Daemon:
         self._failure: ComponentGaveUpError | None = None
         self._fatal: UserError | None = None
         self._registry_scope: anyio.CancelScope | None = None
+        self._ownership_scope: anyio.CancelScope | None = None
         self._pool: asyncpg.Pool | None = None
         self.housekeeping = Housekeeping(
             config,
@@ -283,6 +297,7 @@ class Daemon:
         await tg.start(self.projectors.run)
         await tg.start(self.components.run, "meter_list", self._run_registry)
         await tg.start(self.components.run, "meters", self.supervisor.run)
+        await tg.start(self.components.run, "leases", self._run_ownership)
         if self.config.commands.table:
             await tg.start(self.components.run, "command_table", self.command_table.run)
         tg.start_soon(self.components.run, "session_state", self.housekeeping.state_writer)
@@ -317,6 +332,11 @@ class Daemon:
         with anyio.CancelScope() as scope:
             self._mediator_scope = scope
             await serve_mediator(mediator, service, task_status=task_status)
+
+    async def _run_ownership(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.CancelScope() as scope:
+            self._ownership_scope = scope
+            await self.ownership.run(task_status=task_status)
 
     async def _run_registry(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         with anyio.CancelScope() as scope:
@@ -371,17 +391,33 @@ class Daemon:
     # -- meters -------------------------------------------------------------------------------
 
     async def _apply_meters(self, plan: DialPlan, conn: asyncpg.Connection) -> None:
-        """Make the fleet the plan's dialled meters (new ones get their resume and seed
-        state) and record the meters it does not dial, with why, for ``flowsd status``."""
-        meters = plan.dialled
+        """A new meter list: its dialled meters are the candidates for this daemon's share."""
+        self._dial_plan = plan
+        self.ownership.set_candidates(m.meter_id for m in plan.dialled)
+        await self._apply_owned(conn)
+
+    async def _apply_owned(self, conn: asyncpg.Connection | None) -> None:
+        """Make the fleet the dialled meters whose lease this daemon holds (new ones get
+        their resume and seed state) and record the meters nobody dials, with why, for
+        ``flowsd status``. Without ``conn`` meters can only leave the fleet."""
+        async with self._apply_lock:
+            if self._dial_plan is not None:
+                await self._apply_plan(self._dial_plan, conn)
+
+    async def _apply_plan(self, plan: DialPlan, conn: asyncpg.Connection | None) -> None:
+        owns = self.ownership.owns
+        meters = [m for m in plan.dialled if owns(m.meter_id)]
         known = self.supervisor.sessions
         new_ids = [m.meter_id for m in meters if m.meter_id not in known]
-        resume = await load_resume(conn, new_ids) if new_ids else {}
-        if new_ids:
+        if conn is None:
+            meters = [m for m in meters if m.meter_id in known]
+            new_ids = []
+        resume = await load_resume(conn, new_ids) if conn is not None and new_ids else {}
+        if conn is not None and new_ids:
             self.detector.states.update(await load_meter_states(conn, new_ids))
         unseen = [m.meter_id for m in meters if m.meter_id not in self.tracker.rows]
         unseen += [m.meter_id for m in plan.not_dialled if m.meter_id not in self.tracker.rows]
-        if unseen:
+        if unseen and conn is not None:
             for meter_id, row in (await load_rows(conn, unseen)).items():
                 self.tracker.rows.setdefault(meter_id, row)
         targets = []
@@ -452,6 +488,8 @@ class Daemon:
         with anyio.CancelScope(shield=True):
             if self._registry_scope is not None:
                 self._registry_scope.cancel()
+            if self._ownership_scope is not None:
+                self._ownership_scope.cancel()
             await self.supervisor.stop()
             with anyio.move_on_after(self.config.daemon.drain_seconds):
                 await self.command_table.stop()
@@ -459,6 +497,7 @@ class Daemon:
                 self._mediator_scope.cancel()
             if self._appender_started:
                 await self._drain_appender()
+                await self.ownership.release_all()
                 await self._let_projectors_catch_up()
             await self.housekeeping.final_flush()
         log.info(

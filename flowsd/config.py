@@ -244,6 +244,16 @@ class CommandsConfig(_Section, frozen=True):
     table_poll_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
 
+class LeasesConfig(_Section, frozen=True):
+    """Sharing the fleet between daemons (flowsd.meters.ownership): see config/flowsd.toml."""
+
+    # A meter's lease lasts this long from its last renewal; a daemon silent for this long is
+    # no longer counted live, and its meters are taken over by the others.
+    lease_seconds: Annotated[float, msgspec.Meta(ge=0.5)] = 30.0
+    # Leases are renewed (and shares rebalanced) this often; 0: a third of lease_seconds.
+    renew_seconds: Seconds = 0.0
+
+
 class Config(_Section, frozen=True):
     database: DatabaseConfig = DatabaseConfig()
     state: StateConfig = StateConfig()
@@ -257,6 +267,7 @@ class Config(_Section, frozen=True):
     daemon: DaemonConfig = DaemonConfig()
     mediator: MediatorConfig = MediatorConfig()
     commands: CommandsConfig = CommandsConfig()
+    leases: LeasesConfig = LeasesConfig()
 
     @property
     def state_directory(self) -> Path:

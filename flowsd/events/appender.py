@@ -25,6 +25,12 @@ database is unreachable. If :meth:`run` fails for any other reason, it spills wh
 before the exception leaves it, and can be run again (the daemon's supervisor restarts it):
 it picks up the journal and its memory where they are.
 
+Fencing: when the daemon shares the fleet (:mod:`flowsd.meters.ownership`), :attr:`Appender.epochs`
+is the lease epoch it holds (or last held) for each meter, and every batch is appended with
+it: events of meters whose lease has passed to another daemon are refused by the database
+in the append's transaction, logged, counted in ``flowsd_fenced_writes_total`` and dropped
+(the new holder reads the meter again from where the log stops).
+
 Events the database refuses on their own merits (SQLSTATE classes 22 and 23, e.g. an unknown
 ``meter_id``) are found by halving the refused batch; the ones still refused alone are stored
 whole in ``flowsd.rejected_event`` and counted, and the rest commit, in order.
@@ -38,10 +44,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Literal
+from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -87,6 +94,7 @@ class AppenderStatistics(msgspec.Struct, frozen=True, kw_only=True):
     committed: int  # new events written to the log
     duplicates: int  # events the log already held (same idempotency key)
     rejected: int  # events the database refused on their own merits
+    fenced: int  # events refused because their meter's lease had moved to another daemon
     spilled: int  # events written to the spill journal (a drained one may count twice)
     drained_segments: int  # journal segments committed and removed
     spill_write_errors: int  # failed journal writes (disk full): events kept in memory
@@ -126,6 +134,8 @@ class Appender:
         self._queue: asyncio.Queue[Event] = asyncio.Queue(config.queue_size)
         self._memory: deque[Event] = deque()
         self._hub = SubscriberHub(config.subscriber_max_batches)
+        # Meter -> lease epoch held (or last held); empty: no fencing (one daemon, no leases).
+        self.epochs: Mapping[UUID, int] = {}
         self._conn: asyncpg.Connection | None = None
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
@@ -138,6 +148,7 @@ class Appender:
             "committed": 0,
             "duplicates": 0,
             "rejected": 0,
+            "fenced": 0,
             "spilled": 0,
             "drained_segments": 0,
             "spill_write_errors": 0,
@@ -391,8 +402,18 @@ class Appender:
 
     async def _timed_append(self, conn: asyncpg.Connection, batch: list[Event]) -> AppendResult:
         started = time.perf_counter()
-        result = await asyncio.wait_for(append_batch(conn, batch), self._append_timeout)
+        result = await asyncio.wait_for(
+            append_batch(conn, batch, epochs=self.epochs), self._append_timeout
+        )
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        if result.fenced_events:
+            self._counts["fenced"] += result.fenced_events
+            metrics.FENCED_WRITES.inc(result.fenced_events)
+            log.warning(
+                "events refused: their meters' leases passed to another daemon",
+                events=result.fenced_events,
+                meters=len(result.fenced),
+            )
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.EVENTS_APPENDED.inc(len(result.events))
         metrics.EVENTS_DUPLICATE.inc(result.duplicates)

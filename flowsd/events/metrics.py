@@ -44,6 +44,12 @@ EVENTS_REJECTED = Counter(
     "Events the database refused on their own (kept in flowsd.rejected_event)",
     registry=REGISTRY,
 )
+FENCED_WRITES = Counter(
+    "flowsd_fenced_writes_total",
+    "Events the database refused because this daemon's lease of their meter had passed to "
+    "another daemon (the new holder reads the meter again)",
+    registry=REGISTRY,
+)
 HEAD_POSITION = Gauge(
     "flowsd_event_log_head_position", "Highest position this process committed", registry=REGISTRY
 )

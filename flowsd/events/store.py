@@ -11,16 +11,19 @@ permanent, harmless gaps. The price is one append transaction at a time, which g
 
 Idempotency: duplicates inside one batch are dropped in Python, and events whose key is
 already stored are filtered out before they are given a position (so re-reads do not burn
-positions); the unique index on ``idempotency_key`` is the database's guarantee behind both
-(a key that slips past the filter fails the insert, which is then retried with
-``ON CONFLICT DO NOTHING``). Duplicates are reported as such, not as errors.
+positions). The database's guarantee behind both is ``flowsd.event_key``: a statement trigger
+on the log claims every appended key there (its primary key), in the same statement, across
+all the log's partitions (migration 115; a unique index on the partitioned log would have to
+contain the partition key). A key that slips past the filter fails the insert with a unique
+violation, and the batch is tried once more, looking its keys up again. Duplicates are
+reported as such, not as errors.
 
 How a batch travels (one transaction, the advisory lock held from the first statement):
 
 1. ``flowsd.begin_event_append()``: the lock, the head position and the transaction's ``now()``
    (which is every new row's ``recorded_at``);
-2. the keys already in the log are looked up (one index probe each, under the lock, so none
-   can arrive before the insert);
+2. the keys already in the log are looked up in ``flowsd.event_key`` (one index probe each,
+   under the lock, so none can arrive before the insert);
 3. the other events go straight into the log with binary ``COPY``, in batch order (encoded
    piece by piece by :meth:`flowsd.events.codec.KeyedBatch.copy_data` while the server
    stores the previous piece): positions are allocated in row order while the lock is held,
@@ -30,12 +33,19 @@ How a batch travels (one transaction, the advisory lock held from the first stat
 4. ``flowsd.finish_event_append()``: the new head and the NOTIFY.
 
 Batches below ``_COPY_MIN_EVENTS`` do steps 2 and 3 in one ``INSERT ... SELECT`` from
-``unnest``ed arrays (one round trip fewer); so does the ``ON CONFLICT DO NOTHING`` retry.
+``unnest``ed arrays (one round trip fewer); so does the retry after a unique violation.
+
+Fencing (several daemons, :mod:`flowsd.meters.ownership`): given ``epochs`` (meter -> the
+lease epoch the caller holds), step 1 is ``flowsd.begin_fenced_event_append()``, which takes
+the same lock and then names the meters whose lease has changed hands since (migration 110).
+Changes of hands take the append lock too, so none can commit between that check and this
+commit. The fenced meters' events are left out of the batch (not stored, not positioned) and
+reported in :attr:`AppendResult.fenced`; gap safety and idempotency are those of the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -65,12 +75,16 @@ def meter_index_covers(type_id: int) -> bool:
 _COPY_MIN_EVENTS = 250
 
 _BEGIN = "SELECT flowsd.begin_event_append() AS head, now() AS recorded_at"
+_BEGIN_FENCED = """
+SELECT begun.head, begun.fenced, now() AS recorded_at
+FROM flowsd.begin_fenced_event_append($1::uuid[], $2::bigint[]) AS begun
+"""
 
 # The (1-based) indexes of the keys already stored; one index probe each.
 _STORED_KEYS = """
 SELECT coalesce(array_agg(batch.index), '{}')
 FROM unnest($1::uuid[]) WITH ORDINALITY AS batch(key, index)
-WHERE EXISTS (SELECT FROM flows.meter_event_log stored WHERE stored.idempotency_key = batch.key)
+WHERE EXISTS (SELECT FROM flowsd.event_key stored WHERE stored.idempotency_key = batch.key)
 """
 
 # The batch from unnested arrays into the log. Keys already stored are found with one index
@@ -78,9 +92,9 @@ WHERE EXISTS (SELECT FROM flows.meter_event_log stored WHERE stored.idempotency_
 # skipped before the row is given a position. The append lock is held since the first
 # statement, so no other key can arrive before the insert: a plain INSERT suffices, which
 # saves ON CONFLICT's speculative insertion (an extra WAL record and lock per row). A writer
-# that bypasses the lock makes it fail with a unique violation, and the batch is retried with
-# ON CONFLICT DO NOTHING (the ``tolerant`` statement).
-_INSERT_TEMPLATE = """
+# that bypasses the lock (a direct insert into a partition or into flowsd.event_key) makes it
+# fail with a unique violation, and the batch is tried again.
+_INSERT = """
 WITH batch AS (
     SELECT * FROM unnest($1::integer[], $2::uuid[], $3::timestamptz[], $4::integer[],
                          $5::integer[], $6::timestamptz[], $7::text[]::jsonb[], $8::uuid[])
@@ -89,7 +103,7 @@ WITH batch AS (
 ),
 known AS (
     SELECT batch.ordinal FROM batch
-    CROSS JOIN LATERAL (SELECT FROM flows.meter_event_log stored
+    CROSS JOIN LATERAL (SELECT FROM flowsd.event_key stored
                         WHERE stored.idempotency_key = batch.idempotency_key LIMIT 1) AS hit
 ),
 stored AS (
@@ -98,16 +112,12 @@ stored AS (
     SELECT meter_id, observed_at, event_type, event_set, read_at, payload, idempotency_key
     FROM batch
     WHERE ordinal NOT IN (SELECT ordinal FROM known)
-    ORDER BY ordinal{on_conflict}
+    ORDER BY ordinal
     RETURNING position
 )
-SELECT (SELECT coalesce(array_agg(ordinal), '{{}}') FROM known) AS known,
+SELECT (SELECT coalesce(array_agg(ordinal), '{}') FROM known) AS known,
        (SELECT count(*) FROM stored) AS stored
 """
-_INSERT = _INSERT_TEMPLATE.format(on_conflict="")
-_INSERT_TOLERANT = _INSERT_TEMPLATE.format(
-    on_conflict="\n    ON CONFLICT (idempotency_key) DO NOTHING"
-)
 _READ_BACK = """
 SELECT position, idempotency_key FROM flows.meter_event_log
 WHERE position > $1 AND position <= $2
@@ -119,28 +129,53 @@ class AppendResult(msgspec.Struct, frozen=True):
 
     ``events`` are exactly the committed events with positions in
     (``after_position``, ``through_position``], in position order; the batch's duplicates are
-    not among them.
+    not among them, nor are the events of ``fenced`` meters (their lease moved on).
     """
 
     after_position: int
     through_position: int
     events: tuple[RecordedEvent, ...]
     duplicates: int
+    fenced: frozenset[UUID] = frozenset()
+    fenced_events: int = 0
 
 
 async def append_batch(
-    conn: asyncpg.Connection, events: Sequence[Event], *, announce: bool = True
+    conn: asyncpg.Connection,
+    events: Sequence[Event],
+    *,
+    announce: bool = True,
+    epochs: Mapping[UUID, int] | None = None,
 ) -> AppendResult:
     """Append ``events`` in one transaction (opened here) and return what was stored.
 
     ``announce`` sends one ``NOTIFY flowsd_events`` at commit when anything was stored.
+    ``epochs``: the lease epochs the caller holds; events of a meter in it whose lease has
+    moved on are refused (see Fencing above). Meters not in it are not checked.
     """
     copied = len(events) >= _COPY_MIN_EVENTS
+    fence = _fence(events, epochs)
     try:
-        return await _append(conn, events, copied=copied, announce=announce)
+        return await _append(conn, events, copied=copied, announce=announce, fence=fence)
     except asyncpg.UniqueViolationError:
         # A writer that bypasses the append lock stored one of these keys meanwhile.
-        return await _append(conn, events, copied=False, announce=announce, tolerant=True)
+        return await _append(conn, events, copied=False, announce=announce, fence=fence)
+
+
+def _fence(
+    events: Sequence[Event], epochs: Mapping[UUID, int] | None
+) -> tuple[list[UUID], list[int]] | None:
+    """The distinct (meter, epoch) pairs of the batch to check, as two arrays."""
+    if not epochs:
+        return None
+    held: dict[UUID, int] = {}
+    for event in events:
+        meter_id = event.meter_id
+        if meter_id not in held:
+            epoch = epochs.get(meter_id)
+            if epoch is not None:
+                held[meter_id] = epoch
+    return (list(held), list(held.values())) if held else None
 
 
 class _Inserted(msgspec.Struct):
@@ -158,23 +193,31 @@ async def _append(
     *,
     copied: bool,
     announce: bool,
-    tolerant: bool = False,
+    fence: tuple[list[UUID], list[int]] | None = None,
 ) -> AppendResult:
+    fenced: frozenset[UUID] = frozenset()
+    offered = len(events)
     async with conn.transaction():
-        begun = await conn.fetchrow(_BEGIN)
+        if fence is None:
+            begun = await conn.fetchrow(_BEGIN)
+        else:
+            begun = await conn.fetchrow(_BEGIN_FENCED, *fence)
         assert begun is not None
         after: int = begun["head"]
         recorded_at: datetime = begun["recorded_at"]
+        if fence is not None and begun["fenced"]:
+            fenced = frozenset(begun["fenced"])
+            events = [e for e in events if e.meter_id not in fenced]
         if copied:
             inserted = await _copy(conn, key_batch(events))
         else:
-            inserted = await _insert(conn, events, tolerant=tolerant)
+            inserted = await _insert(conn, events)
         through: int = await conn.fetchval(
             "SELECT flowsd.finish_event_append($1)", announce and inserted.stored > 0
         )
         positions: dict[UUID, int] | None = None
         if through - after != inserted.stored:
-            # Positions were allocated outside this batch too (or burnt by ON CONFLICT): read
+            # Positions were allocated outside this batch too: read
             # back which are ours.
             rows = await conn.fetch(_READ_BACK, after, through)
             positions = {row["idempotency_key"]: row["position"] for row in rows}
@@ -184,6 +227,8 @@ async def _append(
         through_position=through,
         events=recorded,
         duplicates=len(events) - len(recorded),
+        fenced=fenced,
+        fenced_events=offered - len(events),
     )
 
 
@@ -212,15 +257,11 @@ async def _copy(conn: asyncpg.Connection, rows: KeyedBatch) -> _Inserted:
     return inserted
 
 
-async def _insert(
-    conn: asyncpg.Connection, events: Sequence[Event], *, tolerant: bool
-) -> _Inserted:
+async def _insert(conn: asyncpg.Connection, events: Sequence[Event]) -> _Inserted:
     rows = to_staged_rows(events)
     inserted = _Inserted([row[0] for row in rows], [row[7] for row in rows])
     if rows:
-        result = await conn.fetchrow(
-            _INSERT_TOLERANT if tolerant else _INSERT, *zip(*rows, strict=True)
-        )
+        result = await conn.fetchrow(_INSERT, *zip(*rows, strict=True))
         assert result is not None
         inserted.known = frozenset(result["known"])
         inserted.stored = result["stored"]
@@ -248,7 +289,7 @@ def _recorded(
         else:
             found = positions.get(key)
             if found is None:
-                continue  # dropped by ON CONFLICT
+                continue  # not stored
             position = found
         event = events[ordinal]
         recorded.append(

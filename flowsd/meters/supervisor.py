@@ -19,6 +19,10 @@ Public surface::
     await supervisor.submit(meter_id, command)   # a command joins the meter's session
     await supervisor.poll_now(meter_id).wait()   # a full poll of one meter, now
 
+A meter *held back* (:meth:`FleetSupervisor.hold_back`: its lease is to be handed to another
+daemon) starts no routine poll; its running poll ends normally, and once :meth:`idle` says so
+it can leave the fleet between two polls. Commands and poll requests still run.
+
 A command or a poll request wakes its meter at the next tick: an idle meter runs it at once
 (ahead of its routine polls), a busy one between two plan items of the poll in progress.
 
@@ -178,6 +182,7 @@ class FleetSupervisor:
         self._busy_addresses: set[tuple[str, int]] = set()
         self._address_waiters: dict[tuple[str, int], collections.deque[MeterSession]] = {}
         self._by_serial: dict[str, UUID] = {}
+        self._held_back: set[UUID] = set()
         self.log = structlog.get_logger("flowsd.meters")
 
     # ----------------------------------------------------------------- meters
@@ -196,6 +201,7 @@ class FleetSupervisor:
                 if gone.cancel_scope is not None:
                     gone.cancel_scope.cancel()
                 self._forsake(gone, "the meter left the fleet")
+                self._held_back.discard(meter_id)
                 removed += 1
         for meter_id, target in wanted.items():
             session = self.sessions.get(meter_id)
@@ -295,6 +301,26 @@ class FleetSupervisor:
             metrics.METERS.labels(state).set(self._states[state])
         metrics.NEVER_ANSWERED.set(self._never_answered)
 
+    def hold_back(self, meter_ids: Iterable[UUID], *, release: bool = False) -> None:
+        """Start no more routine polls of these meters (``release``: start them again)."""
+        for meter_id in meter_ids:
+            if release:
+                if meter_id in self._held_back:
+                    self._held_back.discard(meter_id)
+                    session = self.sessions.get(meter_id)
+                    if session is not None and not session.running:
+                        self._push(session)
+            elif meter_id in self.sessions:
+                self._held_back.add(meter_id)
+
+    def is_held_back(self, meter_id: UUID) -> bool:
+        return meter_id in self._held_back
+
+    def idle(self, meter_id: UUID) -> bool:
+        """Nothing runs or waits in the meter's session (it may leave the fleet now)."""
+        session = self.sessions.get(meter_id)
+        return session is None or not (session.running or session.commands or session.poll_requests)
+
     # ----------------------------------------------------------------- running
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -327,6 +353,8 @@ class FleetSupervisor:
             session = self.sessions.get(meter_id)
             if session is None or generation != session.heap_generation or session.running:
                 continue
+            if meter_id in self._held_back and not session.commands and not session.poll_requests:
+                continue  # pushed again by hold_back(release=True)
             address = self._address(session)
             if address in self._busy_addresses:
                 # Another meter id with the same address is talking to it: one conversation

@@ -91,6 +91,9 @@ class FleetStats:
 
     connections: int = 0
     answered: int = 0
+    # Connections accepted while another one to the same meter was still open (a real meter
+    # takes one at a time): what two daemons polling one meter would cause.
+    overlapping: int = 0
     faults: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def count(self, kind: FaultKind) -> None:
@@ -167,6 +170,7 @@ class SimulatedFleet:
         self._ports = array.array("H")
         self._connections = array.array("I", bytes(4 * meters))
         self._last_end = array.array("d", bytes(8 * meters))
+        self._open = array.array("I", bytes(4 * meters))
         self._offline: set[int] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -287,6 +291,9 @@ class SimulatedFleet:
     def admit(self, index: int) -> FaultKind | None:
         """Why a new connection must be refused, or None to accept it."""
         self._connections[index] += 1
+        if self._open[index]:
+            self.stats.overlapping += 1
+        self._open[index] += 1
         plan = self.plan
         if not plan:
             return None
@@ -338,6 +345,14 @@ class SimulatedFleet:
                 or (e.request[:1] == b"\x01" and int.from_bytes(e.request[1:4], "big") == object_id)
             )
         ]
+
+    def connection_closed(self, index: int) -> None:
+        """A connection admitted by :meth:`admit` is gone (either side closed it)."""
+        self._open[index] -= 1
+
+    def open_connections(self, meter: int | str) -> int:
+        """Connections to the meter open now."""
+        return self._open[self.state.index_of(meter)]
 
     def connections_to(self, meter: int | str) -> int:
         return self._connections[self.state.index_of(meter)]

@@ -96,6 +96,7 @@ class MeterConnection(asyncio.Protocol):
         self._answer(bytes(buffer[: buffer[1] + 1]))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.fleet.connection_closed(self.index)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -168,11 +168,17 @@ async def test_upgrade_moves_the_meter_foreign_key_to_the_meters_with_events(
         "AND tablename = 'meter_event_log' ORDER BY indexname"
     )
     assert [r[0] for r in indexes] == [
-        "meter_event_log_idempotency_key_key",
         "meter_event_log_meter_lookup_idx",
         "meter_event_log_pkey",
         "meter_event_log_recorded_at_brin",
     ]
+    # Uniqueness of the keys across the log's partitions (migration 115): every key claimed.
+    unclaimed = await conn.fetchval(
+        "SELECT count(*) FROM flows.meter_event_log e "
+        "WHERE NOT EXISTS (SELECT FROM flowsd.event_key k "
+        "WHERE k.idempotency_key = e.idempotency_key)"
+    )
+    assert unclaimed == 0
 
 
 async def test_upgrade_keeps_production_view_columns_and_replaces_shadow_triggers(

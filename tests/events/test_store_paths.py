@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -102,7 +103,8 @@ async def test_a_key_stored_behind_the_lock_is_a_duplicate_not_an_error(
     path: str, conn: asyncpg.Connection, meters: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If the stored-key filter misses a key (a writer that bypassed the append lock), the
-    unique index refuses it and the batch is retried with ON CONFLICT DO NOTHING."""
+    key claim in flowsd.event_key refuses it and the batch is tried again, keys looked up
+    again."""
     stored = [balance_event(meters[0], n) for n in range(5)]
     await append_batch(conn, stored)
     # The first attempt sees no stored keys at all.
@@ -110,10 +112,23 @@ async def test_a_key_stored_behind_the_lock_is_a_duplicate_not_an_error(
     blind_lookup = store._STORED_KEYS.replace("WHERE EXISTS", "WHERE false AND EXISTS")
     assert blind_insert != store._INSERT
     assert blind_lookup != store._STORED_KEYS
+    seeing = (store._INSERT, store._STORED_KEYS)
     monkeypatch.setattr(store, "_INSERT", blind_insert)
     monkeypatch.setattr(store, "_STORED_KEYS", blind_lookup)
+    attempt = store._append
+    attempts: list[bool] = []
+
+    async def once_blind(*args: Any, **kwargs: Any) -> store.AppendResult:
+        if attempts:
+            monkeypatch.setattr(store, "_INSERT", seeing[0])
+            monkeypatch.setattr(store, "_STORED_KEYS", seeing[1])
+        attempts.append(True)
+        return await attempt(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_append", once_blind)
     fresh = [balance_event(meters[1], n) for n in range(4)]
     result = await append_batch(conn, [*stored, *fresh])
+    assert len(attempts) == 2
     assert [r.idempotency_key for r in result.events] == [e.idempotency_key() for e in fresh]
     assert result.duplicates == 5
     assert await conn.fetchval("SELECT count(*) FROM flows.meter_event_log") == 9

@@ -115,6 +115,7 @@ async def registered_fleet(
     faults: str | None = None,
     clock: SimClock | None = None,
     hardware: tuple[str, ...] | None = MIXED_HARDWARE,
+    journal: bool = False,
 ) -> AsyncIterator[SimulatedFleet]:
     """A running fleet whose meters are active in ``meter_registry``."""
     base = subnet()
@@ -128,6 +129,7 @@ async def registered_fleet(
         clock=clock,
         history_days=3,
         hardware=[hardware[i % len(hardware)] for i in range(meters)] if hardware else None,
+        journal=journal,
     )
     async with fleet:
         conn = await asyncpg.connect(url)

@@ -1,0 +1,428 @@
+"""Sharing the fleet between daemons: leases in PostgreSQL, rendezvous shares, fencing epochs.
+
+Every daemon registers a row in ``flowsd.daemon`` (name, host, pid, start, heartbeat, lease
+period; migration 110) and polls only the meters it holds a lease for in
+``flowsd.meter_lease``. One loop per daemon, every ``[leases] renew_seconds``:
+
+1. in one transaction: the heartbeat, the renewal of every lease it holds (one ``UPDATE``
+   for all of them) and the list of live daemons (no stop recorded, a heartbeat younger than
+   their own lease period). A lease it held that the renewal no longer finds was taken over
+   after it expired (the daemon was paused or cut off): the meter leaves the fleet at once;
+2. its share: each dialled meter goes to the live daemon with the highest rendezvous score
+   (a hash of daemon name and meter id), so a daemon joining or leaving moves only the meters
+   that go to or come from it;
+3. meters it holds outside its share are *held back* (no new routine poll), and those whose
+   session is idle leave the fleet and are handed back (lease row freed): a meter changes hands
+   only between polls. Handing back keeps the epoch;
+4. meters of its share that are free or expired are taken in one statement under the event
+   log's append lock, each with a new epoch from ``flowsd.meter_lease_epoch_seq``, and join
+   the fleet (resuming where the log stops). A meter still held by another live daemon is
+   taken when that one hands it back.
+
+Fencing: :attr:`Ownership.epochs` (meter -> the epoch held, or last held) goes with every
+append (:mod:`flowsd.events.store`), and the database refuses the events of a meter whose
+epoch has moved on. Because every change of epoch takes the append lock, the check and the
+append's commit see the same holder.
+
+Self-protection: a renewal must succeed within 0.9 lease periods of the previous one being
+sent; otherwise (database away, the process paused) the daemon drops all its meters before
+their leases can expire, so two daemons never poll one meter, even across a network split.
+A paused process cannot protect itself: its first appends after waking are fenced.
+
+On stop (:meth:`Ownership.release_all`, after the last polls and the appender's drain): every
+lease is handed back and the daemon's row marked stopped, so the others take its meters at
+their next renewal instead of after expiry.
+
+With one daemon this is a no-op in effect: it holds every meter (a leftover lease of a daemon
+under another name is taken once it expires).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from uuid import UUID
+
+import anyio
+import asyncpg
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+from prometheus_client import Counter, Gauge
+
+from flowsd.db.availability import DatabaseAvailability
+from flowsd.db.connect import close_quietly
+from flowsd.db.errors import DATABASE_ERRORS, describe
+from flowsd.events.store import APPEND_LOCK_KEY
+from flowsd.meters.supervisor import FleetSupervisor
+from flowsd.ops.metrics import REGISTRY
+
+log = structlog.get_logger("flowsd.meters.ownership")
+
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+# Called after the held set changed (with the loop's connection, or None when it was
+# dropped without one); makes the fleet the dialled meters this daemon holds.
+Changed = Callable[[asyncpg.Connection | None], Awaitable[None]]
+
+# A renewal must succeed within this share of a lease period of the previous one.
+SAFETY = 0.9
+
+OWNED = Gauge("flowsd_meters_owned", "Meters whose lease this daemon holds", registry=REGISTRY)
+RENEWALS = Counter(
+    "flowsd_lease_renewals_total",
+    "Successful batched lease renewals (one statement renews all of a daemon's leases)",
+    registry=REGISTRY,
+)
+TAKEOVERS = Counter(
+    "flowsd_lease_takeovers_total",
+    "Meters taken over from another daemon whose lease had expired",
+    registry=REGISTRY,
+)
+ACQUIRED = Counter(
+    "flowsd_lease_acquired_total", "Leases taken (free, handed back or expired)", registry=REGISTRY
+)
+HANDED_BACK = Counter(
+    "flowsd_lease_handed_back_total",
+    "Leases handed back between polls (rebalancing or stop)",
+    registry=REGISTRY,
+)
+LOST = Counter(
+    "flowsd_lease_lost_total",
+    "Leases this daemon found taken over by another daemon or dropped unrenewed",
+    registry=REGISTRY,
+)
+LIVE_DAEMONS = Gauge(
+    "flowsd_daemons_live", "Live daemons sharing the fleet, as last seen", registry=REGISTRY
+)
+
+_REGISTER = """
+INSERT INTO flowsd.daemon AS d (name, host, pid, started_at, heartbeat_at, lease_seconds)
+VALUES ($1, $2, $3, $4, now(), $5)
+ON CONFLICT (name) DO UPDATE
+SET host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
+    heartbeat_at = now(), lease_seconds = excluded.lease_seconds, stopped_at = NULL
+"""
+# An earlier run under this name (crashed) left leases: free them, the epochs move on when
+# they are taken again.
+_FORGET_EARLIER = "UPDATE flowsd.meter_lease SET daemon = NULL WHERE daemon = $1"
+_HEARTBEAT = "UPDATE flowsd.daemon SET heartbeat_at = now() WHERE name = $1"
+_RENEW = """
+UPDATE flowsd.meter_lease SET expires_at = now() + make_interval(secs => $2)
+WHERE daemon = $1
+RETURNING meter_id, epoch
+"""
+_LIVE = """
+SELECT name FROM flowsd.daemon
+WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => lease_seconds)
+"""
+_TAKE_FREE = """
+WITH free AS (
+    SELECT meter_id, daemon AS previous FROM flowsd.meter_lease
+    WHERE meter_id = ANY($1::uuid[]) AND (daemon IS NULL OR expires_at < now())
+    FOR UPDATE
+)
+UPDATE flowsd.meter_lease lease
+SET daemon = $2, epoch = nextval('flowsd.meter_lease_epoch_seq'), acquired_at = now(),
+    expires_at = now() + make_interval(secs => $3)
+FROM free WHERE lease.meter_id = free.meter_id
+RETURNING lease.meter_id, lease.epoch, free.previous
+"""
+_TAKE_NEW = """
+INSERT INTO flowsd.meter_lease (meter_id, daemon, epoch, expires_at)
+SELECT meter_id, $2, nextval('flowsd.meter_lease_epoch_seq'), now() + make_interval(secs => $3)
+FROM unnest($1::uuid[]) AS m(meter_id)
+ON CONFLICT (meter_id) DO NOTHING
+RETURNING meter_id, epoch
+"""
+_HAND_BACK = """
+UPDATE flowsd.meter_lease SET daemon = NULL, expires_at = now()
+WHERE daemon = $1 AND meter_id = ANY($2::uuid[])
+"""
+_RELEASE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, TimeoutError)
+_STOPPED = "UPDATE flowsd.daemon SET stopped_at = now(), heartbeat_at = now() WHERE name = $1"
+
+
+def score(daemon: str, meter_id: UUID) -> int:
+    """The rendezvous score of a daemon for a meter (highest wins)."""
+    digest = hashlib.blake2b(meter_id.bytes + daemon.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def owner_of(meter_id: UUID, daemons: Iterable[str]) -> str | None:
+    """The daemon a meter goes to among ``daemons`` (None if there is none)."""
+    best: tuple[int, str] | None = None
+    for daemon in daemons:
+        candidate = (score(daemon, meter_id), daemon)
+        if best is None or candidate > best:
+            best = candidate
+    return None if best is None else best[1]
+
+
+class OwnershipStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    owned: int
+    share: int  # meters of this daemon's share (held or still to be taken)
+    live_daemons: list[str]
+    renewals: int
+    acquired: int
+    takeovers: int
+    handed_back: int
+    lost: int
+
+
+class Ownership:
+    """The lease loop of one daemon (see the module docstring)."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        supervisor: FleetSupervisor,
+        changed: Changed,
+        *,
+        name: str,
+        lease_seconds: float,
+        renew_seconds: float = 0.0,
+        availability: DatabaseAvailability | None = None,
+    ) -> None:
+        self._connect = connect
+        self.supervisor = supervisor
+        self._changed = changed
+        self.name = name
+        self.lease_seconds = lease_seconds
+        self.renew_seconds = renew_seconds or lease_seconds / 3
+        self.availability = availability
+        self.started_at = datetime.now().astimezone()
+        self.held: dict[UUID, int] = {}  # meter -> epoch, leases held now
+        self.epochs: dict[UUID, int] = {}  # meter -> epoch held or last held (fencing)
+        self.candidates: frozenset[UUID] = frozenset()  # dialled meters (the registry's)
+        self.live: tuple[str, ...] = ()
+        self._share: set[UUID] = set()
+        self._share_key: tuple[frozenset[UUID], tuple[str, ...]] | None = None
+        self._deadline = -math.inf  # monotonic: the held leases are dropped after this
+        self._conn: asyncpg.Connection | None = None
+        self._registered = False
+        self._stopping = False
+        self._wake = anyio.Event()
+        self._lock = anyio.Lock()  # one user of the connection at a time
+        self._counts = {"renewals": 0, "acquired": 0, "takeovers": 0, "handed_back": 0, "lost": 0}
+
+    # ----------------------------------------------------------------- public
+
+    def owns(self, meter_id: UUID) -> bool:
+        return meter_id in self.held
+
+    def set_candidates(self, meter_ids: Iterable[UUID]) -> None:
+        """The dialled meters (from the meter list); a change is looked at soon."""
+        candidates = frozenset(meter_ids)
+        if candidates != self.candidates:
+            self.candidates = candidates
+            self._wake.set()
+
+    def statistics(self) -> OwnershipStatistics:
+        return OwnershipStatistics(
+            name=self.name,
+            owned=len(self.held),
+            share=len(self._share),
+            live_daemons=list(self.live),
+            **self._counts,
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Renew, rebalance and take over until :meth:`release_all`; the first round is done
+        (or failed) before this reports started."""
+        started = False
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._expiry_watch)
+                while not self._stopping:
+                    async with self._lock:
+                        if self._stopping:
+                            break
+                        await self._round()
+                    if not started:
+                        task_status.started()
+                        started = True
+                    with anyio.move_on_after(self.renew_seconds):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+                tg.cancel_scope.cancel()
+        finally:
+            if not started:
+                task_status.started()
+
+    async def release_all(self) -> None:
+        """Hand every lease back and mark this daemon stopped (call after the last polls and
+        the appender's drain). A database that is away leaves the leases to expire."""
+        self._stopping = True
+        self._wake.set()
+        async with self._lock:
+            await self._release_all()
+
+    async def _release_all(self) -> None:
+        held = list(self.held)
+        await self._close()  # a round cancelled mid-statement may have left it unusable
+        try:
+            with anyio.fail_after(10):
+                conn = await self._connection()
+                async with conn.transaction():
+                    if held:
+                        await conn.execute(_HAND_BACK, self.name, held)
+                    await conn.execute(_STOPPED, self.name)
+        except _RELEASE_ERRORS as exc:
+            log.warning("leases not handed back; they expire instead", error=describe(exc))
+            return
+        finally:
+            await self._close()
+        self._counts["handed_back"] += len(held)
+        HANDED_BACK.inc(len(held))
+        self.held.clear()
+        OWNED.set(0)
+        log.info("leases handed back", meters=len(held))
+
+    # ----------------------------------------------------------------- one round
+
+    async def _round(self) -> None:
+        try:
+            conn = await self._connection()
+            await self._renew(conn)
+            if self._stopping:
+                return
+            self._rebalance_share()
+            await self._hand_back(conn)
+            await self._take(conn)
+            if self.availability is not None:
+                self.availability.succeeded("leases")
+        except DATABASE_ERRORS as exc:
+            if self.availability is not None:
+                self.availability.failed("leases", exc)
+            log.warning("leases not renewed; will retry", error=describe(exc))
+            await self._close()
+
+    async def _renew(self, conn: asyncpg.Connection) -> None:
+        sent = time.monotonic()
+        async with conn.transaction():
+            if not self._registered:
+                await conn.execute(
+                    _REGISTER,
+                    self.name,
+                    socket.gethostname(),
+                    os.getpid(),
+                    self.started_at,
+                    self.lease_seconds,
+                )
+                await conn.execute(_FORGET_EARLIER, self.name)
+            else:
+                await conn.execute(_HEARTBEAT, self.name)
+            rows = await conn.fetch(_RENEW, self.name, self.lease_seconds)
+            live = await conn.fetch(_LIVE)
+        self._registered = True
+        self._deadline = sent + SAFETY * self.lease_seconds
+        self._counts["renewals"] += 1
+        RENEWALS.inc()
+        renewed = {row["meter_id"]: row["epoch"] for row in rows}
+        lost = [m for m in self.held if renewed.get(m) != self.held[m]]
+        self.live = tuple(sorted(row["name"] for row in live))
+        LIVE_DAEMONS.set(len(self.live))
+        if lost:
+            self._counts["lost"] += len(lost)
+            LOST.inc(len(lost))
+            log.warning("leases taken over by another daemon: meters dropped", meters=len(lost))
+        if lost or renewed.keys() != self.held.keys():
+            self.held = renewed
+            self.epochs.update(renewed)
+            OWNED.set(len(self.held))
+            await self._changed(conn)
+
+    def _rebalance_share(self) -> None:
+        live = self.live if self.name in self.live else (*self.live, self.name)
+        key = (self.candidates, live)
+        if key == self._share_key:
+            return
+        self._share_key = key
+        self._share = {m for m in self.candidates if owner_of(m, live) == self.name}
+
+    async def _hand_back(self, conn: asyncpg.Connection) -> None:
+        """Meters held outside the share: held back, and handed back once idle."""
+        surplus = [m for m in self.held if m not in self._share]
+        kept = [m for m in self.held if m in self._share]
+        supervisor = self.supervisor
+        supervisor.hold_back(kept, release=True)
+        if not surplus:
+            return
+        supervisor.hold_back(surplus)
+        idle = [m for m in surplus if supervisor.idle(m)]
+        if not idle:
+            return
+        for meter_id in idle:
+            del self.held[meter_id]
+        OWNED.set(len(self.held))
+        await self._changed(conn)  # they leave the fleet before anyone else may dial them
+        await conn.execute(_HAND_BACK, self.name, idle)
+        self._counts["handed_back"] += len(idle)
+        HANDED_BACK.inc(len(idle))
+        log.info("leases handed back for rebalancing", meters=len(idle), live=len(self.live))
+
+    async def _take(self, conn: asyncpg.Connection) -> None:
+        wanted = [m for m in self._share if m not in self.held]
+        if not wanted:
+            return
+        async with conn.transaction():
+            # Ordered with every append: no append checks an epoch while it changes.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
+            taken = await conn.fetch(_TAKE_FREE, wanted, self.name, self.lease_seconds)
+            found = {row["meter_id"] for row in taken}
+            fresh = await conn.fetch(
+                _TAKE_NEW, [m for m in wanted if m not in found], self.name, self.lease_seconds
+            )
+        if not taken and not fresh:
+            return
+        takeovers = sum(1 for row in taken if row["previous"] not in (None, self.name))
+        for row in (*taken, *fresh):
+            self.held[row["meter_id"]] = row["epoch"]
+            self.epochs[row["meter_id"]] = row["epoch"]
+        acquired = len(taken) + len(fresh)
+        self._counts["acquired"] += acquired
+        self._counts["takeovers"] += takeovers
+        ACQUIRED.inc(acquired)
+        TAKEOVERS.inc(takeovers)
+        OWNED.set(len(self.held))
+        await self._changed(conn)
+        log.info("leases taken", meters=acquired, takeovers=takeovers, live=len(self.live))
+
+    async def _expiry_watch(self) -> None:
+        """Drop every meter when no renewal succeeded in time (see the module docstring)."""
+        while True:
+            delay = self._deadline - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(min(delay, self.renew_seconds))
+                continue
+            if self.held:
+                dropped = len(self.held)
+                self.held = {}
+                OWNED.set(0)
+                self._counts["lost"] += dropped
+                LOST.inc(dropped)
+                log.error(
+                    "leases not renewed in time: every meter dropped until the database answers",
+                    meters=dropped,
+                )
+                await self._changed(None)
+            await anyio.sleep(min(self.renew_seconds, 0.5))
+
+    # ----------------------------------------------------------------- connection
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+        return self._conn
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with anyio.CancelScope(shield=True):
+                await close_quietly(conn)
