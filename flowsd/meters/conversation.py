@@ -10,6 +10,7 @@ and hand what they read to :meth:`Conversation.emit` (the sink, with back-pressu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypedDict
@@ -25,6 +26,7 @@ from flowsd.emop.records import (
 from flowsd.meters import metrics
 from flowsd.meters.breaker import Transition
 from flowsd.meters.exchange import Answer, Failure, PollAbortError, RequestKind
+from flowsd.meters.limits import Lane
 from flowsd.meters.observations import ClockDrift, Observation, ReadFailure, Reading
 from flowsd.meters.watchdog import ProgressWatchdog
 
@@ -63,9 +65,12 @@ class Conversation:
         attempts: int | None = None,
         twin: bool = False,
         command: UUID | None = None,
+        lane: Lane = "live",
+        due: float = math.inf,
     ) -> Answer | Failure:
         """One request with retries; updates breaker and counters; aborts the run when
-        the meter is unreachable or the breaker opens."""
+        the meter is unreachable or the breaker opens. A ``backfill`` request may raise
+        :class:`~flowsd.meters.exchange.BackfillDeferredError` (see ``MeterLink.request``)."""
         session = self.session
         result = await session.link.request(
             request,
@@ -74,6 +79,8 @@ class Conversation:
             twin=twin,
             watchdog=self.watchdog,
             stoppable=command is None,
+            lane=lane,
+            due=due,
         )
         self.requests += 1
         if isinstance(result, Answer):

@@ -11,6 +11,7 @@ observations) is the session's business.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from flowsd.emop import (
     encode_request,
 )
 from flowsd.meters import metrics, transport
-from flowsd.meters.limits import ConnectionLimiter
+from flowsd.meters.limits import ConnectionLimiter, Lane
 from flowsd.meters.observations import FailureReason
 from flowsd.meters.transport import MeterConnection, TransportError
 from flowsd.meters.watchdog import ProgressWatchdog
@@ -47,6 +48,11 @@ RequestKind = Literal["object", "profile_log", "event_log", "probe", "command"]
 
 class PollAbortError(Exception):
     """The rest of this poll is pointless (meter unreachable, breaker opened, stopping)."""
+
+
+class BackfillDeferredError(Exception):
+    """A back-fill request gave up its place in the queue before it was sent: the meter's
+    next cadence came due, or a command arrived for it. Not a failure of the meter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,7 @@ class MeterLink:
         self.rng = rng
         self.stopping = stopping
         self.waiting_for_slot = False
+        self._backfill_wait: anyio.CancelScope | None = None
         self._conn: MeterConnection | None = None
         self._slot_limiter: ConnectionLimiter | None = None  # set while a slot is held
         self._last_exchange_end = -1e18  # monotonic
@@ -127,11 +134,16 @@ class MeterLink:
         twin: bool,
         watchdog: ProgressWatchdog,
         stoppable: bool = True,
+        lane: Lane = "live",
+        due: float = math.inf,
     ) -> Answer | Failure:
         """Send ``request`` until it succeeds, fails for good, or runs out of attempts.
 
         A stop of the engine ends a ``stoppable`` request between attempts (a poll is read
-        again after a restart); a command's requests run to their end."""
+        again after a restart); a command's requests run to their end. A ``backfill``
+        request waits for a connection behind every live one and raises
+        :class:`BackfillDeferredError` when its wait is withdrawn (``due``, wall clock:
+        when the meter's next cadence begins; or :meth:`defer_backfill`)."""
         wire = encode_request(request)
         max_attempts = attempts or self.settings.request_attempts
         failure = Failure("internal", "no attempt made", 0)
@@ -145,7 +157,14 @@ class MeterLink:
                 await anyio.sleep(backoff.delay(attempt - 1, self.rng))
             try:
                 answer = await self._attempt(
-                    wire, request, twin, watchdog, attempt + 1, stoppable=stoppable
+                    wire,
+                    request,
+                    twin,
+                    watchdog,
+                    attempt + 1,
+                    stoppable=stoppable,
+                    lane=lane,
+                    due=due,
                 )
             except TransportError as exc:
                 failure = Failure(exc.reason, exc.detail, attempt + 1)
@@ -171,14 +190,21 @@ class MeterLink:
         number: int,
         *,
         stoppable: bool,
+        lane: Lane,
+        due: float,
     ) -> Answer:
         settings = self.settings
         wait = self._last_exchange_end + settings.min_gap_seconds - time.monotonic()
         if wait > 0:
             await anyio.sleep(wait)
         start = time.monotonic()
+        deferred = False
         try:
-            conn = await self._connection(watchdog, stoppable)
+            try:
+                conn = await self._connection(watchdog, stoppable, lane, due)
+            except BackfillDeferredError:
+                deferred = True  # nothing was sent: the meter's gap is not restarted
+                raise
             sent_at = self.wall_clock()
             try:
                 frame = await conn.exchange(wire, settings.read_timeout_seconds)
@@ -196,22 +222,36 @@ class MeterLink:
                 raise
             return Answer(response, number, latency, sent_at, received_at)
         finally:
-            self._last_exchange_end = time.monotonic()
+            if not deferred:
+                self._last_exchange_end = time.monotonic()
 
-    async def _connection(self, watchdog: ProgressWatchdog, stoppable: bool) -> MeterConnection:
+    def defer_backfill(self) -> None:
+        """Withdraw a back-fill request waiting for a connection (a command arrived)."""
+        if self._backfill_wait is not None:
+            self._backfill_wait.cancel()
+
+    async def _connection(
+        self, watchdog: ProgressWatchdog, stoppable: bool, lane: Lane, due: float
+    ) -> MeterConnection:
         if self._conn is not None and self._conn.usable:
             return self._conn
         self.close()
-        if not self.limiter.try_acquire():
+        if not self.limiter.try_acquire(lane):
             if stoppable and self.stopping():
                 raise PollAbortError
             # Waiting for the fleet's caps is not being stuck; stop() may cancel this wait.
             self.waiting_for_slot = True
+            granted = False
             try:
-                with watchdog.paused():
-                    await self.limiter.acquire()
+                with watchdog.paused(), anyio.CancelScope() as scope:
+                    if lane == "backfill":
+                        self._backfill_wait = scope
+                    granted = await self.limiter.acquire(lane, due=due)
             finally:
                 self.waiting_for_slot = False
+                self._backfill_wait = None
+            if not granted:
+                raise BackfillDeferredError
         # A slot goes back to the limiter that granted it, even after a reconfigure.
         self._slot_limiter = self.limiter
         try:

@@ -1,42 +1,86 @@
-"""Fleet-wide caps: connections in flight and new connections per second.
+"""Fleet-wide caps: connections in flight and new connections per second, live work first.
 
-A session takes a slot (semaphore) first and a rate token second, so a token is never
-spent by a session that then waits for a slot; together they bound both the number of open
-meter connections and the connect rate, which keeps a mass reconnect after an outage from
-becoming a storm. The limiter keeps its own counters (peak in flight, recent connect
-times) so tests and ``flowsd status`` can check the caps held.
+One :class:`ConnectionLimiter` grants every meter connection of the daemon. A grant needs a
+free slot (at most ``max_in_flight`` connections open) and a rate token (a bucket of
+``burst`` tokens refilled at ``rate`` per second), taken together at the moment of the
+grant, so a token is never spent by a session that then waits for a slot. Together they
+bound the number of open meter connections and the connect rate, which keeps a mass
+reconnect after an outage from becoming a storm.
+
+Waiters queue in two lanes, each first come first served:
+
+* ``live``: everything a cadence reads (balances, voltages, signal, the event log, the
+  newest half hours of the profile logs), commands and probes;
+* ``backfill``: profile-log requests for older half hours.
+
+A back-fill waiter is granted only while no live waiter is queued, so back-fill uses only
+the capacity the live lane leaves under the caps. A back-fill waiter may also carry a
+wall-clock ``due`` (when its meter's next cadence slot begins): :meth:`expire` withdraws the
+waiters whose meter is due, so a meter never sits in the back-fill queue past its own live
+readings; such a wait returns ``False`` and the poll leaves the rest of its back-fill to the
+next one.
+
+The limiter keeps its own counters (peak in flight, grants per lane, recent connect times)
+so tests and ``flowsd status`` can check the caps held and the lanes' order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import heapq
+import itertools
 import math
 import time
-
-import anyio
+from typing import Literal
 
 from flowsd.meters import metrics
 
+Lane = Literal["live", "backfill"]
+LANES: tuple[Lane, ...] = ("live", "backfill")
 
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` stored; waiters are served in order."""
 
-    def __init__(self, rate: float, burst: int) -> None:
+class _Waiter:
+    __slots__ = ("due", "future", "lane", "queued")
+
+    def __init__(self, lane: Lane, future: asyncio.Future[bool], due: float) -> None:
+        self.lane = lane
+        self.future = future
+        self.due = due
+        self.queued = True  # until granted, expired or cancelled
+
+    def leave(self, waiting: dict[Lane, int]) -> None:
+        self.queued = False
+        waiting[self.lane] -= 1
+
+
+class ConnectionLimiter:
+    """Both caps, the two lanes, and the counters that prove them."""
+
+    def __init__(self, max_in_flight: int, rate: float, burst: int, *, history: int = 4096) -> None:
+        self.max_in_flight = max_in_flight
         self.rate = rate
         self.burst = max(1, burst)
         self._tokens = float(self.burst)
-        self._stamp = -math.inf
-        self._lock = anyio.Lock()
+        self._stamp = -math.inf  # monotonic time of the last refill
+        self._queues: dict[Lane, collections.deque[_Waiter]] = {
+            lane: collections.deque() for lane in LANES
+        }
+        self._waiting: dict[Lane, int] = dict.fromkeys(LANES, 0)
+        # Back-fill waiters with a due time, earliest first (entries of granted or
+        # cancelled waiters are dropped when they reach the top).
+        self._dues: list[tuple[float, int, _Waiter]] = []
+        self._sequence = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.connects = 0
+        self.granted: dict[Lane, int] = dict.fromkeys(LANES, 0)
+        self.expired = 0
+        # Monotonic times of the most recent connects (for rate checks).
+        self.recent_connects: collections.deque[float] = collections.deque(maxlen=history)
 
-    def try_take(self) -> bool:
-        """Take a token if one is available now and nobody is queued for one."""
-        if self._lock.locked():
-            return False
-        self._refill(time.monotonic())
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+    # ----------------------------------------------------------------- tokens
 
     def _refill(self, now: float) -> None:
         if self._stamp == -math.inf:
@@ -44,61 +88,121 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
-    async def take(self) -> None:
-        async with self._lock:
-            while True:
-                self._refill(time.monotonic())
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                await anyio.sleep((1.0 - self._tokens) / self.rate)
-
-
-class ConnectionLimiter:
-    """Both caps, plus the counters that prove them."""
-
-    def __init__(self, max_in_flight: int, rate: float, burst: int, *, history: int = 4096) -> None:
-        self.max_in_flight = max_in_flight
-        self.bucket = TokenBucket(rate, burst)
-        self._slots = anyio.Semaphore(max_in_flight)
-        self.in_flight = 0
-        self.peak_in_flight = 0
-        self.connects = 0
-        # Monotonic times of the most recent connects (for rate checks).
-        self.recent_connects: collections.deque[float] = collections.deque(maxlen=history)
-
-    def try_acquire(self) -> bool:
-        """Take one connection slot if a slot and a token are free right now."""
-        if self._slots.value == 0 or self._slots.statistics().tasks_waiting:
+    def _can_grant(self) -> bool:
+        if self.in_flight >= self.max_in_flight:
             return False
-        if not self.bucket.try_take():
+        self._refill(time.monotonic())
+        return self._tokens >= 1.0
+
+    # ----------------------------------------------------------------- taking a slot
+
+    def waiting(self, lane: Lane) -> int:
+        """Waiters queued in ``lane`` now."""
+        return self._waiting[lane]
+
+    def try_acquire(self, lane: Lane = "live") -> bool:
+        """Take a connection at once if the caps allow it and nobody this request must
+        let go first is queued (live: live waiters; back-fill: any waiter)."""
+        if self._waiting["live"] or (lane == "backfill" and self._waiting["backfill"]):
             return False
-        self._slots.acquire_nowait()
-        self._acquired()
+        if not self._can_grant():
+            return False
+        self._grant(lane)
         return True
 
-    async def acquire(self) -> None:
-        """Take one connection slot: wait for a free slot, then for a rate token."""
-        await self._slots.acquire()
+    async def acquire(self, lane: Lane = "live", *, due: float = math.inf) -> bool:
+        """Wait for a connection in ``lane``. ``True``: granted (give it back with
+        :meth:`release`). ``False``: a back-fill wait withdrawn by :meth:`expire` because
+        ``due`` (wall clock) came first; nothing is held."""
+        if self.try_acquire(lane):
+            return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(lane, future, due)
+        self._queues[lane].append(waiter)
+        self._waiting[lane] += 1
+        if lane == "backfill" and due < math.inf:
+            heapq.heappush(self._dues, (due, next(self._sequence), waiter))
+        self._dispatch()
         try:
-            await self.bucket.take()
+            return await future
         except BaseException:
-            self._slots.release()
+            if waiter.queued:
+                waiter.leave(self._waiting)
+                future.cancel()
+                self._dispatch()
+            elif future.result():
+                self.release()  # granted as the waiter was being cancelled
             raise
-        self._acquired()
 
-    def _acquired(self) -> None:
-        self.in_flight += 1
-        self.connects += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        self.recent_connects.append(time.monotonic())
-        metrics.CONNECTIONS_IN_FLIGHT.inc()
-        metrics.CONNECTS.inc()
+    def expire(self, now: float) -> int:
+        """Withdraw the back-fill waiters whose ``due`` (wall clock) is at or before ``now``;
+        returns how many."""
+        withdrawn = 0
+        dues = self._dues
+        while dues and dues[0][0] <= now:
+            _, _, waiter = heapq.heappop(dues)
+            if waiter.queued and not waiter.future.cancelled():
+                waiter.leave(self._waiting)
+                waiter.future.set_result(False)
+                withdrawn += 1
+        self.expired += withdrawn
+        if withdrawn:
+            self._dispatch()
+        return withdrawn
 
     def release(self) -> None:
         self.in_flight -= 1
         metrics.CONNECTIONS_IN_FLIGHT.dec()
-        self._slots.release()
+        self._dispatch()
+
+    # ----------------------------------------------------------------- granting
+
+    def _dispatch(self) -> None:
+        """Grant queued waiters, live first, while the caps allow; when only a token is
+        missing, come back when the next one is due."""
+        while True:
+            waiter = self._head("live") or self._head("backfill")
+            if waiter is None:
+                return
+            if not self._can_grant():
+                if self.in_flight < self.max_in_flight:
+                    self._wake_for_token()
+                return
+            self._queues[waiter.lane].popleft()
+            waiter.leave(self._waiting)
+            self._grant(waiter.lane)
+            waiter.future.set_result(True)
+
+    def _head(self, lane: Lane) -> _Waiter | None:
+        queue = self._queues[lane]
+        # Skipped: expired waiters, and cancelled ones (acquire() then does the counting).
+        while queue and (not queue[0].queued or queue[0].future.cancelled()):
+            queue.popleft()
+        return queue[0] if queue else None
+
+    def _wake_for_token(self) -> None:
+        if self._timer is not None:
+            return
+        delay = max(0.0, (1.0 - self._tokens) / self.rate)
+
+        def wake() -> None:
+            self._timer = None
+            self._dispatch()
+
+        self._timer = asyncio.get_running_loop().call_later(delay, wake)
+
+    def _grant(self, lane: Lane) -> None:
+        self._tokens -= 1.0
+        self.in_flight += 1
+        self.connects += 1
+        self.granted[lane] += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self.recent_connects.append(time.monotonic())
+        metrics.CONNECTIONS_IN_FLIGHT.inc()
+        metrics.CONNECTS.inc()
+        metrics.CONNECTION_GRANTS.labels(lane).inc()
+
+    # ----------------------------------------------------------------- introspection
 
     def max_connects_in_window(self, window: float) -> int:
         """Most connects seen in any ``window`` seconds among the recent connect times."""

@@ -34,6 +34,19 @@ CONNECTIONS_IN_FLIGHT = Gauge(
     "flowsd_meter_connections_in_flight", "Open TCP connections to meters.", registry=REGISTRY
 )
 CONNECTS = Counter("flowsd_meter_connects", "TCP connections opened to meters.", registry=REGISTRY)
+CONNECTION_GRANTS = Counter(
+    "flowsd_meter_connection_grants",
+    "Connections granted under the fleet caps, by lane (live: cadence reads, commands, probes; "
+    "backfill: profile-log history, granted only while no live request waits).",
+    ["lane"],
+    registry=REGISTRY,
+)
+BACKFILL_DEFERRED = Counter(
+    "flowsd_meter_backfill_deferred",
+    "Back-fill requests that gave up their place in the queue because their meter's next "
+    "cadence came due or a command arrived (the rest is read in a later poll).",
+    registry=REGISTRY,
+)
 BYTES_SENT = Counter("flowsd_meter_sent_bytes", "Bytes written to meters.", registry=REGISTRY)
 BYTES_RECEIVED = Counter(
     "flowsd_meter_received_bytes", "Bytes received from meters.", registry=REGISTRY

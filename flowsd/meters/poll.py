@@ -2,7 +2,12 @@
 
 A :class:`Poll` reads the plan items of its cadences in order (learning the hardware first
 when the registry does not know it), pages the meter's event log from the session's cursor
-and reads the profile logs from the session's per-log cursors with back-fill. Between two
+and reads the profile logs from the session's per-log cursors with back-fill, always last:
+a meter's live readings never wait behind its own history. A profile-log request more than
+:data:`LIVE_HALF_HOURS` half hours behind is back-fill: it queues in the limiter's
+back-fill lane (:mod:`flowsd.meters.limits`), behind every live request of the fleet, and
+the poll leaves the rest of its back-fill to a later poll once the meter's next cadence is
+due or a command arrives for it. Between two
 plan items, and between two profile-log requests, it lets the session serve queued commands
 (:meth:`~flowsd.meters.session.MeterSession.serve_commands`), so a command waits for at most
 one item. A :class:`Probe` is one cheap read of an offline meter, without retries.
@@ -23,7 +28,7 @@ from flowsd.meters.backfill import (
     to_datetime,
 )
 from flowsd.meters.eventlog import EventLogScan, LogRecord
-from flowsd.meters.exchange import Answer, Failure, PollAbortError
+from flowsd.meters.exchange import Answer, BackfillDeferredError, Failure, PollAbortError
 from flowsd.meters.observations import (
     EventLogScanned,
     IntervalGap,
@@ -44,6 +49,9 @@ if TYPE_CHECKING:
     from flowsd.meters.session import MeterSession
 
 _HARDWARE_VERSION = by_name("hardware_version")
+# A profile log at most this many half hours behind is read in the live lane: a
+# half-hourly poll normally finds one (two around its slot's edge) per log.
+LIVE_HALF_HOURS = 2
 
 
 class Probe:
@@ -83,6 +91,8 @@ class Poll:
         for cadence in session.plan.cadences(session.family or "single_phase"):
             if cadence.name in wanted:
                 items.extend(i for i in cadence.items if i not in items)
+        # Profile logs last (stable sort): the back-fill they may carry is the long part.
+        items.sort(key=lambda item: isinstance(item, ProfileLogsRead))
         return items
 
     async def _run_item(self, conv: Conversation, item: PlanItem) -> None:
@@ -186,12 +196,25 @@ class Poll:
                 return
             if budget < settings.backfill_max_requests_per_poll:
                 await session.serve_commands(conv)
+            backfill = cursor.pending(newest) > LIVE_HALF_HOURS
+            due = session.schedule.next_due()
+            if backfill and due <= session.wall_clock():
+                return  # the meter's next cadence is due: its live readings go first
             budget -= 1
             requested = cursor.next_wanted
             request = ProfileLogRequest(cursor.log, requested)
-            answer = await conv.request(
-                request, "profile_log", f"profile_log_{cursor.log}", twin=twin
-            )
+            try:
+                answer = await conv.request(
+                    request,
+                    "profile_log",
+                    f"profile_log_{cursor.log}",
+                    twin=twin,
+                    lane="backfill" if backfill else "live",
+                    due=due,
+                )
+            except BackfillDeferredError:
+                metrics.BACKFILL_DEFERRED.inc()
+                return
             if isinstance(answer, Failure):
                 stalled.add(cursor.log)
                 continue

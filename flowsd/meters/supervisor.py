@@ -333,6 +333,7 @@ class FleetSupervisor:
                 self._task_group = tg
                 task_status.started()
                 while not self._stopping:
+                    self.limiter.expire(self.wall_clock())
                     self._wake_due(tg)
                     self._check_freshness()
                     await anyio.sleep(self.settings.schedule_tick_seconds)
@@ -575,6 +576,8 @@ class FleetSupervisor:
     def _wake_now(self, session: MeterSession) -> None:
         if not session.running:
             self._push(session)
+        else:
+            session.link.defer_backfill()  # the command goes before the meter's history
 
     def wake(self, meter_id: UUID) -> None:
         """Look at the meter again at the next tick (a read-back became due)."""

@@ -1,0 +1,126 @@
+"""Live first: cadence reads go before any back-fill, and back-fill only uses what is left
+under the caps (the limiter's two lanes, and the order of a poll's items)."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+
+from flowsd.meters.limits import ConnectionLimiter, Lane
+from flowsd.meters.observations import SessionOutcome
+from flowsd.meters.session import MeterSession, SessionStats
+from flowsd.sim.fleet import SimulatedFleet
+from tests.support import wait_until
+
+from .conftest import Collector, plan_of, settings, subnet, targets_for
+
+
+async def test_a_live_waiter_is_granted_before_every_backfill_waiter_queued_earlier() -> None:
+    limiter = ConnectionLimiter(max_in_flight=1, rate=1000.0, burst=1)
+    order: list[str] = []
+
+    async def take(name: str, lane: Lane) -> None:
+        assert await limiter.acquire(lane)
+        order.append(name)
+        await anyio.sleep(0.01)
+        limiter.release()
+
+    async with anyio.create_task_group() as tg:
+        assert limiter.try_acquire("backfill")  # the slot is busy
+        for i in range(3):
+            tg.start_soon(take, f"backfill {i}", "backfill")
+        await wait_until(lambda: limiter.waiting("backfill") == 3)
+        assert not limiter.try_acquire("live")  # no slot
+        tg.start_soon(take, "live", "live")
+        await wait_until(lambda: limiter.waiting("live") == 1)
+        assert not limiter.try_acquire("backfill")  # a live waiter goes first
+        limiter.release()
+    assert order == ["live", "backfill 0", "backfill 1", "backfill 2"]
+    assert limiter.granted == {"live": 1, "backfill": 4} and limiter.in_flight == 0
+
+
+async def test_a_backfill_wait_is_withdrawn_when_its_meter_is_due() -> None:
+    limiter = ConnectionLimiter(max_in_flight=1, rate=1000.0, burst=1)
+    assert limiter.try_acquire("live")
+    results: list[bool] = []
+
+    async def wait(due: float) -> None:
+        results.append(await limiter.acquire("backfill", due=due))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait, 100.0)
+        tg.start_soon(wait, math.inf)
+        await wait_until(lambda: limiter.waiting("backfill") == 2)
+        assert limiter.expire(99.0) == 0
+        assert limiter.expire(100.0) == 1
+        await wait_until(lambda: results == [False])
+        limiter.release()  # the other one gets the slot
+    assert results == [False, True] and limiter.in_flight == 1 and limiter.expired == 1
+    limiter.release()
+
+
+async def test_live_reads_of_a_meter_go_before_the_fleets_backfill_under_the_caps() -> None:
+    """Six meters share caps that back-fill alone would saturate: five are back-filling a
+    day of profile logs when the sixth starts its poll. The simulator's journal (the order in
+    which the meters answered) shows the sixth meter's live reads first in its own poll and
+    served ahead of the queued back-fill: at most one back-fill answer of the others lands
+    between two of its reads (the request granted while it was between two of its own),
+    where a single first-come-first-served queue would put four or five."""
+    live = ["csq_net_op", "prepay_balance", "instantaneous_voltage"]
+    plan = plan_of(["profile_logs", *live], period=3600.0)  # profile logs first in the plan
+    config = settings(
+        max_connections_in_flight=1,
+        max_new_connections_per_second=40.0,
+        new_connections_burst=1,
+        backfill_horizon_hours=24,
+        backfill_max_requests_per_poll=200,
+    )
+    async with SimulatedFleet(
+        meters=6,
+        seed=11,
+        base_address=subnet(),
+        port=0,
+        hardware=["C1.w"] * 6,
+        history_days=2,
+        journal=True,
+    ) as fleet:
+        sink = Collector()
+        limiter = ConnectionLimiter(1, 40.0, 1)
+        stats = SessionStats()
+        sessions = [
+            MeterSession(
+                target, settings=config, plan=plan, limiter=limiter, sink=sink, stats=stats
+            )
+            for target in targets_for(fleet)
+        ]
+        journal = fleet.journal
+        assert journal is not None
+        async with anyio.create_task_group() as tg:
+            for session in sessions[:5]:
+                tg.start_soon(session.poll, ["fast"])
+            # The five are in their back-fill, one waiter each in the back-fill lane.
+            await wait_until(lambda: sum(1 for e in journal if not _is_read(e.request)) >= 10)
+            assert limiter.waiting("backfill") + limiter.waiting("live") >= 3
+            tg.start_soon(sessions[5].poll, ["fast"])
+            await wait_until(lambda: len(fleet.answers(5)) >= len(live) + 2)
+            tg.cancel_scope.cancel()
+        mine = fleet.answers(5)
+        assert [_is_read(e.request) for e in mine[: len(live)]] == [True] * len(live)
+        start = journal.index(mine[0])
+        end = journal.index(mine[len(live) - 1])
+        others_backfill = [
+            e for e in journal[start : end + 1] if e.index != 5 and not _is_read(e.request)
+        ]
+        assert len(others_backfill) <= len(live) - 1, others_backfill
+        # Each of the five read its own live objects before its first back-fill request.
+        for index in range(5):
+            kinds = [_is_read(e.request) for e in fleet.answers(index)]
+            assert kinds[: len(live)] == [True] * len(live) and not any(kinds[len(live) :])
+        assert limiter.granted["backfill"] >= 10
+        assert not [o for o in sink.of(SessionOutcome) if not o.ok and o.reason != "stopped"]
+
+
+def _is_read(request: bytes) -> bool:
+    """An object read (0x01 + object id) rather than a profile-log request."""
+    return request[:1] == b"\x01"
