@@ -33,8 +33,9 @@ whole); the appender commits (or spills) everything queued within ``[daemon] dra
 the session-state writer stops and a last flush marks the heartbeat stopped; exit status 0.
 
 SIGHUP: the configuration file is read again; a valid one replaces the poll plan, the meter
-settings, the drift threshold and ``[daemon] registry_reload_seconds`` (schedules of unchanged cadences are kept, queued events
-untouched) and the meter list is reloaded; an invalid one is logged and ignored.
+settings, the drift threshold and ``[daemon] registry_reload_seconds`` (schedules of unchanged
+cadences are kept, queued events untouched) and the meter list is reloaded; an invalid one is
+logged and ignored.
 """
 
 from __future__ import annotations
