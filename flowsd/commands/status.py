@@ -6,6 +6,9 @@ detail without Prometheus: online/offline counts, the meters that never answered
 a meter is online only once it has answered), the active meters flowsd does not dial and why
 (no or an unusable address, a second row for one device), the slowest meters, the last error
 of each failing meter, the appender queue and the projectors' lag behind the event log.
+With several daemons sharing the fleet (migration 110), the lease holders: each daemon's
+lease heartbeat, whether it is live, and its share (meters whose lease it holds), and the
+meters nobody holds.
 """
 
 from __future__ import annotations
@@ -144,9 +147,11 @@ async def _gather(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
             "SELECT name, position, updated_at FROM flowsd.projector_checkpoint ORDER BY name"
         )
     ]  # fmt: skip
+    leases = await _leases(conn)
     return {
         "at": now,
         "daemons": daemons,
+        "leases": leases,
         "registry_meters": registry,
         "meters": dict(counts)
         if counts
@@ -163,6 +168,33 @@ async def _gather(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
         "failing": failing,
         "event_log_head": head,
         "projectors": projectors,
+    }
+
+
+_LEASE_HOLDERS = """
+SELECT d.name, d.host, d.pid, d.started_at, d.heartbeat_at, d.lease_seconds, d.stopped_at,
+       d.stopped_at IS NULL AND d.heartbeat_at > now() - make_interval(secs => d.lease_seconds)
+           AS live,
+       count(l.meter_id) FILTER (WHERE l.expires_at > now()) AS meters,
+       count(l.meter_id) FILTER (WHERE l.expires_at <= now()) AS expired
+FROM flowsd.daemon d LEFT JOIN flowsd.meter_lease l ON l.daemon = d.name
+GROUP BY d.name ORDER BY d.name
+"""
+_UNHELD = """
+SELECT count(*) FROM flows.meter_registry r
+LEFT JOIN flowsd.meter_lease l ON l.meter_id = r.id
+WHERE r.mode = 'active' AND r.ip_address IS NOT NULL
+  AND (l.daemon IS NULL OR l.expires_at <= now())
+"""
+
+
+async def _leases(conn: asyncpg.Connection) -> dict[str, Any] | None:
+    """The lease holders and their shares (None before migration 110)."""
+    if not await conn.fetchval("SELECT to_regclass('flowsd.meter_lease') IS NOT NULL"):
+        return None
+    return {
+        "daemons": [dict(row) for row in await conn.fetch(_LEASE_HOLDERS)],
+        "unheld": await conn.fetchval(_UNHELD),
     }
 
 
@@ -195,6 +227,18 @@ def render(report: dict[str, Any], where: str) -> str:
             f"spilled {d['spilled_events']}, events appended {d['events_appended']}, "
             f"database {database}"
         )
+    leases = report.get("leases")
+    if leases and leases["daemons"]:
+        live = sum(1 for d in leases["daemons"] if d["live"])
+        lines.append(f"leases: {live} live daemons share the fleet; {leases['unheld']} unheld")
+        for d in leases["daemons"]:
+            state = "live" if d["live"] else ("stopped" if d["stopped_at"] else "silent")
+            expired = f", {d['expired']} expired" if d["expired"] else ""
+            lines.append(
+                f"  {d['name']} on {d['host']} (pid {d['pid']}): {state}, "
+                f"heartbeat {_ago(d['heartbeat_at'], now)}, lease {d['lease_seconds']:g} s, "
+                f"holds {d['meters']} meters{expired}"
+            )
     m = report["meters"]
     lines.append(
         f"meters: {report['registry_meters']} active in the registry; {m['meters']} polled, "

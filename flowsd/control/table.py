@@ -13,9 +13,11 @@ Exactly once: a claimed row is never claimed again. A command still queued when 
 stops is handed back (``pending`` again, token restored) for the next start; a row found
 ``running`` under an earlier run of this instance at start-up was cut off by a crash: it is
 marked failed (``interrupted``, outcome unknown), never run twice, and what it may have
-changed is read back. Several daemons (issue 12: shares of the fleet through lease rows)
-need nothing more: each claims only the meters it holds, so a command reaches the daemon that
-owns its meter; the start-up recovery then keys on the lease epoch instead of the run id.
+changed is read back. Several daemons (:mod:`flowsd.meters.ownership`) need nothing more:
+each claims only the meters whose lease it holds (and not those it is about to hand over),
+so a row reaches the daemon that owns its meter. Left open: a row left ``running`` by a
+daemon that died for good is marked ``interrupted`` only when a daemon of that instance name
+starts again.
 """
 
 from __future__ import annotations
@@ -364,7 +366,10 @@ class CommandTable:
             self.supervisor.wake(row["meter_id"])
 
     async def _claim(self, conn: asyncpg.Connection) -> list[CommandRow]:
-        free = [m for m in self.supervisor.sessions if m not in self._busy]
+        supervisor = self.supervisor
+        free = [
+            m for m in supervisor.sessions if m not in self._busy and not supervisor.is_held_back(m)
+        ]
         if not free:
             return []
         async with conn.transaction():

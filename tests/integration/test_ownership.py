@@ -31,6 +31,7 @@ import anyio.to_thread
 import asyncpg
 
 from flowsd.cli import main as flowsd_main
+from flowsd.commands.status import gather, render
 from flowsd.emop import by_name
 from flowsd.events import types
 from flowsd.events.reader import iter_batches
@@ -181,6 +182,10 @@ async def test_three_daemons_share_fail_over_fence_and_hand_back(
             moved = {m for m in ids.values() if before[m] != after[m]}
             assert moved == {m for m in ids.values() if after[m] == "c"}
             assert METERS // 5 < len(moved) < METERS // 2, len(moved)
+            report = await gather(url)
+            shares = {d["name"]: d["meters"] for d in report["leases"]["daemons"] if d["live"]}
+            assert shares.keys() == {"a", "b", "c"} and sum(shares.values()) == METERS
+            assert "leases: 3 live daemons share the fleet; 0 unheld" in render(report, "db")
 
             # SIGKILL: c's meters are polled again by a and b within two lease periods.
             await wait_until(lambda: all(fleet.connections_to(index_of[m]) for m in moved))
