@@ -214,7 +214,7 @@ class FleetSupervisor:
                     sink=self.sink,
                     stats=self.stats,
                     wall_clock=self.wall_clock,
-                    rng=random.Random(self.rng.getrandbits(64)),
+                    rng=self.rng,
                     stopping=lambda: self._stopping,
                     queue_size=self.queue_size,
                     readback_settle_seconds=self.readback_settle_seconds,
