@@ -33,8 +33,9 @@ whole); the appender commits (or spills) everything queued within ``[daemon] dra
 the session-state writer stops and a last flush marks the heartbeat stopped; exit status 0.
 
 SIGHUP: the configuration file is read again; a valid one replaces the poll plan, the meter
-settings and the drift threshold (schedules of unchanged cadences are kept, queued events
-untouched) and the meter list is reloaded; an invalid one is logged and ignored.
+settings, the drift threshold and ``[daemon] registry_reload_seconds`` (schedules of unchanged
+cadences are kept, queued events untouched) and the meter list is reloaded; an invalid one is
+logged and ignored.
 """
 
 from __future__ import annotations
@@ -82,10 +83,10 @@ from flowsd.meters.registry import DialPlan, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
 from flowsd.ops.http import serve_management
+from flowsd.ops.limits import raise_open_files_limit
 from flowsd.ops.metrics import server_version, set_build_info
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.runner import ProjectorRunner
-from flowsd.sim.limits import raise_open_files_limit
 from flowsd.supervision import ComponentGaveUpError, RestartPolicy, Supervisor
 
 log = structlog.get_logger("flowsd.app")
@@ -464,9 +465,17 @@ class Daemon:
             log.error("configuration reload refused; keeping the running one", error=str(exc))
             return False
         self.detector.drift_threshold = fresh.ingest.clock_drift_threshold_seconds
-        self.registry.reload_seconds = fresh.daemon.registry_reload_seconds
+        reload_seconds = fresh.daemon.registry_reload_seconds
+        self.registry.reload_seconds = reload_seconds
+        # self.config holds what is in force: the rest of [daemon] applies only at start.
         self.config = msgspec.structs.replace(
-            self.config, meters=fresh.meters, poll=fresh.poll, ingest=fresh.ingest
+            self.config,
+            meters=fresh.meters,
+            poll=fresh.poll,
+            ingest=fresh.ingest,
+            daemon=msgspec.structs.replace(
+                self.config.daemon, registry_reload_seconds=reload_seconds
+            ),
         )
         self.registry.request_reload()
         log.info("configuration reloaded", cadences=list(plan.cadence_names()))

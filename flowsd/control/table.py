@@ -40,6 +40,7 @@ from flowsd.backoff import Backoff, Retry
 from flowsd.control.dispatch import Dispatcher
 from flowsd.db.connect import close_quietly
 from flowsd.db.errors import DATABASE_ERRORS, describe
+from flowsd.db.listen import ListeningConnection
 from flowsd.emop import EncodeError, UnknownObjectError, by_id, by_name
 from flowsd.emop.view import operator_value, to_json
 from flowsd.meters import operations as commands
@@ -259,7 +260,7 @@ class CommandTable:
         self.run_id = uuid.uuid4()
         self.poll_seconds = poll_seconds
         self._wake = anyio.Event()
-        self._conn: asyncpg.Connection | None = None
+        self._listening = ListeningConnection(connect, NOTIFY_CHANNEL, self._notified)
         self._busy: set[UUID] = set()  # meters with a command of ours in flight
         self._tasks: TaskGroup | None = None
         self._stopping = False
@@ -279,7 +280,7 @@ class CommandTable:
                 task_status.started()
                 while not self._stopping:
                     try:
-                        conn = await self._connection()
+                        conn = await self._listening.connection()
                         if not recovered:
                             await self._recover(conn)
                             recovered = True
@@ -288,14 +289,14 @@ class CommandTable:
                             self._start(tg, row)
                     except DATABASE_ERRORS as exc:
                         log.warning("command table not read; will retry", error=describe(exc))
-                        await self._close()
+                        await self._listening.close()
                     with anyio.move_on_after(self.poll_seconds):
                         await self._wake.wait()
                     self._wake = anyio.Event()
                 await self._idle.wait()
         finally:
             self._tasks = None
-            await self._close()
+            await self._listening.close()
 
     async def stop(self) -> None:
         """Claim nothing more; returns when every claimed command is finished or handed
@@ -304,28 +305,8 @@ class CommandTable:
         self._wake.set()
         await self._idle.wait()
 
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            conn = await self._connect()
-            try:
-                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-            except BaseException:
-                conn.terminate()
-                raise
-            conn.add_termination_listener(self._notified)
-            self._conn = conn
-        return self._conn
-
-    def _notified(self, *_: object) -> None:
+    def _notified(self) -> None:
         self._wake.set()
-
-    async def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        conn.remove_termination_listener(self._notified)
-        with anyio.CancelScope(shield=True):
-            await close_quietly(conn)
 
     async def _recover(self, conn: asyncpg.Connection) -> None:
         """Rows an earlier run of this instance left running: cut off by a crash."""

@@ -108,7 +108,8 @@ _md5 = _fastest_md5()
 
 
 class EventBody(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """Base of every event body. Subclasses set a tag, ``TYPE_ID`` and ``NAME``."""
+    """Base of every event body. Subclasses set a tag and ``TYPE_ID``; ``NAME`` (the
+    catalogue's name) is the tag in capitals, set below once every body class exists."""
 
     TYPE_ID: ClassVar[int]
     NAME: ClassVar[str]
@@ -167,7 +168,6 @@ class MeterLogEntry(EventBody, frozen=True, tag="meter_log_entry"):
     """
 
     TYPE_ID: ClassVar[int] = 0
-    NAME: ClassVar[str] = "METER_LOG_ENTRY"
 
     emlite_type_id: int
     event_set: int
@@ -186,7 +186,6 @@ class BalanceRead(EventBody, frozen=True, tag="balance_read"):
     """Prepay balance (negative = debt); emergency credit in use when the meter reports it."""
 
     TYPE_ID: ClassVar[int] = 1001
-    NAME: ClassVar[str] = "BALANCE_READ"
 
     balance_gbp: Decimal
     emergency_credit_gbp: Decimal | None = None
@@ -196,7 +195,6 @@ class SignalQualityRead(EventBody, frozen=True, tag="signal_quality_read"):
     """Cellular CSQ (0-31) and network operator code from ``csq_net_op``."""
 
     TYPE_ID: ClassVar[int] = 1002
-    NAME: ClassVar[str] = "SIGNAL_QUALITY_READ"
 
     csq: int
     network_operator: int | None = None
@@ -206,7 +204,6 @@ class VoltageRead(EventBody, frozen=True, tag="voltage_read"):
     """Single-phase instantaneous voltage."""
 
     TYPE_ID: ClassVar[int] = 1003
-    NAME: ClassVar[str] = "VOLTAGE_READ"
 
     voltage_v: Decimal
 
@@ -215,7 +212,6 @@ class ThreePhaseVoltageRead(EventBody, frozen=True, tag="three_phase_voltage_rea
     """Three-phase instantaneous voltages; a phase whose read failed is None."""
 
     TYPE_ID: ClassVar[int] = 1004
-    NAME: ClassVar[str] = "THREE_PHASE_VOLTAGE_READ"
 
     l1_v: Decimal | None
     l2_v: Decimal | None
@@ -227,7 +223,6 @@ class ClockRead(EventBody, frozen=True, tag="clock_read"):
     observation in time); ``drift_seconds`` = meter_time - read time, signed."""
 
     TYPE_ID: ClassVar[int] = 1005
-    NAME: ClassVar[str] = "CLOCK_READ"
 
     meter_time: datetime
     drift_seconds: float
@@ -237,7 +232,6 @@ class RegisterRead(EventBody, frozen=True, tag="register_read"):
     """Cumulative register values of one element (``read_element_a``/``_b``)."""
 
     TYPE_ID: ClassVar[int] = 1006
-    NAME: ClassVar[str] = "REGISTER_READ"
 
     element: Element
     import_active_wh: int
@@ -253,7 +247,6 @@ class ThreePhaseRegisterRead(EventBody, frozen=True, tag="three_phase_register_r
     """Three-phase total registers as raw meter counts; kWh = count / ``counts_per_kwh``."""
 
     TYPE_ID: ClassVar[int] = 1007
-    NAME: ClassVar[str] = "THREE_PHASE_REGISTER_READ"
 
     counts_per_kwh: int
     active_import: int | None
@@ -266,14 +259,12 @@ class ThreePhaseRegisterRead(EventBody, frozen=True, tag="three_phase_register_r
 
 class ActiveTariffRead(EventBody, frozen=True, tag="active_tariff_read"):
     TYPE_ID: ClassVar[int] = 1008
-    NAME: ClassVar[str] = "ACTIVE_TARIFF_READ"
 
     tariff: ActiveTariff
 
 
 class FutureTariffRead(EventBody, frozen=True, tag="future_tariff_read"):
     TYPE_ID: ClassVar[int] = 1009
-    NAME: ClassVar[str] = "FUTURE_TARIFF_READ"
 
     tariff: FutureTariff
 
@@ -286,7 +277,6 @@ class IdentityRead(EventBody, frozen=True, tag="identity_read"):
     """
 
     TYPE_ID: ClassVar[int] = 1010
-    NAME: ClassVar[str] = "IDENTITY_READ"
 
     serial: str | None = None
     hardware: str | None = None
@@ -298,7 +288,6 @@ class FlagsRead(EventBody, frozen=True, tag="flags_read"):
     """The meter's boolean settings; a flag not read in this poll is None."""
 
     TYPE_ID: ClassVar[int] = 1011
-    NAME: ClassVar[str] = "FLAGS_READ"
 
     prepay_enabled: bool | None = None
     daylight_savings_correction_enabled: bool | None = None
@@ -311,7 +300,6 @@ class BacklightRead(EventBody, frozen=True, tag="backlight_read"):
     the raw value is unknown."""
 
     TYPE_ID: ClassVar[int] = 1012
-    NAME: ClassVar[str] = "BACKLIGHT_READ"
 
     raw: int
     setting: str | None
@@ -319,7 +307,6 @@ class BacklightRead(EventBody, frozen=True, tag="backlight_read"):
 
 class LoadSwitchRead(EventBody, frozen=True, tag="load_switch_read"):
     TYPE_ID: ClassVar[int] = 1013
-    NAME: ClassVar[str] = "LOAD_SWITCH_READ"
 
     raw: int
     setting: str | None
@@ -329,7 +316,6 @@ class _ProfileStatus(EventBody, frozen=True):
     """Status word of a profile record, kept raw (wire bytes 0 and 1 as ``byte0 << 8 | byte1``)."""
 
     TYPE_ID: ClassVar[int] = -1
-    NAME: ClassVar[str] = ""
 
     status: int
 
@@ -354,7 +340,6 @@ class ProfileLog1Record(_ProfileStatus, frozen=True, tag="profile_log_1_record")
     """Half-hourly profile log 1: cumulative import Wh at ``observed_at`` (the record's time)."""
 
     TYPE_ID: ClassVar[int] = 1014
-    NAME: ClassVar[str] = "PROFILE_LOG_1_RECORD"
 
     import_a_wh: int
     import_b_wh: int | None = None
@@ -364,7 +349,6 @@ class ProfileLog2Record(_ProfileStatus, frozen=True, tag="profile_log_2_record")
     """Half-hourly profile log 2: export and reactive registers (element B on twin meters)."""
 
     TYPE_ID: ClassVar[int] = 1015
-    NAME: ClassVar[str] = "PROFILE_LOG_2_RECORD"
 
     export_a_wh: int
     reactive_import_a_varh: int
@@ -380,7 +364,6 @@ class ThreePhaseIntervalRecord(EventBody, frozen=True, tag="three_phase_interval
     (hex, e.g. ``"d79600"``) to its raw count."""
 
     TYPE_ID: ClassVar[int] = 1016
-    NAME: ClassVar[str] = "THREE_PHASE_INTERVAL_RECORD"
 
     profile: int
     interval_minutes: int
@@ -397,7 +380,6 @@ class ThreePhaseIntervalRecord(EventBody, frozen=True, tag="three_phase_interval
 
 class BalanceChanged(EventBody, frozen=True, tag="balance_changed"):
     TYPE_ID: ClassVar[int] = 1101
-    NAME: ClassVar[str] = "BALANCE_CHANGED"
 
     previous_gbp: Decimal | None
     balance_gbp: Decimal
@@ -405,7 +387,6 @@ class BalanceChanged(EventBody, frozen=True, tag="balance_changed"):
 
 class FutureTariffChanged(EventBody, frozen=True, tag="future_tariff_changed"):
     TYPE_ID: ClassVar[int] = 1102
-    NAME: ClassVar[str] = "FUTURE_TARIFF_CHANGED"
 
     previous: FutureTariff | None
     tariff: FutureTariff
@@ -415,7 +396,6 @@ class TariffActivated(EventBody, frozen=True, tag="tariff_activated"):
     """The active tariff differs from the last one seen (typically a future tariff swapped in)."""
 
     TYPE_ID: ClassVar[int] = 1103
-    NAME: ClassVar[str] = "TARIFF_ACTIVATED"
 
     previous: ActiveTariff | None
     tariff: ActiveTariff
@@ -423,7 +403,6 @@ class TariffActivated(EventBody, frozen=True, tag="tariff_activated"):
 
 class MeterWentOffline(EventBody, frozen=True, tag="meter_went_offline"):
     TYPE_ID: ClassVar[int] = 1104
-    NAME: ClassVar[str] = "METER_WENT_OFFLINE"
 
     consecutive_failures: int
     last_error: str
@@ -432,14 +411,12 @@ class MeterWentOffline(EventBody, frozen=True, tag="meter_went_offline"):
 
 class MeterCameOnline(EventBody, frozen=True, tag="meter_came_online"):
     TYPE_ID: ClassVar[int] = 1105
-    NAME: ClassVar[str] = "METER_CAME_ONLINE"
 
     offline_since: datetime | None = None
 
 
 class HealthChanged(EventBody, frozen=True, tag="health_changed"):
     TYPE_ID: ClassVar[int] = 1106
-    NAME: ClassVar[str] = "HEALTH_CHANGED"
 
     previous: HealthStatus | None
     health: HealthStatus
@@ -448,7 +425,6 @@ class HealthChanged(EventBody, frozen=True, tag="health_changed"):
 
 class FirmwareChanged(EventBody, frozen=True, tag="firmware_changed"):
     TYPE_ID: ClassVar[int] = 1107
-    NAME: ClassVar[str] = "FIRMWARE_CHANGED"
 
     previous: str | None
     firmware_version: str
@@ -456,7 +432,6 @@ class FirmwareChanged(EventBody, frozen=True, tag="firmware_changed"):
 
 class HardwareChanged(EventBody, frozen=True, tag="hardware_changed"):
     TYPE_ID: ClassVar[int] = 1108
-    NAME: ClassVar[str] = "HARDWARE_CHANGED"
 
     previous: str | None
     hardware: str
@@ -464,7 +439,6 @@ class HardwareChanged(EventBody, frozen=True, tag="hardware_changed"):
 
 class SerialChanged(EventBody, frozen=True, tag="serial_changed"):
     TYPE_ID: ClassVar[int] = 1109
-    NAME: ClassVar[str] = "SERIAL_CHANGED"
 
     previous: str | None
     serial: str
@@ -472,7 +446,6 @@ class SerialChanged(EventBody, frozen=True, tag="serial_changed"):
 
 class PrepayModeChanged(EventBody, frozen=True, tag="prepay_mode_changed"):
     TYPE_ID: ClassVar[int] = 1110
-    NAME: ClassVar[str] = "PREPAY_MODE_CHANGED"
 
     previous: bool | None
     prepay_enabled: bool
@@ -482,7 +455,6 @@ class ClockDriftThresholdCrossed(EventBody, frozen=True, tag="clock_drift_thresh
     """``above`` is True when |drift| rose to the threshold or beyond, False when it fell back."""
 
     TYPE_ID: ClassVar[int] = 1111
-    NAME: ClassVar[str] = "CLOCK_DRIFT_THRESHOLD_CROSSED"
 
     drift_seconds: float
     threshold_seconds: float
@@ -493,7 +465,6 @@ class DaylightSavingsCorrectionChanged(
     EventBody, frozen=True, tag="daylight_savings_correction_changed"
 ):
     TYPE_ID: ClassVar[int] = 1112
-    NAME: ClassVar[str] = "DAYLIGHT_SAVINGS_CORRECTION_CHANGED"
 
     previous: bool | None
     enabled: bool
@@ -512,7 +483,6 @@ class CommandRequested(EventBody, frozen=True, tag="command_requested"):
     """
 
     TYPE_ID: ClassVar[int] = 1201
-    NAME: ClassVar[str] = "COMMAND_REQUESTED"
 
     command_id: uuid.UUID
     source: str
@@ -531,7 +501,6 @@ class CommandSucceeded(EventBody, frozen=True, tag="command_succeeded"):
     before, prefixed ``before:``) as operators read it, e.g. the balance after a top-up."""
 
     TYPE_ID: ClassVar[int] = 1202
-    NAME: ClassVar[str] = "COMMAND_SUCCEEDED"
 
     command_id: uuid.UUID
     operation: str
@@ -551,7 +520,6 @@ class CommandFailed(EventBody, frozen=True, tag="command_failed"):
     ``interrupted`` sequence left the meter part-written, and its read-back follows."""
 
     TYPE_ID: ClassVar[int] = 1203
-    NAME: ClassVar[str] = "COMMAND_FAILED"
 
     command_id: uuid.UUID
     operation: str
@@ -605,6 +573,9 @@ AnyBody: TypeAlias = (
 )
 
 BODY_CLASSES: tuple[type[EventBody], ...] = get_args(AnyBody)
+for _cls in BODY_CLASSES:
+    # msgspec fixes the tag only after the class body ran, so it cannot be read there.
+    _cls.NAME = str(_cls.__struct_config__.tag).upper()
 # flowsd's own types by id (meter-native entries are all MeterLogEntry, see body_class_for).
 BODY_CLASS_BY_TYPE_ID: dict[int, type[EventBody]] = {
     cls.TYPE_ID: cls for cls in BODY_CLASSES if cls is not MeterLogEntry

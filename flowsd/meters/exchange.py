@@ -43,6 +43,11 @@ from flowsd.meters.observations import FailureReason
 from flowsd.meters.transport import MeterConnection, TransportError
 from flowsd.meters.watchdog import ProgressWatchdog
 
+# Longest a back-fill request waits for a connection before its poll leaves the rest of the
+# back-fill to a later one: a waiting poll is a task with its frames (several KB), so a fleet
+# whose back-fill demand exceeds the spare capacity must not hold one per meter.
+BACKFILL_MAX_WAIT_SECONDS = 15.0
+
 RequestKind = Literal["object", "profile_log", "event_log", "probe", "command"]
 
 
@@ -101,6 +106,21 @@ def classify(exc: EmopError) -> FailureReason:
 class MeterLink:
     """The connection side of one meter session."""
 
+    __slots__ = (
+        "_backfill_wait",
+        "_conn",
+        "_last_exchange_end",
+        "_slot_limiter",
+        "host",
+        "limiter",
+        "port",
+        "rng",
+        "settings",
+        "stopping",
+        "waiting_for_slot",
+        "wall_clock",
+    )
+
     def __init__(
         self,
         host: str,
@@ -143,7 +163,8 @@ class MeterLink:
         again after a restart); a command's requests run to their end. A ``backfill``
         request waits for a connection behind every live one and raises
         :class:`BackfillDeferredError` when its wait is withdrawn (``due``, wall clock:
-        when the meter's next cadence begins; or :meth:`defer_backfill`)."""
+        when the meter's next cadence begins; :meth:`defer_backfill`; or after
+        :data:`BACKFILL_MAX_WAIT_SECONDS`)."""
         wire = encode_request(request)
         max_attempts = attempts or self.settings.request_attempts
         failure = Failure("internal", "no attempt made", 0)
@@ -246,6 +267,7 @@ class MeterLink:
                 with watchdog.paused(), anyio.CancelScope() as scope:
                     if lane == "backfill":
                         self._backfill_wait = scope
+                        scope.deadline = anyio.current_time() + BACKFILL_MAX_WAIT_SECONDS
                     granted = await self.limiter.acquire(lane, due=due)
             finally:
                 self.waiting_for_slot = False

@@ -7,7 +7,8 @@ a meter's live readings never wait behind its own history. A profile-log request
 :data:`LIVE_HALF_HOURS` half hours behind is back-fill: it queues in the limiter's
 back-fill lane (:mod:`flowsd.meters.limits`), behind every live request of the fleet, and
 the poll leaves the rest of its back-fill to a later poll once the meter's next cadence is
-due or a command arrives for it. Between two
+due, a command arrives for it, or it waited for a connection for
+:data:`~flowsd.meters.exchange.BACKFILL_MAX_WAIT_SECONDS`. Between two
 plan items, and between two profile-log requests, it lets the session serve queued commands
 (:meth:`~flowsd.meters.session.MeterSession.serve_commands`), so a command waits for at most
 one item. A :class:`Probe` is one cheap read of an offline meter, without retries.

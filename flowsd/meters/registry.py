@@ -25,8 +25,8 @@ from prometheus_client import Counter, Gauge
 
 from flowsd.backoff import Backoff, Retry
 from flowsd.db.availability import DatabaseAvailability
-from flowsd.db.connect import close_quietly
 from flowsd.db.errors import DATABASE_ERRORS, describe
+from flowsd.db.listen import ListeningConnection
 from flowsd.meters.dialplan import (
     NOT_DIALLED_KINDS,
     DialPlan,
@@ -99,13 +99,12 @@ class RegistrySource:
         retry: Backoff | None = None,
         availability: DatabaseAvailability | None = None,
     ) -> None:
-        self._connect = connect
         self._consumer = consumer
         self.reload_seconds = reload_seconds
         self._retry = Retry(retry or Backoff(0.5, 30.0))
         self.availability = availability or DatabaseAvailability("the meter list's database")
         self._wake = anyio.Event()
-        self._conn: asyncpg.Connection | None = None
+        self._listening = ListeningConnection(connect, NOTIFY_CHANNEL, self._notified)
         self.plan: DialPlan | None = None
         self._routable: set[str] = set()  # addresses found routable (checked once each)
         self._reported: dict[UUID, str] = {}  # not-dialled reasons already logged
@@ -133,7 +132,7 @@ class RegistrySource:
                 while not await self.reload():
                     await self._wait_retry()
         finally:
-            await self._close()
+            await self._listening.close()
 
     async def _wait_retry(self) -> None:
         """The backoff after a failed reload, cut short by a reload request or by another
@@ -154,7 +153,7 @@ class RegistrySource:
     async def reload(self) -> bool:
         """Read the list and hand it on if it changed; False when the database failed."""
         try:
-            conn = await self._connection()
+            conn = await self._listening.connection()
             rows = await load_active_meters(conn)
             REGISTRY_RELOADS.inc()
             plan = await self._plan(rows)
@@ -173,7 +172,7 @@ class RegistrySource:
             REGISTRY_RELOAD_ERRORS.inc()
             self.availability.failed("meter list", exc)
             log.warning("meter list reload failed; keeping the current list", error=describe(exc))
-            await self._close()
+            await self._listening.close()
             return False
 
     async def _plan(self, rows: Sequence[RegistryRow]) -> DialPlan:
@@ -208,29 +207,8 @@ class RegistrySource:
         for kind in NOT_DIALLED_KINDS:
             REGISTRY_NOT_DIALLED.labels(kind).set(sum(m.kind == kind for m in plan.not_dialled))
 
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            conn = await self._connect()
-            try:
-                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-            except BaseException:
-                conn.terminate()
-                raise
-            # A lost connection loses NOTIFYs too: reconnect (and re-read) at once.
-            conn.add_termination_listener(self._notified)
-            self._conn = conn
-        return self._conn
-
-    def _notified(self, *_: object) -> None:
+    def _notified(self) -> None:
         self._wake.set()
-
-    async def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        conn.remove_termination_listener(self._notified)
-        with anyio.CancelScope(shield=True):
-            await close_quietly(conn)
 
 
 def _route_problems(addresses: Sequence[str]) -> dict[str, str | None]:

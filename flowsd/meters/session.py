@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 import structlog
@@ -53,6 +53,7 @@ from flowsd.meters.target import MeterTarget
 from flowsd.meters.watchdog import ProgressWatchdog
 
 WallClock = Callable[[], float]
+_LOG = structlog.get_logger("flowsd.meters")
 RunKind = Literal["poll", "probe", "commands"]
 
 
@@ -102,8 +103,46 @@ class PollRequest:
         return self.outcome
 
 
+# One generator for every session that is not given its own: a Mersenne Twister is 2.5 KB,
+# which per meter was the largest single item of a loaded fleet (bench/bench_fleet.py).
+_SHARED_RNG = random.Random()
+
+
 class MeterSession:
     """State and conversation of one meter."""
+
+    # No per-instance dict: a fleet holds tens of thousands of these.
+    __slots__ = (
+        "answered_ever",
+        "breaker",
+        "cancel_scope",
+        "commands",
+        "event_cursor",
+        "hardware",
+        "heap_generation",
+        "last_failure",
+        "last_failure_at",
+        "last_poll_seconds",
+        "last_success_at",
+        "limiter",
+        "link",
+        "plan",
+        "poll_requests",
+        "profile_cursors",
+        "queue_size",
+        "readback",
+        "readback_due",
+        "readback_settle_seconds",
+        "rng",
+        "running",
+        "schedule",
+        "settings",
+        "sink",
+        "stats",
+        "stopping",
+        "target",
+        "wall_clock",
+    )
 
     def __init__(
         self,
@@ -127,13 +166,10 @@ class MeterSession:
         self.sink = sink
         self.stats = stats
         self.wall_clock = wall_clock
-        self.rng = rng or random.Random()
+        self.rng = rng or _SHARED_RNG
         self.stopping = stopping
         self.queue_size = queue_size
         self.readback_settle_seconds = readback_settle_seconds
-        self.log = structlog.get_logger("flowsd.meters").bind(
-            meter_serial=target.serial, meter_id=str(target.meter_id)
-        )
         now = wall_clock()
         offline = target.resume.offline_since
         self.breaker = Breaker(
@@ -175,6 +211,12 @@ class MeterSession:
         self.last_failure_at: float | None = None
         self.last_success_at: float | None = None
         self.last_poll_seconds: float | None = None
+
+    @property
+    def log(self) -> Any:
+        """The meter's logger, bound when a line is logged (not held per meter)."""
+        target = self.target
+        return _LOG.bind(meter_serial=target.serial, meter_id=str(target.meter_id))
 
     @property
     def waiting_for_slot(self) -> bool:
@@ -225,7 +267,6 @@ class MeterSession:
         self.target = target
         self.link.host = target.ip_address
         self.link.port = target.port or self.settings.port
-        self.log = self.log.bind(meter_serial=target.serial)
         if hardware_changed and target.hardware is not None:
             self.set_hardware(target.hardware)
 

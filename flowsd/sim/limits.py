@@ -1,24 +1,12 @@
-"""File-descriptor limits: one listening socket per meter needs as many descriptors."""
+"""File-descriptor capacity of the simulator: one listening socket per meter needs as many
+descriptors."""
 
 from __future__ import annotations
 
-import resource
+from flowsd.ops.limits import raise_open_files_limit
 
 # Descriptors kept free for connections in flight, the event loop, logs and the database.
 HEADROOM = 256
-
-
-def raise_open_files_limit() -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; return the new (soft, hard)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft, hard
 
 
 def check_capacity(meters: int) -> None:

@@ -32,8 +32,17 @@ async def test_reload_keeps_schedules_and_applies_the_new_plan(
             path.write_text("[poll]\ncadences = 3\n")
             assert not daemon.reload()
             assert _slots(daemon) == slots  # a refused file changes nothing
-            path.write_text(_config(tmp_path, fleet.port, ["csq_net_op", "prepay_balance"]))
+            fresh = _config(tmp_path, fleet.port, ["csq_net_op", "prepay_balance"])
+            path.write_text(
+                fresh.replace(
+                    "registry_reload_seconds = 3600.0", "registry_reload_seconds = 1800.0"
+                )
+            )
             assert daemon.reload()
+            # What reload applies live is what the daemon's config says is in force.
+            assert daemon.registry.reload_seconds == 1800.0
+            assert daemon.config.daemon.registry_reload_seconds == 1800.0
+            assert daemon.config.daemon.drain_seconds == config.daemon.drain_seconds
             after = _slots(daemon)
             for meter_id, (cadence, last_done) in slots.items():
                 assert after[meter_id][0] is cadence  # the same slots object, not a new one
