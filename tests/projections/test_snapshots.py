@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowsd.errors import UserError
 from flowsd.events.checkpoints import read_checkpoint
 from flowsd.events.codec import to_staged_rows
 from flowsd.events.reader import read_events
 from flowsd.events.store import append_batch
-from flowsd.errors import UserError
 from flowsd.projections.projector import apply_batch
 from flowsd.projections.replay import replay
 from flowsd.projections.snapshot import newest_snapshot, take_snapshots
@@ -68,7 +68,7 @@ async def test_after_detaching_the_log_before_a_snapshot_replay_and_verify_start
     # A month-old history, recorded in the oldest partition, projected live.
     for row in to_staged_rows(every_table_once(meters[0])):
         await conn.execute(
-            "INSERT INTO flows.meter_event_log (meter_id, \"timestamp\", event_type, event_set, "
+            'INSERT INTO flows.meter_event_log (meter_id, "timestamp", event_type, event_set, '
             "read_at, payload, idempotency_key, recorded_at) "
             "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)",
             *row[1:],
