@@ -65,6 +65,7 @@ async def test_after_detaching_the_log_before_a_snapshot_replay_and_verify_start
         "SELECT name, upper_bound FROM flowsd.event_log_partition "
         "WHERE detached_at IS NULL ORDER BY upper_bound LIMIT 1"
     )
+    assert first is not None
     # A month-old history, recorded in the oldest partition, projected live.
     for row in to_staged_rows(every_table_once(meters[0])):
         await conn.execute(
