@@ -23,7 +23,9 @@ A whole replay alters the history tables' constraints and indexes, so it runs as
 
 ``from_snapshot``: each projection's shadow starts as a copy of its newest snapshot
 (:mod:`flowsd.projections.snapshot`) at position ``P`` and only the events after ``P`` are
-read; the result replaces the whole table, as a replay from position 0 does.
+read; the result replaces the whole table, as a replay from position 0 does. A replay from
+position 0 starts from the history that pre-dates the log, where migration 117 kept one
+(:func:`flowsd.projections.snapshot.seed_baseline`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from flowsd.projections.rebuild import (
     drop_shadows,
     prepare_session,
 )
-from flowsd.projections.snapshot import Snapshot, seed_shadow, snapshots_for
+from flowsd.projections.snapshot import Snapshot, seed_baseline, seed_shadow, snapshots_for
 
 log = structlog.get_logger("flowsd.projections")
 
@@ -129,6 +131,8 @@ async def replay(
             try:
                 if snapshot is not None:
                     await seed_shadow(lane_conn, shadows[0], snapshot)
+                elif start == 0:
+                    await seed_baseline(lane_conn, shadows[0])
                 await build_range(lane_conn, shadows, start, head, progress)
                 progress.set_phase(f"swap {projection.name}")
                 checkpoints[projection.name] = await _swap(

@@ -12,6 +12,12 @@ from position 0 (the shadow a rebuild extends is exactly this state; property te
 two equal), without reading the log below ``P``, which may then be detached
 (``flowsd.detach_event_log_partitions``).
 
+The history from before the log: an upgraded production database has history rows that no
+event stands for. Migration 117 copies them into ``flowsd.baseline_<table>`` before any
+projector runs; a rebuild from position 0 without a snapshot starts from that copy
+(:func:`seed_baseline`, as from a snapshot at position 0), so a whole replay keeps them, and a
+row an event gives later replaces the baseline's row with its key.
+
 A snapshot's table has the layout of the shadow of the flowsd version that made it; a
 version whose shadow differs refuses it (take a new one). Building one reads the log, not
 the live table, so it neither locks nor waits for the projectors.
@@ -27,7 +33,7 @@ import structlog
 
 from flowsd.errors import UserError
 from flowsd.events.reader import head_position
-from flowsd.projections.base import Projection
+from flowsd.projections.base import Projection, quote
 from flowsd.projections.progress import Progress
 from flowsd.projections.rebuild import (
     Shadow,
@@ -36,6 +42,7 @@ from flowsd.projections.rebuild import (
     drop_shadows,
     prepare_session,
 )
+from flowsd.projections.rows import KeyedRowsProjection
 
 log = structlog.get_logger("flowsd.projections")
 
@@ -101,6 +108,22 @@ async def seed_shadow(conn: asyncpg.Connection, shadow: Shadow, snapshot: Snapsh
     await conn.execute(f"INSERT INTO {shadow.table} SELECT * FROM {snapshot.table}")
 
 
+async def seed_baseline(conn: asyncpg.Connection, shadow: Shadow) -> bool:
+    """Fill the (empty) shadow of a rebuild from position 0 with the table's history from
+    before the log, when migration 117 kept one; whether it did."""
+    projection = shadow.projection
+    if not isinstance(projection, KeyedRowsProjection):
+        return False
+    baseline = f"flowsd.baseline_{projection.table.split('.')[-1]}"
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", baseline):
+        return False
+    names = ", ".join(quote(c) for c in projection.columns)
+    await conn.execute(
+        f"INSERT INTO {shadow.table} (position, {names}) SELECT 0, {names} FROM {baseline}"
+    )
+    return True
+
+
 async def take_snapshots(
     conn: asyncpg.Connection,
     projections: Sequence[Projection],
@@ -127,6 +150,8 @@ async def take_snapshots(
             if base is not None:
                 await seed_shadow(conn, shadows[0], base)
                 start = base.position
+            else:
+                await seed_baseline(conn, shadows[0])
             await build_range(conn, shadows, start, position, progress)
             name = f"snapshot_{projection.name}_{position}"
             async with conn.transaction():

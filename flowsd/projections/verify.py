@@ -23,7 +23,7 @@ from flowsd.projections.base import Projection
 from flowsd.projections.parking import enter_projection
 from flowsd.projections.progress import Progress
 from flowsd.projections.rebuild import build_range, create_shadows, drop_shadows, prepare_session
-from flowsd.projections.snapshot import seed_shadow, snapshots_for
+from flowsd.projections.snapshot import seed_baseline, seed_shadow, snapshots_for
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ async def verify(
             since = starts[projection.name]
             if projection.name in snapshots:
                 await seed_shadow(conn, shadows[0], snapshots[projection.name])
+            else:
+                await seed_baseline(conn, shadows[0])
             await build_range(conn, shadows, since, built, progress)
             async with conn.transaction():
                 await enter_projection(conn, projection.name)
