@@ -6,9 +6,8 @@ import uuid
 
 from flowsd.meters.freshness import STALE_AFTER_PERIODS, Freshness, FreshnessView
 from flowsd.meters.supervisor import FleetSupervisor
-from flowsd.ops.metrics import sample_value
 from flowsd.sim.faults import FaultPlan
-from tests.support import wait_until
+from tests.support import sample_value, wait_until
 
 from .conftest import (
     Collector,
