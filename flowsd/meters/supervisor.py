@@ -611,14 +611,20 @@ class FleetSupervisor:
         return all(s.breaker.offline or s.schedule.next_due() > now for s in self.sessions.values())
 
     def status(self, *, top: int = 10) -> FleetStatus:
-        sessions = list(self.sessions.values())
-        timed = [s for s in sessions if s.last_poll_seconds is not None]
-        timed.sort(key=lambda s: s.last_poll_seconds or 0.0, reverse=True)
-        failing = [s for s in sessions if s.breaker.consecutive_failures or s.breaker.offline]
-        failing.sort(key=lambda s: (not s.breaker.offline, -s.breaker.consecutive_failures))
+        sessions = list(self.sessions.values()) if top > 0 else []  # top=0: counts only
+        timed = heapq.nlargest(
+            top,
+            (s for s in sessions if s.last_poll_seconds is not None),
+            key=lambda s: s.last_poll_seconds or 0.0,
+        )
+        failing = heapq.nsmallest(
+            top,
+            (s for s in sessions if s.breaker.consecutive_failures or s.breaker.offline),
+            key=lambda s: (not s.breaker.offline, -s.breaker.consecutive_failures),
+        )
         return FleetStatus(
             running=self._running and not self._stopping,
-            meters=len(sessions),
+            meters=len(self.sessions),
             online=self._states["online"],
             offline=self._states["offline"],
             awaiting_first_answer=self._states["awaiting_first_answer"],
