@@ -2,7 +2,9 @@
 
 
 class UserError(Exception):
-    """A mistake the user can fix (bad argument, bad config, unreachable database).
+    """A mistake the user can fix (bad argument, bad config, a database that refuses this
+    flowsd). A database that is merely unavailable is not one: that is
+    :class:`flowsd.db.errors.DatabaseUnavailableError`, retried.
 
     The command line prints it as one line and exits with status 2.
     """

@@ -19,7 +19,7 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 from uuid import UUID
 
 import msgspec
@@ -33,15 +33,7 @@ NotDialledKind = Literal[
     "duplicate_address",
     "duplicate_serial",
 ]
-NOT_DIALLED_KINDS: tuple[NotDialledKind, ...] = (
-    "no_address",
-    "wrong_family",
-    "unspecified_address",
-    "not_unicast",
-    "unreachable_network",
-    "duplicate_address",
-    "duplicate_serial",
-)
+NOT_DIALLED_KINDS: tuple[NotDialledKind, ...] = get_args(NotDialledKind)
 
 _UNROUTABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL})
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
