@@ -62,7 +62,6 @@ from flowsd.db.migrate import migrate
 from flowsd.db.urls import with_database
 from flowsd.meters.observations import Observation, Reading
 from flowsd.ops.logs import configure_logging
-from flowsd.ops.metrics import sample_value
 from flowsd.sim.register import register_fleet
 from flowsd.sim.state import FleetState
 
@@ -204,7 +203,7 @@ async def _measure(
             await anyio.sleep(cadence + 2 * GAP_SECONDS * REQUESTS_PER_POLL)
             rss_after = _rss()
             stats = daemon.supervisor.stats
-            requests0, events0 = stats.requests_ok, sample_value("flowsd_events_appended_total")
+            requests0, events0 = stats.requests_ok, daemon.appender.statistics().committed
             cpu0, t0 = cpu_seconds(), time.perf_counter()
             system0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
             sim0, (busy0, total0) = _process_cpu(simulator.pid), _machine_busy()
@@ -217,7 +216,7 @@ async def _measure(
             sim_cpu = _process_cpu(simulator.pid) - sim0
             busy1, total1 = _machine_busy()
             requests = stats.requests_ok - requests0
-            events = sample_value("flowsd_events_appended_total") - events0
+            events = daemon.appender.statistics().committed - events0
             status = daemon.supervisor.status(top=0)
             daemon.request_stop()
     finally:

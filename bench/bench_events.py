@@ -49,7 +49,7 @@ from flowsd.db.embedded import start_embedded
 from flowsd.db.migrate import migrate
 from flowsd.db.urls import with_database
 from flowsd.events.appender import Appender
-from flowsd.events.codec import key_batch, to_columns
+from flowsd.events.codec import event_set_of, key_batch, payload_json
 from flowsd.events.reader import read_events
 from flowsd.events.store import append_batch
 from flowsd.events.types import (
@@ -176,21 +176,19 @@ _COPY_COLUMNS = [
 def _copy_rows(events: list[Event], batch: int) -> list[list[tuple[object, ...]]]:
     chunks = []
     for i in range(0, len(events), batch):
-        c = to_columns(events[i : i + batch])
-        chunks.append(
-            list(
-                zip(
-                    c.meter_ids,
-                    c.observed_at,
-                    c.event_types,
-                    c.event_sets,
-                    c.read_at,
-                    c.payloads,
-                    c.keys,
-                    strict=True,
-                )
+        rows: list[tuple[object, ...]] = [
+            (
+                e.meter_id,
+                e.observed_at,
+                e.type_id,
+                event_set_of(e.body),
+                e.read_at,
+                payload_json(e.body),
+                e.idempotency_key(),
             )
-        )
+            for e in events[i : i + batch]
+        ]
+        chunks.append(rows)
     return chunks
 
 

@@ -27,8 +27,9 @@ import anyio
 from bench.common import Result, cpu_seconds
 from flowsd.config import MetersConfig, PollConfig
 from flowsd.emop import ReadRequest, encode_request, object_id
+from flowsd.emop.frame import frame_size
 from flowsd.meters import FleetSupervisor, MeterTarget, Observation, PollPlan
-from flowsd.meters.transport import connect, frame_complete
+from flowsd.meters.transport import connect
 from flowsd.ops.logs import configure_logging
 
 AREA = "transport"
@@ -63,7 +64,7 @@ async def _anyio_streams(address: Address, request: bytes) -> bytes:
         async with await anyio.connect_tcp(address[0], address[1]) as stream:
             await stream.send(request)
             buffer = bytearray()
-            while not frame_complete(buffer):
+            while frame_size(buffer) is None:
                 buffer += await stream.receive()
             return bytes(buffer)
 
@@ -73,7 +74,7 @@ async def _asyncio_streams(address: Address, request: bytes) -> bytes:
     try:
         writer.write(request)
         buffer = bytearray()
-        while not frame_complete(buffer):
+        while frame_size(buffer) is None:
             chunk = await asyncio.wait_for(reader.read(512), 5.0)
             if not chunk:
                 break
@@ -100,7 +101,7 @@ async def _measure(
             address = addresses[next(counter) % len(addresses)]
             try:
                 reply = await exchange(address, request)
-                if frame_complete(reply):
+                if frame_size(reply) is not None:
                     done += 1
                 else:
                     errors += 1

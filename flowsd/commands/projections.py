@@ -4,6 +4,10 @@
 head and parked events. ``flowsd projections retry-parked [--projection NAME ...] [--meter
 SERIAL]`` applies parked events again (oldest first, meter by meter) once their cause is
 fixed; it exits 1 when some are still parked. A meter is named by its serial or its id.
+``flowsd projections snapshot [--projection NAME ...] [--keep N]`` stores each projection's
+rebuild state at the log head (from its previous snapshot, reading only the events since), for
+``flowsd replay --from-snapshot`` and ``flowsd verify --from-snapshot``; ``--keep`` drops all
+but the newest N snapshots of each.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from flowsd.commands.output import print_json
 from flowsd.commands.replay import add_projection_argument, with_connection
 from flowsd.commands.run import add_common_arguments
 from flowsd.db.meter_names import find_meter
+from flowsd.errors import UserError
 from flowsd.events.reader import head_position
 from flowsd.projections.catalogue import select_projections
 from flowsd.projections.parking import retry_parked
 from flowsd.projections.replay import Connect
+from flowsd.projections.snapshot import drop_snapshots, take_snapshots
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,6 +47,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_common_arguments(retry)
     retry.set_defaults(handler=run_retry)
+    snapshot = actions.add_parser("snapshot", help="store the projections' state at the head")
+    add_projection_argument(snapshot)
+    snapshot.add_argument(
+        "--keep", metavar="N", type=int, default=0, help="keep only the newest N (0: keep all)"
+    )
+    add_common_arguments(snapshot)
+    snapshot.set_defaults(handler=run_snapshot)
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -96,5 +109,28 @@ def run_retry(args: argparse.Namespace) -> int:
         if remaining == 0:
             print("no parked events left")
         return 1 if remaining else 0
+
+    return with_connection(args, work)
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    projections = select_projections(args.projection)
+    if args.keep < 0:
+        raise UserError("--keep must be 0 or more")
+
+    async def work(conn: asyncpg.Connection, _more: Connect) -> int:
+        for snapshot in await take_snapshots(conn, projections):
+            print(f"{snapshot.projection}: snapshot at {snapshot.position} ({snapshot.table})")
+            if args.keep:
+                older = await conn.fetchval(
+                    "SELECT position FROM flowsd.projection_snapshot WHERE projection = $1 "
+                    "ORDER BY position DESC OFFSET $2 LIMIT 1",
+                    snapshot.projection,
+                    args.keep - 1,
+                )
+                if older is not None:
+                    for table in await drop_snapshots(conn, snapshot.projection, older):
+                        print(f"{snapshot.projection}: dropped {table}")
+        return 0
 
     return with_connection(args, work)

@@ -3,6 +3,9 @@
 ``--projection NAME`` (repeatable) chooses projections, all by default. ``--from-position N``
 or ``--since TIME`` rebuilds the time-series tables from that point only (rows from earlier
 events are kept); ``meter_shadows`` and ``meter_registry`` are always recomputed whole.
+``--from-snapshot`` starts every chosen projection from its newest snapshot (``flowsd
+projections snapshot``) and reads only the events after it; the tables are replaced whole,
+as by a replay from position 1, without reading the log below the snapshot.
 On a terminal a progress bar is drawn on stderr, below the log lines (which follow
 ``[logging]``); otherwise progress is logged every few seconds. The result is printed on
 stdout.
@@ -85,6 +88,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--from-position", metavar="N", type=int, help="rebuild from events after position N"
     )
     start.add_argument(
+        "--from-snapshot",
+        action="store_true",
+        help="start from each projection's newest snapshot (flowsd projections snapshot)",
+    )
+    start.add_argument(
         "--since",
         metavar="TIME",
         help="rebuild from events recorded at or after TIME (ISO 8601; UTC when no offset)",
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             from_position=start,
             connect=more,
             workers=min(os.cpu_count() or 1, 4),
+            from_snapshot=args.from_snapshot,
         )
 
     report = with_connection(args, work)

@@ -4,7 +4,9 @@ Exit status 0 when every chosen projection equals its rebuild, 1 otherwise (the 
 differing rows are printed, marked ``live`` or ``rebuilt``). Live tables are not changed.
 ``--json`` prints one document instead: ``{"ok": ..., "projections": [{"name", "equal",
 "position", "differences", "parked_events", "first": [rows]}]}``. Progress and log lines go
-to stderr.
+to stderr. ``--from-snapshot`` rebuilds from each projection's newest snapshot (``flowsd
+projections snapshot``) instead of position 0: equality over the log after the snapshot
+(``"since"`` in the JSON).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--show", metavar="N", type=int, default=10, help="differing rows to print per projection"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--from-snapshot",
+        action="store_true",
+        help="rebuild from each projection's newest snapshot, not from position 0",
+    )
     add_common_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -42,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     projections = select_projections(args.projection)  # a bad name fails before connecting
 
     async def work(conn: asyncpg.Connection, _more: Connect) -> list[Verdict]:
-        return await verify(conn, projections, limit=max(args.show, 0))
+        return await verify(
+            conn, projections, limit=max(args.show, 0), from_snapshot=args.from_snapshot
+        )
 
     verdicts = with_connection(args, work)
     ok = all(v.equal for v in verdicts)
@@ -61,6 +70,7 @@ def _document(verdict: Verdict) -> dict[str, Any]:
         "name": verdict.projection,
         "equal": verdict.equal,
         "position": verdict.checkpoint,
+        "since": verdict.since,
         "differences": verdict.differences,
         "parked_events": verdict.parked_events,
         "first": list(verdict.first),
@@ -69,6 +79,8 @@ def _document(verdict: Verdict) -> dict[str, Any]:
 
 def _describe(verdict: Verdict) -> str:
     parked = f", {verdict.parked_events} parked events" if verdict.parked_events else ""
+    if verdict.since:
+        parked += f" (rebuilt from the snapshot at {verdict.since})"
     if verdict.equal:
         return f"{verdict.projection}: equal at position {verdict.checkpoint}{parked}"
     return (

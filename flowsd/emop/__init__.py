@@ -61,6 +61,7 @@ from flowsd.emop.errors import (
 )
 from flowsd.emop.frame import (
     ANY_METER,
+    DELIMITER,
     MAX_FRAME_LENGTH,
     REFERENCE_CLIENT,
     Address,
@@ -72,6 +73,7 @@ from flowsd.emop.frame import (
     decode_frame_prefix,
     decode_frame_unverified,
     encode_frame,
+    frame_size,
 )
 from flowsd.emop.messages import (
     EventLogRequest,
@@ -97,6 +99,7 @@ from flowsd.emop.records import Record
 
 __all__ = [
     "ANY_METER",
+    "DELIMITER",
     "MAX_FRAME_LENGTH",
     "OBJECTS",
     "REFERENCE_CLIENT",
@@ -146,6 +149,7 @@ __all__ = [
     "encode_nak",
     "encode_request",
     "encode_response",
+    "frame_size",
     "object_id",
     "parse_request",
     "record_type",

@@ -145,6 +145,27 @@ def encode_frame(frame: Frame) -> bytes:
     return bytes((DELIMITER, *body, crc >> 8, crc & 0xFF))
 
 
+def frame_size(buffer: bytes | bytearray | memoryview) -> int | None:
+    """How many bytes at the start of ``buffer`` one exchange's frame takes, once that is known;
+    None while more bytes are needed (sans-I/O: the transport and the simulator feed it what
+    their sockets return).
+
+    The rule for leading garbage on a connection that carries one frame each way: a frame
+    starts at the first byte, so a buffer whose first byte is not the delimiter holds no frame
+    and its whole length is returned at once; the reader stops there and decoding those bytes
+    reports the bad delimiter (a meter drops such a request). Only
+    :class:`~flowsd.emop.parser.FrameParser`, for a stream of many frames, skips to the next
+    delimiter instead.
+    """
+    if not buffer:
+        return None
+    if buffer[0] != DELIMITER:
+        return len(buffer)
+    if len(buffer) < 2 or len(buffer) < buffer[1] + 1:
+        return None
+    return buffer[1] + 1
+
+
 def check_frame_length(length: int, max_frame_length: int = MAX_FRAME_LENGTH) -> None:
     """Raise for a frame-length byte no frame may carry."""
     if length < MIN_FRAME_LENGTH:

@@ -44,30 +44,6 @@ def event_set_of(body: EventBody) -> int | None:
     return body.event_set if isinstance(body, MeterLogEntry) else None
 
 
-class EventColumns(msgspec.Struct, frozen=True):
-    """A batch as column arrays, the shape of the append statement's parameters."""
-
-    meter_ids: list[UUID]
-    observed_at: list[datetime]
-    event_types: list[int]
-    event_sets: list[int | None]
-    read_at: list[datetime | None]
-    payloads: list[str | None]
-    keys: list[UUID]
-
-
-def to_columns(events: Sequence[Event]) -> EventColumns:
-    return EventColumns(
-        meter_ids=[e.meter_id for e in events],
-        observed_at=[e.observed_at for e in events],
-        event_types=[e.type_id for e in events],
-        event_sets=[event_set_of(e.body) for e in events],
-        read_at=[e.read_at for e in events],
-        payloads=[payload_json(e.body) for e in events],
-        keys=[e.idempotency_key() for e in events],
-    )
-
-
 # One staged row: ordinal, meter, observed, type, event_set, read_at, payload, key.
 StagedRow = tuple[int, UUID, datetime, int, int | None, datetime | None, str | None, UUID]
 
@@ -227,7 +203,9 @@ def key_batch(events: Sequence[Event]) -> KeyedBatch:
 def decode_body(
     event_type: int, event_set: int | None, payload: str | None
 ) -> AnyBody | UnknownBody:
-    """The body of a stored event; :class:`UnknownBody` for a type this version does not know."""
+    """The body of a stored event; :class:`UnknownBody` for a type this version does not know
+    and for a payload that does not decode as its type (every reader of the log, projectors
+    included, takes it so: an unknown body is skipped, never a crash)."""
     cls = body_class_for(event_type)
     if cls is MeterLogEntry:
         return MeterLogEntry(emlite_type_id=event_type, event_set=event_set or 0)
@@ -235,6 +213,15 @@ def decode_body(
         return UnknownBody(
             type_id=event_type, payload=None if payload is None else payload.encode()
         )
+    try:
+        return decode_payload(cls, payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return UnknownBody(type_id=event_type, payload=payload.encode())
+
+
+def decode_payload(cls: type[EventBody], payload: str) -> AnyBody:
+    """The stored JSON ``payload`` as a ``cls`` body; raises msgspec's ``DecodeError`` or
+    ``ValidationError`` when it is not one (:func:`decode_body` reads that as unknown)."""
     decoder = _body_decoders.get(cls)
     if decoder is None:
         decoder = _body_decoders[cls] = msgspec.json.Decoder(cls)

@@ -1,4 +1,7 @@
-"""Reading the log in position order, for projectors catching up and for other processes.
+"""Reading the log in position order, for projectors catching up and for other processes: the
+one reader of ``flows.meter_event_log``. A payload that does not decode as its type is read as
+an :class:`~flowsd.events.types.UnknownBody` (:func:`flowsd.events.codec.decode_body`), which
+projections skip, as the SQL rebuilds do for types they do not select.
 
 Every read is one statement (one snapshot). Because appends are serialised (see
 :mod:`flowsd.events.store`), ``position > after ORDER BY position`` never skips an event that
@@ -21,19 +24,20 @@ from flowsd.events.codec import decode_row
 from flowsd.events.store import NOTIFY_CHANNEL
 from flowsd.events.types import NATIVE_TYPE_ID_MAX, RecordedEvent
 
-_SELECT_AFTER = """
-SELECT position, recorded_at, meter_id, "timestamp", read_at, event_type, event_set,
-       payload::text AS payload, idempotency_key
+EVENT_COLUMNS = """position, recorded_at, meter_id, "timestamp", read_at, event_type, event_set,
+       payload::text AS payload, idempotency_key"""
+
+_SELECT_RANGE = f"""
+SELECT {EVENT_COLUMNS}
 FROM flows.meter_event_log
-WHERE position > $1
+WHERE position > $1 AND position <= $2
 ORDER BY position
-LIMIT $2
+LIMIT $3
 """
 
 # The same read, bounded above and filtered; a NULL parameter does not filter.
-_SELECT_MATCHING = """
-SELECT position, recorded_at, meter_id, "timestamp", read_at, event_type, event_set,
-       payload::text AS payload, idempotency_key
+_SELECT_MATCHING = f"""
+SELECT {EVENT_COLUMNS}
 FROM flows.meter_event_log
 WHERE position > $1 AND position <= $3
   AND ($4::uuid IS NULL OR meter_id = $4)
@@ -41,6 +45,13 @@ WHERE position > $1 AND position <= $3
        OR ($6 AND event_type BETWEEN 1 AND $7))
 ORDER BY position
 LIMIT $2
+"""
+
+_SELECT_POSITIONS = f"""
+SELECT {EVENT_COLUMNS}
+FROM flows.meter_event_log
+WHERE position = ANY($1::bigint[])
+ORDER BY position
 """
 _NO_UPPER_BOUND = 2**63 - 1
 
@@ -65,21 +76,28 @@ async def read_events(
 ) -> list[RecordedEvent]:
     """Up to ``limit`` committed events with ``after < position <= until`` (no upper bound
     by default) that ``where`` takes, in position order."""
-    if until is None and where is None:
-        rows = await conn.fetch(_SELECT_AFTER, after, limit)
+    through = _NO_UPPER_BOUND if until is None else until
+    if where is None:
+        rows = await conn.fetch(_SELECT_RANGE, after, through, limit)
     else:
-        where = where or EventFilter()
         type_ids = None if where.type_ids is None else list(where.type_ids)
         rows = await conn.fetch(
             _SELECT_MATCHING,
             after,
             limit,
-            _NO_UPPER_BOUND if until is None else until,
+            through,
             where.meter_id,
             type_ids,
             where.meter_log_entries,
             NATIVE_TYPE_ID_MAX,
         )
+    return [decode_row(row) for row in rows]
+
+
+async def read_positions(conn: asyncpg.Connection, positions: Sequence[int]) -> list[RecordedEvent]:
+    """The events at ``positions`` (those still in the log), in position order (a projector
+    retrying parked or patched events)."""
+    rows = await conn.fetch(_SELECT_POSITIONS, list(positions))
     return [decode_row(row) for row in rows]
 
 

@@ -27,8 +27,9 @@ import msgspec
 import structlog
 
 from flowsd.events import types
-from flowsd.events.codec import decode_body
+from flowsd.events.codec import decode_body, decode_payload
 from flowsd.events.store import METER_INDEX_PREDICATE
+from flowsd.events.types import body_class_for
 from flowsd.ingest import metrics
 from flowsd.ingest.detector import MeterState
 from flowsd.meters.eventlog import cursor_from_entries
@@ -102,9 +103,12 @@ def _chunks(ids: Sequence[UUID]) -> list[list[UUID]]:
 def _body(meter_id: UUID, serial: str | None, type_id: int, payload: str | None) -> object:
     """The stored body; None (logged and counted) when its payload does not decode, so the
     state it carried is unknown and the next reading reports a change from the older one."""
-    try:
+    cls = body_class_for(type_id)
+    if cls is None or payload is None:
         return decode_body(type_id, None, payload)
-    except msgspec.DecodeError as exc:
+    try:
+        return decode_payload(cls, payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         metrics.SEED_UNREADABLE.inc()
         log.warning(
             "stored state change unreadable; not seeded",

@@ -19,7 +19,9 @@ The count is the gauge ``flowsd_meters_stale``; which meters are stale goes to t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -45,13 +47,25 @@ class FreshnessView:
     periods: Mapping[str, float]  # cadence name -> period in seconds
 
 
+ViewOf = Callable[[UUID], FreshnessView | None]
+
+
 @dataclass
 class Freshness:
-    """Per meter: when each cadence last polled successfully, and the baseline before that."""
+    """Per meter: when each cadence last polled successfully, and the baseline before that.
+
+    Applying the rule is incremental: each meter has an entry in a heap keyed by the
+    earliest time it could turn stale (:meth:`deadline`), and :meth:`evaluate` looks only at
+    the entries that came due and at the meters already stale. A poll only moves a
+    deadline later, so the entry is left in place and re-pushed with the real deadline when
+    it comes up; what can move a deadline earlier (a new meter, a comeback, new periods)
+    calls :meth:`watch`.
+    """
 
     succeeded: dict[UUID, dict[str, float]] = field(default_factory=dict)
     since: dict[UUID, float] = field(default_factory=dict)
     stale: dict[UUID, StaleMeter] = field(default_factory=dict)
+    _heap: list[tuple[float, UUID]] = field(default_factory=list)
 
     def restart_clock(self, meter_id: UUID, now: float) -> None:
         """The meter joined the fleet, came back online or got a new plan: ages start now
@@ -69,6 +83,28 @@ class Freshness:
         self.since.pop(meter_id, None)
         self.stale.pop(meter_id, None)
 
+    def deadline(self, meter_id: UUID, periods: Mapping[str, float]) -> float:
+        """The time after which the meter is stale unless a cadence is polled meanwhile."""
+        since = self.since.get(meter_id, -math.inf)
+        done = self.succeeded.get(meter_id, {})
+        return (
+            min(
+                (max(done.get(name, since), since) + STALE_AFTER_PERIODS * period)
+                for name, period in periods.items()
+            )
+            if periods
+            else math.inf
+        )
+
+    def watch(self, meter_id: UUID, periods: Mapping[str, float]) -> None:
+        """(Re)examine the meter when its deadline comes (after restart_clock, new periods)."""
+        heapq.heappush(self._heap, (self.deadline(meter_id, periods), meter_id))
+
+    def rewatch_all(self, meters: Iterable[FreshnessView]) -> None:
+        """Rebuild the heap (a new plan: periods may have become shorter)."""
+        self._heap = [(self.deadline(m.meter_id, m.periods), m.meter_id) for m in meters]
+        heapq.heapify(self._heap)
+
     def overdue(self, meter: FreshnessView, now: float) -> StaleMeter | None:
         """The meter's most overdue cadence if the rule makes it stale, else None."""
         if not meter.online:
@@ -84,20 +120,35 @@ class Freshness:
                 worst = StaleMeter(meter.meter_id, name, period, age)
         return worst
 
-    def evaluate(
-        self, meters: Iterable[FreshnessView], now: float
-    ) -> tuple[list[StaleMeter], list[UUID]]:
-        """Apply the rule to ``meters``; returns (turned stale, fresh again) since last time.
-        :attr:`stale` holds every stale meter afterwards."""
+    def evaluate(self, now: float, view_of: ViewOf) -> tuple[list[StaleMeter], list[UUID]]:
+        """Apply the rule; returns (turned stale, fresh again) since last time. ``view_of``
+        gives a meter as the rule sees it (None: it left the fleet). :attr:`stale` holds
+        every stale meter afterwards. Offline meters leave the heap until :meth:`watch`."""
         turned: list[StaleMeter] = []
-        stale: dict[UUID, StaleMeter] = {}
-        for meter in meters:
-            found = self.overdue(meter, now)
-            if found is None:
+        heap = self._heap
+        while heap and heap[0][0] < now:
+            _, meter_id = heapq.heappop(heap)
+            meter = view_of(meter_id)
+            if meter is None or not meter.online or meter_id in self.stale:
                 continue
-            stale[meter.meter_id] = found
-            if meter.meter_id not in self.stale:
+            deadline = self.deadline(meter_id, meter.periods)
+            if deadline >= now:
+                heapq.heappush(heap, (deadline, meter_id))
+                continue
+            found = self.overdue(meter, now)
+            if found is not None:
+                self.stale[meter_id] = found
                 turned.append(found)
-        fresh = [meter_id for meter_id in self.stale if meter_id not in stale]
-        self.stale = stale
+        fresh: list[UUID] = []
+        just_turned = {t.meter_id for t in turned}
+        for meter_id in [m for m in self.stale if m not in just_turned]:
+            meter = view_of(meter_id)
+            found = None if meter is None else self.overdue(meter, now)
+            if found is not None:
+                self.stale[meter_id] = found
+                continue
+            del self.stale[meter_id]
+            fresh.append(meter_id)
+            if meter is not None:
+                self.watch(meter_id, meter.periods)
         return turned, fresh

@@ -67,7 +67,7 @@ from flowsd.meters.session import (
 )
 from flowsd.meters.target import MeterTarget
 
-# How often the stale-meter rule is applied (it is O(meters x cadences)).
+# How often the stale-meter rule is applied (incremental: the meters whose deadline came).
 FRESHNESS_EVERY_SECONDS = 5.0
 
 
@@ -130,6 +130,10 @@ class CommandRefusedError(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+def _periods(session: MeterSession) -> dict[str, float]:
+    return {name: c.period for name, c in session.schedule.cadences.items()}
 
 
 def _utc(seconds: float | None) -> datetime | None:
@@ -223,12 +227,14 @@ class FleetSupervisor:
                 self._states[session.breaker.state] += 1
                 self._never_answered += not session.answered_ever
                 self.freshness.restart_clock(meter_id, self.wall_clock())
+                self.freshness.watch(meter_id, _periods(session))
                 self._push(session)
                 added += 1
             elif session.target.same_identity(target):
                 unchanged += 1
             else:
                 session.update_target(target)
+                self.freshness.watch(meter_id, _periods(session))
                 if not session.running:
                     self._push(session)
                 updated += 1
@@ -279,6 +285,7 @@ class FleetSupervisor:
             self.freshness.restart_clock(session.target.meter_id, now)
             if not session.running:
                 self._push(session)
+        self.freshness.rewatch_all(self._views())
 
     @staticmethod
     def _check(settings: MetersConfig) -> None:
@@ -373,6 +380,7 @@ class FleetSupervisor:
         now = self.wall_clock()
         for meter_id in self.sessions:
             self.freshness.restart_clock(meter_id, now)
+        self.freshness.rewatch_all(self._views())
         self.freshness_suspended = False
 
     def _check_freshness(self) -> None:
@@ -382,15 +390,7 @@ class FleetSupervisor:
         if now - self._freshness_checked_at < self.freshness_every_seconds:
             return
         self._freshness_checked_at = now
-        views = (
-            FreshnessView(
-                meter_id,
-                s.breaker.online,
-                {name: c.period for name, c in s.schedule.cadences.items()},
-            )
-            for meter_id, s in self.sessions.items()
-        )
-        turned, fresh = self.freshness.evaluate(views, now)
+        turned, fresh = self.freshness.evaluate(now, self._view)
         metrics.METERS_STALE.set(len(self.freshness.stale))
         for found in turned:
             session = self.sessions[found.meter_id]
@@ -410,6 +410,18 @@ class FleetSupervisor:
                     meter_serial=again.target.serial,
                     meter_id=str(meter_id),
                 )
+
+    def _view(self, meter_id: UUID) -> FreshnessView | None:
+        session = self.sessions.get(meter_id)
+        if session is None:
+            return None
+        return FreshnessView(meter_id, session.breaker.online, _periods(session))
+
+    def _views(self) -> list[FreshnessView]:
+        return [
+            FreshnessView(meter_id, s.breaker.online, _periods(s))
+            for meter_id, s in self.sessions.items()
+        ]
 
     def _launch(self, tg: TaskGroup, session: MeterSession, now: float) -> None:
         if session.poll_requests:
@@ -485,6 +497,7 @@ class FleetSupervisor:
                 meter_id = session.target.meter_id
                 if session.breaker.online and before != "online":
                     self.freshness.restart_clock(meter_id, self.wall_clock())
+                    self.freshness.watch(meter_id, _periods(session))
                 if outcome is not None and outcome.ok and outcome.kind == "poll":
                     self.freshness.polled(meter_id, outcome.cadences, self.wall_clock())
                 self._push(session)
@@ -598,14 +611,20 @@ class FleetSupervisor:
         return all(s.breaker.offline or s.schedule.next_due() > now for s in self.sessions.values())
 
     def status(self, *, top: int = 10) -> FleetStatus:
-        sessions = list(self.sessions.values())
-        timed = [s for s in sessions if s.last_poll_seconds is not None]
-        timed.sort(key=lambda s: s.last_poll_seconds or 0.0, reverse=True)
-        failing = [s for s in sessions if s.breaker.consecutive_failures or s.breaker.offline]
-        failing.sort(key=lambda s: (not s.breaker.offline, -s.breaker.consecutive_failures))
+        sessions = list(self.sessions.values()) if top > 0 else []  # top=0: counts only
+        timed = heapq.nlargest(
+            top,
+            (s for s in sessions if s.last_poll_seconds is not None),
+            key=lambda s: s.last_poll_seconds or 0.0,
+        )
+        failing = heapq.nsmallest(
+            top,
+            (s for s in sessions if s.breaker.consecutive_failures or s.breaker.offline),
+            key=lambda s: (not s.breaker.offline, -s.breaker.consecutive_failures),
+        )
         return FleetStatus(
             running=self._running and not self._stopping,
-            meters=len(sessions),
+            meters=len(self.sessions),
             online=self._states["online"],
             offline=self._states["offline"],
             awaiting_first_answer=self._states["awaiting_first_answer"],

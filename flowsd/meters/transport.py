@@ -5,9 +5,9 @@ Built on an ``asyncio.Protocol`` rather than anyio streams: measured against the
 and meter polling is the daemon's hot path. Timeouts are anyio cancel scopes, so a session
 cancelled by its watchdog or by shutdown leaves no socket behind.
 
-A response is complete when ``frame_length + 1`` bytes have arrived (SPEC §3), however
-many TCP segments that takes; bytes after it are ignored. The first byte not being 0x7e
-ends the read at once (the codec then reports the bad delimiter). Failures are
+A response is complete when :func:`flowsd.emop.frame.frame_size` says so (``frame_length + 1``
+bytes, SPEC §3), however many TCP segments that takes; bytes after it are ignored. The first
+byte not being 0x7e ends the read at once (the codec then reports the bad delimiter). Failures are
 :class:`TransportError` with a ``reason`` from :data:`~flowsd.meters.observations.FailureReason`.
 """
 
@@ -19,10 +19,10 @@ import socket
 
 import anyio
 
+from flowsd.emop.frame import frame_size
 from flowsd.meters import metrics
 from flowsd.meters.observations import FailureReason
 
-DELIMITER = 0x7E
 # Connection-level reasons worth another attempt; anything else the meter said is final.
 RETRYABLE: frozenset[FailureReason] = frozenset(
     {"refused", "connect_timeout", "unreachable", "reset", "closed", "read_timeout"}
@@ -39,15 +39,6 @@ class TransportError(Exception):
         self.received = received
 
 
-def frame_complete(buffer: bytes | bytearray) -> bool:
-    """Enough bytes for a whole frame, or enough to know it is not one."""
-    if not buffer:
-        return False
-    if buffer[0] != DELIMITER:
-        return True
-    return len(buffer) >= 2 and len(buffer) >= buffer[1] + 1
-
-
 class _MeterProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -62,7 +53,7 @@ class _MeterProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        if frame_complete(self.buffer):
+        if frame_size(self.buffer) is not None:
             self._wake()
 
     def eof_received(self) -> bool:
@@ -104,7 +95,7 @@ class MeterConnection:
         metrics.BYTES_SENT.inc(len(request))
         loop = asyncio.get_running_loop()
         with anyio.move_on_after(read_timeout) as scope:
-            while not frame_complete(protocol.buffer) and not protocol.closed:
+            while frame_size(protocol.buffer) is None and not protocol.closed:
                 protocol.waiter = loop.create_future()
                 try:
                     await protocol.waiter
@@ -113,9 +104,9 @@ class MeterConnection:
         data = bytes(protocol.buffer)
         self.bytes_received += len(data)
         metrics.BYTES_RECEIVED.inc(len(data))
-        if frame_complete(data):
-            end = data[1] + 1 if data[0] == DELIMITER else len(data)
-            return data[:end]
+        size = frame_size(data)
+        if size is not None:
+            return data[:size]
         if scope.cancelled_caught:
             raise TransportError("read_timeout", f"{len(data)} bytes within {read_timeout}s", data)
         if data:

@@ -61,9 +61,3 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 def snake_case(name: str) -> str:
     """``IntervalRecord`` -> ``interval_record``, for label values built from type names."""
     return _CAMEL_BOUNDARY.sub("_", name).lower()
-
-
-def sample_value(name: str, labels: dict[str, str] | None = None) -> float:
-    """Current value of one sample (0.0 when absent), for tests and `flowsd status`."""
-    value = REGISTRY.get_sample_value(name, labels or {})
-    return 0.0 if value is None else value

@@ -186,7 +186,9 @@ class IntervalProjection(KeyedRowsProjection):
         )
         await conn.execute("ANALYZE pg_temp.flowsd_interval_channel")
         columns = '(position, register_id, "timestamp", kwh, export_kwh)'
-        if after == 0:
+        # From position 0 into an empty shadow: nothing to replace. (A shadow seeded with the
+        # history from before the log, flowsd.projections.snapshot, is not empty.)
+        if after == 0 and not await conn.fetchval(f"SELECT EXISTS (SELECT FROM {shadow})"):
             await conn.execute(f"INSERT INTO {shadow} {columns} {_MAP_TO_REGISTERS}")
             return
         # Later half hours replace the shadow's rows with the same key: it stays one row per

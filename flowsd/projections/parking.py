@@ -22,11 +22,11 @@ import msgspec
 import structlog
 
 from flowsd.db.meter_names import serials_of
-from flowsd.events.codec import decode_body
-from flowsd.events.types import RecordedEvent, UnknownBody
+from flowsd.events.codec import decode_payload
+from flowsd.events.reader import read_positions
+from flowsd.events.types import RecordedEvent, UnknownBody, body_class_for
 from flowsd.projections import metrics
 from flowsd.projections.base import Projection, ProjectionError, stored_type
-from flowsd.projections.source import read_positions
 
 log = structlog.get_logger("flowsd.projections")
 
@@ -136,9 +136,11 @@ def undecodable(projection: Projection, event: RecordedEvent) -> str | None:
     body = event.body
     if not isinstance(body, UnknownBody) or body.type_id not in projection.event_types:
         return None
-    payload = None if body.payload is None else body.payload.decode(errors="replace")
+    cls = body_class_for(body.type_id)
+    if body.payload is None or cls is None:
+        return f"event type {body.type_id} has no payload"
     try:
-        decode_body(body.type_id, None, payload)
+        decode_payload(cls, body.payload.decode(errors="replace"))
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return f"payload of event type {body.type_id} does not decode: {describe(exc)}"
     return f"event type {body.type_id} has no payload"

@@ -25,9 +25,9 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from flowsd.events.reader import read_positions
 from flowsd.events.types import RecordedEvent
 from flowsd.projections.base import Projection, quote
-from flowsd.projections.source import read_positions
 
 _encoder = msgspec.json.Encoder()
 

@@ -20,6 +20,12 @@ updated in place (operators' columns and rows are never touched). A windowed rep
 rebuilt rows over the live ones (upsert) instead of replacing the table.
 
 A whole replay alters the history tables' constraints and indexes, so it runs as their owner.
+
+``from_snapshot``: each projection's shadow starts as a copy of its newest snapshot
+(:mod:`flowsd.projections.snapshot`) at position ``P`` and only the events after ``P`` are
+read; the result replaces the whole table, as a replay from position 0 does. A replay from
+position 0 starts from the history that pre-dates the log, where migration 117 kept one
+(:func:`flowsd.projections.snapshot.seed_baseline`).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from flowsd.projections.rebuild import (
     drop_shadows,
     prepare_session,
 )
+from flowsd.projections.snapshot import Snapshot, seed_baseline, seed_shadow, snapshots_for
 
 log = structlog.get_logger("flowsd.projections")
 
@@ -95,6 +102,7 @@ async def replay(
     progress: Progress | None = None,
     connect: Connect | None = None,
     workers: int = 1,
+    from_snapshot: bool = False,
 ) -> ReplayReport:
     """Rebuild ``projections`` and swap them in; ``from_position`` > 0 rebuilds a window.
 
@@ -103,6 +111,10 @@ async def replay(
     """
     head = await head_position(conn)
     starts = {p.name: (from_position if p.windowed else 0) for p in projections}
+    snapshots: dict[str, Snapshot] = {}
+    if from_snapshot:
+        snapshots = await snapshots_for(conn, projections, head)
+        starts = {name: snapshot.position for name, snapshot in snapshots.items()}
     total = sum(max(head - starts[p.name], 0) for p in projections)
     progress = progress or Progress(total, label=progress_label)
     # The costliest first, so that the lanes finish together.
@@ -114,11 +126,18 @@ async def replay(
         while pending:
             projection = pending.pop(0)
             start = starts[projection.name]
+            snapshot = snapshots.get(projection.name)
             shadows = await create_shadows(lane_conn, [projection], "replay")
             try:
+                if snapshot is not None:
+                    await seed_shadow(lane_conn, shadows[0], snapshot)
+                elif start == 0:
+                    await seed_baseline(lane_conn, shadows[0])
                 await build_range(lane_conn, shadows, start, head, progress)
                 progress.set_phase(f"swap {projection.name}")
-                checkpoints[projection.name] = await _swap(lane_conn, shadows[0], start, head)
+                checkpoints[projection.name] = await _swap(
+                    lane_conn, shadows[0], start, head, whole=start == 0 or snapshot is not None
+                )
             finally:
                 await drop_shadows(lane_conn, shadows)
 
@@ -136,7 +155,9 @@ async def replay(
     return ReplayReport(tuple(p.name for p in projections), head, checkpoints, progress.elapsed)
 
 
-async def _swap(conn: asyncpg.Connection, shadow: Shadow, start: int, built_to: int) -> int:
+async def _swap(
+    conn: asyncpg.Connection, shadow: Shadow, start: int, built_to: int, *, whole: bool
+) -> int:
     """The swap transaction, tried again (whole) if PostgreSQL ends it to break a deadlock.
 
     Lanes cannot deadlock with each other (see :meth:`Projection.lock_for_swap`), but a
@@ -145,7 +166,7 @@ async def _swap(conn: asyncpg.Connection, shadow: Shadow, start: int, built_to: 
     """
     for attempt in range(1, SWAP_ATTEMPTS + 1):
         try:
-            return await _swap_once(conn, shadow, start, built_to)
+            return await _swap_once(conn, shadow, start, built_to, whole=whole)
         except asyncpg.DeadlockDetectedError as exc:
             if attempt == SWAP_ATTEMPTS:
                 raise
@@ -158,9 +179,11 @@ async def _swap(conn: asyncpg.Connection, shadow: Shadow, start: int, built_to: 
     raise AssertionError("unreachable")
 
 
-async def _swap_once(conn: asyncpg.Connection, shadow: Shadow, start: int, built_to: int) -> int:
+async def _swap_once(
+    conn: asyncpg.Connection, shadow: Shadow, start: int, built_to: int, *, whole: bool
+) -> int:
+    """``whole``: the shadow holds every row (built from position 0 or from a snapshot)."""
     projection = shadow.projection
-    whole = start == 0
     async with conn.transaction():
         await enter_projection(conn, projection.name)
         # Before the catch-up reads any table: see Projection.lock_for_swap.
@@ -171,7 +194,7 @@ async def _swap_once(conn: asyncpg.Connection, shadow: Shadow, start: int, built
         await projection.swap(conn, shadow.table, whole=whole)
         # A window that starts beyond the live checkpoint leaves events before it to the
         # live projector (re-applying them is idempotent).
-        checkpoint = head if start <= live_checkpoint else live_checkpoint
+        checkpoint = head if whole or start <= live_checkpoint else live_checkpoint
         await conn.execute(
             """
 INSERT INTO flowsd.projector_checkpoint (name, position) VALUES ($1, $2)
@@ -184,7 +207,7 @@ ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now(
             "DELETE FROM flowsd.projection_parked_event "
             "WHERE projection = $1 AND position > $2 AND position <= $3",
             projection.name,
-            start,
+            0 if whole else start,
             head,
         )
     log.info("projection replayed", projection=projection.name, checkpoint=checkpoint)

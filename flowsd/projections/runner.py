@@ -43,7 +43,7 @@ from flowsd.config import ProjectionsConfig
 from flowsd.db.availability import DatabaseAvailability
 from flowsd.db.errors import DATABASE_ERRORS, describe, is_connection_lost
 from flowsd.events.checkpoints import CheckpointConflictError, read_checkpoint
-from flowsd.events.reader import head_position
+from flowsd.events.reader import head_position, read_events
 from flowsd.events.store import NOTIFY_CHANNEL, AppendResult
 from flowsd.events.subscriptions import Subscription
 from flowsd.events.types import RecordedEvent
@@ -51,7 +51,6 @@ from flowsd.projections import metrics
 from flowsd.projections.base import Projection
 from flowsd.projections.catalogue import select_projections
 from flowsd.projections.projector import apply_batch
-from flowsd.projections.source import read_range
 from flowsd.supervision import Supervisor
 
 log = structlog.get_logger("flowsd.projections")
@@ -253,7 +252,7 @@ class ProjectorTask:
         name = self.projection.name
         while self.checkpoint < until:
             async with _connection(self._pool) as conn:
-                events = await read_range(conn, self.checkpoint, until, self._page)
+                events = await read_events(conn, self.checkpoint, self._page, until=until)
             metrics.CATCH_UP_READS.labels(name).inc()
             full = len(events) == self._page
             # A short page reached `until`: positions up to it without events are gaps.

@@ -16,6 +16,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from flowsd.emop import (
+    DELIMITER,
     Address,
     CrcMismatchError,
     EmopError,
@@ -24,6 +25,7 @@ from flowsd.emop import (
     decode_frame_unverified,
     encode_nak,
     encode_response,
+    frame_size,
 )
 from flowsd.sim.faults import Fault, FaultKind
 from flowsd.sim.rand import Stream, draw, integer
@@ -88,12 +90,13 @@ class MeterConnection(asyncio.Protocol):
         if self.answered or self.transport is None or len(buffer) >= MAX_REQUEST_BYTES:
             return  # one request per connection: anything after it is ignored
         buffer += data
-        if buffer[0] != 0x7E:
+        size = frame_size(buffer)
+        if size is None:
+            return
+        if buffer[0] != DELIMITER:
             self._finish()  # not EMOP: a meter just drops the connection
             return
-        if len(buffer) < 2 or len(buffer) < buffer[1] + 1:
-            return
-        self._answer(bytes(buffer[: buffer[1] + 1]))
+        self._answer(bytes(buffer[:size]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fleet.connection_closed(self.index)
@@ -164,7 +167,7 @@ class MeterConnection(asyncio.Protocol):
         elif kind is FaultKind.GARBAGE:
             length = integer(1, 40, *keys)
             junk = bytearray(draw(*keys, i) & 0xFF for i in range(length))
-            if junk[0] == 0x7E:
+            if junk[0] == DELIMITER:
                 junk[0] = 0x00
             self._send_and_close(bytes(junk))
         elif kind is FaultKind.SPLIT:

@@ -152,6 +152,25 @@ def test_windowed_replay(seeded_url: str, capsys: pytest.CaptureFixture[str]) ->
     capsys.readouterr()
 
 
+def test_snapshot_then_replay_and_verify_from_it(
+    seeded_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    some = ["--database-url", seeded_url, "--projection", "meter_csq"]
+    assert main(["replay", "--from-snapshot", *some]) == 2
+    assert "no snapshot of meter_csq" in capsys.readouterr().err
+    assert main(["projections", "snapshot", *some]) == 0
+    assert main(["projections", "snapshot", "--keep", "1", *some]) == 0
+    out = capsys.readouterr().out
+    assert out.count("meter_csq: snapshot at ") == 2 and "dropped" not in out
+    asyncio.run(_execute(seeded_url, "DELETE FROM flows.meter_csq"))
+    assert main(["verify", "--from-snapshot", *some]) == 1
+    assert "(rebuilt from the snapshot at " in capsys.readouterr().out
+    assert main(["replay", "--from-snapshot", *some]) == 0
+    assert main(["verify", "--from-snapshot", "--json", *some]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["projections"][0]["since"] > 0
+    assert main(["verify", *some]) == 0
+
+
 def test_user_errors_exit_2(seeded_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["verify", "--database-url", seeded_url, "--projection", "nope"]) == 2
     assert "unknown projection 'nope'" in capsys.readouterr().err
@@ -191,6 +210,7 @@ def test_verify_json_is_one_document_on_stdout(
                 "name": "meter_csq",
                 "equal": True,
                 "position": json.loads(out)["projections"][0]["position"],
+                "since": 0,
                 "differences": 0,
                 "parked_events": 0,
                 "first": [],

@@ -17,6 +17,10 @@ from flowsd.db.migrate import MigrationFailedError, load_migrations, migrate
 from flowsd.events.reader import read_events
 from flowsd.events.store import append_batch
 from flowsd.events.types import Event, MeterLogEntry, idempotency_key
+from flowsd.projections.catalogue import all_projections
+from flowsd.projections.replay import replay
+from flowsd.projections.rows import KeyedRowsProjection
+from flowsd.projections.verify import verify
 from tests.db.hosted import (
     ERAS,
     Era,
@@ -266,3 +270,23 @@ async def test_exact_duplicate_history_rows_collapse_and_a_conflict_is_named(
     )
     await migrate(conn)
     assert await conn.fetchval("SELECT count(*) FROM flows.meter_voltage") == total - 2
+
+
+async def test_a_whole_replay_of_an_upgraded_database_keeps_the_history_before_the_log(
+    production: tuple[HostedDatabase, asyncpg.Connection],
+) -> None:
+    """Production's history rows stand for no event; migration 117 keeps them for replays."""
+    _, conn = production
+    await migrate(conn)
+    projections = all_projections()
+    history = [p for p in projections if isinstance(p, KeyedRowsProjection)]
+
+    async def contents() -> dict[str, list[str]]:
+        return {p.name: await _rows(conn, p.table.split(".")[1], list(p.columns)) for p in history}
+
+    before = await contents()
+    assert all(before.values())
+    await replay(conn, projections)
+    assert await contents() == before
+    verdicts = await verify(conn, projections)
+    assert [(v.projection, v.first) for v in verdicts if not v.equal] == []

@@ -40,6 +40,7 @@ from flowsd.emop import (
     encode_nak,
     encode_request,
     encode_response,
+    frame_size,
     object_id,
     parse_request,
     request_data,
@@ -267,3 +268,12 @@ def test_answers_with_the_right_header_raise_only_codec_errors(
         describe_frame(frame, twin=twin)
     except EmopError:
         pass
+
+
+def test_frame_size_is_known_once_the_frame_is_whole_or_cannot_be_one() -> None:
+    wire = encode_frame(Frame(Address(1, 2), Address(3, 4), 0, b"\x01\x02"))
+    assert [frame_size(wire[:n]) for n in range(len(wire))] == [None] * len(wire)
+    assert frame_size(wire) == frame_size(wire + b"\x7e\x00") == len(wire)
+    # Leading garbage on a one-frame exchange: no frame, known at its first byte.
+    assert frame_size(b"\x00") == 1
+    assert frame_size(b"junk" + wire) == len(wire) + 4

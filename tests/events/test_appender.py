@@ -19,8 +19,8 @@ from flowsd.events.appender import Appender
 from flowsd.events.spill import SpillDirectoryInUseError, SpillJournal
 from flowsd.events.store import AppendResult
 from flowsd.events.types import Event, RecordedEvent
-from flowsd.ops.metrics import sample_value
 from tests.events.helpers import balance_event
+from tests.support import sample_value
 
 
 class Database:

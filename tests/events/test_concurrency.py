@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from flowsd.config import AppenderConfig
 from flowsd.events.appender import Appender
-from flowsd.events.codec import to_columns
+from flowsd.events.codec import payload_json
 from flowsd.events.reader import EventFilter, follow, head_position, read_events
 from flowsd.events.store import append_batch
 from flowsd.events.types import Event
@@ -64,16 +64,15 @@ class _Rollback(Exception):  # noqa: N818 (control flow)
 
 async def _raw_insert(conn: asyncpg.Connection, events: list[Event]) -> None:
     """An append that bypasses flowsd's functions: only the table's trigger serialises it."""
-    c = to_columns(events)
     await conn.execute(
         'INSERT INTO flows.meter_event_log (meter_id, "timestamp", event_type, payload, '
         "idempotency_key) SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], "
         "$4::text[]::jsonb[], $5::uuid[])",
-        c.meter_ids,
-        c.observed_at,
-        c.event_types,
-        c.payloads,
-        c.keys,
+        [e.meter_id for e in events],
+        [e.observed_at for e in events],
+        [e.type_id for e in events],
+        [payload_json(e.body) for e in events],
+        [e.idempotency_key() for e in events],
     )
 
 

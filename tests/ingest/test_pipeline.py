@@ -39,8 +39,8 @@ from flowsd.ingest.pipeline import Ingest
 from flowsd.ingest.sessions import SessionTracker
 from flowsd.meters import observations as obs
 from flowsd.meters.plan import TARIFFS_ACTIVE
-from flowsd.ops.metrics import sample_value
 from tests.ingest.helpers import METER, T0, at, of_type, outcome, reading
+from tests.support import sample_value
 
 LONDON = ZoneInfo("Europe/London")
 

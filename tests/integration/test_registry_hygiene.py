@@ -17,7 +17,6 @@ import pytest
 
 from flowsd.db.migrate import load_migrations, migrate
 from flowsd.events import types
-from flowsd.ops.metrics import sample_value
 from flowsd.sim.fleet import SimulatedFleet
 from flowsd.sim.register import register_fleet
 from tests.integration.daemon import (
@@ -29,7 +28,7 @@ from tests.integration.daemon import (
     subnet,
     with_meters,
 )
-from tests.support import wait_until
+from tests.support import sample_value, wait_until
 
 METERS = 4
 FLOWSD = [sys.executable, "-m", "flowsd"]

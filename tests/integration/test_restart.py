@@ -10,7 +10,6 @@ from pathlib import Path
 from flowsd.app import Daemon
 from flowsd.config import PollConfig
 from flowsd.events import types
-from flowsd.ops.metrics import sample_value
 from flowsd.sim.clock import SimClock
 from tests.integration.daemon import (
     FROZEN_AT,
@@ -21,7 +20,7 @@ from tests.integration.daemon import (
     sim_wall_clock,
     with_meters,
 )
-from tests.support import migrate_database, wait_until
+from tests.support import migrate_database, sample_value, wait_until
 
 METERS = 12
 PLAN = PollConfig(

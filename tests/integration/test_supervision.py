@@ -11,7 +11,6 @@ import anyio
 import msgspec
 
 from flowsd.app import Daemon
-from flowsd.ops.metrics import sample_value
 from tests.integration.daemon import (
     daemon_config,
     fast_plan,
@@ -21,7 +20,7 @@ from tests.integration.daemon import (
     running_daemon,
     with_meters,
 )
-from tests.support import WAIT_SECONDS, migrate_database, wait_until
+from tests.support import WAIT_SECONDS, migrate_database, sample_value, wait_until
 
 RESTARTS = "flowsd_component_restarts_total"
 

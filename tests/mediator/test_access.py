@@ -16,9 +16,9 @@ from flowsd.emop.records import Serial
 from flowsd.errors import ConfigError
 from flowsd.mediator.auth import Identity, Policy, identity_of, subject_attribute
 from flowsd.mediator.server import check_config
-from flowsd.ops.metrics import sample_value
 from flowsd.sim.tokens import make_token
 from tests.integration.daemon import FAST_METERS
+from tests.support import sample_value
 
 from .helpers import client, events_of, make_client, make_pki, openssl, served, tls_mediator
 

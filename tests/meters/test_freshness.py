@@ -6,9 +6,8 @@ import uuid
 
 from flowsd.meters.freshness import STALE_AFTER_PERIODS, Freshness, FreshnessView
 from flowsd.meters.supervisor import FleetSupervisor
-from flowsd.ops.metrics import sample_value
 from flowsd.sim.faults import FaultPlan
-from tests.support import wait_until
+from tests.support import sample_value, wait_until
 
 from .conftest import (
     Collector,
@@ -51,12 +50,33 @@ def test_offline_meters_are_not_stale_and_a_comeback_restarts_the_clock() -> Non
 def test_evaluate_reports_transitions_once() -> None:
     freshness = Freshness()
     freshness.restart_clock(METER, 0.0)
-    turned, fresh = freshness.evaluate([view()], 6000.0)
+    freshness.watch(METER, PERIODS)
+    assert freshness.deadline(METER, PERIODS) == STALE_AFTER_PERIODS * 1800.0
+    assert freshness.evaluate(5400.0, lambda _: view()) == ([], [])
+    turned, fresh = freshness.evaluate(6000.0, lambda _: view())
     assert [s.meter_id for s in turned] == [METER] and fresh == []
-    assert freshness.evaluate([view()], 6100.0) == ([], [])
+    assert freshness.evaluate(6100.0, lambda _: view()) == ([], [])
     freshness.polled(METER, ["half_hourly"], 6200.0)
-    assert freshness.evaluate([view()], 6300.0) == ([], [METER])
+    assert freshness.evaluate(6300.0, lambda _: view()) == ([], [METER])
     assert freshness.stale == {}
+    # Polled in time: its entry comes up, is pushed to the new deadline, never stale.
+    freshness.polled(METER, ["half_hourly"], 11000.0)
+    assert freshness.evaluate(6200.0 + 5400.0 + 1, lambda _: view()) == ([], [])
+    turned, _ = freshness.evaluate(11000.0 + 5400.0 + 1, lambda _: view())
+    assert [s.meter_id for s in turned] == [METER]
+
+
+def test_offline_and_departed_meters_leave_the_heap_until_watched_again() -> None:
+    freshness = Freshness()
+    freshness.restart_clock(METER, 0.0)
+    freshness.watch(METER, PERIODS)
+    assert freshness.evaluate(6000.0, lambda _: view(online=False)) == ([], [])
+    assert freshness.evaluate(7000.0, lambda _: view()) == ([], [])  # not re-examined
+    freshness.restart_clock(METER, 7000.0)  # came back online
+    freshness.watch(METER, PERIODS)
+    turned, _ = freshness.evaluate(7000.0 + 5401.0, lambda _: view())
+    assert [s.meter_id for s in turned] == [METER]
+    assert freshness.evaluate(20000.0, lambda _: None) == ([], [METER])
 
 
 async def test_a_slow_meter_turns_stale_while_answering_and_fresh_when_it_speeds_up() -> None:

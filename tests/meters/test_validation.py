@@ -26,7 +26,7 @@ from flowsd.emop import (
 from flowsd.emop.records import ClockTime, CsqNetOp
 from flowsd.meters.observations import ReadFailure, Reading, SessionOutcome
 from flowsd.meters.target import MeterTarget
-from flowsd.ops.metrics import sample_value
+from tests.support import sample_value
 
 from .conftest import Collector, plan_of, session_for, settings, subnet
 

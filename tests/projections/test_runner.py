@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from flowsd.config import ProjectionsConfig
 from flowsd.events import types as t
 from flowsd.events.checkpoints import CheckpointConflictError, read_checkpoint
+from flowsd.events.reader import read_events
 from flowsd.events.store import append_batch
 from flowsd.events.subscriptions import SubscriberHub
 from flowsd.events.types import RecordedEvent
@@ -29,7 +30,6 @@ from flowsd.projections.registry import RegistryProjection
 from flowsd.projections.replay import replay
 from flowsd.projections.runner import ProjectorRunner
 from flowsd.projections.series import CsqProjection
-from flowsd.projections.source import read_range
 from flowsd.projections.verify import verify
 from tests.projections.conftest import add_meter, add_register
 from tests.projections.strategies import BASE
@@ -334,7 +334,7 @@ async def test_an_event_whose_payload_does_not_decode_is_parked_not_skipped(
         '{"csq": "high"}',
     )
     head = (await append_batch(conn, [csq(broken, 1, 3), csq(fine, 1, 4)])).through_position
-    events = await read_range(conn, 0, head, 100)
+    events = await read_events(conn, 0, 100, until=head)
     counted = parked_total("meter_csq")
 
     outcome = await apply_batch(conn, CsqProjection(), events, expected=0, through=head)
