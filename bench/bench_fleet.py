@@ -68,10 +68,10 @@ from flowsd.config import load_config
 from flowsd.db.embedded import start_embedded
 from flowsd.db.migrate import migrate
 from flowsd.db.urls import with_database
+from flowsd.emop.hardware import HardwareFamily
 from flowsd.meters.backfill import HALF_HOUR
 from flowsd.meters.plan import (
     EventLogRead,
-    HardwareFamily,
     ObjectRead,
     PollPlan,
     ProfileLogsRead,

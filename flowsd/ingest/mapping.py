@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from flowsd.emop.hardware import hardware_of
 from flowsd.emop.records import (
     Backlight,
     BacklightSetting,
@@ -25,7 +26,7 @@ from flowsd.emop.records import (
 )
 from flowsd.emop.records import ProfileLog2Record as WireProfileLog2Record
 from flowsd.events import types
-from flowsd.meters.plan import TARIFFS_ACTIVE, TARIFFS_FUTURE, THREE_PHASE_HARDWARE
+from flowsd.meters.plan import TARIFFS_ACTIVE, TARIFFS_FUTURE
 
 IDENTITY_OBJECTS = (
     "serial",
@@ -74,12 +75,14 @@ _DECIVOLT = Decimal("0.1")
 
 
 def is_three_phase(hardware: str | None) -> bool:
-    return hardware in THREE_PHASE_HARDWARE
+    known = hardware_of(hardware)
+    return known is not None and known.three_phase
 
 
 def counts_per_kwh(hardware: str | None) -> int:
     """Scale of three-phase totals: 0.1 Wh on CT-operated meters (P1.cx), else Wh."""
-    return 10_000 if hardware in ("P1.cx", "CX") else 1000
+    known = hardware_of(hardware)
+    return 1000 if known is None else known.counts_per_kwh
 
 
 def volts(raw_decivolts: int) -> Decimal:
@@ -106,7 +109,8 @@ def element_of(object_name: str, hardware: str | None) -> types.Element:
     """Which element a register read belongs to: A/B on twin meters, else SINGLE for A."""
     if object_name == "read_element_b":
         return "B"
-    return "A" if hardware == "C1.w" else "SINGLE"
+    known = hardware_of(hardware)
+    return "A" if known is not None and known.twin_element else "SINGLE"
 
 
 def standalone_body(object_name: str, record: Record, hardware: str | None) -> types.AnyBody | None:

@@ -9,18 +9,12 @@ the last seen event) and ``profile_logs`` (half-hourly profile logs 1 and 2 with
 
 from __future__ import annotations
 
-from typing import Literal
-
 import msgspec
 
 from flowsd.config import PollConfig
 from flowsd.emop import UnknownObjectError, by_name
+from flowsd.emop.hardware import HardwareFamily, hardware_of
 from flowsd.errors import ConfigError
-
-HardwareFamily = Literal["single_phase", "three_phase"]
-
-THREE_PHASE_HARDWARE = frozenset({"P1.ax", "P1.cx", "AX", "CX", "THREE_PHASE_UNKNOWN"})
-TWIN_ELEMENT_HARDWARE = frozenset({"C1.w"})
 
 TARIFFS_ACTIVE = (
     "tariff_active_standing_charge",
@@ -57,14 +51,14 @@ PROFILE_LOGS = "profile_logs"
 
 def hardware_family(hardware: str | None) -> HardwareFamily | None:
     """Single- or three-phase from a registry hardware string; None when not known yet."""
-    if hardware is None or hardware == "":
-        return None
-    return "three_phase" if hardware in THREE_PHASE_HARDWARE else "single_phase"
+    known = hardware_of(hardware)
+    return None if known is None else known.family
 
 
 def is_twin_element(hardware: str | None) -> bool:
     """Twin-element meters (C1.w) have an element B and the wide profile-log-2 layout."""
-    return hardware in TWIN_ELEMENT_HARDWARE
+    known = hardware_of(hardware)
+    return known is not None and known.twin_element
 
 
 class ObjectRead(msgspec.Struct, frozen=True):

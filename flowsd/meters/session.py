@@ -32,6 +32,7 @@ import structlog
 
 from flowsd.config import MetersConfig
 from flowsd.emop import by_name
+from flowsd.emop.hardware import HardwareFamily
 from flowsd.meters import metrics
 from flowsd.meters.backfill import LogCursor
 from flowsd.meters.breaker import Breaker
@@ -46,7 +47,7 @@ from flowsd.meters.observations import (
     ObservationSink,
     SessionOutcome,
 )
-from flowsd.meters.plan import HardwareFamily, PollPlan, hardware_family
+from flowsd.meters.plan import PollPlan, hardware_family
 from flowsd.meters.poll import Poll, Probe
 from flowsd.meters.schedule import MeterSchedule
 from flowsd.meters.target import MeterTarget

@@ -10,6 +10,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
+from flowsd.emop.hardware import Hardware as MeterHardware
 from flowsd.sim.rand import Stream, between, integer, uniform
 
 SECONDS_PER_DAY = 86_400
@@ -28,11 +29,15 @@ class Hardware(enum.StrEnum):
 
     @property
     def three_phase(self) -> bool:
-        return self in (Hardware.P1AX, Hardware.P1CX)
+        return MeterHardware.named(self.value).three_phase
 
     @property
     def twin_element(self) -> bool:
-        return self is Hardware.C1W
+        return MeterHardware.named(self.value).twin_element
+
+    @property
+    def counts_per_kwh(self) -> int:
+        return MeterHardware.named(self.value).counts_per_kwh
 
     @property
     def version_string(self) -> str:

@@ -111,7 +111,7 @@ class MeterModel:
     @property
     def energy_scale(self) -> int:
         """Wire units per Wh of three-phase registers (0.1 Wh on P1.cx)."""
-        return 10 if self.identity.hardware.value == "P1.cx" else 1
+        return self.identity.hardware.counts_per_kwh // 1000
 
     def three_phase_totals(self, t: float) -> dict[str, int]:
         """The six three-phase total registers in wire units (wrapping at 2^32)."""

@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 
 from flowsd.config import Config, PollConfig, decode_config, load_config
+from flowsd.emop.hardware import Hardware, HardwareFamily, hardware_of
 from flowsd.errors import ConfigError
 from flowsd.meters.plan import (
     EventLogRead,
-    HardwareFamily,
     ObjectRead,
     PollPlan,
     ProfileLogsRead,
     hardware_family,
     is_twin_element,
 )
+from flowsd.sim.identity import Hardware as SimHardware
 
 
 def _names(plan: PollPlan, family: str, cadence: str) -> list[str]:
@@ -98,3 +99,18 @@ def test_shipped_config_files_hold_the_defaults_and_a_valid_demo_plan() -> None:
         fast = {i for c in plan.cadences(family) if c.period_seconds <= 60 for i in c.items}
         assert wanted <= fast, family
     assert demo.meters.min_gap_seconds < 2.0
+
+
+def test_one_hardware_value_decides_family_elements_and_scale() -> None:
+    assert hardware_of(None) is None and hardware_of("") is None
+    c1w, p1cx, ax = Hardware.named("C1.w"), Hardware.named("P1.cx"), Hardware.named("AX")
+    assert (c1w.family, c1w.elements, c1w.counts_per_kwh) == ("single_phase", 2, 1000)
+    assert (p1cx.family, p1cx.elements, p1cx.counts_per_kwh) == ("three_phase", 1, 10_000)
+    assert ax.three_phase and not ax.twin_element and ax.counts_per_kwh == 1000
+    assert hardware_of("THREE_PHASE_UNKNOWN") == Hardware.named("THREE_PHASE_UNKNOWN")
+    # The simulator's kinds answer from the same value.
+    for kind in SimHardware:
+        assert (kind.three_phase, kind.twin_element) == (
+            Hardware.named(kind.value).three_phase,
+            Hardware.named(kind.value).twin_element,
+        )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from flowsd.emop.hardware import HardwareFamily
 from flowsd.emop.records import ClockTime, CsqNetOp, PrepayBalance, Serial
 from flowsd.meters.observations import (
     ClockDrift,
@@ -16,7 +17,7 @@ from flowsd.meters.observations import (
     Reading,
     SessionOutcome,
 )
-from flowsd.meters.plan import HardwareFamily, ObjectRead
+from flowsd.meters.plan import ObjectRead
 from flowsd.meters.target import MeterResume
 
 from .conftest import (

@@ -32,7 +32,7 @@ from tests.projections.test_incremental_equals_replay import (
 
 
 @settings(
-    max_examples=8,
+    max_examples=5,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
