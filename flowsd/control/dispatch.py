@@ -39,6 +39,8 @@ class MeterRef(msgspec.Struct, frozen=True):
     polled: bool
     esco: str | None = None
     why_not_polled: str = ""
+    # Active and addressed: another daemon polls it (or will), reads can be passed on.
+    forwardable: bool = False
 
 
 class Dispatcher:
@@ -67,7 +69,14 @@ class Dispatcher:
             why = "the meter has no IP address"
         else:
             why = "the meter is not polled by this daemon"
-        return MeterRef(row["id"], serial, polled=False, esco=row["esco"], why_not_polled=why)
+        return MeterRef(
+            row["id"],
+            serial,
+            polled=False,
+            esco=row["esco"],
+            why_not_polled=why,
+            forwardable=row["mode"] == "active" and row["addressed"],
+        )
 
     async def _fetch_row(self, serial: str) -> asyncpg.Record | None:
         pool = self._pool()

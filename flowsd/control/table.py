@@ -236,6 +236,7 @@ def result_json(result: CommandResult) -> dict[str, Any]:
         body["value"] = to_json(value) if value is not None else to_json(result.record)
         body["unit"] = unit
         body["payload_hex"] = result.response[5:].hex()
+        body["response_hex"] = result.response.hex()  # the whole data field (forwarded reads)
     return body
 
 

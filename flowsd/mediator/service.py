@@ -36,6 +36,7 @@ import structlog
 from google.protobuf.message import Message
 
 from flowsd.control.dispatch import Dispatcher, MeterRef, PoolOf
+from flowsd.control.forward import forward_read, owner_of
 from flowsd.db.errors import DATABASE_ERRORS
 from flowsd.emop import (
     ANY_METER,
@@ -197,9 +198,12 @@ class MediatorService:
         ref = await self._meter(identity, serial, method)
         command = MeterCommand(operation, source="grpc", client=identity.describe())
         try:
-            result = await self.dispatcher.run(
-                ref, command, wait_seconds=self._wait_seconds(context)
-            )
+            if ref.forwardable:
+                result = await self._forward(ref, operation, identity, context)
+            else:
+                result = await self.dispatcher.run(
+                    ref, command, wait_seconds=self._wait_seconds(context)
+                )
         except CommandRefusedError as exc:
             raise StatusError(
                 _REFUSED_STATUS[exc.reason], f"meter {serial}: {exc.detail}"
@@ -209,6 +213,33 @@ class MediatorService:
             code, details = status
             raise StatusError(code, f"meter {serial}: {details}")
         return result
+
+    async def _forward(
+        self, ref: MeterRef, operation: Operation, identity: Identity, context: Context
+    ) -> CommandResult:
+        """Another daemon owns the meter: a read goes through the command table
+        (:mod:`flowsd.control.forward`); anything else is refused naming the owner."""
+        pool = self._pool()
+        if pool is None:
+            raise CommandRefusedError("unavailable", "the database is not reachable yet")
+        try:
+            owner = await owner_of(pool, ref.meter_id)
+        except DATABASE_ERRORS as exc:
+            raise CommandRefusedError("unavailable", f"database: {exc}") from None
+        if owner is None:  # nobody polls it (e.g. not dialled, or between two holders)
+            raise CommandRefusedError("unavailable", ref.why_not_polled)
+        if not isinstance(operation, ReadObject):
+            raise CommandRefusedError(
+                "unavailable",
+                f"{ref.why_not_polled} but by daemon {owner}; only reads are passed on",
+            )
+        return await forward_read(
+            pool,
+            serial=ref.serial,
+            object_name=operation.name,
+            client=identity.describe(),
+            wait_seconds=self._wait_seconds(context),
+        )
 
     # ----------------------------------------------------------------- meter methods
 

@@ -25,9 +25,11 @@ epoch has moved on. Because every change of epoch takes the append lock, the che
 append's commit see the same holder.
 
 Self-protection: a renewal must succeed within 0.9 lease periods of the previous one being
-sent; otherwise (database away, the process paused) the daemon drops all its meters before
-their leases can expire, so two daemons never poll one meter, even across a network split.
-A paused process cannot protect itself: its first appends after waking are fenced.
+sent; otherwise (database away, the process paused) a daemon that last saw other live
+daemons drops all its meters before their leases can expire, so two daemons never poll one
+meter, even across a network split. A daemon that was alone keeps polling through a database
+outage (spilling events, as before leases existed): nobody could take its meters over. A
+paused process cannot protect itself: its first appends after waking are fenced.
 
 On stop (:meth:`Ownership.release_all`, after the last polls and the appender's drain): every
 lease is handed back and the daemon's row marked stopped, so the others take its meters at
@@ -401,7 +403,7 @@ class Ownership:
             if delay > 0:
                 await anyio.sleep(min(delay, self.renew_seconds))
                 continue
-            if self.held:
+            if self.held and any(name != self.name for name in self.live):
                 dropped = len(self.held)
                 self.held = {}
                 OWNED.set(0)

@@ -29,6 +29,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import asyncpg
+import grpc.aio
 
 from flowsd.cli import main as flowsd_main
 from flowsd.commands.status import gather, render
@@ -39,6 +40,7 @@ from flowsd.meters.ownership import owner_of
 from flowsd.sim.clock import from_emop
 from flowsd.sim.fleet import SimulatedFleet
 from tests.integration.daemon import free_port, registered_fleet
+from tests.mediator.helpers import Client
 from tests.support import migrate_database, wait_until
 
 METERS = 300
@@ -53,6 +55,8 @@ directory = "{state}"
 format = "json"
 [management]
 listen = "127.0.0.1:{management}"
+[mediator]
+listen = "127.0.0.1:{mediator}"
 [daemon]
 instance = "{name}"
 state_flush_seconds = 1.0
@@ -98,6 +102,7 @@ class Node:
     process: subprocess.Popen[bytes]
     management: int
     log: Path
+    mediator: int
 
     def metric(self, name: str) -> float:
         url = f"http://127.0.0.1:{self.management}/metrics"
@@ -111,11 +116,16 @@ class Node:
 def start(tmp_path: Path, url: str, fleet: SimulatedFleet, name: str) -> Node:
     home = tmp_path / name
     home.mkdir()
-    management = free_port("127.0.0.1")
+    management, mediator = free_port("127.0.0.1"), free_port("127.0.0.1")
     config = home / "flowsd.toml"
     config.write_text(
         _CONFIG.format(
-            state=home / "state", management=management, name=name, lease=LEASE, port=fleet.port
+            state=home / "state",
+            management=management,
+            mediator=mediator,
+            name=name,
+            lease=LEASE,
+            port=fleet.port,
         )
     )
     log = home / "stderr.log"
@@ -125,7 +135,7 @@ def start(tmp_path: Path, url: str, fleet: SimulatedFleet, name: str) -> Node:
         stderr=log.open("wb"),
         env={**os.environ, "FLOWSD_INSTANCE": name},
     )
-    return Node(name, process, management, log)
+    return Node(name, process, management, log, mediator)
 
 
 async def holders(url: str) -> dict[uuid.UUID, str | None]:
@@ -186,6 +196,12 @@ async def test_three_daemons_share_fail_over_fence_and_hand_back(
             shares = {d["name"]: d["meters"] for d in report["leases"]["daemons"] if d["live"]}
             assert shares.keys() == {"a", "b", "c"} and sum(shares.values()) == METERS
             assert "leases: 3 live daemons share the fleet; 0 unheld" in render(report, "db")
+
+            # A mediator read sent to a daemon that does not own the meter reaches its owner.
+            serial = next(m.serial for m in fleet.meters if after[ids[m.serial]] == "c")
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{a.mediator}") as channel:
+                answer = await Client(channel).read(serial, _CSQ, deadline=30)
+            assert answer  # answered by c (the meter answers only its poller here)
 
             # SIGKILL: c's meters are polled again by a and b within two lease periods.
             await wait_until(lambda: all(fleet.connections_to(index_of[m]) for m in moved))
