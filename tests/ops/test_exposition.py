@@ -25,6 +25,8 @@ _UNITLESS = {
     "flowsd_meters",  # meters by state
     "flowsd_meters_stale",
     "flowsd_meters_never_answered",
+    "flowsd_meters_owned",
+    "flowsd_daemons_live",
     "flowsd_registry_meters",
     "flowsd_registry_not_dialled",
     "flowsd_meter_connections_in_flight",
