@@ -38,11 +38,11 @@ test: $(STAMP) ## Run the whole test suite (starts its own PostgreSQL unless FLO
 MACHINE_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .PHONY: test-all
-test-all: $(STAMP) ## make test on the embedded PostgreSQL 18, then on MACHINE_DATABASE_URL if it answers (CI)
+test-all: $(STAMP) ## make test on the embedded PostgreSQL 18, then its database tests on MACHINE_DATABASE_URL if it answers (CI)
 	$(MAKE) --no-print-directory test
 	@if $(BIN)/python -c 'import asyncio, asyncpg, sys; asyncio.run(asyncpg.connect(sys.argv[1], timeout=5))' '$(MACHINE_DATABASE_URL)' 2>/dev/null; then \
 		echo "== make test again on $(MACHINE_DATABASE_URL) =="; \
-		FLOWSD_TEST_DATABASE_URL='$(MACHINE_DATABASE_URL)' $(MAKE) --no-print-directory test; \
+		FLOWSD_TEST_DATABASE_URL='$(MACHINE_DATABASE_URL)' FLOWSD_TEST_DATABASE_ONLY=1 $(MAKE) --no-print-directory test; \
 	else \
 		echo "== no PostgreSQL answers at $(MACHINE_DATABASE_URL): tested on the embedded server only =="; \
 	fi

@@ -3,6 +3,10 @@
 ``FLOWSD_TEST_DATABASE_URL`` names a server to use (each test gets its own database on it,
 dropped afterwards). Without it the suite starts a throw-away embedded PostgreSQL once per
 test session, so `make test` needs no database server on the machine.
+
+``FLOWSD_TEST_DATABASE_ONLY=1`` keeps only the tests that use the test server (the second pass
+of `make test-all`, on another PostgreSQL: the tests that never meet the server would only
+repeat themselves).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from flowsd.db.urls import with_database
 from tests.support import migrate_database
 
 TEST_DATABASE_URL_ENV = "FLOWSD_TEST_DATABASE_URL"
+DATABASE_ONLY_ENV = "FLOWSD_TEST_DATABASE_ONLY"
 
 # Durability is irrelevant for a throw-away test server; these make it several times faster.
 _FAST_UNSAFE_SETTINGS = (
@@ -29,6 +34,19 @@ _FAST_UNSAFE_SETTINGS = (
     "ALTER SYSTEM SET synchronous_commit = off",
     "ALTER SYSTEM SET full_page_writes = off",
 )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(DATABASE_ONLY_ENV) != "1":
+        return
+    kept: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
+    for item in items:
+        uses_server = "pg_admin_url" in getattr(item, "fixturenames", ())
+        (kept if uses_server else deselected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
