@@ -43,7 +43,7 @@ from __future__ import annotations
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import anyio
@@ -52,6 +52,7 @@ import asyncpg
 import msgspec
 import structlog
 from anyio.abc import TaskGroup
+from prometheus_client.metrics_core import Metric
 
 from flowsd.backoff import Backoff, Retry
 from flowsd.config import Config, load_config, with_database_url
@@ -69,6 +70,7 @@ from flowsd.db.migrate import applied_versions, check_compatible, load_migration
 from flowsd.db.urls import redact
 from flowsd.errors import ConfigError, UserError
 from flowsd.events.appender import Appender
+from flowsd.events.metrics import appender_families
 from flowsd.housekeeping import Housekeeping
 from flowsd.ingest.detector import ChangeDetector
 from flowsd.ingest.pipeline import Ingest
@@ -84,7 +86,7 @@ from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
 from flowsd.ops.http import serve_management
 from flowsd.ops.limits import raise_open_files_limit
-from flowsd.ops.metrics import server_version, set_build_info
+from flowsd.ops.metrics import STATISTICS, server_version, set_build_info
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.runner import ProjectorRunner
 from flowsd.supervision import ComponentGaveUpError, RestartPolicy, Supervisor
@@ -223,6 +225,17 @@ class Daemon:
             raise DatabaseUnavailableError(str(exc)) from exc
 
     async def run(self) -> int:
+        STATISTICS.attach(self.metric_families)
+        try:
+            return await self._run()
+        finally:
+            STATISTICS.detach(self.metric_families)
+
+    def metric_families(self) -> Iterator[Metric]:
+        """The families ``/metrics`` serves from the components' statistics."""
+        yield from appender_families(self.appender.statistics())
+
+    async def _run(self) -> int:
         soft, hard = raise_open_files_limit()
         log.info("flowsd starting", database=redact(self.url), open_files=soft, hard_limit=hard)
         async with anyio.create_task_group() as tg:

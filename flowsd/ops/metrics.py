@@ -1,8 +1,13 @@
-"""The process's Prometheus registry.
+"""The process's Prometheus registry and flowsd's one collector of statistics.
 
 Every flowsd metric is registered here (not in prometheus-client's global registry), so
-tests can read values without interference and `/metrics` serves exactly flowsd's series
-plus the process collector. Metric names start with ``flowsd_`` and carry their unit
+`/metrics` serves exactly flowsd's series plus the process collector. Counts and states are
+not kept in Prometheus objects: components count for themselves and expose ``statistics()``
+snapshots, and :data:`STATISTICS`, a collector, builds the families from the snapshots at
+each scrape (the daemon attaches the export of its components while it runs). Latency and
+size distributions stay prometheus-client histograms, observed where they happen.
+
+Metric names start with ``flowsd_`` and carry their unit
 (``_seconds``, ``_bytes``, ``_events``, ``_total`` for counters); label values are
 snake_case words from a fixed set; there are no per-meter labels: per-meter detail belongs in
 tables and logs. The ``_created`` series prometheus-client adds to every counter and
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import asyncpg
 from prometheus_client import (
@@ -22,6 +28,8 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from flowsd import __version__
 
@@ -47,6 +55,73 @@ def set_build_info(postgres: str = "unknown") -> None:
 
 
 set_build_info()
+
+Export = Callable[[], Iterable[Metric]]
+
+
+class StatisticsCollector:
+    """Exports the metric families built from components' ``statistics()`` at each scrape.
+
+    One export is attached at a time: the running daemon's (one daemon per process; a test
+    that runs two in one process sees the one started last).
+    """
+
+    def __init__(self) -> None:
+        self._export: Export | None = None
+
+    def attach(self, export: Export) -> None:
+        self._export = export
+
+    def detach(self, export: Export) -> None:
+        if self._export == export:
+            self._export = None
+
+    def describe(self) -> list[Metric]:
+        return []  # the names depend on what is attached: no clash check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        export = self._export
+        if export is not None:
+            yield from export()
+
+
+STATISTICS = StatisticsCollector()
+REGISTRY.register(STATISTICS)
+
+
+def counter(
+    name: str,
+    documentation: str,
+    value: float | Mapping[tuple[str, ...], float],
+    labels: Sequence[str] = (),
+) -> CounterMetricFamily:
+    """A counter family: one value, or one value per tuple of ``labels`` values."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    _fill(family, value)
+    return family
+
+
+def gauge(
+    name: str,
+    documentation: str,
+    value: float | Mapping[tuple[str, ...], float],
+    labels: Sequence[str] = (),
+) -> GaugeMetricFamily:
+    """A gauge family: one value, or one value per tuple of ``labels`` values."""
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    _fill(family, value)
+    return family
+
+
+def _fill(
+    family: CounterMetricFamily | GaugeMetricFamily,
+    value: float | Mapping[tuple[str, ...], float],
+) -> None:
+    if isinstance(value, Mapping):
+        for label_values, sample in value.items():
+            family.add_metric(list(label_values), sample)
+    else:
+        family.add_metric([], value)
 
 
 def server_version(conn: asyncpg.Connection) -> str:
