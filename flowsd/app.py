@@ -79,6 +79,7 @@ from flowsd.ingest.sessions import SessionTracker, load_rows
 from flowsd.mediator.auth import Policy
 from flowsd.mediator.server import serve_mediator, tls_enabled
 from flowsd.mediator.service import MediatorService
+from flowsd.meters.metrics import fleet_families
 from flowsd.meters.ownership import Ownership
 from flowsd.meters.plan import PollPlan
 from flowsd.meters.registry import DialPlan, RegistrySource
@@ -234,6 +235,7 @@ class Daemon:
     def metric_families(self) -> Iterator[Metric]:
         """The families ``/metrics`` serves from the components' statistics."""
         yield from appender_families(self.appender.statistics())
+        yield from fleet_families(self.supervisor.statistics())
 
     async def _run(self) -> int:
         soft, hard = raise_open_files_limit()

@@ -84,7 +84,7 @@ class Conversation:
         )
         self.requests += 1
         if isinstance(result, Answer):
-            session.stats.requests_ok += 1
+            session.counts.requests_ok += 1
             session.last_success_at = session.wall_clock()
             self.answered()
             return result
@@ -98,7 +98,7 @@ class Conversation:
         session = self.session
         self.failed_requests += 1
         self.last_failure = failure
-        session.stats.failures[failure.reason] += 1
+        session.counts.request_failures[failure.reason] += 1
         fields = {
             "object": label,
             "reason": failure.reason,
@@ -147,7 +147,7 @@ class Conversation:
             return
         session = self.session
         self.last_transition = transition
-        metrics.BREAKER_TRANSITIONS.labels(transition).inc()
+        session.counts.breaker_transitions[transition] += 1
         if transition == "went_offline":
             failure = session.last_failure
             session.log.warning(
@@ -181,7 +181,7 @@ class Conversation:
             try:
                 meter_time = record.to_datetime()
             except PayloadError as exc:
-                metrics.INVALID_VALUES.inc()
+                self.session.counts.invalid_values += 1
                 kind: RequestKind = "command" if command else "object"
                 return await self.failed(
                     Failure("payload", str(exc), answer.attempts), kind, name, command=command

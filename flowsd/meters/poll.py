@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Literal
 
 from flowsd.emop import EventLogRequest, ProfileLogRequest, ReadRequest, by_name
 from flowsd.emop.records import EventLog, ProfileLog1, ProfileLog2
-from flowsd.meters import metrics
 from flowsd.meters.backfill import (
     LogCursor,
     choose_next,
@@ -132,7 +131,7 @@ class Poll:
             if again is None:
                 return
             if not scan.unchanged(again):
-                metrics.EVENT_LOG_RESCANS.inc()
+                session.counts.event_log_rescans += 1
                 session.log.info("meter event log moved during the scan; rescanning next poll")
                 return
         result = scan.result()
@@ -158,13 +157,13 @@ class Poll:
             )
         )
         if result.possibly_lost_before is not None:
-            metrics.EVENT_LOG_OVERFLOWS.inc()
+            session.counts.event_log_overflows += 1
             session.log.warning(
                 "meter event log overflowed since the last scan",
                 possibly_lost_before=result.possibly_lost_before.isoformat(),
             )
         if result.invalid_records:
-            metrics.EVENT_LOG_INVALID.inc(result.invalid_records)
+            session.counts.event_log_invalid_records += result.invalid_records
         await conv.emit(observations)
         session.event_cursor = result.cursor
 
@@ -214,7 +213,7 @@ class Poll:
                     due=due,
                 )
             except BackfillDeferredError:
-                metrics.BACKFILL_DEFERRED.inc()
+                session.counts.backfill_deferred += 1
                 return
             if isinstance(answer, Failure):
                 stalled.add(cursor.log)
@@ -234,7 +233,7 @@ class Poll:
                 for r in accepted.records
             ]
             for start, end in accepted.gaps:
-                metrics.INTERVAL_GAPS.inc()
+                session.counts.interval_gaps += 1
                 observations.append(
                     IntervalGap(
                         **base,

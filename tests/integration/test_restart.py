@@ -32,9 +32,9 @@ PLAN = PollConfig(
 
 async def _poll_once_more(daemon: Daemon, clock: SimClock, minutes: float) -> None:
     """Move the fleet's clock on and wait until every meter was polled and all is committed."""
-    before = daemon.supervisor.stats.polls
+    before = daemon.supervisor.statistics().polls
     clock.advance(minutes=minutes)
-    await wait_until(lambda: daemon.supervisor.stats.polls >= before + METERS)
+    await wait_until(lambda: daemon.supervisor.statistics().polls >= before + METERS)
     await wait_until(lambda: daemon.supervisor.status(top=0).polls_running == 0)
     await daemon.appender.flush()
 

@@ -9,6 +9,8 @@ from prometheus_client.metrics_core import Metric
 
 from flowsd.events.appender import AppenderStatistics
 from flowsd.events.metrics import appender_families
+from flowsd.meters.metrics import fleet_families
+from flowsd.meters.statistics import FleetStatistics
 from flowsd.ops.metrics import REGISTRY, STATISTICS
 from tests.support import sample_value
 
@@ -35,9 +37,47 @@ APPENDER = AppenderStatistics(
     running=True,
 )
 
+FLEET = FleetStatistics(
+    meters_by_state={"online": 5, "offline": 2, "awaiting_first_answer": 1},
+    never_answered=3,
+    stale=1,
+    runs_in_progress=4,
+    connections_in_flight=2,
+    peak_connections_in_flight=9,
+    connects=50,
+    connection_grants={"live": 45, "backfill": 5},
+    backfill_deferred=6,
+    bytes_sent=700,
+    bytes_received=8000,
+    requests_ok=60,
+    request_failures={"read_timeout": 2},
+    attempts={("object", "ok", "ok"): 58, ("object", "failed", "read_timeout"): 4},
+    retries=2,
+    polls=20,
+    failed_polls=3,
+    probes=7,
+    failed_probes=6,
+    watchdog_cancellations=1,
+    skipped_slots=12,
+    sink_wait_seconds=1.5,
+    sink_failures=1,
+    observations={"reading": 30, "interval_record": 40},
+    interval_gaps=2,
+    event_log_overflows=1,
+    event_log_rescans=3,
+    event_log_invalid_records=4,
+    invalid_values=5,
+    breaker_transitions={"went_offline": 2, "came_online": 1},
+    commands={("set_clock", "ok"): 2},
+    commands_running=1,
+    commands_queued=3,
+    commands_refused={"queue_full": 4},
+)
+
 
 def _families() -> Iterator[Metric]:
     yield from appender_families(APPENDER)
+    yield from fleet_families(FLEET)
 
 
 def test_the_registry_serves_the_attached_snapshots() -> None:
@@ -62,6 +102,42 @@ def test_the_registry_serves_the_attached_snapshots() -> None:
             ("flowsd_spill_write_errors_total", ()): 5,
             ("flowsd_spill_corrupt_records_total", ()): 1,
             ("flowsd_event_subscriber_dropped_batches_total", ()): 11,
+            ("flowsd_meters", (("state", "offline"),)): 2,
+            ("flowsd_meters_never_answered", ()): 3,
+            ("flowsd_meters_stale", ()): 1,
+            ("flowsd_meter_polls_running", ()): 4,
+            ("flowsd_meter_connections_in_flight", ()): 2,
+            ("flowsd_meter_connects_total", ()): 50,
+            ("flowsd_meter_connection_grants_total", (("lane", "backfill"),)): 5,
+            ("flowsd_meter_backfill_deferred_total", ()): 6,
+            ("flowsd_meter_sent_bytes_total", ()): 700,
+            ("flowsd_meter_received_bytes_total", ()): 8000,
+            (
+                "flowsd_meter_requests_total",
+                (("kind", "object"), ("outcome", "failed"), ("reason", "read_timeout")),
+            ): 4,
+            ("flowsd_meter_request_retries_total", ()): 2,
+            ("flowsd_meter_polls_total", (("outcome", "ok"),)): 17,
+            ("flowsd_meter_polls_total", (("outcome", "failed"),)): 3,
+            ("flowsd_meter_breaker_probes_total", (("outcome", "ok"),)): 1,
+            ("flowsd_meter_watchdog_cancellations_total", ()): 1,
+            ("flowsd_meter_skipped_slots_total", ()): 12,
+            ("flowsd_meter_sink_wait_seconds_total", ()): 1.5,
+            ("flowsd_meter_sink_failures_total", ()): 1,
+            ("flowsd_meter_observations_total", (("type", "interval_record"),)): 40,
+            ("flowsd_meter_interval_gaps_total", ()): 2,
+            ("flowsd_meter_event_log_overflows_total", ()): 1,
+            ("flowsd_meter_event_log_rescans_total", ()): 3,
+            ("flowsd_meter_event_log_invalid_records_total", ()): 4,
+            ("flowsd_meter_invalid_values_total", ()): 5,
+            ("flowsd_meter_breaker_transitions_total", (("transition", "came_online"),)): 1,
+            (
+                "flowsd_meter_commands_total",
+                (("operation", "set_clock"), ("outcome", "ok")),
+            ): 2,
+            ("flowsd_meter_commands_running", ()): 1,
+            ("flowsd_meter_commands_queued", ()): 3,
+            ("flowsd_meter_commands_refused_total", (("reason", "queue_full"),)): 4,
         }
         for (name, labels), value in expected.items():
             assert sample_value(name, dict(labels)) == value, name
