@@ -79,7 +79,7 @@ from flowsd.ingest.sessions import SessionTracker, load_rows
 from flowsd.mediator.auth import Policy
 from flowsd.mediator.server import serve_mediator, tls_enabled
 from flowsd.mediator.service import MediatorService
-from flowsd.meters.metrics import fleet_families
+from flowsd.meters.metrics import fleet_families, ownership_families, registry_families
 from flowsd.meters.ownership import Ownership
 from flowsd.meters.plan import PollPlan
 from flowsd.meters.registry import DialPlan, RegistrySource
@@ -90,7 +90,12 @@ from flowsd.ops.limits import raise_open_files_limit
 from flowsd.ops.metrics import STATISTICS, server_version, set_build_info
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.runner import ProjectorRunner
-from flowsd.supervision import ComponentGaveUpError, RestartPolicy, Supervisor
+from flowsd.supervision import (
+    ComponentGaveUpError,
+    RestartPolicy,
+    Supervisor,
+    component_families,
+)
 
 log = structlog.get_logger("flowsd.app")
 
@@ -236,6 +241,9 @@ class Daemon:
         """The families ``/metrics`` serves from the components' statistics."""
         yield from appender_families(self.appender.statistics())
         yield from fleet_families(self.supervisor.statistics())
+        yield from registry_families(self.registry.statistics())
+        yield from ownership_families(self.ownership.statistics())
+        yield from component_families(self.components.statistics())
 
     async def _run(self) -> int:
         soft, hard = raise_open_files_limit()

@@ -1,7 +1,8 @@
 """Metrics of the polling engine (``flowsd_meter_*``, ``flowsd_meters*``), in flowsd's registry:
 the latency histograms, observed where a request, a poll or a clock read happens, and the
-families :data:`flowsd.ops.metrics.STATISTICS` builds from
-:meth:`flowsd.meters.supervisor.FleetSupervisor.statistics`.
+families :data:`flowsd.ops.metrics.STATISTICS` builds from the statistics of the fleet
+supervisor, the meter list (:mod:`flowsd.meters.registry`) and the leases
+(:mod:`flowsd.meters.ownership`).
 
 No per-meter labels: per-meter detail goes to logs and observations. Labels are bounded
 sets (outcome, failure reason, breaker state, request kind).
@@ -18,6 +19,8 @@ from prometheus_client.metrics_core import Metric
 from flowsd.ops.metrics import REGISTRY, counter, gauge, snake_case
 
 if TYPE_CHECKING:
+    from flowsd.meters.ownership import OwnershipStatistics
+    from flowsd.meters.registry import RegistryStatistics
     from flowsd.meters.statistics import FleetStatistics
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40)
@@ -210,4 +213,60 @@ def fleet_families(stats: FleetStatistics) -> Iterator[Metric]:
         "stopping).",
         _by_one(stats.commands_refused),
         ["reason"],
+    )
+
+
+def registry_families(stats: RegistryStatistics) -> Iterator[Metric]:
+    """The meter list in force and its reloads."""
+    yield gauge(
+        "flowsd_registry_meters",
+        "Active meters of meter_registry that flowsd dials, at the last reload.",
+        stats.dialled,
+    )
+    yield gauge(
+        "flowsd_registry_not_dialled",
+        "Active meters of meter_registry that flowsd does not dial, by reason, at the last reload.",
+        _by_one(stats.not_dialled),
+        ["reason"],
+    )
+    yield counter("flowsd_registry_reloads", "Reloads of the meter list.", stats.reloads)
+    yield counter(
+        "flowsd_registry_reload_errors",
+        "Failed reloads of the meter list (the previous list stays in force).",
+        stats.reload_errors,
+    )
+
+
+def ownership_families(stats: OwnershipStatistics) -> Iterator[Metric]:
+    """The leases this daemon holds and what happened to them."""
+    yield gauge("flowsd_meters_owned", "Meters whose lease this daemon holds", stats.owned)
+    yield counter(
+        "flowsd_lease_renewals_total",
+        "Successful batched lease renewals (one statement renews all of a daemon's leases)",
+        stats.renewals,
+    )
+    yield counter(
+        "flowsd_lease_takeovers_total",
+        "Meters taken over from another daemon whose lease had expired",
+        stats.takeovers,
+    )
+    yield counter(
+        "flowsd_lease_acquired_total",
+        "Leases taken (free, handed back or expired)",
+        stats.acquired,
+    )
+    yield counter(
+        "flowsd_lease_handed_back_total",
+        "Leases handed back between polls (rebalancing or stop)",
+        stats.handed_back,
+    )
+    yield counter(
+        "flowsd_lease_lost_total",
+        "Leases this daemon found taken over by another daemon or dropped unrenewed",
+        stats.lost,
+    )
+    yield gauge(
+        "flowsd_daemons_live",
+        "Live daemons sharing the fleet, as last seen",
+        len(stats.live_daemons),
     )

@@ -9,9 +9,12 @@ from prometheus_client.metrics_core import Metric
 
 from flowsd.events.appender import AppenderStatistics
 from flowsd.events.metrics import appender_families
-from flowsd.meters.metrics import fleet_families
+from flowsd.meters.metrics import fleet_families, ownership_families, registry_families
+from flowsd.meters.ownership import OwnershipStatistics
+from flowsd.meters.registry import RegistryStatistics
 from flowsd.meters.statistics import FleetStatistics
 from flowsd.ops.metrics import REGISTRY, STATISTICS
+from flowsd.supervision import ComponentStatistics, component_families
 from tests.support import sample_value
 
 APPENDER = AppenderStatistics(
@@ -74,10 +77,29 @@ FLEET = FleetStatistics(
     commands_refused={"queue_full": 4},
 )
 
+REGISTRY_LIST = RegistryStatistics(
+    dialled=12, not_dialled={"duplicate_address": 2}, reloads=30, reload_errors=1
+)
+OWNERSHIP = OwnershipStatistics(
+    name="a",
+    owned=10,
+    share=11,
+    live_daemons=["a", "b"],
+    renewals=100,
+    acquired=12,
+    takeovers=3,
+    handed_back=2,
+    lost=1,
+)
+COMPONENTS = {"meters": ComponentStatistics(restarts=3), "appender": ComponentStatistics()}
+
 
 def _families() -> Iterator[Metric]:
     yield from appender_families(APPENDER)
     yield from fleet_families(FLEET)
+    yield from registry_families(REGISTRY_LIST)
+    yield from ownership_families(OWNERSHIP)
+    yield from component_families(COMPONENTS)
 
 
 def test_the_registry_serves_the_attached_snapshots() -> None:
@@ -138,6 +160,19 @@ def test_the_registry_serves_the_attached_snapshots() -> None:
             ("flowsd_meter_commands_running", ()): 1,
             ("flowsd_meter_commands_queued", ()): 3,
             ("flowsd_meter_commands_refused_total", (("reason", "queue_full"),)): 4,
+            ("flowsd_registry_meters", ()): 12,
+            ("flowsd_registry_not_dialled", (("reason", "duplicate_address"),)): 2,
+            ("flowsd_registry_reloads_total", ()): 30,
+            ("flowsd_registry_reload_errors_total", ()): 1,
+            ("flowsd_meters_owned", ()): 10,
+            ("flowsd_daemons_live", ()): 2,
+            ("flowsd_lease_renewals_total", ()): 100,
+            ("flowsd_lease_acquired_total", ()): 12,
+            ("flowsd_lease_takeovers_total", ()): 3,
+            ("flowsd_lease_handed_back_total", ()): 2,
+            ("flowsd_lease_lost_total", ()): 1,
+            ("flowsd_component_restarts_total", (("component", "meters"),)): 3,
+            ("flowsd_component_give_ups_total", (("component", "appender"),)): 0,
         }
         for (name, labels), value in expected.items():
             assert sample_value(name, dict(labels)) == value, name
