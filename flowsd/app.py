@@ -73,6 +73,7 @@ from flowsd.events.appender import Appender
 from flowsd.events.metrics import appender_families
 from flowsd.housekeeping import Housekeeping
 from flowsd.ingest.detector import ChangeDetector
+from flowsd.ingest.metrics import ingest_families
 from flowsd.ingest.pipeline import Ingest
 from flowsd.ingest.seed import load_meter_states, load_resume
 from flowsd.ingest.sessions import SessionTracker, load_rows
@@ -241,6 +242,7 @@ class Daemon:
         """The families ``/metrics`` serves from the components' statistics."""
         yield from appender_families(self.appender.statistics())
         yield from fleet_families(self.supervisor.statistics())
+        yield from ingest_families(self.ingest.statistics())
         yield from registry_families(self.registry.statistics())
         yield from ownership_families(self.ownership.statistics())
         yield from component_families(self.components.statistics())
@@ -438,7 +440,7 @@ class Daemon:
             new_ids = []
         resume = await load_resume(conn, new_ids) if conn is not None and new_ids else {}
         if conn is not None and new_ids:
-            self.detector.states.update(await load_meter_states(conn, new_ids))
+            self.detector.seed(await load_meter_states(conn, new_ids))
         unseen = [m.meter_id for m in meters if m.meter_id not in self.tracker.rows]
         unseen += [m.meter_id for m in plan.not_dialled if m.meter_id not in self.tracker.rows]
         if unseen and conn is not None:

@@ -9,6 +9,8 @@ from prometheus_client.metrics_core import Metric
 
 from flowsd.events.appender import AppenderStatistics
 from flowsd.events.metrics import appender_families
+from flowsd.ingest.metrics import ingest_families
+from flowsd.ingest.pipeline import IngestStatistics
 from flowsd.meters.metrics import fleet_families, ownership_families, registry_families
 from flowsd.meters.ownership import OwnershipStatistics
 from flowsd.meters.registry import RegistryStatistics
@@ -92,6 +94,16 @@ OWNERSHIP = OwnershipStatistics(
     lost=1,
 )
 COMPONENTS = {"meters": ComponentStatistics(restarts=3), "appender": ComponentStatistics()}
+INGEST = IngestStatistics(
+    state_changes={"balance_changed": 4},
+    incomplete_groups={"piece_missing": 1, "poll_stopped": 2},
+    unmapped_readings=3,
+    interval_gaps=5,
+    meter_log_repeats=6,
+    seed_unreadable=7,
+    session_rows_written=80,
+    session_write_errors=9,
+)
 
 
 def _families() -> Iterator[Metric]:
@@ -100,6 +112,7 @@ def _families() -> Iterator[Metric]:
     yield from registry_families(REGISTRY_LIST)
     yield from ownership_families(OWNERSHIP)
     yield from component_families(COMPONENTS)
+    yield from ingest_families(INGEST)
 
 
 def test_the_registry_serves_the_attached_snapshots() -> None:
@@ -173,6 +186,14 @@ def test_the_registry_serves_the_attached_snapshots() -> None:
             ("flowsd_lease_lost_total", ()): 1,
             ("flowsd_component_restarts_total", (("component", "meters"),)): 3,
             ("flowsd_component_give_ups_total", (("component", "appender"),)): 0,
+            ("flowsd_ingest_state_changes_total", (("kind", "balance_changed"),)): 4,
+            ("flowsd_ingest_incomplete_groups_total", (("cause", "poll_stopped"),)): 2,
+            ("flowsd_ingest_unmapped_readings_total", ()): 3,
+            ("flowsd_ingest_interval_gaps_total", ()): 5,
+            ("flowsd_ingest_meter_log_repeats_total", ()): 6,
+            ("flowsd_ingest_seed_unreadable_events_total", ()): 7,
+            ("flowsd_session_state_rows_written_total", ()): 80,
+            ("flowsd_session_state_write_errors_total", ()): 9,
         }
         for (name, labels), value in expected.items():
             assert sample_value(name, dict(labels)) == value, name
