@@ -78,8 +78,9 @@ from flowsd.ingest.pipeline import Ingest
 from flowsd.ingest.seed import load_meter_states, load_resume
 from flowsd.ingest.sessions import SessionTracker, load_rows
 from flowsd.mediator.auth import Policy
+from flowsd.mediator.metrics import mediator_families
 from flowsd.mediator.server import serve_mediator, tls_enabled
-from flowsd.mediator.service import MediatorService
+from flowsd.mediator.service import MediatorService, MediatorStatistics
 from flowsd.meters.metrics import fleet_families, ownership_families, registry_families
 from flowsd.meters.ownership import Ownership
 from flowsd.meters.plan import PollPlan
@@ -208,6 +209,7 @@ class Daemon:
         self.management_address: tuple[str, int] | None = None
         self.mediator_address: tuple[str, int] | None = None
         self._mediator_scope: anyio.CancelScope | None = None
+        self.mediator: MediatorService | None = None
 
     def _reconnect_backoff(self) -> Backoff:
         database = self.config.database
@@ -246,6 +248,10 @@ class Daemon:
         yield from registry_families(self.registry.statistics())
         yield from ownership_families(self.ownership.statistics())
         yield from component_families(self.components.statistics())
+        mediator = self.mediator
+        # Without a mediator its families are served empty: /metrics names the same families.
+        idle = MediatorStatistics(calls={}, refusals={})
+        yield from mediator_families(mediator.statistics() if mediator is not None else idle)
 
     async def _run(self) -> int:
         soft, hard = raise_open_files_limit()
@@ -349,7 +355,7 @@ class Daemon:
 
     async def _run_mediator(self, *, task_status: anyio.abc.TaskStatus[tuple[str, int]]) -> None:
         mediator = self.config.mediator
-        service = MediatorService(
+        service = self.mediator = MediatorService(
             self.dispatcher,
             Policy(mediator, tls=tls_enabled(mediator)),
             lambda: self._pool,

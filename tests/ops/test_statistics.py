@@ -11,6 +11,8 @@ from flowsd.events.appender import AppenderStatistics
 from flowsd.events.metrics import appender_families
 from flowsd.ingest.metrics import ingest_families
 from flowsd.ingest.pipeline import IngestStatistics
+from flowsd.mediator.metrics import mediator_families
+from flowsd.mediator.service import MediatorStatistics
 from flowsd.meters.metrics import fleet_families, ownership_families, registry_families
 from flowsd.meters.ownership import OwnershipStatistics
 from flowsd.meters.registry import RegistryStatistics
@@ -104,6 +106,10 @@ INGEST = IngestStatistics(
     session_rows_written=80,
     session_write_errors=9,
 )
+MEDIATOR = MediatorStatistics(
+    calls={("read_element", "ok"): 5, ("write_element", "permission_denied"): 2},
+    refusals={"role": 2},
+)
 
 
 def _families() -> Iterator[Metric]:
@@ -113,6 +119,7 @@ def _families() -> Iterator[Metric]:
     yield from ownership_families(OWNERSHIP)
     yield from component_families(COMPONENTS)
     yield from ingest_families(INGEST)
+    yield from mediator_families(MEDIATOR)
 
 
 def test_the_registry_serves_the_attached_snapshots() -> None:
@@ -194,6 +201,8 @@ def test_the_registry_serves_the_attached_snapshots() -> None:
             ("flowsd_ingest_seed_unreadable_events_total", ()): 7,
             ("flowsd_session_state_rows_written_total", ()): 80,
             ("flowsd_session_state_write_errors_total", ()): 9,
+            ("flowsd_mediator_requests_total", (("method", "read_element"), ("code", "ok"))): 5,
+            ("flowsd_mediator_refusals_total", (("reason", "role"),)): 2,
         }
         for (name, labels), value in expected.items():
             assert sample_value(name, dict(labels)) == value, name
