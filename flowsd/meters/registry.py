@@ -3,13 +3,12 @@
 Only active meters are considered (passive meters are never dialled), and of those only the
 ones :func:`~flowsd.meters.dialplan.dial_plan` finds diallable: the others (no address, an
 unusable one, no route to it, a second row for one device) are handed on as not dialled, and
-each is logged once by serial (again only if its reason changes) and counted by reason
-(:meth:`RegistrySource.statistics`, exported as ``flowsd_registry_not_dialled``). The list is
-re-read every ``[daemon] registry_reload_seconds``, shortly after a
-``NOTIFY flowsd_meter_registry`` (sent by a statement trigger on the table, migration 30), and
-when :meth:`RegistrySource.request_reload` is called (SIGHUP). The consumer is called only
-when the plan differs from the one it has; a failed reload keeps the previous list in force
-and is retried with the shared backoff.
+each is logged once by serial (again only if its reason changes) and counted in
+``flowsd_registry_not_dialled{reason}``. The list is re-read every
+``[daemon] registry_reload_seconds``, shortly after a ``NOTIFY flowsd_meter_registry`` (sent by
+a statement trigger on the table, migration 30), and when :meth:`RegistrySource.request_reload`
+is called (SIGHUP). The consumer is called only when the plan differs from the one it has; a
+failed reload keeps the previous list in force and is retried with the shared backoff.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """The process's Prometheus registry and flowsd's one collector of statistics.
 
 Every flowsd metric is registered here (not in prometheus-client's global registry), so
-`/metrics` serves exactly flowsd's series plus the process collector. Counts and states are
-not kept in Prometheus objects: components count for themselves and expose ``statistics()``
-snapshots, and :data:`STATISTICS`, a collector, builds the families from the snapshots at
-each scrape (the daemon attaches the export of its components while it runs). Latency and
-size distributions stay prometheus-client histograms, observed where they happen.
+`/metrics` serves exactly flowsd's series plus the process collector. Components count for
+themselves and expose ``statistics()`` snapshots; :data:`STATISTICS`, a collector, builds
+their families from the snapshots at each scrape (the daemon attaches the export of its
+components while it runs, :meth:`flowsd.app.Daemon.metric_families`). Latency and size
+distributions stay prometheus-client histograms, observed where they happen; so, for now, do
+the projectors' counters and gauges (:mod:`flowsd.projections.metrics`).
 
 Metric names start with ``flowsd_`` and carry their unit
 (``_seconds``, ``_bytes``, ``_events``, ``_total`` for counters); label values are
