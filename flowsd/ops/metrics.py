@@ -20,6 +20,7 @@ from __future__ import annotations
 import platform
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 import asyncpg
 from prometheus_client import (
@@ -90,39 +91,27 @@ STATISTICS = StatisticsCollector()
 REGISTRY.register(STATISTICS)
 
 
-def counter(
-    name: str,
-    documentation: str,
-    value: float | Mapping[tuple[str, ...], float],
-    labels: Sequence[str] = (),
-) -> CounterMetricFamily:
-    """A counter family: one value, or one value per tuple of ``labels`` values."""
-    family = CounterMetricFamily(name, documentation, labels=labels)
-    _fill(family, value)
-    return family
+Values = float | Mapping[tuple[str, ...], float]  # one value, or one per tuple of label values
+_Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
 
 
-def gauge(
-    name: str,
-    documentation: str,
-    value: float | Mapping[tuple[str, ...], float],
-    labels: Sequence[str] = (),
-) -> GaugeMetricFamily:
-    """A gauge family: one value, or one value per tuple of ``labels`` values."""
-    family = GaugeMetricFamily(name, documentation, labels=labels)
-    _fill(family, value)
-    return family
+def counter(name: str, documentation: str, value: Values, labels: Sequence[str] = ()) -> Metric:
+    """A counter family of ``value`` (labelled by ``labels``)."""
+    return _family(CounterMetricFamily(name, documentation, labels=labels), value)
 
 
-def _fill(
-    family: CounterMetricFamily | GaugeMetricFamily,
-    value: float | Mapping[tuple[str, ...], float],
-) -> None:
+def gauge(name: str, documentation: str, value: Values, labels: Sequence[str] = ()) -> Metric:
+    """A gauge family of ``value`` (labelled by ``labels``)."""
+    return _family(GaugeMetricFamily(name, documentation, labels=labels), value)
+
+
+def _family(family: _Family, value: Values) -> _Family:
     if isinstance(value, Mapping):
         for label_values, sample in value.items():
             family.add_metric(list(label_values), sample)
     else:
         family.add_metric([], value)
+    return family
 
 
 def server_version(conn: asyncpg.Connection) -> str:
