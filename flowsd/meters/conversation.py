@@ -207,9 +207,11 @@ class Conversation:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.session.wall_clock(), UTC)
 
-    def base(self) -> _Base:
+    def base(self, answer: Answer | None = None) -> _Base:
+        """The meter and the time of an observation: when ``answer`` arrived, else now."""
         target = self.session.target
-        return {"meter_id": target.meter_id, "serial": target.serial, "read_at": self.now()}
+        read_at = self.now() if answer is None else datetime.fromtimestamp(answer.received_at, UTC)
+        return {"meter_id": target.meter_id, "serial": target.serial, "read_at": read_at}
 
     def reading(
         self,
@@ -221,11 +223,8 @@ class Conversation:
         command: UUID | None = None,
     ) -> Reading:
         assert answer.response.record is not None
-        target = self.session.target
         return Reading(
-            meter_id=target.meter_id,
-            serial=target.serial,
-            read_at=datetime.fromtimestamp(answer.received_at, UTC),
+            **self.base(answer),
             object_name=name,
             object_id=oid,
             record=answer.response.record,
@@ -239,11 +238,8 @@ class Conversation:
         # The meter reports whole seconds: its reading is taken as the middle of that second.
         drift = meter_time.timestamp() + 0.5 - midpoint
         metrics.CLOCK_DRIFT.observe(abs(drift))
-        target = self.session.target
         return ClockDrift(
-            meter_id=target.meter_id,
-            serial=target.serial,
-            read_at=datetime.fromtimestamp(answer.received_at, UTC),
+            **self.base(answer),
             meter_time=meter_time,
             local_time=datetime.fromtimestamp(midpoint, UTC),
             drift_seconds=drift,
