@@ -11,9 +11,10 @@ and hand what they read to :meth:`Conversation.emit` (the sink, with back-pressu
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 from uuid import UUID
 
 from flowsd.emop import PayloadError, ReadRequest
@@ -21,13 +22,22 @@ from flowsd.emop.records import (
     ClockTime,
     HardwareVersion,
     MeterType,
+    ProfileLog1Record,
+    ProfileLog2Record,
     ThreePhaseHardwareConfiguration,
 )
 from flowsd.meters import metrics
+from flowsd.meters.backfill import to_datetime
 from flowsd.meters.breaker import Transition
 from flowsd.meters.exchange import Answer, Failure, PollAbortError, RequestKind
 from flowsd.meters.limits import Lane
-from flowsd.meters.observations import ClockDrift, Observation, ReadFailure, Reading
+from flowsd.meters.observations import (
+    ClockDrift,
+    IntervalRecord,
+    Observation,
+    ReadFailure,
+    Reading,
+)
 from flowsd.meters.watchdog import ProgressWatchdog
 
 if TYPE_CHECKING:
@@ -212,6 +222,18 @@ class Conversation:
         target = self.session.target
         read_at = self.now() if answer is None else datetime.fromtimestamp(answer.received_at, UTC)
         return {"meter_id": target.meter_id, "serial": target.serial, "read_at": read_at}
+
+    def interval_records(
+        self, log: Literal[1, 2], records: Iterable[ProfileLog1Record | ProfileLog2Record]
+    ) -> list[Observation]:
+        """Observations of profile-log records, read now."""
+        base = self.base()
+        return [
+            IntervalRecord(
+                **base, log=log, interval_at=to_datetime(r.timestamp), status=r.status, record=r
+            )
+            for r in records
+        ]
 
     def reading(
         self,

@@ -32,7 +32,6 @@ from flowsd.meters.exchange import Answer, BackfillDeferredError, Failure, PollA
 from flowsd.meters.observations import (
     EventLogScanned,
     IntervalGap,
-    IntervalRecord,
     MeterLogEntry,
     Observation,
 )
@@ -222,16 +221,7 @@ class Poll:
             assert isinstance(body, ProfileLog1 | ProfileLog2)
             accepted = cursor.accept(requested, body.records, newest)
             base = conv.base()
-            observations: list[Observation] = [
-                IntervalRecord(
-                    **base,
-                    log=cursor.log,
-                    interval_at=to_datetime(r.timestamp),
-                    status=r.status,
-                    record=r,
-                )
-                for r in accepted.records
-            ]
+            observations = conv.interval_records(cursor.log, accepted.records)
             for start, end in accepted.gaps:
                 session.counts.interval_gaps += 1
                 observations.append(
