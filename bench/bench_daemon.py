@@ -202,8 +202,8 @@ async def _measure(
                 await daemon.ready.wait()
             await anyio.sleep(cadence + 2 * GAP_SECONDS * REQUESTS_PER_POLL)
             rss_after = _rss()
-            stats = daemon.supervisor.stats
-            requests0, events0 = stats.requests_ok, daemon.appender.statistics().committed
+            stats = daemon.supervisor.statistics
+            requests0, events0 = stats().requests_ok, daemon.appender.statistics().committed
             cpu0, t0 = cpu_seconds(), time.perf_counter()
             system0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
             sim0, (busy0, total0) = _process_cpu(simulator.pid), _machine_busy()
@@ -215,7 +215,7 @@ async def _measure(
             system = resource.getrusage(resource.RUSAGE_SELF).ru_stime - system0
             sim_cpu = _process_cpu(simulator.pid) - sim0
             busy1, total1 = _machine_busy()
-            requests = stats.requests_ok - requests0
+            requests = stats().requests_ok - requests0
             events = daemon.appender.statistics().committed - events0
             status = daemon.supervisor.status(top=0)
             daemon.request_stop()

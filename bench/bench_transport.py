@@ -142,9 +142,9 @@ async def _engine(addresses: list[Address], seconds: float) -> tuple[int, float,
     async with anyio.create_task_group() as tg:
         await tg.start(supervisor.run)
         await anyio.sleep(1.5)  # first slots
-        done0, cpu0, wall0 = supervisor.stats.requests_ok, cpu_seconds(), time.perf_counter()
+        done0, cpu0, wall0 = supervisor.statistics().requests_ok, cpu_seconds(), time.perf_counter()
         await anyio.sleep(seconds)
-        done = supervisor.stats.requests_ok - done0
+        done = supervisor.statistics().requests_ok - done0
         cpu, wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
         await supervisor.stop()
     return done, cpu, wall

@@ -43,7 +43,7 @@ from __future__ import annotations
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import anyio
@@ -52,6 +52,7 @@ import asyncpg
 import msgspec
 import structlog
 from anyio.abc import TaskGroup
+from prometheus_client.metrics_core import Metric
 
 from flowsd.backoff import Backoff, Retry
 from flowsd.config import Config, load_config, with_database_url
@@ -69,14 +70,18 @@ from flowsd.db.migrate import applied_versions, check_compatible, load_migration
 from flowsd.db.urls import redact
 from flowsd.errors import ConfigError, UserError
 from flowsd.events.appender import Appender
+from flowsd.events.metrics import appender_families
 from flowsd.housekeeping import Housekeeping
 from flowsd.ingest.detector import ChangeDetector
+from flowsd.ingest.metrics import ingest_families
 from flowsd.ingest.pipeline import Ingest
 from flowsd.ingest.seed import load_meter_states, load_resume
 from flowsd.ingest.sessions import SessionTracker, load_rows
 from flowsd.mediator.auth import Policy
+from flowsd.mediator.metrics import mediator_families
 from flowsd.mediator.server import serve_mediator, tls_enabled
-from flowsd.mediator.service import MediatorService
+from flowsd.mediator.service import MediatorService, MediatorStatistics
+from flowsd.meters.metrics import fleet_families, ownership_families, registry_families
 from flowsd.meters.ownership import Ownership
 from flowsd.meters.plan import PollPlan
 from flowsd.meters.registry import DialPlan, RegistrySource
@@ -84,10 +89,15 @@ from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
 from flowsd.ops.http import serve_management
 from flowsd.ops.limits import raise_open_files_limit
-from flowsd.ops.metrics import server_version, set_build_info
+from flowsd.ops.metrics import STATISTICS, server_version, set_build_info
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.runner import ProjectorRunner
-from flowsd.supervision import ComponentGaveUpError, RestartPolicy, Supervisor
+from flowsd.supervision import (
+    ComponentGaveUpError,
+    RestartPolicy,
+    Supervisor,
+    component_families,
+)
 
 log = structlog.get_logger("flowsd.app")
 
@@ -199,6 +209,7 @@ class Daemon:
         self.management_address: tuple[str, int] | None = None
         self.mediator_address: tuple[str, int] | None = None
         self._mediator_scope: anyio.CancelScope | None = None
+        self.mediator: MediatorService | None = None
 
     def _reconnect_backoff(self) -> Backoff:
         database = self.config.database
@@ -223,6 +234,26 @@ class Daemon:
             raise DatabaseUnavailableError(str(exc)) from exc
 
     async def run(self) -> int:
+        STATISTICS.attach(self.metric_families)
+        try:
+            return await self._run()
+        finally:
+            STATISTICS.detach(self.metric_families)
+
+    def metric_families(self) -> Iterator[Metric]:
+        """The families ``/metrics`` serves from the components' statistics."""
+        yield from appender_families(self.appender.statistics())
+        yield from fleet_families(self.supervisor.statistics())
+        yield from ingest_families(self.ingest.statistics())
+        yield from registry_families(self.registry.statistics())
+        yield from ownership_families(self.ownership.statistics())
+        yield from component_families(self.components.statistics())
+        mediator = self.mediator
+        # Without a mediator its families are served empty: /metrics names the same families.
+        idle = MediatorStatistics(calls={}, refusals={})
+        yield from mediator_families(mediator.statistics() if mediator is not None else idle)
+
+    async def _run(self) -> int:
         soft, hard = raise_open_files_limit()
         log.info("flowsd starting", database=redact(self.url), open_files=soft, hard_limit=hard)
         async with anyio.create_task_group() as tg:
@@ -324,7 +355,7 @@ class Daemon:
 
     async def _run_mediator(self, *, task_status: anyio.abc.TaskStatus[tuple[str, int]]) -> None:
         mediator = self.config.mediator
-        service = MediatorService(
+        service = self.mediator = MediatorService(
             self.dispatcher,
             Policy(mediator, tls=tls_enabled(mediator)),
             lambda: self._pool,
@@ -415,7 +446,7 @@ class Daemon:
             new_ids = []
         resume = await load_resume(conn, new_ids) if conn is not None and new_ids else {}
         if conn is not None and new_ids:
-            self.detector.states.update(await load_meter_states(conn, new_ids))
+            self.detector.seed(await load_meter_states(conn, new_ids))
         unseen = [m.meter_id for m in meters if m.meter_id not in self.tracker.rows]
         unseen += [m.meter_id for m in plan.not_dialled if m.meter_id not in self.tracker.rows]
         if unseen and conn is not None:

@@ -4,12 +4,12 @@ Each long-running part of the daemon (the appender, every projector, the LISTEN 
 meter list, the fleet supervisor, the session-state writer, the management endpoint, ...) runs
 under :meth:`Supervisor.run`. Expected trouble never reaches it: a database outage is retried
 inside each part (:mod:`flowsd.db.errors`), a meter's faults stay in its session. What does
-reach it is a bug or an error nobody classified; it is logged with its traceback, counted in
-``flowsd_component_restarts_total{component}``, and the component is started again after the
-shared backoff (:mod:`flowsd.backoff`).
+reach it is a bug or an error nobody classified; it is logged with its traceback, counted
+(:meth:`Supervisor.statistics`, exported as ``flowsd_component_restarts_total{component}``),
+and the component is started again after the shared backoff (:mod:`flowsd.backoff`).
 
 A component that fails ``limit`` times within ``window_seconds`` has given up: the supervisor
-counts it in ``flowsd_component_give_ups_total{component}`` and calls ``on_give_up`` (the
+counts it (``flowsd_component_give_ups_total{component}``) and calls ``on_give_up`` (the
 daemon then stops the way SIGTERM does: the queued events are committed or spilled, and it
 exits with status 1, so systemd restarts it). Without ``on_give_up`` it raises
 :class:`ComponentGaveUpError`, and so does a component that gives up before it ever reported
@@ -21,33 +21,20 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 import anyio.abc
 import structlog
-from prometheus_client import Counter
+from prometheus_client.metrics_core import Metric
 
 from flowsd.backoff import Backoff, Retry
 from flowsd.errors import UserError
-from flowsd.ops.metrics import REGISTRY
+from flowsd.ops.metrics import counter
 
 log = structlog.get_logger("flowsd.supervision")
-
-RESTARTS = Counter(
-    "flowsd_component_restarts",
-    "Restarts of a daemon component after it failed unexpectedly (logged with a traceback).",
-    ["component"],
-    registry=REGISTRY,
-)
-GIVE_UPS = Counter(
-    "flowsd_component_give_ups",
-    "Components that failed too often within the restart window; the daemon then stops.",
-    ["component"],
-    registry=REGISTRY,
-)
 
 # A component's body: anyio style, reporting through task_status once it is running.
 Target = Callable[..., Awaitable[Any]]
@@ -75,11 +62,12 @@ class RestartPolicy:
     window_seconds: float = 600.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class ComponentStatistics:
     running: bool = False
     restarts: int = 0
     gave_up: bool = False
+    give_ups: int = 0  # a component run again after it gave up may give up again
     last_error: str | None = None
     last_failure_at: float | None = None  # monotonic
 
@@ -122,13 +110,13 @@ class Supervisor:
         Cancellation is never a failure. ``task_status`` is reported started by the first
         run that reports it.
         """
-        stats = self._components.setdefault(name, ComponentStatistics())
+        self._components.setdefault(name, ComponentStatistics())
         status = _StartedOnce(task_status)
         failures: deque[float] = deque()
         retry = Retry(self.policy.backoff)
         while True:
             started_at = time.monotonic()
-            stats.running = True
+            self._note(name, running=True)
             try:
                 await target(task_status=status)
                 return
@@ -136,27 +124,24 @@ class Supervisor:
                 # A mistake restarting cannot fix (e.g. another flowsd holds the spill
                 # directory): the daemon stops at once with it.
                 log.error("component cannot run", component=name, error=str(exc))
-                stats.gave_up = True
+                self._note(name, gave_up=True)
                 if self._on_give_up is None or not status.done:
                     raise
                 self._on_give_up(exc)
                 return
             except Exception as exc:
                 now = time.monotonic()
-                stats.running = False
-                stats.last_error = _describe(exc)
-                stats.last_failure_at = now
+                self._note(name, running=False, last_error=_describe(exc), last_failure_at=now)
                 failures.append(now)
                 while failures and failures[0] < now - self.policy.window_seconds:
                     failures.popleft()
                 if now - started_at > self.policy.window_seconds:
                     retry.reset()  # it ran well for a while: start the backoff over
                 if len(failures) >= self.policy.limit:
-                    self._give_up(name, stats, exc, len(failures), started=status.done)
+                    self._give_up(name, exc, len(failures), started=status.done)
                     return
                 delay = retry.next_delay()
-                stats.restarts += 1
-                RESTARTS.labels(name).inc()
+                self._note(name, restarts=self._components[name].restarts + 1)
                 log.exception(
                     "component failed unexpectedly; restarting",
                     component=name,
@@ -166,19 +151,17 @@ class Supervisor:
                 )
                 await anyio.sleep(delay)
             finally:
-                stats.running = False
+                self._note(name, running=False)
 
     def _give_up(
         self,
         name: str,
-        stats: ComponentStatistics,
         exc: BaseException,
         failures: int,
         *,
         started: bool,
     ) -> None:
-        stats.gave_up = True
-        GIVE_UPS.labels(name).inc()
+        self._note(name, gave_up=True, give_ups=self._components[name].give_ups + 1)
         error = ComponentGaveUpError(name, failures, exc)
         log.error(
             "component keeps failing; giving up",
@@ -196,7 +179,27 @@ class Supervisor:
         return not any(s.gave_up for s in self._components.values())
 
     def statistics(self) -> dict[str, ComponentStatistics]:
+        """Each component's, by name."""
         return dict(self._components)
+
+    def _note(self, name: str, **changes: Any) -> None:
+        self._components[name] = replace(self._components[name], **changes)
+
+
+def component_families(stats: dict[str, ComponentStatistics]) -> Iterator[Metric]:
+    """Restarts and give-ups of every component that has run."""
+    yield counter(
+        "flowsd_component_restarts",
+        "Restarts of a daemon component after it failed unexpectedly (logged with a traceback).",
+        {(name,): s.restarts for name, s in stats.items()},
+        ["component"],
+    )
+    yield counter(
+        "flowsd_component_give_ups",
+        "Components that failed too often within the restart window; the daemon then stops.",
+        {(name,): s.give_ups for name, s in stats.items()},
+        ["component"],
+    )
 
 
 def _describe(exc: BaseException) -> str:

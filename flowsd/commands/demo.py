@@ -28,6 +28,7 @@ import msgspec
 import structlog
 
 from flowsd.app import Daemon
+from flowsd.commands import add_command
 from flowsd.commands.run import add_common_arguments, database_url, load
 from flowsd.config import Config, ManagementConfig
 from flowsd.db.connect import connect
@@ -54,10 +55,8 @@ log = structlog.get_logger("flowsd.demo")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="embedded PostgreSQL + simulated fleet + daemon",
-        description=__doc__.split("\n\n")[0],
+    parser = add_command(
+        subparsers, "demo", "embedded PostgreSQL + simulated fleet + daemon", __doc__
     )
     add_common_arguments(parser)
     parser.add_argument("--meters", type=int, default=100, metavar="N", help="fleet size")

@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from flowsd.commands import add_command
 from flowsd.commands.output import to_json
 from flowsd.commands.replay import parse_time, with_connection
 from flowsd.commands.run import add_common_arguments
@@ -45,10 +46,8 @@ _TYPE_IDS = {name: type_id for type_id, name in catalogue()}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "events",
-        help="one meter's events (--follow: as they come)",
-        description=__doc__.split("\n\n")[0],
+    parser = add_command(
+        subparsers, "events", "one meter's events (--follow: as they come)", __doc__
     )
     parser.add_argument("--meter", metavar="SERIAL", required=True, help="serial or id")
     parser.add_argument(

@@ -27,6 +27,7 @@ from typing import BinaryIO
 import asyncpg
 import structlog
 
+from flowsd.commands import add_command
 from flowsd.commands.replay import with_connection
 from flowsd.commands.run import add_common_arguments
 from flowsd.db.meter_names import find_meter
@@ -93,10 +94,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "export", help="export read tables (intervals: half hours as CSV)", description=__doc__
     )
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-    intervals = kinds.add_parser(
+    intervals = add_command(
+        kinds,
         "intervals",
-        help="half hours per register as CSV, by settlement day of Europe/London",
-        description=__doc__.split("\n\n")[0],
+        "half hours per register as CSV, by settlement day of Europe/London",
+        __doc__,
     )
     intervals.add_argument(
         "--meter", metavar="SERIAL", action="append", default=[], help="serial or id (repeatable)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from flowsd.commands import add_command
 from flowsd.config import load_config, with_database_url
 from flowsd.db.connect import connect, resolve_database
 from flowsd.db.errors import (
@@ -30,10 +31,8 @@ from flowsd.db.urls import redact
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "migrate",
-        help="create or upgrade the flows schema (idempotent)",
-        description=__doc__.split("\n\n")[0],
+    parser = add_command(
+        subparsers, "migrate", "create or upgrade the flows schema (idempotent)", __doc__
     )
     parser.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
     parser.add_argument(

@@ -16,6 +16,7 @@ import argparse
 
 import asyncpg
 
+from flowsd.commands import add_command
 from flowsd.commands.output import print_json
 from flowsd.commands.replay import add_projection_argument, with_connection
 from flowsd.commands.run import add_common_arguments
@@ -29,10 +30,8 @@ from flowsd.projections.snapshot import drop_snapshots, take_snapshots
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "projections",
-        help="projector checkpoints and parked events",
-        description=__doc__.split("\n\n")[0],
+    parser = add_command(
+        subparsers, "projections", "projector checkpoints and parked events", __doc__
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     status = actions.add_parser("status", help="checkpoint, lag and parked events per projection")

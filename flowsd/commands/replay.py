@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from flowsd.commands import add_command
 from flowsd.commands.run import add_common_arguments, database_url, load
 from flowsd.db.connect import close_quietly, connect
 from flowsd.db.errors import DatabaseUnavailableError, describe, lost_connection_in
@@ -77,10 +78,8 @@ def with_connection(
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "replay",
-        help="rebuild projections from the event log and swap them in",
-        description=__doc__.split("\n\n")[0],
+    parser = add_command(
+        subparsers, "replay", "rebuild projections from the event log and swap them in", __doc__
     )
     add_projection_argument(parser)
     start = parser.add_mutually_exclusive_group()

@@ -22,6 +22,7 @@ import anyio
 import msgspec
 
 from flowsd.app import Daemon
+from flowsd.commands import add_command
 from flowsd.config import Config, load_config, with_database_url
 from flowsd.db.connect import resolve_database
 from flowsd.mediator.server import check_config as check_mediator
@@ -33,9 +34,7 @@ CREDENTIAL_NAME = "db-password"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "run", help="run the daemon (what systemd starts)", description=__doc__.split("\n\n")[0]
-    )
+    parser = add_command(subparsers, "run", "run the daemon (what systemd starts)", __doc__)
     add_common_arguments(parser)
     parser.add_argument(
         "--mediator-listen",

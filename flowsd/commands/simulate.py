@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from flowsd.commands import add_command
 from flowsd.config import DATABASE_URL_ENV
 from flowsd.errors import UserError
 from flowsd.sim.clock import SimClock
@@ -44,10 +45,11 @@ refuse=0.02,slow=0.05:8s,badcrc@3=1,offline=0.01:20m"""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "simulate",
-        help="run a simulated fleet of Emlite meters on loopback addresses",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        "run a simulated fleet of Emlite meters on loopback addresses",
+        __doc__,
         formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--meters", type=int, required=True, metavar="N", help="fleet size")

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from flowsd.commands import add_command
 from flowsd.commands.output import print_json
 from flowsd.commands.run import add_common_arguments, database_url, load
 from flowsd.db.connect import close_quietly, connect
@@ -37,10 +38,8 @@ STALE_AFTER_SECONDS = 60
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "status",
-        help="fleet and projector state, from the database",
-        description=__doc__.split("\n\n")[0],
+    parser = add_command(
+        subparsers, "status", "fleet and projector state, from the database", __doc__
     )
     add_common_arguments(parser)
     parser.add_argument("--top", type=int, default=10, metavar="N", help="meters per list")

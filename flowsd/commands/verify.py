@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from flowsd.commands import add_command
 from flowsd.commands.output import print_json
 from flowsd.commands.replay import add_projection_argument, with_connection
 from flowsd.commands.run import add_common_arguments
@@ -26,10 +27,11 @@ from flowsd.projections.verify import Verdict, verify
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "verify",
-        help="rebuild projections aside and diff them against the live tables",
-        description=__doc__.split("\n\n")[0],
+        "rebuild projections aside and diff them against the live tables",
+        __doc__,
     )
     add_projection_argument(parser)
     parser.add_argument(

@@ -428,14 +428,7 @@ class CommandTable:
             ref = await self.dispatcher.lookup(row.serial)
             result = await self.dispatcher.run(ref, command, wait_seconds=wait)
         except CommandRefusedError as exc:
-            if exc.reason == "stopping":
-                return "failed", {}, None, True
-            return (
-                "failed",
-                {"ok": False, "reason": exc.reason},
-                f"{exc.reason}: {exc.detail}",
-                False,
-            )
+            return _refused(exc)
         if result.reason == "stopped" and not result.started:
             return "failed", {}, None, True
         body = result_json(result)
@@ -450,14 +443,7 @@ class CommandTable:
         try:
             request = self.supervisor.poll_now(row.meter_id)
         except CommandRefusedError as exc:
-            if exc.reason == "stopping":
-                return "failed", {}, None, True
-            return (
-                "failed",
-                {"ok": False, "reason": exc.reason},
-                f"{exc.reason}: {exc.detail}",
-                False,
-            )
+            return _refused(exc)
         with anyio.move_on_after(wait if math.isfinite(wait) else None):
             outcome = await request.wait()
             if outcome is None:
@@ -503,3 +489,10 @@ class CommandTable:
                     "meter command outcome not written yet; retrying", error=describe(exc)
                 )
                 await anyio.sleep(retry.next_delay())
+
+
+def _refused(exc: CommandRefusedError) -> tuple[str, dict[str, Any], str | None, bool]:
+    """A refused row fails, unless the daemon is stopping: then it is handed back."""
+    if exc.reason == "stopping":
+        return "failed", {}, None, True
+    return "failed", {"ok": False, "reason": exc.reason}, f"{exc.reason}: {exc.detail}", False

@@ -185,6 +185,9 @@ del L, Q
 OBJECTS: tuple[ObjectInfo, ...] = tuple(sorted((*_NAMED, *_price_banks()), key=lambda o: o.id))
 """Every object, in id order."""
 
+FLAG_OBJECT_IDS = frozenset(o.id for o in OBJECTS if o.layout is Layout.FLAG)
+"""The one-byte on/off settings (prepay mode, daylight-saving correction, ...)."""
+
 _BY_NAME: dict[str, ObjectInfo] = {o.name: o for o in OBJECTS}
 _BY_ID: dict[int, ObjectInfo] = {o.id: o for o in OBJECTS}
 

@@ -62,6 +62,7 @@ from flowsd.db.errors import DATABASE_ERRORS, describe, is_data_rejection
 from flowsd.db.meter_names import serials_of
 from flowsd.events import metrics
 from flowsd.events.codec import payload_json
+from flowsd.events.metrics import APPEND_ERROR_KINDS, AppendErrorKind, append_error_kind
 from flowsd.events.spill import SpillDirectoryInUseError, SpillJournal
 from flowsd.events.store import AppendResult, append_batch
 from flowsd.events.subscriptions import Listener, SubscriberHub, Subscription
@@ -103,6 +104,12 @@ class AppenderStatistics(msgspec.Struct, frozen=True, kw_only=True):
     in_memory: int
     pending_in_journal: int
     database_failures: int  # failed commit attempts
+    database_failures_by_kind: dict[AppendErrorKind, int]  # the same, by kind
+    database_up: bool  # the last database operation succeeded (False before the first)
+    head_position: int  # the last committed batch's through_position (0 before the first)
+    journal_bytes: int  # size of the spill journal's segments
+    journal_corrupt_records: int  # spill records or segments that failed their checks
+    subscriber_dropped_batches: int  # batches not handed to a subscriber whose buffer was full
     running: bool
 
 
@@ -142,6 +149,9 @@ class Appender:
         self._spill_blocked = False
         self._closed = False
         self._database_up = True  # until an append fails
+        self._last_attempt_ok = False  # what flowsd_appender_database_up says: 0 until one works
+        self._head_position = 0
+        self._failures_by_kind = dict.fromkeys(APPEND_ERROR_KINDS, 0)
         self._running = False
         self._counts = {
             "accepted": 0,
@@ -180,7 +190,6 @@ class Appender:
         self._idle.clear()
         await self._queue.put(event)
         self._counts["accepted"] += 1
-        metrics.QUEUE_DEPTH.set(self._queue.qsize())
 
     async def append_many(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -230,6 +239,12 @@ class Appender:
             queued=self._queue.qsize(),
             in_memory=len(self._memory),
             pending_in_journal=self._journal.pending_events,
+            database_failures_by_kind=dict(self._failures_by_kind),
+            database_up=self._last_attempt_ok,
+            head_position=self._head_position,
+            journal_bytes=self._journal.size_bytes,
+            journal_corrupt_records=self._journal.corrupt_records,
+            subscriber_dropped_batches=self._hub.dropped_batches,
             running=self._running,
         )
 
@@ -258,7 +273,6 @@ class Appender:
             # Appends can still work; an outage now has nowhere to spill. Alarm, don't stop.
             pending = 0
             self._spill_blocked = True
-            metrics.SPILL_DISK_FULL.set(1)
             log.error(
                 "spill journal unavailable",
                 error=str(exc),
@@ -309,7 +323,6 @@ class Appender:
                 self._memory.append(await asyncio.wait_for(self._queue.get(), remaining))
             except TimeoutError:
                 break
-        self._update_gauges()
         return True
 
     async def _first_event_or_stop(self) -> Event | None:
@@ -333,11 +346,9 @@ class Appender:
             return
         for _ in batch:
             self._memory.popleft()
-        self._update_gauges()
         if self._spill_blocked and len(self._memory) < self._config.memory_max_events:
             # The backlog the disk could not take is draining into the database again.
             self._spill_blocked = False
-            metrics.SPILL_DISK_FULL.set(0)
         for result in results:
             self._hub.publish(result)
 
@@ -375,16 +386,14 @@ class Appender:
                     if not is_data_rejection(exc):
                         raise
                     results = await self._append_individually(conn, batch)
-                metrics.DATABASE_UP.set(1)
-                self._database_up = True
+                self._database_up = self._last_attempt_ok = True
                 self.availability.succeeded("appender")
                 return results
             except DATABASE_ERRORS as exc:
-                metrics.DATABASE_UP.set(0)
-                self._database_up = False
+                self._database_up = self._last_attempt_ok = False
                 self._counts["database_failures"] += 1
+                self._failures_by_kind[append_error_kind(exc)] += 1
                 self.availability.failed("appender", exc)
-                metrics.APPEND_ERRORS.labels(kind=metrics.append_error_kind(exc)).inc()
                 delay = retry.next_delay()
                 log.warning(
                     "append failed; retrying",
@@ -408,18 +417,15 @@ class Appender:
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         if result.fenced_events:
             self._counts["fenced"] += result.fenced_events
-            metrics.FENCED_WRITES.inc(result.fenced_events)
             log.warning(
                 "events refused: their meters' leases passed to another daemon",
                 events=result.fenced_events,
                 meters=len(result.fenced),
             )
         metrics.BATCH_SIZE.observe(len(batch))
-        metrics.EVENTS_APPENDED.inc(len(result.events))
-        metrics.EVENTS_DUPLICATE.inc(result.duplicates)
         self._counts["committed"] += len(result.events)
         self._counts["duplicates"] += result.duplicates
-        metrics.HEAD_POSITION.set(result.through_position)
+        self._head_position = result.through_position
         return result
 
     async def _append_individually(
@@ -463,7 +469,6 @@ class Appender:
             msgspec.json.encode(event).decode(),
             str(exc),
         )
-        metrics.EVENTS_REJECTED.inc()
         self._counts["rejected"] += 1
         serials = await serials_of(conn, [event.meter_id])
         log.error(
@@ -505,7 +510,6 @@ class Appender:
                 pass
             while len(self._memory) <= bound and not self._queue.empty():
                 self._memory.append(self._queue.get_nowait())
-            self._update_gauges()
             if len(self._memory) > bound:
                 spilled = await self._spill_memory() or spilled
 
@@ -524,8 +528,6 @@ class Appender:
         except OSError as exc:
             self._spill_blocked = True
             self._counts["spill_write_errors"] += 1
-            metrics.SPILL_DISK_FULL.set(1)
-            metrics.SPILL_WRITE_ERRORS.inc()
             log.error(
                 "cannot write the spill journal: events held in memory, producers paused",
                 error=str(exc),
@@ -534,10 +536,8 @@ class Appender:
             )
             return False
         self._spill_blocked = False
-        metrics.SPILL_DISK_FULL.set(0)
         self._counts["spilled"] += len(events)
         self._memory.clear()
-        self._update_gauges()
         log.warning("database unreachable: events spilled to disk", events=len(events))
         return True
 
@@ -570,7 +570,3 @@ class Appender:
     def _note_idle(self) -> None:
         if self._queue.empty() and not self._memory and not self._journal.has_segments():
             self._idle.set()
-
-    def _update_gauges(self) -> None:
-        metrics.QUEUE_DEPTH.set(self._queue.qsize())
-        metrics.MEMORY_EVENTS.set(len(self._memory))

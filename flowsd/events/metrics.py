@@ -1,24 +1,21 @@
-"""Prometheus metrics of the event store (``flowsd_`` names, no per-meter labels)."""
+"""Metrics of the event store (``flowsd_`` names, no per-meter labels): the appender's
+histograms, observed as it commits, and the families :data:`flowsd.ops.metrics.STATISTICS`
+builds from :meth:`flowsd.events.appender.Appender.statistics`."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal, get_args
 
 import asyncpg
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Histogram
+from prometheus_client.metrics_core import Metric
 
-from flowsd.ops.metrics import REGISTRY
+from flowsd.ops.metrics import REGISTRY, counter, gauge
 
-QUEUE_DEPTH = Gauge(
-    "flowsd_appender_queue_events",
-    "Events accepted and waiting for the appender",
-    registry=REGISTRY,
-)
-MEMORY_EVENTS = Gauge(
-    "flowsd_appender_memory_events",
-    "Events held in memory by the appender (taken from the queue, not yet committed)",
-    registry=REGISTRY,
-)
+if TYPE_CHECKING:
+    from flowsd.events.appender import AppenderStatistics
+
 BATCH_SIZE = Histogram(
     "flowsd_appender_batch_events",
     "Events per committed append batch",
@@ -31,45 +28,8 @@ COMMIT_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
-EVENTS_APPENDED = Counter(
-    "flowsd_events_appended_total", "Events committed to the event log", registry=REGISTRY
-)
-EVENTS_DUPLICATE = Counter(
-    "flowsd_events_duplicate_total",
-    "Events not stored because their idempotency key was already in the log",
-    registry=REGISTRY,
-)
-EVENTS_REJECTED = Counter(
-    "flowsd_events_rejected_total",
-    "Events the database refused on their own (kept in flowsd.rejected_event)",
-    registry=REGISTRY,
-)
-FENCED_WRITES = Counter(
-    "flowsd_fenced_writes_total",
-    "Events the database refused because this daemon's lease of their meter had passed to "
-    "another daemon (the new holder reads the meter again)",
-    registry=REGISTRY,
-)
-HEAD_POSITION = Gauge(
-    "flowsd_event_log_head_position", "Highest position this process committed", registry=REGISTRY
-)
-DATABASE_UP = Gauge(
-    "flowsd_appender_database_up",
-    "1 while the appender's last database operation succeeded, 0 while it is retrying",
-    registry=REGISTRY,
-)
-APPEND_ERRORS = Counter(
-    "flowsd_appender_errors_total",
-    "Failed append attempts (each is retried), by kind: connection (unreachable, lost, "
-    "server starting or stopping), timeout (statement or lock timeout), refused (login or "
-    "privileges), statement (any other error of the database)",
-    ["kind"],
-    registry=REGISTRY,
-)
 AppendErrorKind = Literal["connection", "timeout", "refused", "statement"]
 APPEND_ERROR_KINDS: tuple[AppendErrorKind, ...] = get_args(AppendErrorKind)
-for _kind in APPEND_ERROR_KINDS:
-    APPEND_ERRORS.labels(_kind)  # every series present from the start, at 0
 
 # SQLSTATEs: query_canceled (statement_timeout), lock_not_available (lock_timeout).
 _TIMEOUT_STATES = frozenset({"57014", "55P03"})
@@ -93,32 +53,81 @@ def append_error_kind(exc: BaseException) -> AppendErrorKind:
     return "connection"  # the socket, asyncpg's client side, flowsd's own connect errors
 
 
-SPILLED_EVENTS = Counter(
-    "flowsd_spill_events_written_total",
-    "Events written to the spill journal while the database was unreachable",
-    registry=REGISTRY,
-)
-SPILL_PENDING_EVENTS = Gauge(
-    "flowsd_spill_pending_events",
-    "Events in the spill journal not yet committed to the database",
-    registry=REGISTRY,
-)
-SPILL_BYTES = Gauge("flowsd_spill_bytes", "Size of the spill journal on disk", registry=REGISTRY)
-SPILL_DISK_FULL = Gauge(
-    "flowsd_spill_disk_full",
-    "1 while the spill journal cannot be written (disk full or I/O error): an alarm",
-    registry=REGISTRY,
-)
-SPILL_WRITE_ERRORS = Counter(
-    "flowsd_spill_write_errors_total", "Failed writes to the spill journal", registry=REGISTRY
-)
-SPILL_CORRUPT_RECORDS = Counter(
-    "flowsd_spill_corrupt_records_total",
-    "Spill records that failed their checksum (a torn write at a crash)",
-    registry=REGISTRY,
-)
-SUBSCRIBER_DROPPED_BATCHES = Counter(
-    "flowsd_event_subscriber_dropped_batches_total",
-    "Committed batches not handed to a slow in-process subscriber (it reads the log instead)",
-    registry=REGISTRY,
-)
+def appender_families(stats: AppenderStatistics) -> Iterator[Metric]:
+    """The appender's, its spill journal's and its subscribers' counts and states."""
+    yield gauge(
+        "flowsd_appender_queue_events", "Events accepted and waiting for the appender", stats.queued
+    )
+    yield gauge(
+        "flowsd_appender_memory_events",
+        "Events held in memory by the appender (taken from the queue, not yet committed)",
+        stats.in_memory,
+    )
+    yield counter(
+        "flowsd_events_appended_total", "Events committed to the event log", stats.committed
+    )
+    yield counter(
+        "flowsd_events_duplicate_total",
+        "Events not stored because their idempotency key was already in the log",
+        stats.duplicates,
+    )
+    yield counter(
+        "flowsd_events_rejected_total",
+        "Events the database refused on their own (kept in flowsd.rejected_event)",
+        stats.rejected,
+    )
+    yield counter(
+        "flowsd_fenced_writes_total",
+        "Events the database refused because this daemon's lease of their meter had passed to "
+        "another daemon (the new holder reads the meter again)",
+        stats.fenced,
+    )
+    yield gauge(
+        "flowsd_event_log_head_position",
+        "Highest position this process committed",
+        stats.head_position,
+    )
+    yield gauge(
+        "flowsd_appender_database_up",
+        "1 while the appender's last database operation succeeded, 0 while it is retrying",
+        stats.database_up,
+    )
+    yield counter(
+        "flowsd_appender_errors_total",
+        "Failed append attempts (each is retried), by kind: connection (unreachable, lost, "
+        "server starting or stopping), timeout (statement or lock timeout), refused (login or "
+        "privileges), statement (any other error of the database)",
+        {(kind,): stats.database_failures_by_kind.get(kind, 0) for kind in APPEND_ERROR_KINDS},
+        ["kind"],
+    )
+    yield counter(
+        "flowsd_spill_events_written_total",
+        "Events written to the spill journal while the database was unreachable",
+        stats.spilled,
+    )
+    yield gauge(
+        "flowsd_spill_pending_events",
+        "Events in the spill journal not yet committed to the database",
+        stats.pending_in_journal,
+    )
+    yield gauge("flowsd_spill_bytes", "Size of the spill journal on disk", stats.journal_bytes)
+    yield gauge(
+        "flowsd_spill_disk_full",
+        "1 while the spill journal cannot be written (disk full or I/O error): an alarm",
+        stats.spill_blocked,
+    )
+    yield counter(
+        "flowsd_spill_write_errors_total",
+        "Failed writes to the spill journal",
+        stats.spill_write_errors,
+    )
+    yield counter(
+        "flowsd_spill_corrupt_records_total",
+        "Spill records that failed their checksum (a torn write at a crash)",
+        stats.journal_corrupt_records,
+    )
+    yield counter(
+        "flowsd_event_subscriber_dropped_batches_total",
+        "Committed batches not handed to a slow in-process subscriber (it reads the log instead)",
+        stats.subscriber_dropped_batches,
+    )

@@ -37,7 +37,6 @@ from typing import BinaryIO
 import structlog
 
 from flowsd.errors import UserError
-from flowsd.events import metrics
 from flowsd.events.codec import decode_from_spill, encode_for_spill
 from flowsd.events.types import Event
 
@@ -64,6 +63,8 @@ class SpillJournal:
         self._writer_path: Path | None = None
         self._counts: dict[Path, int] = {}
         self._lock_fd: int | None = None
+        self.size_bytes = 0  # of the segments this journal knows, as of its last change
+        self.corrupt_records = 0  # torn or foreign records and segments met while reading
 
     # -- inspection ---------------------------------------------------------------------------
 
@@ -81,8 +82,8 @@ class SpillJournal:
         process, or another appender in this one) holds the directory.
         """
         self.claim()
-        self._counts = {path: len(_read_records(path)) for path in self.segments()}
-        self._update_metrics()
+        self._counts = {path: len(self._read_records(path)) for path in self.segments()}
+        self._measure()
         return sum(self._counts.values())
 
     def has_segments(self) -> bool:
@@ -118,8 +119,7 @@ class SpillJournal:
                 self.seal()
             raise
         self._counts[path] = self._counts.get(path, 0) + len(events)
-        metrics.SPILLED_EVENTS.inc(len(events))
-        self._update_metrics()
+        self._measure()
         if writer.tell() >= self.segment_max_bytes:
             self.seal()
 
@@ -137,7 +137,7 @@ class SpillJournal:
 
     def read(self, path: Path) -> list[Event]:
         """The intact events of one segment, in the order they were written."""
-        return [decode_from_spill(body) for body in _read_records(path)]
+        return [decode_from_spill(body) for body in self._read_records(path)]
 
     def remove(self, path: Path) -> None:
         """Delete a fully committed segment."""
@@ -146,7 +146,7 @@ class SpillJournal:
         path.unlink(missing_ok=True)
         _fsync_directory(self.directory)
         self._counts.pop(path, None)
-        self._update_metrics()
+        self._measure()
 
     def claim(self) -> None:
         """Hold an exclusive lock on the directory until :meth:`close` (or process exit)."""
@@ -191,15 +191,19 @@ class SpillJournal:
         self._counts.setdefault(path, 0)
         return writer, path
 
-    def _update_metrics(self) -> None:
-        metrics.SPILL_PENDING_EVENTS.set(self.pending_events)
+    def _measure(self) -> None:
         size = 0
         for path in self._counts:
             try:
                 size += path.stat().st_size
             except OSError:
                 continue
-        metrics.SPILL_BYTES.set(size)
+        self.size_bytes = size
+
+    def _read_records(self, path: Path) -> list[bytes]:
+        records, corrupt = _read_records(path)
+        self.corrupt_records += corrupt
+        return records
 
 
 def _write_all(writer: BinaryIO, data: bytes) -> None:
@@ -216,13 +220,15 @@ def _frame(body: bytes) -> bytes:
     return _HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
-def _read_records(path: Path) -> list[bytes]:
+def _read_records(path: Path) -> tuple[list[bytes], int]:
+    """The intact records of a segment, and 1 if it has no header or ends in unreadable bytes
+    (else 0)."""
     data = path.read_bytes()
     if not data.startswith(MAGIC):
         if len(data) >= len(MAGIC) or not MAGIC.startswith(data):
             log.error("spill segment has no flowsd header; ignored", segment=str(path))
-            metrics.SPILL_CORRUPT_RECORDS.inc()
-        return []
+            return [], 1
+        return [], 0
     records: list[bytes] = []
     offset = len(MAGIC)
     while offset < len(data):
@@ -238,14 +244,14 @@ def _read_records(path: Path) -> list[bytes]:
         records.append(body)
         offset = end
     if offset < len(data):
-        metrics.SPILL_CORRUPT_RECORDS.inc()
         log.warning(
             "spill segment ends in unreadable bytes (torn write at a crash)",
             segment=str(path),
             unreadable_bytes=len(data) - offset,
             events_kept=len(records),
         )
-    return records
+        return records, 1
+    return records, 0
 
 
 def _sequence_of(path: Path) -> int | None:

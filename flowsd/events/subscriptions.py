@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import structlog
 
-from flowsd.events import metrics
 from flowsd.events.store import AppendResult
 
 Listener = Callable[[AppendResult], None]
@@ -48,7 +47,7 @@ class Subscription:
             self._batches.put_nowait(batch)
         except asyncio.QueueFull:
             self.missed = True
-            metrics.SUBSCRIBER_DROPPED_BATCHES.inc()
+            self._hub.dropped_batches += 1
 
 
 class SubscriberHub:
@@ -58,6 +57,7 @@ class SubscriberHub:
         self._max_batches = max_batches
         self._subscriptions: list[Subscription] = []
         self._listeners: list[Listener] = []
+        self.dropped_batches = 0  # batches a full subscription buffer did not take
 
     def subscribe(self) -> Subscription:
         subscription = Subscription(self, self._max_batches)

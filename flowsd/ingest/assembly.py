@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, get_args
 from uuid import UUID
 
 import structlog
@@ -34,7 +34,6 @@ from flowsd.emop.records import (
     Voltage,
 )
 from flowsd.events import types
-from flowsd.ingest import metrics
 from flowsd.ingest.mapping import (
     COMPLETE_WHEN_ALL_READ,
     GROUP_OF,
@@ -247,6 +246,8 @@ class PollAssembler:
 
     def __init__(self) -> None:
         self._pending: dict[Lane, dict[str, _Pending]] = {}
+        # Groups not stored because a piece was missing, by cause.
+        self.incomplete: dict[IncompleteCause, int] = dict.fromkeys(get_args(IncompleteCause), 0)
 
     @staticmethod
     def handles(object_name: str) -> bool:
@@ -326,7 +327,7 @@ class PollAssembler:
         try:
             body = build(group, pending.pieces, hardware)
         except IncompleteGroupError as missing:
-            metrics.INCOMPLETE_GROUPS.labels(cause).inc()
+            self.incomplete[cause] += 1
             log.info(
                 "incomplete read not stored",
                 meter_serial=pending.serial,

@@ -10,14 +10,18 @@ restart neither repeats a change nor misses one.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from flowsd.events import types
-from flowsd.ingest import metrics
 from flowsd.meters.observations import SessionOutcome
+
+if TYPE_CHECKING:
+    from flowsd.ingest.seed import MeterStates
 
 # Outcomes that say nothing about the meter (flowsd stopped, or a flowsd bug).
 _NOT_ABOUT_THE_METER = frozenset({"stopped", "internal"})
@@ -45,7 +49,6 @@ class MeterState:
 def _change(
     meter_id: UUID, observed_at: datetime, read_at: datetime | None, body: types.AnyBody
 ) -> types.Event:
-    metrics.STATE_CHANGES.labels(body.NAME.lower()).inc()
     return types.Event(meter_id=meter_id, observed_at=observed_at, read_at=read_at, body=body)
 
 
@@ -60,6 +63,13 @@ class ChangeDetector:
     ) -> None:
         self.drift_threshold = clock_drift_threshold_seconds
         self.states: dict[UUID, MeterState] = dict(seeds or {})
+        self.changes: Counter[str] = Counter()  # state-change events derived, by kind
+        self.seed_unreadable = 0  # stored state changes left out of the seeds
+
+    def seed(self, seeds: MeterStates) -> None:
+        """Take the last known states of meters joining the fleet."""
+        self.states.update(seeds.states)
+        self.seed_unreadable += seeds.unreadable
 
     def state(self, meter_id: UUID) -> MeterState:
         return self.states.get(meter_id) or MeterState()
@@ -75,6 +85,7 @@ class ChangeDetector:
         after, bodies = self._compare(before, reading.body)
         if after is not before:
             self.states[reading.meter_id] = after
+        self._count(bodies)
         return [
             _change(reading.meter_id, reading.observed_at, reading.read_at, body) for body in bodies
         ]
@@ -182,7 +193,12 @@ class ChangeDetector:
             )
             state = replace(state, health=health)
         self.states[outcome.meter_id] = state
+        self._count(bodies)
         return [_change(outcome.meter_id, at, at, body) for body in bodies]
+
+    def _count(self, bodies: list[types.AnyBody]) -> None:
+        for body in bodies:
+            self.changes[body.NAME.lower()] += 1
 
 
 def _describe(outcome: SessionOutcome) -> str:

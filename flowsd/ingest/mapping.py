@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from flowsd.emop.hardware import hardware_of
+from flowsd.emop.objects import FLAG_OBJECT_IDS, OBJECTS
 from flowsd.emop.records import (
     Backlight,
     BacklightSetting,
@@ -35,12 +36,7 @@ IDENTITY_OBJECTS = (
     "firmware_version",
     "three_phase_hardware_configuration",
 )
-FLAG_OBJECTS = (
-    "prepay_enabled_flag",
-    "daylight_savings_correction_flag",
-    "prepay_no_debt_recovery_when_emergency_credit_flag",
-    "prepay_no_standing_charge_when_power_fail_flag",
-)
+FLAG_OBJECTS = tuple(o.name for o in OBJECTS if o.id in FLAG_OBJECT_IDS)
 THREE_PHASE_VOLTAGE_OBJECTS = (
     "three_phase_instantaneous_voltage_l1",
     "three_phase_instantaneous_voltage_l2",

@@ -1,58 +1,67 @@
-"""Prometheus metrics of the ingest step (``flowsd_ingest_*``; no per-meter labels).
+"""Metrics of the ingest step (``flowsd_ingest_*``, ``flowsd_session_state_*``; no per-meter
+labels): the families :data:`flowsd.ops.metrics.STATISTICS` builds from
+:meth:`flowsd.ingest.pipeline.Ingest.statistics`.
 
-Queue depth, events appended and meters by state are registered by the appender and the
-polling engine; only what happens between the two is counted here.
+Queue depth, events appended and meters by state are the appender's and the polling
+engine's; only what happens between the two is counted here.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from flowsd.ops.metrics import REGISTRY
+from prometheus_client.metrics_core import Metric
 
-STATE_CHANGES = Counter(
-    "flowsd_ingest_state_changes_total",
-    "State-change events derived from readings and poll outcomes, by kind.",
-    ["kind"],
-    registry=REGISTRY,
-)
-INCOMPLETE_GROUPS = Counter(
-    "flowsd_ingest_incomplete_groups_total",
-    "Grouped reads (e.g. a tariff) not stored because a required piece was not read, by "
-    "cause: piece_missing (a read failed) or poll_stopped (a stop cut the poll short).",
-    ["cause"],
-    registry=REGISTRY,
-)
-for _cause in ("piece_missing", "poll_stopped"):
-    INCOMPLETE_GROUPS.labels(_cause)  # both series from the start, at 0
-UNMAPPED_READINGS = Counter(
-    "flowsd_ingest_unmapped_readings_total",
-    "Readings of objects flowsd has no event type for (kept only in the logs).",
-    registry=REGISTRY,
-)
-INTERVAL_GAPS = Counter(
-    "flowsd_ingest_interval_gaps_total",
-    "Half hours the meters reported they do not hold (unrecoverable profile gaps).",
-    registry=REGISTRY,
-)
-SESSION_STATE_WRITES = Counter(
-    "flowsd_session_state_rows_written_total",
-    "Per-meter session-state rows upserted into flowsd.meter_session_state.",
-    registry=REGISTRY,
-)
-SESSION_STATE_ERRORS = Counter(
-    "flowsd_session_state_write_errors_total",
-    "Failed batched writes of session state or heartbeat (retried at the next flush).",
-    registry=REGISTRY,
-)
-METER_LOG_REPEATS = Counter(
-    "flowsd_ingest_meter_log_repeats_total",
-    "Meter event-log entries repeating an earlier one in the same second (id and set): "
-    "stored once, as the event log's idempotency key cannot tell them apart.",
-    registry=REGISTRY,
-)
-SEED_UNREADABLE = Counter(
-    "flowsd_ingest_seed_unreadable_events_total",
-    "Stored state-change events whose payload did not decode when seeding the change detector.",
-    registry=REGISTRY,
-)
+from flowsd.ops.metrics import counter
+
+if TYPE_CHECKING:
+    from flowsd.ingest.pipeline import IngestStatistics
+
+
+def ingest_families(stats: IngestStatistics) -> Iterator[Metric]:
+    """The ingest step's counts."""
+    yield counter(
+        "flowsd_ingest_state_changes_total",
+        "State-change events derived from readings and poll outcomes, by kind.",
+        {(kind,): n for kind, n in stats.state_changes.items()},
+        ["kind"],
+    )
+    yield counter(
+        "flowsd_ingest_incomplete_groups_total",
+        "Grouped reads (e.g. a tariff) not stored because a required piece was not read, by "
+        "cause: piece_missing (a read failed) or poll_stopped (a stop cut the poll short).",
+        {(cause,): n for cause, n in stats.incomplete_groups.items()},
+        ["cause"],
+    )
+    yield counter(
+        "flowsd_ingest_unmapped_readings_total",
+        "Readings of objects flowsd has no event type for (kept only in the logs).",
+        stats.unmapped_readings,
+    )
+    yield counter(
+        "flowsd_ingest_interval_gaps_total",
+        "Half hours the meters reported they do not hold (unrecoverable profile gaps).",
+        stats.interval_gaps,
+    )
+    yield counter(
+        "flowsd_session_state_rows_written_total",
+        "Per-meter session-state rows upserted into flowsd.meter_session_state.",
+        stats.session_rows_written,
+    )
+    yield counter(
+        "flowsd_session_state_write_errors_total",
+        "Failed batched writes of session state or heartbeat (retried at the next flush).",
+        stats.session_write_errors,
+    )
+    yield counter(
+        "flowsd_ingest_meter_log_repeats_total",
+        "Meter event-log entries repeating an earlier one in the same second (id and set): "
+        "stored once, as the event log's idempotency key cannot tell them apart.",
+        stats.meter_log_repeats,
+    )
+    yield counter(
+        "flowsd_ingest_seed_unreadable_events_total",
+        "Stored state-change events whose payload did not decode when seeding the change detector.",
+        stats.seed_unreadable,
+    )

@@ -12,12 +12,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from uuid import UUID
 
+import msgspec
 import structlog
 
 from flowsd.emop.records import HardwareVersion, ProfileLog1Record, ThreePhaseHardwareConfiguration
 from flowsd.events import types
-from flowsd.ingest import commands, mapping, metrics
-from flowsd.ingest.assembly import PollAssembler
+from flowsd.ingest import commands, mapping
+from flowsd.ingest.assembly import IncompleteCause, PollAssembler
 from flowsd.ingest.detector import ChangeDetector
 from flowsd.ingest.sessions import SessionTracker
 from flowsd.meters import observations as obs
@@ -25,6 +26,19 @@ from flowsd.meters import observations as obs
 log = structlog.get_logger("flowsd.ingest")
 
 AppendMany = Callable[[Sequence[types.Event]], Awaitable[None]]
+
+
+class IngestStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """What happened between the polling engine and the appender (this process)."""
+
+    state_changes: dict[str, int]  # state-change events derived, by kind
+    incomplete_groups: dict[IncompleteCause, int]  # grouped reads not stored, by cause
+    unmapped_readings: int  # readings of objects without an event type
+    interval_gaps: int  # ranges of half hours meters said they do not hold
+    meter_log_repeats: int  # meter event-log entries repeating one in the same second
+    seed_unreadable: int  # stored state changes left out of the detector's seeds
+    session_rows_written: int  # session-state rows upserted
+    session_write_errors: int  # failed session-state flushes
 
 
 class Ingest:
@@ -42,6 +56,18 @@ class Ingest:
         self.tracker = tracker
         self.assembler = PollAssembler()
         self.hardware: dict[UUID, str | None] = {}
+        self._counts = {"meter_log_repeats": 0, "interval_gaps": 0, "unmapped_readings": 0}
+
+    def statistics(self) -> IngestStatistics:
+        tracker = self.tracker
+        return IngestStatistics(
+            **self._counts,
+            state_changes=dict(self.detector.changes),
+            incomplete_groups=dict(self.assembler.incomplete),
+            seed_unreadable=self.detector.seed_unreadable,
+            session_rows_written=tracker.rows_written if tracker is not None else 0,
+            session_write_errors=tracker.write_errors if tracker is not None else 0,
+        )
 
     async def __call__(self, observations: Sequence[obs.Observation]) -> None:
         events = self.events_for(observations)
@@ -88,13 +114,13 @@ class Ingest:
                 if observation.ordinal:
                     # Same meter, second, id and set as an earlier entry: the catalogue's key
                     # (meter, type, time, event_set) stores it once. Counted, not silent.
-                    metrics.METER_LOG_REPEATS.inc()
+                    self._counts["meter_log_repeats"] += 1
                 entry = types.MeterLogEntry(
                     emlite_type_id=observation.event_id, event_set=observation.event_set
                 )
                 return [self._event(observation, entry, observed_at=observation.occurred_at)]
             case obs.IntervalGap():
-                metrics.INTERVAL_GAPS.inc()
+                self._counts["interval_gaps"] += 1
                 log.info(
                     "meter holds no profile data for a range",
                     meter_serial=observation.serial,
@@ -128,7 +154,7 @@ class Ingest:
             return [] if event is None else self._with_changes(event)
         body = mapping.standalone_body(reading.object_name, record, hardware)
         if body is None:
-            metrics.UNMAPPED_READINGS.inc()
+            self._counts["unmapped_readings"] += 1
             return []
         observed_at = reading.meter_time or reading.read_at
         return self._with_changes(self._event(reading, body, observed_at=observed_at))

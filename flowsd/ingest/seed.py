@@ -11,7 +11,8 @@
 Each is two set-based statements per chunk of meters, probing the log's per-meter index
 ``(meter_id, event_type, timestamp)`` (migrations 30 and 100; it leaves routine readings out,
 so every query states its predicate). A stored state change
-whose payload does not decode is logged, counted and left out of the seed.
+whose payload does not decode is logged, counted (:attr:`MeterStates.unreadable`) and left out
+of the seed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -30,7 +31,6 @@ from flowsd.events import types
 from flowsd.events.codec import decode_body, decode_payload
 from flowsd.events.store import METER_INDEX_PREDICATE
 from flowsd.events.types import body_class_for
-from flowsd.ingest import metrics
 from flowsd.ingest.detector import MeterState
 from flowsd.meters.eventlog import cursor_from_entries
 from flowsd.meters.target import MeterResume
@@ -100,8 +100,18 @@ def _chunks(ids: Sequence[UUID]) -> list[list[UUID]]:
     return [list(ids[i : i + _CHUNK]) for i in range(0, len(ids), _CHUNK)]
 
 
+class MeterStates(NamedTuple):
+    """The seed, and how many stored state changes were left out of it as unreadable."""
+
+    states: dict[UUID, MeterState]
+    unreadable: int
+
+
+_UNREADABLE = object()
+
+
 def _body(meter_id: UUID, serial: str | None, type_id: int, payload: str | None) -> object:
-    """The stored body; None (logged and counted) when its payload does not decode, so the
+    """The stored body; :data:`_UNREADABLE` (logged) when its payload does not decode, so the
     state it carried is unknown and the next reading reports a change from the older one."""
     cls = body_class_for(type_id)
     if cls is None or payload is None:
@@ -109,7 +119,6 @@ def _body(meter_id: UUID, serial: str | None, type_id: int, payload: str | None)
     try:
         return decode_payload(cls, payload)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        metrics.SEED_UNREADABLE.inc()
         log.warning(
             "stored state change unreadable; not seeded",
             meter_serial=serial,
@@ -117,7 +126,7 @@ def _body(meter_id: UUID, serial: str | None, type_id: int, payload: str | None)
             event_type=type_id,
             error=str(exc),
         )
-        return None
+        return _UNREADABLE
 
 
 def _apply(state: MeterState, body: object) -> MeterState:
@@ -146,11 +155,10 @@ def _apply(state: MeterState, body: object) -> MeterState:
     return state
 
 
-async def load_meter_states(
-    conn: asyncpg.Connection, meter_ids: Sequence[UUID]
-) -> dict[UUID, MeterState]:
+async def load_meter_states(conn: asyncpg.Connection, meter_ids: Sequence[UUID]) -> MeterStates:
     """The change detector's seed for these meters (see the module docstring)."""
     states: dict[UUID, MeterState] = {}
+    unreadable = 0
     for chunk in _chunks(meter_ids):
         for row in await conn.fetch(_REGISTRY, chunk):
             states[row["id"]] = MeterState(
@@ -167,6 +175,9 @@ async def load_meter_states(
             meter_id, at = row["meter_id"], row["timestamp"]
             state = states.get(meter_id) or MeterState()
             body = _body(meter_id, state.serial, row["event_type"], row["payload"])
+            if body is _UNREADABLE:
+                unreadable += 1
+                body = None
             if isinstance(body, types.MeterWentOffline | types.MeterCameOnline):
                 online = isinstance(body, types.MeterCameOnline)
                 if meter_id not in online_at or at > online_at[meter_id][0]:
@@ -176,7 +187,7 @@ async def load_meter_states(
         for meter_id, (at, online) in online_at.items():
             state = states.get(meter_id) or MeterState()
             states[meter_id] = replace(state, online=online, offline_since=None if online else at)
-    return states
+    return MeterStates(states, unreadable)
 
 
 async def load_resume(

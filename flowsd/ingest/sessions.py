@@ -18,7 +18,6 @@ import asyncpg
 import msgspec
 
 from flowsd import __version__
-from flowsd.ingest import metrics
 from flowsd.meters.observations import CommandOutcome, ReadFailure, SessionOutcome
 
 
@@ -53,6 +52,8 @@ class SessionTracker:
 
     rows: dict[UUID, SessionRow] = field(default_factory=dict)
     dirty: set[UUID] = field(default_factory=set)
+    rows_written: int = 0  # rows upserted by flush()
+    write_errors: int = 0  # failed flushes (their rows stay dirty)
 
     def _row(self, meter_id: UUID, serial: str | None) -> SessionRow:
         row = self.rows.get(meter_id)
@@ -216,7 +217,7 @@ async def flush(conn: asyncpg.Connection, tracker: SessionTracker, heartbeat: He
             )
     except BaseException:
         tracker.dirty.update(r.meter_id for r in rows)
-        metrics.SESSION_STATE_ERRORS.inc()
+        tracker.write_errors += 1
         raise
-    metrics.SESSION_STATE_WRITES.inc(len(rows))
+    tracker.rows_written += len(rows)
     return len(rows)

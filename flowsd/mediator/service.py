@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+import msgspec
 import structlog
 from google.protobuf.message import Message
 
@@ -108,6 +110,13 @@ def result_status(result: CommandResult) -> tuple[grpc.StatusCode, str] | None:
     return grpc.StatusCode.INTERNAL, f"invalid answer from the meter ({reason}: {result.detail})"
 
 
+class MediatorStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """The calls the mediator answered since it started (this process)."""
+
+    calls: dict[tuple[str, str], int]  # by method and status code, both snake_case
+    refusals: dict[str, int]  # PERMISSION_DENIED answers by reason (role, esco)
+
+
 class MediatorService:
     """The handlers of both services, bound to one daemon."""
 
@@ -116,6 +125,11 @@ class MediatorService:
         self.policy = policy
         self._pool = pool
         self.max_wait = max_wait
+        self._calls: Counter[tuple[str, str]] = Counter()
+        self._refusals: Counter[str] = Counter()
+
+    def statistics(self) -> MediatorStatistics:
+        return MediatorStatistics(calls=dict(self._calls), refusals=dict(self._refusals))
 
     # ----------------------------------------------------------------- plumbing
 
@@ -161,7 +175,7 @@ class MediatorService:
             raise  # abort() raises; this is never reached
         finally:
             label = snake_case(method)  # readElement -> read_element
-            metrics.REQUESTS.labels(label, code.name.lower()).inc()
+            self._calls[label, code.name.lower()] += 1
             metrics.REQUEST_DURATION.labels(label).observe(time.monotonic() - started)
 
     def _authorize(self, identity: Identity, access: Access, method: str) -> None:
@@ -170,7 +184,7 @@ class MediatorService:
     def _refuse(self, refusal: Refusal | None, method: str) -> None:
         if refusal is None:
             return
-        metrics.REFUSALS.labels(refusal.reason).inc()
+        self._refusals[refusal.reason] += 1
         log.warning("mediator request refused", method=method, reason=refusal.reason,
                     detail=refusal.message)  # fmt: skip
         raise StatusError(grpc.StatusCode.PERMISSION_DENIED, refusal.message)

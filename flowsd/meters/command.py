@@ -43,7 +43,6 @@ from flowsd.meters.observations import (
     CommandOutcome,
     CommandRequested,
     CommandSource,
-    IntervalRecord,
     MeterLogEntry,
     Observation,
 )
@@ -319,17 +318,12 @@ class MeterCommand:
         if isinstance(request, ProfileLogRequest) and isinstance(body, ProfileLog1 | ProfileLog2):
             settle = conv.session.settings.profile_settle_seconds
             newest = newest_complete(conv.now(), settle)
-            observations = [
-                IntervalRecord(
-                    **base,
-                    log=request.log,
-                    interval_at=to_datetime(r.timestamp),
-                    status=r.status,
-                    record=r,
-                )
+            complete = (
+                r
                 for r in body.records
                 if r.timestamp and r.timestamp % HALF_HOUR == 0 and r.timestamp <= newest
-            ]
+            )
+            observations = conv.interval_records(request.log, complete)
         elif isinstance(request, EventLogRequest) and isinstance(body, EventLog):
             seen: dict[tuple[int, int, int], int] = {}
             for entry in reversed(body.events):  # oldest first, as the meter logged them

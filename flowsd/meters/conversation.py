@@ -11,9 +11,10 @@ and hand what they read to :meth:`Conversation.emit` (the sink, with back-pressu
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 from uuid import UUID
 
 from flowsd.emop import PayloadError, ReadRequest
@@ -21,13 +22,22 @@ from flowsd.emop.records import (
     ClockTime,
     HardwareVersion,
     MeterType,
+    ProfileLog1Record,
+    ProfileLog2Record,
     ThreePhaseHardwareConfiguration,
 )
 from flowsd.meters import metrics
+from flowsd.meters.backfill import to_datetime
 from flowsd.meters.breaker import Transition
 from flowsd.meters.exchange import Answer, Failure, PollAbortError, RequestKind
 from flowsd.meters.limits import Lane
-from flowsd.meters.observations import ClockDrift, Observation, ReadFailure, Reading
+from flowsd.meters.observations import (
+    ClockDrift,
+    IntervalRecord,
+    Observation,
+    ReadFailure,
+    Reading,
+)
 from flowsd.meters.watchdog import ProgressWatchdog
 
 if TYPE_CHECKING:
@@ -84,7 +94,7 @@ class Conversation:
         )
         self.requests += 1
         if isinstance(result, Answer):
-            session.stats.requests_ok += 1
+            session.counts.requests_ok += 1
             session.last_success_at = session.wall_clock()
             self.answered()
             return result
@@ -98,7 +108,7 @@ class Conversation:
         session = self.session
         self.failed_requests += 1
         self.last_failure = failure
-        session.stats.failures[failure.reason] += 1
+        session.counts.request_failures[failure.reason] += 1
         fields = {
             "object": label,
             "reason": failure.reason,
@@ -147,7 +157,7 @@ class Conversation:
             return
         session = self.session
         self.last_transition = transition
-        metrics.BREAKER_TRANSITIONS.labels(transition).inc()
+        session.counts.breaker_transitions[transition] += 1
         if transition == "went_offline":
             failure = session.last_failure
             session.log.warning(
@@ -181,7 +191,7 @@ class Conversation:
             try:
                 meter_time = record.to_datetime()
             except PayloadError as exc:
-                metrics.INVALID_VALUES.inc()
+                self.session.counts.invalid_values += 1
                 kind: RequestKind = "command" if command else "object"
                 return await self.failed(
                     Failure("payload", str(exc), answer.attempts), kind, name, command=command
@@ -207,9 +217,23 @@ class Conversation:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.session.wall_clock(), UTC)
 
-    def base(self) -> _Base:
+    def base(self, answer: Answer | None = None) -> _Base:
+        """The meter and the time of an observation: when ``answer`` arrived, else now."""
         target = self.session.target
-        return {"meter_id": target.meter_id, "serial": target.serial, "read_at": self.now()}
+        read_at = self.now() if answer is None else datetime.fromtimestamp(answer.received_at, UTC)
+        return {"meter_id": target.meter_id, "serial": target.serial, "read_at": read_at}
+
+    def interval_records(
+        self, log: Literal[1, 2], records: Iterable[ProfileLog1Record | ProfileLog2Record]
+    ) -> list[Observation]:
+        """Observations of profile-log records, read now."""
+        base = self.base()
+        return [
+            IntervalRecord(
+                **base, log=log, interval_at=to_datetime(r.timestamp), status=r.status, record=r
+            )
+            for r in records
+        ]
 
     def reading(
         self,
@@ -221,11 +245,8 @@ class Conversation:
         command: UUID | None = None,
     ) -> Reading:
         assert answer.response.record is not None
-        target = self.session.target
         return Reading(
-            meter_id=target.meter_id,
-            serial=target.serial,
-            read_at=datetime.fromtimestamp(answer.received_at, UTC),
+            **self.base(answer),
             object_name=name,
             object_id=oid,
             record=answer.response.record,
@@ -239,11 +260,8 @@ class Conversation:
         # The meter reports whole seconds: its reading is taken as the middle of that second.
         drift = meter_time.timestamp() + 0.5 - midpoint
         metrics.CLOCK_DRIFT.observe(abs(drift))
-        target = self.session.target
         return ClockDrift(
-            meter_id=target.meter_id,
-            serial=target.serial,
-            read_at=datetime.fromtimestamp(answer.received_at, UTC),
+            **self.base(answer),
             meter_time=meter_time,
             local_time=datetime.fromtimestamp(midpoint, UTC),
             drift_seconds=drift,

@@ -40,6 +40,7 @@ from flowsd.emop import (
 from flowsd.meters import metrics, transport
 from flowsd.meters.limits import ConnectionLimiter, Lane
 from flowsd.meters.observations import FailureReason
+from flowsd.meters.statistics import EngineCounts
 from flowsd.meters.transport import MeterConnection, TransportError
 from flowsd.meters.watchdog import ProgressWatchdog
 
@@ -111,6 +112,7 @@ class MeterLink:
         "_conn",
         "_last_exchange_end",
         "_slot_limiter",
+        "counts",
         "host",
         "limiter",
         "port",
@@ -128,6 +130,7 @@ class MeterLink:
         *,
         settings: MetersConfig,
         limiter: ConnectionLimiter,
+        counts: EngineCounts,
         wall_clock: Callable[[], float],
         rng: random.Random,
         stopping: Callable[[], bool],
@@ -136,6 +139,7 @@ class MeterLink:
         self.port = port
         self.settings = settings
         self.limiter = limiter
+        self.counts = counts
         self.wall_clock = wall_clock
         self.rng = rng
         self.stopping = stopping
@@ -172,7 +176,7 @@ class MeterLink:
             if attempt:
                 if stoppable and self.stopping():
                     raise PollAbortError  # not the meter's failure: do not count it
-                metrics.RETRIES.inc()
+                self.counts.retries += 1
                 settings = self.settings
                 backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
                 await anyio.sleep(backoff.delay(attempt - 1, self.rng))
@@ -192,12 +196,12 @@ class MeterLink:
             except EmopError as exc:
                 failure = Failure(classify(exc), str(exc), attempt + 1)
             else:
-                metrics.labelled(metrics.REQUESTS, kind, "ok", "ok").inc()
+                self.counts.attempts[kind, "ok", "ok"] += 1
                 metrics.REQUEST_LATENCY.observe(answer.latency)
                 return answer
             finally:
                 watchdog.progress()
-            metrics.labelled(metrics.REQUESTS, kind, "failed", failure.reason).inc()
+            self.counts.attempts[kind, "failed", failure.reason] += 1
             if not failure.connection_level:
                 break
         return failure
@@ -278,7 +282,7 @@ class MeterLink:
         self._slot_limiter = self.limiter
         try:
             self._conn = await transport.connect(
-                self.host, self.port, self.settings.connect_timeout_seconds
+                self.host, self.port, self.settings.connect_timeout_seconds, self.counts.traffic
             )
         except BaseException:
             self.close()

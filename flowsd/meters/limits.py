@@ -21,7 +21,9 @@ readings; such a wait returns ``False`` and the poll leaves the rest of its back
 next one.
 
 The limiter keeps its own counters (peak in flight, grants per lane, recent connect times)
-so tests and ``flowsd status`` can check the caps held and the lanes' order.
+so tests and ``flowsd status`` can check the caps held and the lanes' order, and adds to
+:class:`ConnectionTotals` shared by the limiters of one engine (a reload of the caps makes a
+new limiter; connections opened under the old one are still open and count).
 """
 
 from __future__ import annotations
@@ -34,10 +36,19 @@ import math
 import time
 from typing import Literal
 
-from flowsd.meters import metrics
-
 Lane = Literal["live", "backfill"]
 LANES: tuple[Lane, ...] = ("live", "backfill")
+
+
+class ConnectionTotals:
+    """Connections of every limiter that shares it: open now, opened, granted per lane."""
+
+    __slots__ = ("connects", "granted", "in_flight")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.connects = 0
+        self.granted: dict[Lane, int] = dict.fromkeys(LANES, 0)
 
 
 class _Waiter:
@@ -57,7 +68,16 @@ class _Waiter:
 class ConnectionLimiter:
     """Both caps, the two lanes, and the counters that prove them."""
 
-    def __init__(self, max_in_flight: int, rate: float, burst: int, *, history: int = 4096) -> None:
+    def __init__(
+        self,
+        max_in_flight: int,
+        rate: float,
+        burst: int,
+        *,
+        history: int = 4096,
+        totals: ConnectionTotals | None = None,
+    ) -> None:
+        self.totals = totals or ConnectionTotals()
         self.max_in_flight = max_in_flight
         self.rate = rate
         self.burst = max(1, burst)
@@ -152,7 +172,7 @@ class ConnectionLimiter:
 
     def release(self) -> None:
         self.in_flight -= 1
-        metrics.CONNECTIONS_IN_FLIGHT.dec()
+        self.totals.in_flight -= 1
         self._dispatch()
 
     # ----------------------------------------------------------------- granting
@@ -198,9 +218,10 @@ class ConnectionLimiter:
         self.granted[lane] += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         self.recent_connects.append(time.monotonic())
-        metrics.CONNECTIONS_IN_FLIGHT.inc()
-        metrics.CONNECTS.inc()
-        metrics.CONNECTION_GRANTS.labels(lane).inc()
+        totals = self.totals
+        totals.in_flight += 1
+        totals.connects += 1
+        totals.granted[lane] += 1
 
     # ----------------------------------------------------------------- introspection
 

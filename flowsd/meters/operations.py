@@ -22,6 +22,7 @@ from uuid import UUID
 import msgspec
 
 from flowsd.emop import Record, Request, WriteRequest, by_id, object_id
+from flowsd.emop.objects import FLAG_OBJECT_IDS
 from flowsd.emop.records import PrepayBalance
 from flowsd.emop.view import operator_value
 from flowsd.meters.plan import TARIFFS_FUTURE
@@ -34,17 +35,7 @@ _FUTURE_TARIFF_IDS = frozenset(
     + list(range(0xFFF801, 0xFFF841))  # future block prices
     + list(range(0xFFF601, 0xFFF605))  # future element-B TOU prices
 )
-_READ_BACK_ITSELF = frozenset(
-    object_id(n)
-    for n in (
-        "prepay_enabled_flag",
-        "daylight_savings_correction_flag",
-        "prepay_no_debt_recovery_when_emergency_credit_flag",
-        "prepay_no_standing_charge_when_power_fail_flag",
-        "backlight",
-        "load_switch",
-    )
-)
+_READ_BACK_ITSELF = FLAG_OBJECT_IDS | {object_id("backlight"), object_id("load_switch")}
 PREPAY_MINIMUM_BALANCE = Decimal("10.00")
 
 

@@ -55,14 +55,12 @@ import asyncpg
 import msgspec
 import structlog
 from anyio.abc import TaskStatus
-from prometheus_client import Counter, Gauge
 
 from flowsd.db.availability import DatabaseAvailability
 from flowsd.db.connect import close_quietly
 from flowsd.db.errors import DATABASE_ERRORS, describe
 from flowsd.events.store import APPEND_LOCK_KEY
 from flowsd.meters.supervisor import FleetSupervisor
-from flowsd.ops.metrics import REGISTRY
 
 log = structlog.get_logger("flowsd.meters.ownership")
 
@@ -73,34 +71,6 @@ Changed = Callable[[asyncpg.Connection | None], Awaitable[None]]
 
 # A renewal must succeed within this share of a lease period of the previous one.
 SAFETY = 0.9
-
-OWNED = Gauge("flowsd_meters_owned", "Meters whose lease this daemon holds", registry=REGISTRY)
-RENEWALS = Counter(
-    "flowsd_lease_renewals_total",
-    "Successful batched lease renewals (one statement renews all of a daemon's leases)",
-    registry=REGISTRY,
-)
-TAKEOVERS = Counter(
-    "flowsd_lease_takeovers_total",
-    "Meters taken over from another daemon whose lease had expired",
-    registry=REGISTRY,
-)
-ACQUIRED = Counter(
-    "flowsd_lease_acquired_total", "Leases taken (free, handed back or expired)", registry=REGISTRY
-)
-HANDED_BACK = Counter(
-    "flowsd_lease_handed_back_total",
-    "Leases handed back between polls (rebalancing or stop)",
-    registry=REGISTRY,
-)
-LOST = Counter(
-    "flowsd_lease_lost_total",
-    "Leases this daemon found taken over by another daemon or dropped unrenewed",
-    registry=REGISTRY,
-)
-LIVE_DAEMONS = Gauge(
-    "flowsd_daemons_live", "Live daemons sharing the fleet, as last seen", registry=REGISTRY
-)
 
 _REGISTER = """
 INSERT INTO flowsd.daemon AS d (name, host, pid, started_at, heartbeat_at, lease_seconds)
@@ -281,9 +251,7 @@ class Ownership:
         finally:
             await self._close()
         self._counts["handed_back"] += len(held)
-        HANDED_BACK.inc(len(held))
         self.held.clear()
-        OWNED.set(0)
         log.info("leases handed back", meters=len(held))
 
     # ----------------------------------------------------------------- one round
@@ -325,19 +293,15 @@ class Ownership:
         self._registered = True
         self._deadline = sent + SAFETY * self.lease_seconds
         self._counts["renewals"] += 1
-        RENEWALS.inc()
         renewed = {row["meter_id"]: row["epoch"] for row in rows}
         lost = [m for m in self.held if renewed.get(m) != self.held[m]]
         self.live = tuple(sorted(row["name"] for row in live))
-        LIVE_DAEMONS.set(len(self.live))
         if lost:
             self._counts["lost"] += len(lost)
-            LOST.inc(len(lost))
             log.warning("leases taken over by another daemon: meters dropped", meters=len(lost))
         if lost or renewed.keys() != self.held.keys():
             self.held = renewed
             self.epochs.update(renewed)
-            OWNED.set(len(self.held))
             await self._changed(conn)
 
     def _rebalance_share(self) -> None:
@@ -362,11 +326,9 @@ class Ownership:
             return
         for meter_id in idle:
             del self.held[meter_id]
-        OWNED.set(len(self.held))
         await self._changed(conn)  # they leave the fleet before anyone else may dial them
         await conn.execute(_HAND_BACK, self.name, idle)
         self._counts["handed_back"] += len(idle)
-        HANDED_BACK.inc(len(idle))
         log.info("leases handed back for rebalancing", meters=len(idle), live=len(self.live))
 
     async def _take(self, conn: asyncpg.Connection) -> None:
@@ -390,9 +352,6 @@ class Ownership:
         acquired = len(taken) + len(fresh)
         self._counts["acquired"] += acquired
         self._counts["takeovers"] += takeovers
-        ACQUIRED.inc(acquired)
-        TAKEOVERS.inc(takeovers)
-        OWNED.set(len(self.held))
         await self._changed(conn)
         log.info("leases taken", meters=acquired, takeovers=takeovers, live=len(self.live))
 
@@ -406,9 +365,7 @@ class Ownership:
             if self.held and any(name != self.name for name in self.live):
                 dropped = len(self.held)
                 self.held = {}
-                OWNED.set(0)
                 self._counts["lost"] += dropped
-                LOST.inc(dropped)
                 log.error(
                     "leases not renewed in time: every meter dropped until the database answers",
                     meters=dropped,

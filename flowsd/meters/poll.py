@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Literal
 
 from flowsd.emop import EventLogRequest, ProfileLogRequest, ReadRequest, by_name
 from flowsd.emop.records import EventLog, ProfileLog1, ProfileLog2
-from flowsd.meters import metrics
 from flowsd.meters.backfill import (
     LogCursor,
     choose_next,
@@ -33,7 +32,6 @@ from flowsd.meters.exchange import Answer, BackfillDeferredError, Failure, PollA
 from flowsd.meters.observations import (
     EventLogScanned,
     IntervalGap,
-    IntervalRecord,
     MeterLogEntry,
     Observation,
 )
@@ -132,7 +130,7 @@ class Poll:
             if again is None:
                 return
             if not scan.unchanged(again):
-                metrics.EVENT_LOG_RESCANS.inc()
+                session.counts.event_log_rescans += 1
                 session.log.info("meter event log moved during the scan; rescanning next poll")
                 return
         result = scan.result()
@@ -158,13 +156,13 @@ class Poll:
             )
         )
         if result.possibly_lost_before is not None:
-            metrics.EVENT_LOG_OVERFLOWS.inc()
+            session.counts.event_log_overflows += 1
             session.log.warning(
                 "meter event log overflowed since the last scan",
                 possibly_lost_before=result.possibly_lost_before.isoformat(),
             )
         if result.invalid_records:
-            metrics.EVENT_LOG_INVALID.inc(result.invalid_records)
+            session.counts.event_log_invalid_records += result.invalid_records
         await conv.emit(observations)
         session.event_cursor = result.cursor
 
@@ -214,7 +212,7 @@ class Poll:
                     due=due,
                 )
             except BackfillDeferredError:
-                metrics.BACKFILL_DEFERRED.inc()
+                session.counts.backfill_deferred += 1
                 return
             if isinstance(answer, Failure):
                 stalled.add(cursor.log)
@@ -223,18 +221,9 @@ class Poll:
             assert isinstance(body, ProfileLog1 | ProfileLog2)
             accepted = cursor.accept(requested, body.records, newest)
             base = conv.base()
-            observations: list[Observation] = [
-                IntervalRecord(
-                    **base,
-                    log=cursor.log,
-                    interval_at=to_datetime(r.timestamp),
-                    status=r.status,
-                    record=r,
-                )
-                for r in accepted.records
-            ]
+            observations = conv.interval_records(cursor.log, accepted.records)
             for start, end in accepted.gaps:
-                metrics.INTERVAL_GAPS.inc()
+                session.counts.interval_gaps += 1
                 observations.append(
                     IntervalGap(
                         **base,

@@ -19,9 +19,9 @@ from uuid import UUID
 import anyio
 import anyio.to_thread
 import asyncpg
+import msgspec
 import structlog
 from anyio.abc import TaskStatus
-from prometheus_client import Counter, Gauge
 
 from flowsd.backoff import Backoff, Retry
 from flowsd.db.availability import DatabaseAvailability
@@ -37,33 +37,12 @@ from flowsd.meters.dialplan import (
     normalise,
     route_problem,
 )
-from flowsd.ops.metrics import REGISTRY
 
 __all__ = ["DialPlan", "RegistryMeter", "RegistrySource", "load_active_meters"]
 
 log = structlog.get_logger("flowsd.meters.registry")
 
 NOTIFY_CHANNEL = "flowsd_meter_registry"
-
-REGISTRY_METERS = Gauge(
-    "flowsd_registry_meters",
-    "Active meters of meter_registry that flowsd dials, at the last reload.",
-    registry=REGISTRY,
-)
-REGISTRY_NOT_DIALLED = Gauge(
-    "flowsd_registry_not_dialled",
-    "Active meters of meter_registry that flowsd does not dial, by reason, at the last reload.",
-    ["reason"],
-    registry=REGISTRY,
-)
-REGISTRY_RELOADS = Counter(
-    "flowsd_registry_reloads", "Reloads of the meter list.", registry=REGISTRY
-)
-REGISTRY_RELOAD_ERRORS = Counter(
-    "flowsd_registry_reload_errors",
-    "Failed reloads of the meter list (the previous list stays in force).",
-    registry=REGISTRY,
-)
 
 _SELECT_ACTIVE = """
 SELECT id, serial, host(ip_address) AS address, nullif(hardware, '') AS hardware
@@ -87,6 +66,15 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 Consumer = Callable[[DialPlan, asyncpg.Connection], Awaitable[None]]
 
 
+class RegistryStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """The meter list in force and its reloads."""
+
+    dialled: int  # active meters flowsd dials
+    not_dialled: dict[str, int]  # active meters it does not dial, by reason (every reason)
+    reloads: int
+    reload_errors: int
+
+
 class RegistrySource:
     """Reloads the meter list periodically, on NOTIFY and on request."""
 
@@ -108,11 +96,23 @@ class RegistrySource:
         self.plan: DialPlan | None = None
         self._routable: set[str] = set()  # addresses found routable (checked once each)
         self._reported: dict[UUID, str] = {}  # not-dialled reasons already logged
+        self._reloads = 0
+        self._reload_errors = 0
 
     @property
     def meters(self) -> list[RegistryMeter] | None:
         """The dialled meters of the plan in force."""
         return None if self.plan is None else self.plan.dialled
+
+    def statistics(self) -> RegistryStatistics:
+        plan = self.plan
+        not_dialled = plan.not_dialled if plan is not None else []
+        return RegistryStatistics(
+            dialled=len(plan.dialled) if plan is not None else 0,
+            not_dialled={k: sum(m.kind == k for m in not_dialled) for k in NOT_DIALLED_KINDS},
+            reloads=self._reloads,
+            reload_errors=self._reload_errors,
+        )
 
     def request_reload(self) -> None:
         self._wake.set()
@@ -155,7 +155,7 @@ class RegistrySource:
         try:
             conn = await self._listening.connection()
             rows = await load_active_meters(conn)
-            REGISTRY_RELOADS.inc()
+            self._reloads += 1
             plan = await self._plan(rows)
             if plan != self.plan:
                 await self._consumer(plan, conn)
@@ -164,12 +164,11 @@ class RegistrySource:
                     log.info("meter list changed", meters=len(plan.dialled), before=before)
                 self.plan = plan
                 self._report(plan)
-            REGISTRY_METERS.set(len(plan.dialled))
             self._retry.reset()
             self.availability.succeeded("meter list")
             return True
         except DATABASE_ERRORS as exc:
-            REGISTRY_RELOAD_ERRORS.inc()
+            self._reload_errors += 1
             self.availability.failed("meter list", exc)
             log.warning("meter list reload failed; keeping the current list", error=describe(exc))
             await self._listening.close()
@@ -204,8 +203,6 @@ class RegistrySource:
         for meter_id in [m for m in self._reported if m not in now]:
             del self._reported[meter_id]
         self._reported.update((m.meter_id, m.reason) for m in plan.not_dialled)
-        for kind in NOT_DIALLED_KINDS:
-            REGISTRY_NOT_DIALLED.labels(kind).set(sum(m.kind == kind for m in plan.not_dialled))
 
     def _notified(self) -> None:
         self._wake.set()

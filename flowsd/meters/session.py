@@ -12,8 +12,9 @@ watched by a progress watchdog and ends with a
 :class:`~flowsd.meters.observations.SessionOutcome`.
 
 Nothing a meter does raises out of a session: every failure becomes an observation with a
-reason, a metric and a log line (a warning for an invalid answer; debug for refusals and
-connection failures, whose breaker transitions are what gets a warning).
+reason, a count (:class:`~flowsd.meters.statistics.EngineCounts`) and a log line (a warning
+for an invalid answer; debug for refusals and connection failures, whose breaker transitions
+are what gets a warning).
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -50,6 +49,7 @@ from flowsd.meters.observations import (
 from flowsd.meters.plan import PollPlan, hardware_family
 from flowsd.meters.poll import Poll, Probe
 from flowsd.meters.schedule import MeterSchedule
+from flowsd.meters.statistics import EngineCounts
 from flowsd.meters.target import MeterTarget
 from flowsd.meters.watchdog import ProgressWatchdog
 
@@ -68,20 +68,6 @@ class Job(Protocol):
     def cadences(self) -> tuple[str, ...]: ...
 
     async def run(self, conv: Conversation) -> None: ...
-
-
-@dataclass
-class SessionStats:
-    """Per-engine counters shared by all sessions (tests and `flowsd status` read them)."""
-
-    requests_ok: int = 0
-    polls: int = 0
-    probes: int = 0
-    commands: int = 0
-    watchdog_cancellations: int = 0
-    skipped_slots: int = 0
-    observations: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
 
 
 class QueueFullError(Exception):
@@ -118,6 +104,7 @@ class MeterSession:
         "breaker",
         "cancel_scope",
         "commands",
+        "counts",
         "event_cursor",
         "hardware",
         "heap_generation",
@@ -139,7 +126,6 @@ class MeterSession:
         "schedule",
         "settings",
         "sink",
-        "stats",
         "stopping",
         "target",
         "wall_clock",
@@ -153,7 +139,7 @@ class MeterSession:
         plan: PollPlan,
         limiter: ConnectionLimiter,
         sink: ObservationSink,
-        stats: SessionStats,
+        counts: EngineCounts,
         wall_clock: WallClock = time.time,
         rng: random.Random | None = None,
         stopping: Callable[[], bool] = lambda: False,
@@ -165,7 +151,7 @@ class MeterSession:
         self.plan = plan
         self.limiter = limiter
         self.sink = sink
-        self.stats = stats
+        self.counts = counts
         self.wall_clock = wall_clock
         self.rng = rng or _SHARED_RNG
         self.stopping = stopping
@@ -198,6 +184,7 @@ class MeterSession:
             target.port or settings.port,
             settings=settings,
             limiter=limiter,
+            counts=counts,
             wall_clock=wall_clock,
             rng=self.rng,
             stopping=stopping,
@@ -290,14 +277,14 @@ class MeterSession:
             raise QueueFullError
         command.state = "queued"
         self.commands.append(command)
-        metrics.COMMANDS_QUEUED.inc()
+        self.counts.commands_queued += 1
 
     async def withdraw(self, command: MeterCommand, result: CommandResult) -> bool:
         """Take a command that has not started out of the queue (its caller gave up)."""
         if command.state != "queued":
             return False
         self.commands.remove(command)
-        metrics.COMMANDS_QUEUED.dec()
+        self.counts.commands_queued -= 1
         await self.finish_unrun(command, result, None)
         return True
 
@@ -308,7 +295,7 @@ class MeterSession:
         failed = 0
         while self.commands:
             command = self.commands.pop(0)
-            metrics.COMMANDS_QUEUED.dec()
+            self.counts.commands_queued -= 1
             await self.finish_unrun(command, refused(reason, detail), watchdog)
             failed += 1
         return failed
@@ -317,7 +304,7 @@ class MeterSession:
         self, command: MeterCommand, result: CommandResult, watchdog: ProgressWatchdog | None
     ) -> None:
         command.finish(result)
-        metrics.COMMANDS.labels(command.name, result.reason or "failed").inc()
+        self.counts.commands[command.name, result.reason or "failed"] += 1
         target = self.target
         now = datetime.fromtimestamp(self.wall_clock(), UTC)
         await self.emit([command.outcome(target.meter_id, target.serial, now, 0.0)], watchdog)
@@ -339,7 +326,7 @@ class MeterSession:
                 await self.fail_queued("unavailable", f"meter unreachable ({why})", conv.watchdog)
                 break
             command = self.commands.pop(0)
-            metrics.COMMANDS_QUEUED.dec()
+            self.counts.commands_queued -= 1
             if time.monotonic() >= command.deadline:
                 late = refused("deadline", "the caller's deadline passed in the queue")
                 await self.finish_unrun(command, late, conv.watchdog)
@@ -350,8 +337,7 @@ class MeterSession:
 
     async def _execute(self, conv: Conversation, command: MeterCommand) -> None:
         started = time.monotonic()
-        self.stats.commands += 1
-        metrics.COMMANDS_RUNNING.inc()
+        self.counts.commands_running += 1
         try:
             result = await command.execute(conv)
         except Exception as exc:  # a flowsd bug: the caller gets an answer, the run goes on
@@ -359,10 +345,8 @@ class MeterSession:
             result = refused("internal", repr(exc))
             command.finish(result)
         finally:
-            metrics.COMMANDS_RUNNING.dec()
-        metrics.COMMANDS.labels(
-            command.name, "ok" if result.ok else (result.reason or "failed")
-        ).inc()
+            self.counts.commands_running -= 1
+        self.counts.commands[command.name, "ok" if result.ok else (result.reason or "failed")] += 1
         target = self.target
         seconds = time.monotonic() - started
         await conv.emit([command.outcome(target.meter_id, target.serial, conv.now(), seconds)])
@@ -404,7 +388,7 @@ class MeterSession:
         detail = ""
         watchdog = ProgressWatchdog(self.settings.watchdog_seconds)
         conv = Conversation(self, watchdog)
-        metrics.POLLS_RUNNING.inc()
+        self.counts.runs_in_progress += 1
         try:
             with anyio.CancelScope() as outer:
                 self.cancel_scope = outer
@@ -421,8 +405,7 @@ class MeterSession:
                             self.log.exception("meter poll failed unexpectedly")
                             outcome_reason, detail = "internal", repr(exc)
             if watchdog.fired:
-                self.stats.watchdog_cancellations += 1
-                metrics.WATCHDOG_CANCELLATIONS.inc()
+                self.counts.watchdog_cancellations += 1
                 outcome_reason, detail = "watchdog", f"no progress in {watchdog.seconds}s"
                 self.log.warning("meter poll cancelled by the watchdog", kind=kind)
                 conv.note_failure(Failure("watchdog", detail, 1))
@@ -434,7 +417,7 @@ class MeterSession:
         finally:
             self.link.close()
             self.cancel_scope = None
-            metrics.POLLS_RUNNING.dec()
+            self.counts.runs_in_progress -= 1
         duration = time.monotonic() - started
         if outcome_reason is None and conv.first_failure is not None:
             outcome_reason, detail = conv.first_failure.reason, conv.first_failure.detail
@@ -442,11 +425,11 @@ class MeterSession:
         if kind != "commands":
             self.last_poll_seconds = duration
         if kind == "probe":
-            self.stats.probes += 1
-            metrics.BREAKER_PROBES.labels("ok" if ok else "failed").inc()
+            self.counts.probes += 1
+            self.counts.failed_probes += not ok
         elif kind == "poll":
-            self.stats.polls += 1
-            metrics.POLLS.labels("ok" if ok else "failed").inc()
+            self.counts.polls += 1
+            self.counts.failed_polls += not ok
             metrics.POLL_DURATION.observe(duration)
         outcome = SessionOutcome(
             **conv.base(),
@@ -471,7 +454,7 @@ class MeterSession:
             ):
                 await self.emit([outcome], None)
         except Exception:  # a failing sink is the daemon's problem; keep polling
-            metrics.SINK_FAILURES.inc()
+            self.counts.sink_failures += 1
             self.log.exception("observation sink failed; the poll outcome is lost")
         return outcome
 
@@ -486,10 +469,10 @@ class MeterSession:
                 await self.sink(observations)
         else:
             await self.sink(observations)
-        metrics.SINK_WAIT.inc(time.monotonic() - started)
-        self.stats.observations += len(observations)
+        counts = self.counts
+        counts.sink_wait_seconds += time.monotonic() - started
         for observation in observations:
-            metrics.labelled(metrics.OBSERVATIONS, metrics.type_label(observation)).inc()
+            counts.observations[metrics.type_label(observation)] += 1
 
 
 _TRANSPORT = frozenset(

@@ -14,6 +14,7 @@ Public surface::
         await tg.start(supervisor.run)   # returns once running
         ...
         await supervisor.stop()          # stop dialling, let in-flight polls end, then return
+    supervisor.statistics()              # the engine's counts and the fleet's state
     supervisor.status()                  # counts, in-flight, slowest and failing meters
     supervisor.reconfigure(meters, plan) # a reloaded config: caps, timeouts, cadences
     await supervisor.submit(meter_id, command)   # a command joins the meter's session
@@ -27,7 +28,8 @@ A command or a poll request wakes its meter at the next tick: an idle meter runs
 (ahead of its routine polls), a busy one between two plan items of the poll in progress.
 
 Every few seconds the run loop applies the stale-meter rule (:mod:`flowsd.meters.freshness`)
-to the fleet: the gauge ``flowsd_meters_stale`` and a log line per meter that turns stale.
+to the fleet: the count of stale meters (``flowsd_meters_stale``) and a log line per meter
+that turns stale.
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ from flowsd.meters.session import (
     MeterSession,
     PollRequest,
     QueueFullError,
-    SessionStats,
     WallClock,
 )
+from flowsd.meters.statistics import EngineCounts, FleetStatistics
 from flowsd.meters.target import MeterTarget
 
 # How often the stale-meter rule is applied (incremental: the meters whose deadline came).
@@ -162,12 +164,13 @@ class FleetSupervisor:
         self.sink = sink
         self.wall_clock = wall_clock
         self.rng = rng or random.Random()
+        self.counts = EngineCounts()
         self.limiter = ConnectionLimiter(
             settings.max_connections_in_flight,
             settings.max_new_connections_per_second,
             settings.new_connections_burst,
+            totals=self.counts.connections,
         )
-        self.stats = SessionStats()
         self.freshness = Freshness()
         self.freshness_every_seconds = FRESHNESS_EVERY_SECONDS
         self.freshness_suspended = False
@@ -216,7 +219,7 @@ class FleetSupervisor:
                     plan=self.plan,
                     limiter=self.limiter,
                     sink=self.sink,
-                    stats=self.stats,
+                    counts=self.counts,
                     wall_clock=self.wall_clock,
                     rng=self.rng,
                     stopping=lambda: self._stopping,
@@ -241,7 +244,6 @@ class FleetSupervisor:
         self._by_serial = {
             s.target.serial: meter_id for meter_id, s in self.sessions.items() if s.target.serial
         }
-        self._refresh_state_gauge()
         return ApplyResult(added, updated, removed, unchanged)
 
     def _forsake(self, session: MeterSession, why: str) -> None:
@@ -276,6 +278,7 @@ class FleetSupervisor:
                 settings.max_connections_in_flight,
                 settings.max_new_connections_per_second,
                 settings.new_connections_burst,
+                totals=self.counts.connections,
             )
         self.settings = settings
         self.plan = plan
@@ -301,12 +304,6 @@ class FleetSupervisor:
         wake = session.next_wake()
         if wake < math.inf:  # -inf: a command or poll request waits
             heapq.heappush(self._heap, (wake, session.heap_generation, session.target.meter_id))
-
-    def _refresh_state_gauge(self) -> None:
-        # O(1) per poll: the state counts are kept up to date by apply() and _drive().
-        for state in BREAKER_STATES:
-            metrics.METERS.labels(state).set(self._states[state])
-        metrics.NEVER_ANSWERED.set(self._never_answered)
 
     def hold_back(self, meter_ids: Iterable[UUID], *, release: bool = False) -> None:
         """Start no more routine polls of these meters (``release``: start them again)."""
@@ -391,7 +388,6 @@ class FleetSupervisor:
             return
         self._freshness_checked_at = now
         turned, fresh = self.freshness.evaluate(now, self._view)
-        metrics.METERS_STALE.set(len(self.freshness.stale))
         for found in turned:
             session = self.sessions[found.meter_id]
             self.log.warning(
@@ -441,8 +437,7 @@ class FleetSupervisor:
             metrics.SCHEDULE_LATENESS.observe(lateness)
             skipped = session.schedule.mark_done(due, now)
             if skipped:
-                self.stats.skipped_slots += skipped
-                metrics.SKIPPED_SLOTS.inc(skipped)
+                self.counts.skipped_slots += skipped
             self._start(tg, session, Poll(tuple(due)))
         elif session.commands:
             self._start(tg, session, None)  # fails them: the meter went offline meanwhile
@@ -502,7 +497,6 @@ class FleetSupervisor:
                     self.freshness.polled(meter_id, outcome.cadences, self.wall_clock())
                 self._push(session)
             self._next_waiter(address)
-            self._refresh_state_gauge()
 
     async def stop(self, deadline: float | None = None) -> None:
         """Stop dialling; in-flight polls end after their current request (or are abandoned
@@ -531,11 +525,11 @@ class FleetSupervisor:
 
     def _session_for(self, meter_id: UUID) -> MeterSession:
         if self._stopping:
-            metrics.COMMANDS_REFUSED.labels("stopping").inc()
+            self.counts.commands_refused["stopping"] += 1
             raise CommandRefusedError("stopping", "the daemon is stopping")
         session = self.sessions.get(meter_id)
         if session is None:
-            metrics.COMMANDS_REFUSED.labels("not_found").inc()
+            self.counts.commands_refused["not_found"] += 1
             raise CommandRefusedError("not_found", "the meter is not in this daemon's fleet")
         return session
 
@@ -545,7 +539,7 @@ class FleetSupervisor:
         (``CommandRequested``) before it can start."""
         session = self._session_for(meter_id)
         if session.breaker.offline:
-            metrics.COMMANDS_REFUSED.labels("unavailable").inc()
+            self.counts.commands_refused["unavailable"] += 1
             since = _utc(session.breaker.offline_since)
             raise CommandRefusedError(
                 "unavailable",
@@ -554,7 +548,7 @@ class FleetSupervisor:
                 else "the meter is offline",
             )
         if len(session.commands) >= session.queue_size:
-            metrics.COMMANDS_REFUSED.labels("queue_full").inc()
+            self.counts.commands_refused["queue_full"] += 1
             raise CommandRefusedError(
                 "queue_full", f"{len(session.commands)} commands already wait for this meter"
             )
@@ -565,7 +559,7 @@ class FleetSupervisor:
         try:
             session.enqueue(command)
         except QueueFullError:  # filled up while the request was being recorded
-            metrics.COMMANDS_REFUSED.labels("queue_full").inc()
+            self.counts.commands_refused["queue_full"] += 1
             full = CommandResult(ok=False, reason="queue_full", detail="the queue filled up")
             await session.finish_unrun(command, full, None)
             raise CommandRefusedError("queue_full", full.detail) from None
@@ -610,6 +604,46 @@ class FleetSupervisor:
         now = self.wall_clock()
         return all(s.breaker.offline or s.schedule.next_due() > now for s in self.sessions.values())
 
+    def statistics(self) -> FleetStatistics:
+        counts = self.counts
+        connections = counts.connections
+        return FleetStatistics(
+            meters_by_state={state: self._states[state] for state in BREAKER_STATES},
+            never_answered=self._never_answered,
+            stale=len(self.freshness.stale),
+            runs_in_progress=counts.runs_in_progress,
+            connections_in_flight=connections.in_flight,
+            peak_connections_in_flight=self.limiter.peak_in_flight,
+            connects=connections.connects,
+            connection_grants=dict(connections.granted),
+            backfill_deferred=counts.backfill_deferred,
+            bytes_sent=counts.traffic.sent,
+            bytes_received=counts.traffic.received,
+            requests_ok=counts.requests_ok,
+            request_failures=dict(counts.request_failures),
+            attempts=dict(counts.attempts),
+            retries=counts.retries,
+            polls=counts.polls,
+            failed_polls=counts.failed_polls,
+            probes=counts.probes,
+            failed_probes=counts.failed_probes,
+            watchdog_cancellations=counts.watchdog_cancellations,
+            skipped_slots=counts.skipped_slots,
+            sink_wait_seconds=counts.sink_wait_seconds,
+            sink_failures=counts.sink_failures,
+            observations=dict(counts.observations),
+            interval_gaps=counts.interval_gaps,
+            event_log_overflows=counts.event_log_overflows,
+            event_log_rescans=counts.event_log_rescans,
+            event_log_invalid_records=counts.event_log_invalid_records,
+            invalid_values=counts.invalid_values,
+            breaker_transitions=dict(counts.breaker_transitions),
+            commands=dict(counts.commands),
+            commands_running=counts.commands_running,
+            commands_queued=counts.commands_queued,
+            commands_refused=dict(counts.commands_refused),
+        )
+
     def status(self, *, top: int = 10) -> FleetStatus:
         sessions = list(self.sessions.values()) if top > 0 else []  # top=0: counts only
         timed = heapq.nlargest(
@@ -622,24 +656,25 @@ class FleetSupervisor:
             (s for s in sessions if s.breaker.consecutive_failures or s.breaker.offline),
             key=lambda s: (not s.breaker.offline, -s.breaker.consecutive_failures),
         )
+        stats = self.statistics()
         return FleetStatus(
             running=self._running and not self._stopping,
             meters=len(self.sessions),
-            online=self._states["online"],
-            offline=self._states["offline"],
-            awaiting_first_answer=self._states["awaiting_first_answer"],
-            never_answered=self._never_answered,
+            online=stats.meters_by_state["online"],
+            offline=stats.meters_by_state["offline"],
+            awaiting_first_answer=stats.meters_by_state["awaiting_first_answer"],
+            never_answered=stats.never_answered,
             polls_running=self._busy,
             connections_in_flight=self.limiter.in_flight,
-            peak_connections_in_flight=self.limiter.peak_in_flight,
+            peak_connections_in_flight=stats.peak_connections_in_flight,
             connects=self.limiter.connects,
-            requests_ok=self.stats.requests_ok,
-            request_failures=dict(self.stats.failures),
-            polls=self.stats.polls,
-            probes=self.stats.probes,
-            watchdog_cancellations=self.stats.watchdog_cancellations,
-            skipped_slots=self.stats.skipped_slots,
-            stale=len(self.freshness.stale),
+            requests_ok=stats.requests_ok,
+            request_failures=stats.request_failures,
+            polls=stats.polls,
+            probes=stats.probes,
+            watchdog_cancellations=stats.watchdog_cancellations,
+            skipped_slots=stats.skipped_slots,
+            stale=stats.stale,
             slowest=[
                 SlowMeter(s.target.meter_id, s.target.serial, s.last_poll_seconds or 0.0)
                 for s in timed[:top]

@@ -20,7 +20,6 @@ import socket
 import anyio
 
 from flowsd.emop.frame import frame_size
-from flowsd.meters import metrics
 from flowsd.meters.observations import FailureReason
 
 # Connection-level reasons worth another attempt; anything else the meter said is final.
@@ -71,13 +70,22 @@ class _MeterProtocol(asyncio.Protocol):
             self.waiter.set_result(None)
 
 
+class Traffic:
+    """Bytes sent to and received from meters, over every connection that shares it."""
+
+    __slots__ = ("received", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+
+
 class MeterConnection:
     """One TCP connection to a meter; :meth:`exchange` may be called again (persistent mode)."""
 
-    def __init__(self, protocol: _MeterProtocol) -> None:
+    def __init__(self, protocol: _MeterProtocol, traffic: Traffic) -> None:
         self._protocol = protocol
-        self.bytes_sent = 0
-        self.bytes_received = 0
+        self._traffic = traffic
 
     @property
     def usable(self) -> bool:
@@ -91,8 +99,7 @@ class MeterConnection:
             raise TransportError("closed", "connection already closed")
         protocol.buffer.clear()
         transport.write(request)
-        self.bytes_sent += len(request)
-        metrics.BYTES_SENT.inc(len(request))
+        self._traffic.sent += len(request)
         loop = asyncio.get_running_loop()
         with anyio.move_on_after(read_timeout) as scope:
             while frame_size(protocol.buffer) is None and not protocol.closed:
@@ -102,8 +109,7 @@ class MeterConnection:
                 finally:
                     protocol.waiter = None
         data = bytes(protocol.buffer)
-        self.bytes_received += len(data)
-        metrics.BYTES_RECEIVED.inc(len(data))
+        self._traffic.received += len(data)
         size = frame_size(data)
         if size is not None:
             return data[:size]
@@ -121,8 +127,11 @@ class MeterConnection:
             transport.close()
 
 
-async def connect(host: str, port: int, connect_timeout: float) -> MeterConnection:
-    """Open a TCP connection; :class:`TransportError` on refusal, timeout or other errors."""
+async def connect(
+    host: str, port: int, connect_timeout: float, traffic: Traffic | None = None
+) -> MeterConnection:
+    """Open a TCP connection, counting its bytes in ``traffic`` (when given);
+    :class:`TransportError` on refusal, timeout or other errors."""
     loop = asyncio.get_running_loop()
     protocol = _MeterProtocol()
     with anyio.move_on_after(connect_timeout) as scope:
@@ -138,4 +147,4 @@ async def connect(host: str, port: int, connect_timeout: float) -> MeterConnecti
             raise TransportError("unreachable", str(exc)) from None
     if scope.cancelled_caught:
         raise TransportError("connect_timeout", f"no connection within {connect_timeout}s")
-    return MeterConnection(protocol)
+    return MeterConnection(protocol, traffic or Traffic())

@@ -1,8 +1,14 @@
-"""The process's Prometheus registry.
+"""The process's Prometheus registry and flowsd's one collector of statistics.
 
 Every flowsd metric is registered here (not in prometheus-client's global registry), so
-tests can read values without interference and `/metrics` serves exactly flowsd's series
-plus the process collector. Metric names start with ``flowsd_`` and carry their unit
+`/metrics` serves exactly flowsd's series plus the process collector. Components count for
+themselves and expose ``statistics()`` snapshots; :data:`STATISTICS`, a collector, builds
+their families from the snapshots at each scrape (the daemon attaches the export of its
+components while it runs, :meth:`flowsd.app.Daemon.metric_families`). Latency and size
+distributions stay prometheus-client histograms, observed where they happen; so, for now, do
+the projectors' counters and gauges (:mod:`flowsd.projections.metrics`).
+
+Metric names start with ``flowsd_`` and carry their unit
 (``_seconds``, ``_bytes``, ``_events``, ``_total`` for counters); label values are
 snake_case words from a fixed set; there are no per-meter labels: per-meter detail belongs in
 tables and logs. The ``_created`` series prometheus-client adds to every counter and
@@ -13,6 +19,8 @@ from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 import asyncpg
 from prometheus_client import (
@@ -22,6 +30,8 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from flowsd import __version__
 
@@ -47,6 +57,61 @@ def set_build_info(postgres: str = "unknown") -> None:
 
 
 set_build_info()
+
+Export = Callable[[], Iterable[Metric]]
+
+
+class StatisticsCollector:
+    """Exports the metric families built from components' ``statistics()`` at each scrape.
+
+    One export is attached at a time: the running daemon's (one daemon per process; a test
+    that runs two in one process sees the one started last).
+    """
+
+    def __init__(self) -> None:
+        self._export: Export | None = None
+
+    def attach(self, export: Export) -> None:
+        self._export = export
+
+    def detach(self, export: Export) -> None:
+        if self._export == export:
+            self._export = None
+
+    def describe(self) -> list[Metric]:
+        return []  # the names depend on what is attached: no clash check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        export = self._export
+        if export is not None:
+            yield from export()
+
+
+STATISTICS = StatisticsCollector()
+REGISTRY.register(STATISTICS)
+
+
+Values = float | Mapping[tuple[str, ...], float]  # one value, or one per tuple of label values
+_Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
+
+
+def counter(name: str, documentation: str, value: Values, labels: Sequence[str] = ()) -> Metric:
+    """A counter family of ``value`` (labelled by ``labels``)."""
+    return _family(CounterMetricFamily(name, documentation, labels=labels), value)
+
+
+def gauge(name: str, documentation: str, value: Values, labels: Sequence[str] = ()) -> Metric:
+    """A gauge family of ``value`` (labelled by ``labels``)."""
+    return _family(GaugeMetricFamily(name, documentation, labels=labels), value)
+
+
+def _family(family: _Family, value: Values) -> _Family:
+    if isinstance(value, Mapping):
+        for label_values, sample in value.items():
+            family.add_metric(list(label_values), sample)
+    else:
+        family.add_metric([], value)
+    return family
 
 
 def server_version(conn: asyncpg.Connection) -> str:

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import msgspec
 
 from flowsd.emop import NakCode, PayloadError, object_id
+from flowsd.emop.objects import FLAG_OBJECT_IDS
 from flowsd.emop.records import ClockTime, ThresholdValues, U32Value
 from flowsd.sim.clock import to_emop
 from flowsd.sim.events import EventId
@@ -39,15 +40,6 @@ _BACKLIGHT = object_id("backlight")
 CLOCK_LENGTH = 7
 U32_LENGTH = 4
 THRESHOLDS_LENGTH = 14
-_ONE_BYTE_SINGLE_PHASE = {
-    object_id(n)
-    for n in (
-        "prepay_enabled_flag",
-        "daylight_savings_correction_flag",
-        "prepay_no_debt_recovery_when_emergency_credit_flag",
-        "prepay_no_standing_charge_when_power_fail_flag",
-    )
-}
 _SETTINGS = {
     object_id("load_switch"): 1,
     object_id("decimal_places_displayed_in_energy_registers"): 1,
@@ -82,7 +74,7 @@ def apply_write(target: WriteTarget, oid: int, payload: bytes, now: float) -> in
         return NakCode.SECURITY_NOT_GRANTED
     if oid == _TOKEN:
         return _apply_token(state, index, payload, now)
-    if oid in _ONE_BYTE_SINGLE_PHASE:
+    if oid in FLAG_OBJECT_IDS:
         if len(payload) != 1:
             return NakCode.FRAME_LENGTH_INCORRECT
         state.writable(index).flags[oid] = payload[0]

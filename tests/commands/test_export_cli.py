@@ -151,8 +151,8 @@ async def test_exported_half_hours_equal_the_simulator_across_the_autumn_change(
         async with running_daemon(config, database_url, wall_clock=sim_wall_clock(clock)) as d:
             for _ in range(10):  # bounded: a poll per simulated minute until the day is in
                 clock.advance(minutes=1)
-                wanted = d.supervisor.stats.polls + 2  # one more poll of each meter
-                await wait_until(lambda: d.supervisor.stats.polls >= wanted)  # noqa: B023
+                wanted = d.supervisor.statistics().polls + 2  # one more poll of each meter
+                await wait_until(lambda: d.supervisor.statistics().polls >= wanted)  # noqa: B023
                 await wait_until(lambda: d.supervisor.status(top=0).polls_running == 0)
                 if await _half_hours(database_url) >= 3 * 50:
                     break

@@ -20,7 +20,6 @@ from flowsd.events.spill import SpillDirectoryInUseError, SpillJournal
 from flowsd.events.store import AppendResult
 from flowsd.events.types import Event, RecordedEvent
 from tests.events.helpers import balance_event
-from tests.support import sample_value
 
 
 class Database:
@@ -175,14 +174,14 @@ async def test_outage_spills_to_disk_and_drains_in_order(
         await asyncio.sleep(0.02)
     assert appender.spilled_events >= 200
     assert len(list((tmp_path / "spill").iterdir())) > 1  # rotated segments
-    assert sample_value("flowsd_appender_database_up") == 0
+    assert not appender.statistics().database_up
     db.up = True
     after = [balance_event(meters[2], i) for i in range(10)]
     await appender.append_many(after)
     await asyncio.wait_for(appender.flush(), 10)
     assert await stored_keys(conn) == [e.idempotency_key() for e in first + during + after]
     assert list((tmp_path / "spill").glob("*.spill")) == []
-    assert sample_value("flowsd_spill_pending_events") == 0
+    assert appender.statistics().pending_in_journal == 0
 
 
 async def test_stop_during_outage_spills_and_the_next_run_drains(
@@ -237,10 +236,10 @@ async def test_a_full_disk_raises_the_alarm_and_loses_nothing(
     events = [balance_event(meters[0], i) for i in range(200)]
     producer = asyncio.create_task(appender.append_many(events))
     for _ in range(200):
-        if sample_value("flowsd_spill_disk_full") == 1:
+        if appender.statistics().spill_blocked:
             break
         await asyncio.sleep(0.02)
-    assert sample_value("flowsd_spill_disk_full") == 1
+    assert appender.statistics().spill_blocked
     await asyncio.sleep(0.2)
     assert not producer.done()  # memory and queue full: the producer waits
     db.up = True
@@ -249,7 +248,7 @@ async def test_a_full_disk_raises_the_alarm_and_loses_nothing(
     appender.stop()
     await asyncio.wait_for(task, 5)
     assert await stored_keys(conn) == [e.idempotency_key() for e in events]
-    assert sample_value("flowsd_spill_disk_full") == 0
+    assert not appender.statistics().spill_blocked
 
 
 async def test_an_event_the_database_refuses_is_kept_aside_and_the_rest_commit(
@@ -311,7 +310,6 @@ async def test_a_slow_subscriber_misses_batches_and_can_tell(
 ) -> None:
     appender = running(subscriber_max_batches=1, batch_max=5)
     subscription = appender.subscribe()
-    dropped = sample_value("flowsd_event_subscriber_dropped_batches_total")
     for i in range(4):
         await appender.append_many([balance_event(meters[0], 10 * i + j) for j in range(5)])
         await asyncio.wait_for(appender.flush(), 5)
@@ -320,7 +318,7 @@ async def test_a_slow_subscriber_misses_batches_and_can_tell(
     assert first.after_position == 0
     assert subscription.get_nowait() is None
     assert subscription.missed
-    assert sample_value("flowsd_event_subscriber_dropped_batches_total") == dropped + 3
+    assert appender.statistics().subscriber_dropped_batches == 3
 
 
 async def test_from_config_spills_under_the_state_directory(

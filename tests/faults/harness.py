@@ -282,11 +282,11 @@ class Scenario:
     async def poll_round(self) -> None:
         """Half an hour later: every meter polled once (its events may wait in memory or in
         the journal when the database is away)."""
-        stats = self.daemon.supervisor.stats
-        before = stats.polls
+        stats = self.daemon.supervisor.statistics
+        before = stats().polls
         self.clock.advance(minutes=30)
         self.advances += 1
-        await wait_until(lambda: stats.polls >= before + METERS)
+        await wait_until(lambda: stats().polls >= before + METERS)
         await wait_until(lambda: self.daemon.supervisor.status(top=0).polls_running == 0)
 
     async def settle(self) -> None:

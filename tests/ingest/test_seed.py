@@ -48,9 +48,11 @@ async def test_states_come_from_the_newest_change_events_over_the_registry(
                     drift_seconds=30, threshold_seconds=20, above=True), 5),
             ],
         )  # fmt: skip
-        states = await load_meter_states(conn, [METER, OTHER])
+        seeds = await load_meter_states(conn, [METER, OTHER])
     finally:
         await conn.close()
+    assert seeds.unreadable == 0
+    states = seeds.states
     mine = states[METER]
     assert mine.balance == Decimal("2") and mine.firmware == "3_04_0"
     assert mine.online is False and mine.offline_since == at(100)

@@ -32,24 +32,24 @@ async def test_sessions_wait_while_the_queue_is_full_and_nothing_is_lost(
         appender = AppenderConfig(queue_size=5, lock_timeout_seconds=60.0, batch_max=50)
         config = msgspec.structs.replace(config, appender=appender)
         async with running_daemon(config, database_url) as daemon:
-            stats = daemon.supervisor.stats
-            await wait_until(lambda: stats.polls >= 12)
+            stats = daemon.supervisor.statistics
+            await wait_until(lambda: stats().polls >= 12)
             blocker = await asyncpg.connect(database_url)
             try:
                 # Hold the event log's append lock: the appender's next commit waits on it, and
                 # its queue fills.
                 await blocker.execute("SELECT pg_advisory_lock($1)", APPEND_LOCK_KEY)
                 await wait_until(lambda: daemon.appender.statistics().queued >= appender.queue_size)
-                stalled_at = stats.requests_ok
+                stalled_at = stats().requests_ok
                 await anyio.sleep(1.0)
                 # From a full queue on, a session finishes the request it is in and waits.
-                assert stats.requests_ok <= stalled_at + 6
+                assert stats().requests_ok <= stalled_at + 6
                 assert daemon.supervisor.status(top=0).polls_running > 0  # waiting, not gone
             finally:
                 await blocker.execute("SELECT pg_advisory_unlock($1)", APPEND_LOCK_KEY)
                 await blocker.close()
-            await wait_until(lambda: stats.requests_ok > stalled_at + 30)
-        answered = stats.requests_ok
+            await wait_until(lambda: stats().requests_ok > stalled_at + 30)
+        answered = stats().requests_ok
     csq = await fetchval(
         database_url,
         "SELECT count(*) FROM flows.meter_event_log WHERE event_type = $1",

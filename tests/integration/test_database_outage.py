@@ -67,12 +67,12 @@ async def test_events_spill_during_an_outage_and_are_committed_after(
             )
             config = msgspec.structs.replace(with_meters(config, fleet), appender=small)
             async with running_daemon(config, proxy.url()) as daemon:
-                await wait_until(lambda: daemon.supervisor.stats.requests_ok > 20)
+                await wait_until(lambda: daemon.supervisor.statistics().requests_ok > 20)
                 proxy.cut()
                 before = await fetchval(database_url, "SELECT count(*) FROM flows.meter_event_log")
-                polled = daemon.supervisor.stats.requests_ok
+                polled = daemon.supervisor.statistics().requests_ok
                 await wait_until(lambda: daemon.appender.spilled_events > 0)
-                await wait_until(lambda: daemon.supervisor.stats.requests_ok > polled + 40)
+                await wait_until(lambda: daemon.supervisor.statistics().requests_ok > polled + 40)
                 assert daemon.supervisor.status(top=0).running
                 proxy.restore()
                 await wait_until(lambda: daemon.appender.spilled_events == 0)

@@ -50,7 +50,7 @@ async def test_a_day_of_polling_agrees_with_the_simulator(
         async with running_daemon(config, database_url, wall_clock=sim_wall_clock(clock)) as d:
             # Every cadence (half-hourly, hourly, daily) comes due once.
             clock.advance(days=1, minutes=1)
-            await wait_until(lambda: d.supervisor.stats.polls >= METERS)
+            await wait_until(lambda: d.supervisor.statistics().polls >= METERS)
             await wait_until(lambda: d.supervisor.status(top=0).polls_running == 0)
             await d.appender.flush()
         at = clock.now_datetime()

@@ -50,7 +50,7 @@ async def _ingest_an_hour(database: HostedDatabase, tmp_path: Path) -> None:
         daemon: Daemon
         async with running_daemon(config, database.url, wall_clock=wall) as daemon:
             clock.advance(hours=1, minutes=1)
-            await wait_until(lambda: daemon.supervisor.stats.polls >= METERS, 90)
+            await wait_until(lambda: daemon.supervisor.statistics().polls >= METERS, 90)
             await wait_until(lambda: daemon.supervisor.status(top=0).polls_running == 0, 30)
             await daemon.appender.flush()
             head = await _head(database.url)

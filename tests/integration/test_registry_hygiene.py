@@ -28,7 +28,7 @@ from tests.integration.daemon import (
     subnet,
     with_meters,
 )
-from tests.support import sample_value, wait_until
+from tests.support import wait_until
 
 METERS = 4
 FLOWSD = [sys.executable, "-m", "flowsd"]
@@ -103,9 +103,10 @@ async def test_bad_rows_are_not_dialled_and_silent_meters_never_count_online(
             assert reasons["DUPADDR001"] is not None and "is also meter" in reasons["DUPADDR001"]
             serial = fleet.meters[1].serial
             assert f"serial {serial} is also" in (reasons[serial.lower()] or "")
-            assert sample_value("flowsd_registry_not_dialled", {"reason": "duplicate_address"}) == 1
-            assert sample_value("flowsd_meters", {"state": "offline"}) == 1
-            assert sample_value("flowsd_meters_never_answered") == 1
+            assert daemon.registry.statistics().not_dialled["duplicate_address"] == 1
+            fleet_statistics = daemon.supervisor.statistics()
+            assert fleet_statistics.meters_by_state["offline"] == 1
+            assert fleet_statistics.never_answered == 1
             assert daemon.supervisor.status(top=0).never_answered == 1
             # A reload logs nothing again.
             daemon.registry.request_reload()

@@ -27,7 +27,7 @@ async def test_reload_keeps_schedules_and_applies_the_new_plan(
         config = with_database_url(load_config(path), database_url)
         async with running_daemon(config, database_url) as daemon:
             daemon.config_path = str(path)
-            await wait_until(lambda: daemon.supervisor.stats.polls >= 8)
+            await wait_until(lambda: daemon.supervisor.statistics().polls >= 8)
             slots = _slots(daemon)
             path.write_text("[poll]\ncadences = 3\n")
             assert not daemon.reload()

@@ -57,10 +57,10 @@ async def test_replay_while_ingesting_then_verify_and_replay_changes_nothing(
         config = with_meters(daemon_config(tmp_path, database_url, poll=PollConfig()), fleet)
         async with running_daemon(config, database_url, wall_clock=sim_wall_clock(clock)) as d:
             clock.advance(days=1, minutes=1)
-            await wait_until(lambda: d.supervisor.stats.polls >= METERS // 3, 60)
+            await wait_until(lambda: d.supervisor.statistics().polls >= METERS // 3, 60)
             # Mid-ingest: the rebuild races live appends and live projector batches.
             assert await _flowsd("replay", "--database-url", database_url) == 0
-            await wait_until(lambda: d.supervisor.stats.polls >= METERS, 90)
+            await wait_until(lambda: d.supervisor.statistics().polls >= METERS, 90)
             await wait_until(lambda: d.supervisor.status(top=0).polls_running == 0, 30)
             await d.appender.flush()
             assert await _flowsd("verify", "--database-url", database_url) == 0

@@ -19,7 +19,8 @@ from flowsd.config import MetersConfig, PollConfig
 from flowsd.meters.limits import ConnectionLimiter
 from flowsd.meters.observations import Observation
 from flowsd.meters.plan import PollPlan
-from flowsd.meters.session import MeterSession, SessionStats
+from flowsd.meters.session import MeterSession
+from flowsd.meters.statistics import EngineCounts
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
 from flowsd.sim.fleet import SimulatedFleet
@@ -161,11 +162,13 @@ def session_for(
     target: MeterTarget, config: MetersConfig, plan: PollPlan, sink: Collector
 ) -> MeterSession:
     """A session outside a supervisor, with its own limiter and counters."""
+    counts = EngineCounts()
     limiter = ConnectionLimiter(
         config.max_connections_in_flight,
         config.max_new_connections_per_second,
         config.new_connections_burst,
+        totals=counts.connections,
     )
     return MeterSession(
-        target, settings=config, plan=plan, limiter=limiter, sink=sink, stats=SessionStats()
+        target, settings=config, plan=plan, limiter=limiter, sink=sink, counts=counts
     )

@@ -9,7 +9,8 @@ import anyio
 
 from flowsd.meters.limits import ConnectionLimiter, Lane
 from flowsd.meters.observations import SessionOutcome
-from flowsd.meters.session import MeterSession, SessionStats
+from flowsd.meters.session import MeterSession
+from flowsd.meters.statistics import EngineCounts
 from flowsd.sim.fleet import SimulatedFleet
 from tests.support import wait_until
 
@@ -86,11 +87,11 @@ async def test_live_reads_of_a_meter_go_before_the_fleets_backfill_under_the_cap
         journal=True,
     ) as fleet:
         sink = Collector()
-        limiter = ConnectionLimiter(1, 40.0, 1)
-        stats = SessionStats()
+        counts = EngineCounts()
+        limiter = ConnectionLimiter(1, 40.0, 1, totals=counts.connections)
         sessions = [
             MeterSession(
-                target, settings=config, plan=plan, limiter=limiter, sink=sink, stats=stats
+                target, settings=config, plan=plan, limiter=limiter, sink=sink, counts=counts
             )
             for target in targets_for(fleet)
         ]

@@ -66,7 +66,7 @@ async def test_breaker_takes_a_dead_meter_offline_probes_cheaply_and_brings_it_b
             )
             await wait_until(lambda: _outcomes(sink, dead)[-1].kind == "poll")
         assert supervisor.status().offline == 0
-        assert supervisor.stats.probes >= 3
+        assert supervisor.statistics().probes >= 3
 
 
 async def test_global_caps_hold_and_healthy_meters_keep_cadence_while_others_fail() -> None:
@@ -145,13 +145,13 @@ async def test_slow_sink_applies_back_pressure_and_nothing_is_lost() -> None:
         async with running(supervisor):
             await sink.wait_for(lambda: len([o for o in sink.of(SessionOutcome) if o.ok]) >= 3)
             # Slow sink, so polls overran their slots instead of piling up.
-            await wait_until(lambda: supervisor.stats.skipped_slots > 0)
-        assert supervisor.stats.watchdog_cancellations == 0
+            await wait_until(lambda: supervisor.statistics().skipped_slots > 0)
+        assert supervisor.statistics().watchdog_cancellations == 0
         outcomes = sink.of(SessionOutcome)
         # Polls still running at stop() end early after their current request.
         assert all(o.ok or o.reason == "stopped" for o in outcomes), outcomes
         # Every answer read reached the sink: readings == successful requests.
-        assert len(sink.of(Reading)) == supervisor.stats.requests_ok
+        assert len(sink.of(Reading)) == supervisor.statistics().requests_ok
         complete = [o for o in outcomes if o.ok]
         assert len(complete) >= 3
         assert all(o.requests == len(objects) for o in complete)
@@ -165,7 +165,7 @@ async def test_watchdog_cancels_a_wedged_poll_and_counts_it() -> None:
         supervisor = FleetSupervisor(config, plan, sink)
         supervisor.apply(targets_for(fleet))
         async with running(supervisor):
-            await wait_until(lambda: supervisor.stats.watchdog_cancellations >= 2)
+            await wait_until(lambda: supervisor.statistics().watchdog_cancellations >= 2)
         watchdogged = [o for o in sink.of(SessionOutcome) if o.reason == "watchdog"]
         assert len(watchdogged) >= 2 and all(not o.ok for o in watchdogged)
         assert supervisor.limiter.in_flight == 0

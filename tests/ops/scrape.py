@@ -80,8 +80,10 @@ async def real_scrape(database_url: str, tmp_path: Path) -> Scrape:
         config = msgspec.structs.replace(config, management=ManagementConfig(listen="127.0.0.1:0"))
         async with running_daemon(config, database_url) as daemon:
             await wait_until(lambda: daemon.supervisor.status(top=0).offline >= 1)
-            await wait_until(lambda: daemon.supervisor.stats.polls >= 10)
-            await wait_until(lambda: daemon.supervisor.stats.failures.total() >= 1)
+            await wait_until(lambda: daemon.supervisor.statistics().polls >= 10)
+            await wait_until(
+                lambda: sum(daemon.supervisor.statistics().request_failures.values()) >= 1
+            )
             projectors = daemon.projectors
             assert projectors is not None
             await wait_until(lambda: all(s.checkpoint > 0 for s in projectors.status()))
