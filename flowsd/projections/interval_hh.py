@@ -1,10 +1,20 @@
 """``register_interval_hh``: energy per register and half hour, from the profile logs.
 
-Profile log 1 records carry cumulative import Wh (elements A and B), log 2 records cumulative
-export Wh, each stamped with the meter's time at the *end* of a half hour. The half hour
-``[T, T + 30 min)`` (labelled by its start ``T``, as the platform does) gets
-``(Wh at T + 30 min - Wh at T) / 1000`` kWh: import into ``kwh``, export into ``export_kwh``
-(swapped for a register with ``direction_reversed``), on the register valid at ``T``.
+Single-phase meters: profile log 1 records carry cumulative import Wh (elements A and B), log
+2 records cumulative export Wh, each stamped with the meter's time at the *end* of a half
+hour. The half hour ``[T, T + 30 min)`` (labelled by its start ``T``, as the platform does)
+gets ``(Wh at T + 30 min - Wh at T) / 1000`` kWh: import into ``kwh``, export into
+``export_kwh`` (swapped for a register with ``direction_reversed``), on the register valid at
+``T``.
+
+Three-phase meters: a record of interval profile 0 (:class:`ThreePhaseIntervalRecord`,
+stamped with the *start* ``T`` of its interval) carries the interval's average demand, in W
+on P1.ax and 0.1 W on P1.cx (``counts_per_kwh`` 1000 / 10000; EMOP SPEC §10 and §1's units
+table). A valid 30-minute record gives element A of the half hour ``[T, T + 30 min)``
+``demand × 0.5 h / counts_per_kwh`` kWh: active import demand (channel ``d79600``) into
+``kwh``, active export demand (``d79601``) into ``export_kwh``, on the same register rule.
+Records of other lengths, other profiles, or without the valid flag give nothing. No meter
+writes both kinds; if one did, each value comes from the profile logs where they give it.
 
 A delta is only taken between two records exactly 30 minutes apart, both marked valid, the
 later one not marked as a register reset, and not going backwards. So a missing record leaves
@@ -12,7 +22,8 @@ the half hours on both sides of it empty, a reset starts a new baseline (the hal
 at it is empty), and a power-fail record (valid data, outage during the interval) counts
 normally. A row is written when its ``kwh`` is known; ``export_kwh`` is NULL when unknown.
 
-Each half hour is a pure function of its (up to) four bounding records, so it is recomputed
+Each half hour is a pure function of its (up to) four bounding records and its three-phase
+record, and a value once known is never lost (records only add values), so it is recomputed
 whenever one of them is committed, whatever the order they arrive in (backfills do arrive out
 of order); neighbours are looked up in the log, never beyond the batch being applied.
 """
@@ -27,7 +38,13 @@ from uuid import UUID
 
 import asyncpg
 
-from flowsd.events.types import ProfileLog1Record, ProfileLog2Record, RecordedEvent
+from flowsd.events.codec import decode_body
+from flowsd.events.types import (
+    ProfileLog1Record,
+    ProfileLog2Record,
+    RecordedEvent,
+    ThreePhaseIntervalRecord,
+)
 from flowsd.projections.registers import (
     Lookup,
     RegisterRef,
@@ -41,7 +58,14 @@ VALID = 0x0080
 RESET = 0x0100
 IMPORT_LOG = ProfileLog1Record.TYPE_ID
 EXPORT_LOG = ProfileLog2Record.TYPE_ID
+THREE_PHASE = ThreePhaseIntervalRecord.TYPE_ID
 ELEMENTS = ("A", "B")
+# Three-phase interval profile 0, the one meters log (and the reference client reads), and
+# its active demand channels (object ids active_import_demand / active_export_demand).
+THREE_PHASE_PROFILE = 0
+IMPORT_DEMAND = "d79600"
+EXPORT_DEMAND = "d79601"
+THREE_PHASE_MINUTES = 30
 
 PointKey = tuple[UUID, int, datetime]  # meter, log type id, record time
 SlotKey = tuple[UUID, datetime]  # meter, half-hour start
@@ -71,6 +95,46 @@ def profile_point(event: RecordedEvent) -> tuple[PointKey, ProfilePoint] | None:
     return None
 
 
+@dataclass(frozen=True)
+class DemandPoint:
+    """The half-hour energy of one three-phase interval record (element A), kWh or None."""
+
+    position: int
+    imported: Decimal | None
+    exported: Decimal | None
+
+
+def demand_kwh(demand: int | None, counts_per_kwh: int) -> Decimal | None:
+    """A half hour's average demand (counts_per_kwh / 1000 counts per W) as kWh: W × 0.5 h."""
+    if demand is None or counts_per_kwh <= 0:
+        return None
+    return Decimal(demand) / (2 * counts_per_kwh)
+
+
+def demand_of(position: int, body: ThreePhaseIntervalRecord) -> DemandPoint | None:
+    """The energy of a three-phase record (None: not of profile 0, so not a half hour's)."""
+    if body.profile != THREE_PHASE_PROFILE:
+        return None
+    usable = body.status & VALID and body.interval_minutes == THREE_PHASE_MINUTES
+    if not usable:
+        return DemandPoint(position, None, None)
+    values, scale = body.values, body.counts_per_kwh
+    return DemandPoint(
+        position,
+        demand_kwh(values.get(IMPORT_DEMAND), scale),
+        demand_kwh(values.get(EXPORT_DEMAND), scale),
+    )
+
+
+def demand_point(event: RecordedEvent) -> tuple[SlotKey, DemandPoint] | None:
+    """The half hour a three-phase record starts and its energy (None: not one of those)."""
+    body = event.body
+    if not isinstance(body, ThreePhaseIntervalRecord):
+        return None
+    demand = demand_of(event.position, body)
+    return None if demand is None else ((event.meter_id, event.observed_at), demand)
+
+
 def delta_wh(start: ProfilePoint | None, end: ProfilePoint | None, element: str) -> int | None:
     """Wh between two consecutive records of one channel, None when it cannot be known."""
     if start is None or end is None:
@@ -94,6 +158,8 @@ def touched_slots(events: Iterable[RecordedEvent]) -> set[SlotKey]:
         if profile_point(e) is not None:
             slots.add((e.meter_id, e.observed_at - SLOT))
             slots.add((e.meter_id, e.observed_at))
+        elif demand_point(e) is not None:
+            slots.add((e.meter_id, e.observed_at))
     return slots
 
 
@@ -101,6 +167,7 @@ def slot_rows(
     slots: Iterable[SlotKey],
     points: dict[PointKey, ProfilePoint],
     registers: dict[Lookup, RegisterRef],
+    demands: dict[SlotKey, DemandPoint] | None = None,
 ) -> list[Row]:
     """Pure: the rows of ``slots`` given every record around them and their registers."""
     rows: list[Row] = []
@@ -114,9 +181,15 @@ def slot_rows(
             for pair in bounds.values()
             if pair[0] is not None and pair[1] is not None
         ]
+        demand = None if demands is None else demands.get((meter, start))
+        if demand is not None:
+            positions.append(demand.position)
         for element in ELEMENTS:
-            imported = delta_wh(*bounds[IMPORT_LOG], element)
-            exported = delta_wh(*bounds[EXPORT_LOG], element)
+            imported = wh_to_kwh(delta_wh(*bounds[IMPORT_LOG], element))
+            exported = wh_to_kwh(delta_wh(*bounds[EXPORT_LOG], element))
+            if demand is not None and element == "A":
+                imported = demand.imported if imported is None else imported
+                exported = demand.exported if exported is None else exported
             if imported is None and exported is None:
                 continue
             register = registers.get((meter, element, start))
@@ -126,8 +199,7 @@ def slot_rows(
                 imported, exported = exported, imported
             if imported is None:
                 continue
-            values = (register.register_id, start, wh_to_kwh(imported), wh_to_kwh(exported))
-            rows.append((max(positions), values))
+            rows.append((max(positions), (register.register_id, start, imported, exported)))
     return rows
 
 
@@ -142,6 +214,13 @@ WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position <= $3
   AND (e.meter_id, e."timestamp") IN (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]))
 """
 
+_DEMANDS = f"""
+SELECT e.position, e.meter_id, e."timestamp", e.payload
+FROM flows.meter_event_log e
+WHERE e.event_type = {THREE_PHASE} AND e.position <= $3
+  AND (e.meter_id, e."timestamp") IN (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]))
+"""
+
 
 class IntervalProjection(KeyedRowsProjection):
     name = "register_interval_hh"
@@ -149,7 +228,7 @@ class IntervalProjection(KeyedRowsProjection):
     key = ("register_id", "timestamp")
     values = ("kwh", "export_kwh")
     sql_types = ("uuid", "timestamptz", "numeric", "numeric")
-    event_types = frozenset({IMPORT_LOG, EXPORT_LOG})
+    event_types = frozenset({IMPORT_LOG, EXPORT_LOG, THREE_PHASE})
     unique_by_event = True  # one row per (register, half hour) in the shadow, see build()
     needs_registers = True
 
@@ -157,10 +236,12 @@ class IntervalProjection(KeyedRowsProjection):
         slots = touched_slots(events)
         if not slots:
             return
-        points = await self._points_around(conn, slots, through=events[-1].position)
+        through = events[-1].position
+        points = await self._points_around(conn, slots, through=through)
+        demands = await self._demands_at(conn, slots, through=through)
         lookups = [(meter, element, start) for meter, start in slots for element in ELEMENTS]
         registers = await resolve_registers(conn, lookups)
-        rows = slot_rows(slots, points, registers)
+        rows = slot_rows(slots, points, registers, demands)
         if rows:
             await self.upsert(conn, self.table, [values for _, values in rows])
 
@@ -175,6 +256,19 @@ class IntervalProjection(KeyedRowsProjection):
             (r[1], r[2], r[3]): ProfilePoint(position=r[0], status=r[4], a=r[5], b=r[6])
             for r in rows
         }
+
+    async def _demands_at(
+        self, conn: asyncpg.Connection, slots: set[SlotKey], *, through: int
+    ) -> dict[SlotKey, DemandPoint]:
+        rows = await conn.fetch(_DEMANDS, [s[0] for s in slots], [s[1] for s in slots], through)
+        found: dict[SlotKey, DemandPoint] = {}
+        for r in rows:
+            body = decode_body(THREE_PHASE, None, r[3])
+            if isinstance(body, ThreePhaseIntervalRecord):
+                demand = demand_of(r[0], body)
+                if demand is not None:
+                    found[(r[1], r[2])] = demand
+        return found
 
     async def build(self, conn: asyncpg.Connection, shadow: str, after: int, through: int) -> None:
         # Channels first, into a table with statistics: estimated from a CTE, millions of
@@ -215,8 +309,29 @@ def _delta(channel: str) -> str:
                 THEN {channel} - prev_{channel} END"""
 
 
+def _kwh(wh: str) -> str:
+    return f"round(({wh})::numeric / 1000, 3)"
+
+
+def _demand_kwh(channel: str) -> str:
+    # demand_kwh(): trim_scale so a value is stored as written live (0.5, not 0.50000...).
+    return f"""CASE WHEN v.status & {VALID} <> 0 AND v.interval_minutes = {THREE_PHASE_MINUTES}
+                     AND v.counts_per_kwh > 0
+                THEN trim_scale((v."values" ->> '{channel}')::numeric / (2 * v.counts_per_kwh))
+                END"""
+
+
+# Three-phase records of profile 0 as one half hour each (demand_of()); FROM and WHERE follow.
+_DEMAND_COLUMNS = f"""e.position, e.meter_id, e."timestamp" AS slot,
+           {_demand_kwh(IMPORT_DEMAND)} AS imported, {_demand_kwh(EXPORT_DEMAND)} AS exported"""
+_DEMAND_VALUES = """CROSS JOIN LATERAL jsonb_to_record(e.payload) AS v(
+        profile integer, interval_minutes integer, status integer, counts_per_kwh integer,
+        "values" jsonb)"""
+
+
 def _channels_from_points(slot_filter: str) -> str:
-    """The rest of a WITH list after ``point``: per meter, half hour and element, the Wh."""
+    """The rest of a WITH list after ``point`` and ``demand``: per meter, half hour and
+    element, the kWh (the profile logs' where they give it, else the three-phase record's)."""
     return f"""
 paired AS (
     SELECT p.*, lag(p.at) OVER w AS prev_at, lag(p.position) OVER w AS prev_position,
@@ -231,13 +346,21 @@ pair AS (
     FROM paired
     WHERE prev_at = at - interval '30 minutes'
 ),
-slot AS (
+logs AS (
     SELECT coalesce(i.meter_id, x.meter_id) AS meter_id, coalesce(i.slot, x.slot) AS slot,
            greatest(i.position, x.position) AS position, i.delta_a AS import_a,
            i.delta_b AS import_b, x.delta_a AS export_a, x.delta_b AS export_b
     FROM (SELECT * FROM pair WHERE event_type = {IMPORT_LOG}) i
     FULL JOIN (SELECT * FROM pair WHERE event_type = {EXPORT_LOG}) x
       ON x.meter_id = i.meter_id AND x.slot = i.slot
+),
+slot AS (
+    SELECT coalesce(l.meter_id, d.meter_id) AS meter_id, coalesce(l.slot, d.slot) AS slot,
+           greatest(l.position, d.position) AS position,
+           coalesce({_kwh("l.import_a")}, d.imported) AS import_a, {_kwh("l.import_b")} AS import_b,
+           coalesce({_kwh("l.export_a")}, d.exported) AS export_a, {_kwh("l.export_b")} AS export_b
+    FROM logs l
+    FULL JOIN demand d ON d.meter_id = l.meter_id AND d.slot = l.slot
 ),
 channel AS (
     SELECT s.meter_id, s.slot, s.position, c.element, c.imported, c.exported
@@ -253,8 +376,7 @@ _VALUE = "CASE WHEN reg.direction_reversed THEN c.exported ELSE c.imported END"
 _OTHER = "CASE WHEN reg.direction_reversed THEN c.imported ELSE c.exported END"
 # The channels (kept in a temporary table with statistics) on their registers.
 _MAP_TO_REGISTERS = f"""
-SELECT c.position, reg.register_id, c.slot, round(({_VALUE})::numeric / 1000, 3),
-       round(({_OTHER})::numeric / 1000, 3)
+SELECT c.position, reg.register_id, c.slot, {_VALUE}, {_OTHER}
 FROM flowsd_interval_channel c
 {candidate_registers_sql("c", "c.element", "c.slot")}
   AND ({_VALUE}) IS NOT NULL"""
@@ -268,6 +390,13 @@ WITH point AS (
     {_POINT_VALUES}
     WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position > $1 AND e.position <= $2
 ),
+demand AS (
+    SELECT {_DEMAND_COLUMNS}
+    FROM flows.meter_event_log e
+    {_DEMAND_VALUES}
+    WHERE e.event_type = {THREE_PHASE} AND e.position > $1 AND e.position <= $2
+      AND v.profile = {THREE_PHASE_PROFILE}
+),
 {_channels_from_points("")}"""
 
 # Records in ($1, $2] and every record (up to $2) around them; only their half hours.
@@ -275,7 +404,8 @@ _WINDOW_BUILD = f"""
 WITH arrived AS (
     SELECT e.meter_id, e."timestamp" AS at
     FROM flows.meter_event_log e
-    WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position > $1 AND e.position <= $2
+    WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}, {THREE_PHASE})
+      AND e.position > $1 AND e.position <= $2
 ),
 touched AS (
     SELECT meter_id, at - interval '30 minutes' AS slot FROM arrived
@@ -293,5 +423,12 @@ point AS (
     JOIN around ON around.meter_id = e.meter_id AND around.at = e."timestamp"
     {_POINT_VALUES}
     WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position <= $2
+),
+demand AS (
+    SELECT {_DEMAND_COLUMNS}
+    FROM flows.meter_event_log e
+    JOIN touched ON touched.meter_id = e.meter_id AND touched.slot = e."timestamp"
+    {_DEMAND_VALUES}
+    WHERE e.event_type = {THREE_PHASE} AND e.position <= $2 AND v.profile = {THREE_PHASE_PROFILE}
 ),
 {_channels_from_points("AND (s.meter_id, s.slot) IN (SELECT meter_id, slot FROM touched)")}"""

@@ -126,8 +126,22 @@ def profile_event(draw: st.DrawFn, meter: uuid.UUID) -> t.Event:
     at = BASE + slot * SLOT
     base = slot * 400 + draw(st.sampled_from([0, 0, 0, -5000, 37]))
     status = draw(statuses)
-    if draw(st.booleans()):
-        body: Any = t.ProfileLog1Record(
+    kind = draw(st.integers(0, 2))
+    if kind == 2:
+        # A three-phase interval record, stamped with its interval's start; some of another
+        # profile or length, some without the export channel.
+        values = {"d79600": max(base, 0) * 2 + draw(st.sampled_from([0, 1]))}
+        if draw(st.booleans()):
+            values["d79601"] = max(base // 3, 0) * 2
+        body: Any = t.ThreePhaseIntervalRecord(
+            profile=draw(st.sampled_from([0, 0, 0, 1])),
+            interval_minutes=draw(st.sampled_from([30, 30, 30, 15])),
+            status=status,
+            counts_per_kwh=draw(st.sampled_from([1000, 10000])),
+            values=values,
+        )
+    elif kind == 1:
+        body = t.ProfileLog1Record(
             status=status,
             import_a_wh=max(base, 0),
             import_b_wh=draw(st.none() | st.just(max(base // 2, 0))),

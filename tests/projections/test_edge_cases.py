@@ -81,6 +81,57 @@ async def test_wh_deltas_across_reset_power_fail_and_missing_half_hour(
     }
 
 
+def interval(
+    meter: uuid.UUID,
+    slot: int,
+    values: dict[str, int],
+    *,
+    counts_per_kwh: int = 1000,
+    status: int = VALID,
+    minutes: int = 30,
+    profile: int = 0,
+) -> t.Event:
+    at = BASE + slot * SLOT  # three-phase records carry their interval's start
+    body = t.ThreePhaseIntervalRecord(
+        profile=profile,
+        interval_minutes=minutes,
+        status=status,
+        counts_per_kwh=counts_per_kwh,
+        values=values,
+    )
+    return t.Event(meter_id=meter, observed_at=at, read_at=at, body=body)
+
+
+async def test_three_phase_demand_is_half_hour_energy(conn: asyncpg.Connection) -> None:
+    """Average W over 30 minutes (0.1 W on P1.cx) is Wh × 2: each record is its half hour."""
+    ax, cx, reversed_meter = [await add_meter(conn) for _ in range(3)]
+    ax_register = await add_register(conn, ax, "SINGLE")
+    cx_register = await add_register(conn, cx, "SINGLE")
+    reversed_register = await add_register(conn, reversed_meter, "SINGLE", reversed_=True)
+    imports, exports = "d79600", "d79601"
+    await project(
+        conn,
+        [
+            interval(ax, 0, {imports: 1_001, exports: 40}),  # 500.5 Wh in, 20 Wh out
+            interval(ax, 1, {imports: 2_000}),  # no export channel: export unknown
+            interval(ax, 2, {imports: 900}, status=POWER_FAIL | VALID),  # still counted
+            interval(ax, 3, {imports: 900}, status=0),  # not valid
+            interval(ax, 4, {imports: 900}, minutes=15),  # not a half hour
+            interval(ax, 5, {imports: 900}, profile=1),  # not profile 0
+            interval(cx, 0, {imports: 25_000, exports: 0}, counts_per_kwh=10_000),
+            interval(reversed_meter, 0, {imports: 100, exports: 6_000}),
+            interval(reversed_meter, 1, {imports: 100}),  # reversed: its import is unknown
+        ],
+    )
+    assert await half_hours(conn, ax_register) == {
+        0: (Decimal("0.5005"), Decimal("0.02")),
+        1: (Decimal("1"), None),
+        2: (Decimal("0.45"), None),
+    }
+    assert await half_hours(conn, cx_register) == {0: (Decimal("1.25"), Decimal("0"))}
+    assert await half_hours(conn, reversed_register) == {0: (Decimal("3"), Decimal("0.05"))}
+
+
 async def test_direction_reversed_swaps_import_and_export(conn: asyncpg.Connection) -> None:
     meter = await add_meter(conn)
     register = await add_register(conn, meter, "SINGLE", reversed_=True)

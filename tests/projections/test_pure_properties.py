@@ -13,6 +13,7 @@ from flowsd.projections.base import type_of
 from flowsd.projections.catalogue import all_projections
 from flowsd.projections.interval_hh import (
     ELEMENTS,
+    demand_point,
     profile_point,
     slot_rows,
     touched_slots,
@@ -92,18 +93,22 @@ def test_half_hours_are_the_same_whatever_the_batches_and_order(case: Any) -> No
     events, batches = case
     incremental: dict[Any, Any] = {}
     seen: dict[Any, Any] = {}
+    demands: dict[Any, Any] = {}
     for batch in batches:
         seen.update(p for p in map(profile_point, batch) if p is not None)
+        demands.update(d for d in map(demand_point, batch) if d is not None)
         slots = touched_slots(batch)
         lookups = [(m, el, start) for m, start in slots for el in ELEMENTS]
-        for _, values in slot_rows(slots, seen, simple_registers(lookups, REVERSED)):
+        registers = simple_registers(lookups, REVERSED)
+        for _, values in slot_rows(slots, seen, registers, demands):
             incremental[values[:2]] = values[2:]
     everything = dict(p for p in map(profile_point, events) if p is not None)
+    all_demands = dict(d for d in map(demand_point, events) if d is not None)
     slots = touched_slots(events)
     lookups = [(m, el, start) for m, start in slots for el in ELEMENTS]
+    registers = simple_registers(lookups, REVERSED)
     whole = {
-        values[:2]: values[2:]
-        for _, values in slot_rows(slots, everything, simple_registers(lookups, REVERSED))
+        values[:2]: values[2:] for _, values in slot_rows(slots, everything, registers, all_demands)
     }
     assert incremental == whole
 
