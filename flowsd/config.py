@@ -95,7 +95,8 @@ class PollConfig(_Section, frozen=True):
         default_factory=lambda: {"half_hourly": 1800.0, "hourly": 3600.0, "daily": 86400.0}
     )
     # Cadence name -> objects (catalogue names or the groups tariffs_active, tariffs_future,
-    # event_log, profile_logs) for single-phase and three-phase meters.
+    # event_log, profile_logs) for single-phase and three-phase meters (profile_logs: logs 1
+    # and 2 on single-phase meters, the interval profile on three-phase ones).
     single_phase: dict[str, list[str]] = msgspec.field(
         default_factory=lambda: {
             "half_hourly": ["profile_logs"],
@@ -118,6 +119,7 @@ class PollConfig(_Section, frozen=True):
     )
     three_phase: dict[str, list[str]] = msgspec.field(
         default_factory=lambda: {
+            "half_hourly": ["profile_logs"],
             "hourly": [
                 "csq_net_op",
                 "three_phase_instantaneous_voltage_l1",

@@ -2,7 +2,8 @@
 
 Objects that only make sense together (tariffs, identity, flags, three-phase voltages and
 totals) are listed in :data:`GROUPS` and built by :mod:`flowsd.ingest.assembly`; the
-functions here handle the objects that stand alone and the half-hourly profile records.
+functions here handle the objects that stand alone, the half-hourly profile records and the
+three-phase interval records.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flowsd.emop.records import (
     Backlight,
     BacklightSetting,
     CsqNetOp,
+    IntervalStatus,
     LoadSwitch,
     LoadSwitchSetting,
     PrepayBalance,
@@ -27,6 +29,7 @@ from flowsd.emop.records import (
 )
 from flowsd.emop.records import ProfileLog2Record as WireProfileLog2Record
 from flowsd.events import types
+from flowsd.meters.observations import ThreePhaseInterval
 from flowsd.meters.plan import TARIFFS_ACTIVE, TARIFFS_FUTURE
 
 IDENTITY_OBJECTS = (
@@ -136,7 +139,7 @@ def standalone_body(object_name: str, record: Record, hardware: str | None) -> t
     return None
 
 
-def status_word(status: ProfileStatus) -> int:
+def status_word(status: ProfileStatus | IntervalStatus) -> int:
     """The two status bytes as one integer, byte 0 high (the layout the event types test)."""
     return int.from_bytes(status.to_bytes(), "big")
 
@@ -160,4 +163,18 @@ def profile_log_2_body(record: WireProfileLog2Record) -> types.ProfileLog2Record
         export_b_wh=twin.active_export_b if twin else None,
         reactive_import_b_varh=twin.reactive_import_b if twin else None,
         reactive_export_b_varh=twin.reactive_export_b if twin else None,
+    )
+
+
+def three_phase_interval_body(
+    interval: ThreePhaseInterval, hardware: str | None
+) -> types.ThreePhaseIntervalRecord:
+    """A three-phase interval record; its raw values keep the meter's scale, named by
+    ``counts_per_kwh`` (1000: W and Wh on P1.ax, 10000: 0.1 W and 0.1 Wh on P1.cx)."""
+    return types.ThreePhaseIntervalRecord(
+        profile=interval.profile,
+        interval_minutes=interval.interval_minutes,
+        status=status_word(interval.status),
+        counts_per_kwh=counts_per_kwh(hardware),
+        values={f"{channel:06x}": value for channel, value in interval.channels.items()},
     )

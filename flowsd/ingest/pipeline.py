@@ -110,6 +110,10 @@ class Ingest:
                 return self._with_changes(self._event(observation, body))
             case obs.IntervalRecord():
                 return [self._interval(observation)]
+            case obs.ThreePhaseInterval():
+                hardware = self.hardware.get(observation.meter_id)
+                interval = mapping.three_phase_interval_body(observation, hardware)
+                return [self._event(observation, interval, observed_at=observation.interval_at)]
             case obs.MeterLogEntry():
                 if observation.ordinal:
                     # Same meter, second, id and set as an earlier entry: the catalogue's key

@@ -91,6 +91,7 @@ _STATE_TYPES = [
 _RESUME_TYPES = [
     types.ProfileLog1Record.TYPE_ID,
     types.ProfileLog2Record.TYPE_ID,
+    types.ThreePhaseIntervalRecord.TYPE_ID,
     types.MeterWentOffline.TYPE_ID,
     types.MeterCameOnline.TYPE_ID,
 ]
@@ -204,6 +205,8 @@ async def load_resume(
                 fields["profile_log_1_last"] = at
             elif type_id == types.ProfileLog2Record.TYPE_ID:
                 fields["profile_log_2_last"] = at
+            elif type_id == types.ThreePhaseIntervalRecord.TYPE_ID:
+                fields["three_phase_interval_last"] = at
             else:
                 online = type_id == types.MeterCameOnline.TYPE_ID
                 if online:

@@ -5,7 +5,8 @@ clock changes (46- and 50-half-hour days in the UK) cannot skip or repeat an int
 A record stamped T is the register reading at T; it exists once T has passed (plus a
 settle margin for the meter to log it).
 
-Each log (1 and 2) has its own cursor, the next half hour wanted. The cursor starts after
+Each log (1 and 2; a three-phase meter's interval profile, :data:`THREE_PHASE_LOG`) has its
+own cursor, the next half hour wanted. The cursor starts after
 the last interval the caller has stored (:class:`flowsd.meters.target.MeterResume`), or
 ``horizon`` back from now when nothing is stored, and only moves over records actually
 received, so a failed or short answer is simply asked again in a later poll.
@@ -16,12 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Final, Generic, Literal, Protocol, TypeVar
 
 from flowsd.emop.units import from_emop_seconds, to_emop_seconds
 
 HALF_HOUR = 1800
-ProfileLogNumber = Literal[1, 2]
+# Profile logs 1 and 2 of single-phase meters, and 3: a three-phase meter's interval profile
+# (format 0x14, profile 0), whose records are stamped with the start of their half hour.
+ProfileLogNumber = Literal[1, 2, 3]
+THREE_PHASE_LOG: Final = 3
 
 
 class TimestampedRecord(Protocol):
@@ -96,6 +100,16 @@ class LogCursor:
             expected = record.timestamp + HALF_HOUR
         self.next_wanted = expected
         return Accepted(tuple(ordered), tuple(gaps), True)
+
+    def skip_to(self, first_held: int, newest: int) -> tuple[int, int] | None:
+        """The meter holds nothing before ``first_held``: move past the half hours before it
+        (up to ``newest``); the skipped range [start, end), or None when nothing moved."""
+        target = min(floor_half_hour(first_held), newest + HALF_HOUR)
+        if target <= self.next_wanted:
+            return None
+        skipped = (self.next_wanted, target)
+        self.next_wanted = target
+        return skipped
 
 
 def choose_next(cursors: Iterable[LogCursor], newest: int, stalled: set[int]) -> LogCursor | None:

@@ -18,7 +18,13 @@ from uuid import UUID
 
 import msgspec
 
-from flowsd.emop.records import ProfileLog1Record, ProfileLog2Record, ProfileStatus, Record
+from flowsd.emop.records import (
+    IntervalStatus,
+    ProfileLog1Record,
+    ProfileLog2Record,
+    ProfileStatus,
+    Record,
+)
 from flowsd.meters.breaker import BreakerState
 
 # Why a request or a poll failed. Connection-level reasons are retried within a request;
@@ -95,13 +101,29 @@ class IntervalRecord(Observation, frozen=True, kw_only=True):
     record: ProfileLog1Record | ProfileLog2Record
 
 
+class ThreePhaseInterval(Observation, frozen=True, kw_only=True):
+    """One record of a three-phase meter's interval profile (format 0x14, SPEC §10).
+
+    ``interval_at`` is the start of the interval: the block's start time plus the record's
+    place in the block times ``interval_minutes``. ``channels`` maps each channel's object id
+    to its raw value (average demand in W on P1.ax, 0.1 W on P1.cx, for the demand channels).
+    """
+
+    profile: int
+    interval_at: datetime
+    interval_minutes: int
+    status: IntervalStatus
+    channels: dict[int, int]
+
+
 class IntervalGap(Observation, frozen=True, kw_only=True):
     """Half hours the meter skipped: asked for ``start``, it answered from ``end``.
 
     Covers ``start`` inclusive to ``end`` exclusive; the meter holds no data for them.
+    ``log`` 3 is a three-phase meter's interval profile.
     """
 
-    log: Literal[1, 2]
+    log: Literal[1, 2, 3]
     start: datetime
     end: datetime
 
@@ -239,6 +261,7 @@ ObservationT = (
     Reading
     | ClockDrift
     | IntervalRecord
+    | ThreePhaseInterval
     | IntervalGap
     | MeterLogEntry
     | EventLogScanned

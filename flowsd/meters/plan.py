@@ -4,7 +4,8 @@ Built once from ``[poll]`` (:class:`flowsd.config.PollConfig`) and validated aga
 codec's object catalogue, so a typo fails at start-up with the TOML key that holds it.
 Plan items are plain object reads, or one of the groups ``tariffs_active`` (12 reads, the
 order of the production sync job), ``tariffs_future`` (9 reads), ``event_log`` (paged from
-the last seen event) and ``profile_logs`` (half-hourly profile logs 1 and 2 with backfill).
+the last seen event) and ``profile_logs`` (half-hourly profile logs 1 and 2 with backfill; a
+three-phase meter's interval profile).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class EventLogRead(msgspec.Struct, frozen=True):
 
 
 class ProfileLogsRead(msgspec.Struct, frozen=True):
-    """Read profile logs 1 and 2 for every completed half hour not stored yet."""
+    """Read profile logs 1 and 2 (three-phase: the interval profile) for every completed half
+    hour not stored yet."""
 
 
 PlanItem = ObjectRead | EventLogRead | ProfileLogsRead

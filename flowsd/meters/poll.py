@@ -11,16 +11,31 @@ due, a command arrives for it, or it waited for a connection for
 :data:`~flowsd.meters.exchange.BACKFILL_MAX_WAIT_SECONDS`. Between two
 plan items, and between two profile-log requests, it lets the session serve queued commands
 (:meth:`~flowsd.meters.session.MeterSession.serve_commands`), so a command waits for at most
-one item. A :class:`Probe` is one cheap read of an offline meter, without retries.
+one item. On a three-phase meter the plan's ``profile_logs`` is its interval profile (format
+0x14, profile 0, SPEC §10), read the same way in windows of at most
+:data:`INTERVAL_WINDOW_SECONDS`, once it is known whether the meter is a P1.ax or a P1.cx
+(the scale of its values). A :class:`Probe` is one cheap read of an offline meter, without
+retries.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from flowsd.emop import EventLogRequest, ProfileLogRequest, ReadRequest, by_name
-from flowsd.emop.records import EventLog, ProfileLog1, ProfileLog2
+from flowsd.emop import (
+    EventLogRequest,
+    ProfileLogRequest,
+    ReadRequest,
+    ThreePhaseIntervalsRequest,
+    by_name,
+)
+from flowsd.emop.hardware import THREE_PHASE_NAMES
+from flowsd.emop.records import EventLog, IntervalRecord, ProfileLog1, ProfileLog2
+from flowsd.emop.records import ThreePhaseIntervals as WireThreePhaseIntervals
 from flowsd.meters.backfill import (
+    HALF_HOUR,
+    THREE_PHASE_LOG,
     LogCursor,
     choose_next,
     first_wanted,
@@ -34,6 +49,7 @@ from flowsd.meters.observations import (
     IntervalGap,
     MeterLogEntry,
     Observation,
+    ThreePhaseInterval,
 )
 from flowsd.meters.plan import (
     EventLogRead,
@@ -48,6 +64,14 @@ if TYPE_CHECKING:
     from flowsd.meters.session import MeterSession
 
 _HARDWARE_VERSION = by_name("hardware_version")
+_HARDWARE_CONFIGURATION = by_name("three_phase_hardware_configuration")
+# The three-phase hardware names that say which scale the meter's values have.
+_SCALE_KNOWN = THREE_PHASE_NAMES - {"THREE_PHASE_UNKNOWN"}
+# The reference asks a three-phase meter for at most 4 hours of intervals at a time (SPEC
+# §10.1): 8 half hours with its channels fit in one frame.
+INTERVAL_WINDOW_SECONDS = 4 * 3600
+INTERVAL_PROFILE = 0
+INTERVAL_MINUTES = 30
 # A profile log at most this many half hours behind is read in the live lane: a
 # half-hourly poll normally finds one (two around its slot's edge) per log.
 LIVE_HALF_HOURS = 2
@@ -104,6 +128,8 @@ class Poll:
             case ProfileLogsRead():
                 if conv.session.family == "single_phase":
                     await self._read_profile_logs(conv)
+                elif conv.session.family == "three_phase":
+                    await self._read_three_phase_intervals(conv)
 
     async def _learn_hardware(self, conv: Conversation) -> None:
         answer = await self._read_object(conv, _HARDWARE_VERSION.name, _HARDWARE_VERSION.id)
@@ -189,10 +215,13 @@ class Poll:
         twin = is_twin_element(session.hardware)
         budget = settings.backfill_max_requests_per_poll
         stalled: set[int] = set()
+        logs = (cursors[1], cursors[2])
         while budget > 0:
-            cursor = choose_next(cursors.values(), newest, stalled)
+            cursor = choose_next(logs, newest, stalled)
             if cursor is None:
                 return
+            log = cursor.log
+            assert log != THREE_PHASE_LOG
             if budget < settings.backfill_max_requests_per_poll:
                 await session.serve_commands(conv)
             backfill = cursor.pending(newest) > LIVE_HALF_HOURS
@@ -201,12 +230,12 @@ class Poll:
                 return  # the meter's next cadence is due: its live readings go first
             budget -= 1
             requested = cursor.next_wanted
-            request = ProfileLogRequest(cursor.log, requested)
+            request = ProfileLogRequest(log, requested)
             try:
                 answer = await conv.request(
                     request,
                     "profile_log",
-                    f"profile_log_{cursor.log}",
+                    f"profile_log_{log}",
                     twin=twin,
                     lane="backfill" if backfill else "live",
                     due=due,
@@ -221,7 +250,7 @@ class Poll:
             assert isinstance(body, ProfileLog1 | ProfileLog2)
             accepted = cursor.accept(requested, body.records, newest)
             base = conv.base()
-            observations = conv.interval_records(cursor.log, accepted.records)
+            observations = conv.interval_records(log, accepted.records)
             for start, end in accepted.gaps:
                 session.counts.interval_gaps += 1
                 observations.append(
@@ -236,3 +265,107 @@ class Poll:
                 await conv.emit(observations)
             if not accepted.progressed:
                 stalled.add(cursor.log)
+
+    # ----------------------------------------------------------------- three-phase intervals
+
+    async def _read_three_phase_intervals(self, conv: Conversation) -> None:
+        session = conv.session
+        settings = session.settings
+        if session.hardware not in _SCALE_KNOWN:
+            # P1.ax counts W, P1.cx 0.1 W: the events need to say which (as the reference,
+            # which reads the configuration before every interval download).
+            name, oid = _HARDWARE_CONFIGURATION.name, _HARDWARE_CONFIGURATION.id
+            if name not in conv.read_objects:
+                await self._read_object(conv, name, oid)
+            if session.hardware not in _SCALE_KNOWN:
+                return
+        # Records are stamped with their interval's start: the newest complete one starts
+        # half an hour before the newest profile-log timestamp.
+        newest = newest_complete(conv.now(), settings.profile_settle_seconds) - HALF_HOUR
+        cursor = session.profile_cursors.get(THREE_PHASE_LOG)
+        if cursor is None:
+            last = session.target.resume.three_phase_interval_last
+            horizon = settings.backfill_horizon_hours * 3600
+            cursor = LogCursor(THREE_PHASE_LOG, first_wanted(last, newest, horizon))
+            session.profile_cursors[THREE_PHASE_LOG] = cursor
+        budget = settings.backfill_max_requests_per_poll
+        while budget > 0 and cursor.pending(newest) > 0:
+            if budget < settings.backfill_max_requests_per_poll:
+                await session.serve_commands(conv)
+            backfill = cursor.pending(newest) > LIVE_HALF_HOURS
+            due = session.schedule.next_due()
+            if backfill and due <= session.wall_clock():
+                return  # the meter's next cadence is due: its live readings go first
+            budget -= 1
+            requested = cursor.next_wanted
+            end = min(requested + INTERVAL_WINDOW_SECONDS, newest + HALF_HOUR)
+            request = ThreePhaseIntervalsRequest(requested, end, INTERVAL_PROFILE)
+            try:
+                answer = await conv.request(
+                    request,
+                    "profile_log",
+                    "three_phase_intervals",
+                    lane="backfill" if backfill else "live",
+                    due=due,
+                )
+            except BackfillDeferredError:
+                session.counts.backfill_deferred += 1
+                return
+            if isinstance(answer, Failure):
+                return
+            block = answer.response.record
+            assert isinstance(block, WireThreePhaseIntervals)
+            if block.interval_duration != INTERVAL_MINUTES:
+                # Not half hours: nothing a half-hour cursor can follow (or the projection use).
+                session.log.warning(
+                    "three-phase interval profile is not half-hourly",
+                    interval_minutes=block.interval_duration,
+                )
+                return
+            accepted = cursor.accept(requested, _timed(block), newest)
+            gaps = list(accepted.gaps)
+            if not accepted.progressed:
+                # An empty window whose block starts later: the meter's profile begins there
+                # (its oldest data is newer than the window asked for), so move past it.
+                skipped = cursor.skip_to(block.block_start_time, newest)
+                if skipped is not None:
+                    gaps.append(skipped)
+            base = conv.base()
+            observations: list[Observation] = [
+                ThreePhaseInterval(
+                    **base,
+                    profile=INTERVAL_PROFILE,
+                    interval_at=to_datetime(timed.timestamp),
+                    interval_minutes=block.interval_duration,
+                    status=timed.record.status,
+                    channels=dict(zip(block.channel_ids, timed.record.channel_data, strict=True)),
+                )
+                for timed in accepted.records
+            ]
+            for start, stop in gaps:
+                session.counts.interval_gaps += 1
+                observations.append(
+                    IntervalGap(
+                        **base, log=THREE_PHASE_LOG, start=to_datetime(start), end=to_datetime(stop)
+                    )
+                )
+            if observations:
+                await conv.emit(observations)
+            if not (accepted.progressed or gaps):
+                return
+
+
+@dataclass(frozen=True, slots=True)
+class _TimedInterval:
+    """An interval record with its start time (SPEC §10: block start + place × length)."""
+
+    timestamp: int
+    record: IntervalRecord
+
+
+def _timed(block: WireThreePhaseIntervals) -> list[_TimedInterval]:
+    step = block.interval_duration * 60
+    return [
+        _TimedInterval(block.block_start_time + i * step, record)
+        for i, record in enumerate(block.intervals)
+    ]

@@ -19,7 +19,9 @@ class MeterResume(msgspec.Struct, frozen=True, kw_only=True):
     """Per-meter state stored by the daemon, so a restart neither re-reads nor skips.
 
     ``profile_log_1_last`` / ``profile_log_2_last``: timestamp of the newest half-hour
-    record stored for each log (None: none stored; read back ``backfill_horizon_hours``).
+    record stored for each log (None: none stored; read back ``backfill_horizon_hours``);
+    ``three_phase_interval_last`` the same for a three-phase meter's interval profile (the
+    start of the newest half hour stored).
     ``event_log``: the newest stored meter event second and the entries at it (None: read
     whatever the meter holds). ``offline_since``: the meter was offline when the daemon
     stopped (it is probed instead of polled, and no second "went offline" is reported).
@@ -29,6 +31,7 @@ class MeterResume(msgspec.Struct, frozen=True, kw_only=True):
 
     profile_log_1_last: datetime | None = None
     profile_log_2_last: datetime | None = None
+    three_phase_interval_last: datetime | None = None
     event_log: EventLogCursor | None = None
     offline_since: datetime | None = None
     answered: bool = False

@@ -215,7 +215,7 @@ WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position <= $3
 """
 
 _DEMANDS = f"""
-SELECT e.position, e.meter_id, e."timestamp", e.payload
+SELECT e.position, e.meter_id, e."timestamp", e.payload::text
 FROM flows.meter_event_log e
 WHERE e.event_type = {THREE_PHASE} AND e.position <= $3
   AND (e.meter_id, e."timestamp") IN (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]))

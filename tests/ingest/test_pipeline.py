@@ -17,6 +17,7 @@ from flowsd.emop.records import (
     FirmwareVersion,
     Flag,
     HardwareVersion,
+    IntervalStatus,
     PrepayBalance,
     ProfileLog1Record,
     ProfileLog2TwinRecord,
@@ -274,6 +275,31 @@ async def test_profile_log_2_twin_layout() -> None:
         export_b_wh=4,
         reactive_import_b_varh=5,
         reactive_export_b_varh=6,
+    )
+
+
+@pytest.mark.parametrize(("hardware", "counts_per_kwh"), [("P1.ax", 1000), ("P1.cx", 10_000)])
+async def test_three_phase_interval_keeps_its_start_raw_values_and_the_scale(
+    hardware: str, counts_per_kwh: int
+) -> None:
+    pipeline, sink = ingest(hardware)
+    status = IntervalStatus(valid_data=True, power_fail=True, log_reset=True)
+    await pipeline(
+        [
+            obs.ThreePhaseInterval(
+                meter_id=METER, serial=None, read_at=at(9), profile=0, interval_at=T0,
+                interval_minutes=30, status=status, channels={0xD79600: 4_001, 0xD79601: 0},
+            )
+        ]
+    )  # fmt: skip
+    (event,) = sink.events
+    assert event.observed_at == T0 and event.read_at == at(9)
+    assert event.body == types.ThreePhaseIntervalRecord(
+        profile=0,
+        interval_minutes=30,
+        status=0x01C0,  # log reset (byte 0 bit 0), valid, power fail: the profile logs' bits
+        counts_per_kwh=counts_per_kwh,
+        values={"d79600": 4_001, "d79601": 0},
     )
 
 

@@ -126,12 +126,27 @@ class Polled:
             previous = newest
         return found
 
+    def interval_starts(self, index: int, now: datetime) -> set[int]:
+        """Three-phase interval records (their starts, EMOP seconds) read by the polls up to
+        ``now``: as :meth:`records`, a record being complete half an hour after its start."""
+        model = self.fleet.model(index)
+        found: set[int] = set()
+        previous: int | None = None
+        for t in self.times(index, now):
+            newest = model.newest_record(t) - SLOT
+            first = newest - self.horizon_seconds if previous is None else previous
+            found.update(range(max(first + SLOT, model.oldest_record(t)), newest + 1, SLOT))
+            previous = newest
+        return found
+
     def half_hours(self, index: int, now: datetime) -> dict[int, tuple[int, int, int, int]]:
         """Slot start -> (import A, import B, export A, export B) Wh of the half hours the
-        interval projection can know: both bounding records read and valid, the later one not
-        a register reset."""
+        interval projection can know. Single-phase meters: both bounding profile records read
+        and valid, the later one not a register reset. Three-phase meters: the interval record
+        read and valid, its energy the meter's register delta over the half hour (the
+        interval's average demand, W or 0.1 W on P1.cx, times half an hour)."""
         if self.fleet.meters[index].three_phase:
-            return {}  # three-phase interval records do not feed register_interval_hh
+            return self._three_phase_half_hours(index, now)
         model = self.fleet.model(index)
         records = self.records(index, now)
         found = {}
@@ -148,6 +163,23 @@ class Polled:
                 high.import_b - low.import_b,
                 high.export_a - low.export_a,
                 high.export_b - low.export_b,
+            )
+        return found
+
+    def _three_phase_half_hours(
+        self, index: int, now: datetime
+    ) -> dict[int, tuple[int, int, int, int]]:
+        model = self.fleet.model(index)
+        found = {}
+        for start in sorted(self.interval_starts(index, now)):
+            if not model.record_status(start + SLOT).valid_data:
+                continue
+            low, high = model.element("A", start), model.element("A", start + SLOT)
+            found[start] = (
+                high.import_active - low.import_active,
+                0,
+                high.export_active - low.export_active,
+                0,
             )
         return found
 

@@ -26,8 +26,8 @@ Time. Queries that read ``now()`` or ``CURRENT_DATE`` are checked two ways:
   is the one the query makes on that day, in either session zone. (``meters_offline_recently``
   calls ``now()`` inside the view, which no text substitution reaches: it is checked live.)
 
-Three-phase meters' interval records do not feed ``register_interval_hh``, so their circuits
-have no half hours: the truth leaves them out of the energy queries too.
+Three-phase meters' half hours come from their interval profile (average demand per half
+hour), single-phase meters' from profile logs 1 and 2: the energy queries cover both.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ OFFLINE_STEPS = 3  # the last three steps' polls of OFFLINE_METER fail
 PLAN = PollConfig(
     cadences={"step": 60.0},  # any step of the clock makes every meter due once
     single_phase={"step": ["profile_logs", "prepay_balance", "csq_net_op"]},
-    three_phase={"step": ["csq_net_op"]},
+    three_phase={"step": ["profile_logs", "csq_net_op"]},
 )
 # Generous timeouts: a reading lost to a loaded machine would be a false failure.
 METERS_CONFIG = msgspec.structs.replace(

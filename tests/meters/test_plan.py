@@ -54,7 +54,10 @@ def test_three_phase_plan_skips_prepay_tariffs_event_log_and_load_switch() -> No
     plan = PollPlan.from_config(PollConfig())
     names = [i for c in plan.three_phase for i in c.items]
     assert sum(c.request_count for c in plan.three_phase) == 16
-    assert EventLogRead() not in names and ProfileLogsRead() not in names
+    assert EventLogRead() not in names
+    # Half-hourly, as on single-phase meters: a three-phase meter's interval profile.
+    (half_hourly,) = [c for c in plan.three_phase if ProfileLogsRead() in c.items]
+    assert half_hourly.period_seconds == 1800.0
     flat = {i.name for i in names if isinstance(i, ObjectRead)}
     assert not {n for n in flat if n.startswith(("prepay", "tariff"))}
     assert "load_switch" not in flat

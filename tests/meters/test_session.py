@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from flowsd.meters.observations import (
     ReadFailure,
     Reading,
     SessionOutcome,
+    ThreePhaseInterval,
 )
 from flowsd.meters.plan import ObjectRead
 from flowsd.meters.target import MeterResume
@@ -120,6 +122,37 @@ async def test_profile_records_carry_the_meters_own_timestamps_and_match_truth()
             assert record.interval_at.minute in (0, 30) and record.interval_at > last
             expected = truth[record.interval_at]
             assert (record.record.import_a, record.record.import_b) == expected.registers_at_end[:2]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("hardware", ["P1.ax", "P1.cx"])
+async def test_three_phase_intervals_are_read_from_the_resume_point_and_match_truth(
+    hardware: str,
+) -> None:
+    """The interval profile in 4-hour windows: each record stamped with its start, every
+    completed half hour after the last stored one, once; demand is the half hour's Wh × 2
+    (× 20 on the CT-operated P1.cx, whose values count 0.1 W)."""
+    plan = plan_of(three=["profile_logs"], period=60.0)
+    async with fleet_of(1, hardware=[hardware]) as fleet:
+        now = datetime.now(UTC)
+        last = now - timedelta(hours=5)  # within the horizon: two windows of 4 hours
+        resume = MeterResume(three_phase_interval_last=last)
+        (target,) = targets_for(fleet, resume=lambda _: resume)
+        sink = Collector()
+        await session_for(target, settings(), plan, sink).poll(["fast"])
+        intervals = sink.of(ThreePhaseInterval)
+        starts = [i.interval_at for i in intervals]
+        assert starts == sorted(set(starts)) and len(starts) >= 8
+        assert all(b - a == timedelta(minutes=30) for a, b in itertools.pairwise(starts))
+        assert starts[0] > last and starts[0] - last <= timedelta(minutes=30)
+        assert starts[-1] + timedelta(minutes=30) <= now
+        scale = 20 if hardware == "P1.cx" else 2
+        truth = {t.start: t for t in fleet.intervals(0, last, now)}
+        for interval in intervals:
+            assert interval.profile == 0 and interval.interval_minutes == 30
+            expected = truth[interval.interval_at]
+            assert interval.channels[0xD79600] == expected.import_a * scale
+            assert interval.channels[0xD79601] == expected.export_a * scale
+            assert interval.status.valid_data == expected.status.valid_data
 
 
 FAULT_CASES = [
