@@ -360,8 +360,10 @@ class ProfileLog2Record(_ProfileStatus, frozen=True, tag="profile_log_2_record")
 
 
 class ThreePhaseIntervalRecord(EventBody, frozen=True, tag="three_phase_interval_record"):
-    """One record of the three-phase interval profile; ``values`` maps the channel's object id
-    (hex, e.g. ``"d79600"``) to its raw count."""
+    """One record of the three-phase interval profile, ``observed_at`` the start of its
+    interval; ``values`` maps the channel's object id (hex, e.g. ``"d79600"``) to its raw
+    value, in the meter's scale: ``counts_per_kwh`` 1000 means W for the demand channels
+    (Wh for the energy registers), 10000 means 0.1 W (0.1 Wh) on CT-operated meters."""
 
     TYPE_ID: ClassVar[int] = 1016
 
