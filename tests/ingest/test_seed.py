@@ -13,6 +13,7 @@ from flowsd.events import types
 from flowsd.events.store import append_batch, meter_index_covers
 from flowsd.ingest import seed
 from flowsd.ingest.seed import load_meter_states, load_resume
+from flowsd.meters.target import MeterResume
 from tests.ingest.helpers import METER, at, event
 
 ONE = Decimal("1")
@@ -68,6 +69,13 @@ async def test_resume_points_from_profile_records_meter_log_and_offline_state(
     try:
         log1 = [event(types.ProfileLog1Record(status=0x80, import_a_wh=i), -1800 * i)
                 for i in range(3)]  # fmt: skip
+        three_phase = [
+            types.Event(meter_id=OTHER, observed_at=at(-1800 * i), read_at=at(0),
+                        body=types.ThreePhaseIntervalRecord(
+                            profile=0, interval_minutes=30, status=0x80, counts_per_kwh=1000,
+                            values={"d79600": i}))
+            for i in range(1, 3)
+        ]  # fmt: skip
         entries = [
             types.Event(meter_id=METER, observed_at=at(-50), read_at=at(0),
                         body=types.MeterLogEntry(emlite_type_id=33, event_set=1)),
@@ -80,7 +88,7 @@ async def test_resume_points_from_profile_records_meter_log_and_offline_state(
             event(types.MeterWentOffline(consecutive_failures=3, last_error="x"), 10),
             event(types.MeterCameOnline(offline_since=at(10)), 20),
         ]
-        await append_batch(conn, [*log1, *entries, *online_again])
+        await append_batch(conn, [*log1, *three_phase, *entries, *online_again])
         resume = await load_resume(conn, [METER, OTHER])
     finally:
         await conn.close()
@@ -88,8 +96,8 @@ async def test_resume_points_from_profile_records_meter_log_and_offline_state(
     assert mine.profile_log_1_last == at(0) and mine.profile_log_2_last is None
     assert mine.event_log is not None and mine.event_log.newest == at(-50)
     assert mine.event_log.seen_at_newest == ((33, 1), (34, 2))
-    assert mine.offline_since is None
-    assert OTHER not in resume
+    assert mine.offline_since is None and mine.three_phase_interval_last is None
+    assert resume[OTHER] == MeterResume(three_phase_interval_last=at(-1800))
 
 
 async def test_seed_lookups_use_the_per_meter_index(database_url: str) -> None:
