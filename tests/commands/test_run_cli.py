@@ -1,4 +1,5 @@
-"""``flowsd run`` as a real subprocess: bad configuration, SIGHUP reload, SIGTERM drain."""
+"""``flowsd run`` as a real subprocess: bad configuration, SIGHUP reload, SIGTERM drain, the
+mediator API turned on by ``--mediator-listen``."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ import anyio
 import asyncpg
 
 from flowsd.commands.run import with_credential_password
+from flowsd.emop.objects import by_name
 from flowsd.events import types
+from tests.db.servers import free_port
 from tests.integration.daemon import (
     fetch,
     fetchval,
     registered_fleet,
 )
+from tests.mediator.helpers import client
 from tests.support import WAIT_SECONDS, migrate_database, wait_until
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
@@ -125,9 +129,10 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
         }
         env.pop("WATCHDOG_PID", None)
         log = tmp_path / "stderr.log"
+        mediator = f"127.0.0.1:{free_port()}"
         with log.open("wb") as stderr_file:
             process = await anyio.open_process(
-                [*FLOWSD, "run", "--config", str(config)],
+                [*FLOWSD, "run", "--config", str(config), "--mediator-listen", mediator],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr_file,
@@ -135,6 +140,9 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
             try:
                 csq = types.SignalQualityRead.TYPE_ID
                 await wait_until(lambda: _events_of(database_url, csq))
+                async with client(mediator) as api:
+                    answer = await api.read(fleet.meters[0].serial, by_name("csq_net_op").id)
+                assert answer, "the mediator API answered a read with no payload"
                 conn = await asyncpg.connect(database_url)
                 try:
                     await conn.execute(
