@@ -23,7 +23,9 @@ change of hands is ordered with them), the claiming statement itself takes only 
 meters whose lease row names this daemon, unexpired, at the epoch it holds. A daemon that
 was paused past its lease therefore leaves a row of a meter that moved on to the new holder;
 such a row is counted in ``flowsd_fenced_commands_total{source="database"}`` and the lease
-loop renews at once, dropping the lost meters. Without leases (``leases`` not given) the
+loop renews at once, dropping the lost meters. A lease still this daemon's but not renewed
+in time (e.g. after a database outage) is renewed at once too, and its rows are claimed at
+the next look. Without leases (``leases`` not given) the
 claim is not fenced. Left open: a row left ``running`` by a daemon that died for good is
 marked ``interrupted`` only when a daemon of that instance name starts again.
 """
@@ -97,9 +99,12 @@ SELECT DISTINCT meter_id FROM flowsd.meter_command
 WHERE status = 'pending' AND meter_id = ANY($1::uuid[]) AND expires_at > now()
 """
 # Of (meter, epoch) pairs, those whose lease is not (or no longer) this daemon's, with the
-# holder named by the lease row (null: nobody).
+# holder named by the lease row (null: nobody) and whether it is still this daemon's, at
+# that epoch, only not renewed in time (lapsed).
 _NOT_HELD = """
-SELECT held.meter_id, lease.daemon FROM unnest($1::uuid[], $2::bigint[]) AS held(meter_id, epoch)
+SELECT held.meter_id, lease.daemon,
+       coalesce(lease.daemon = $3 AND lease.epoch = held.epoch, false) AS lapsed
+FROM unnest($1::uuid[], $2::bigint[]) AS held(meter_id, epoch)
 LEFT JOIN flowsd.meter_lease lease USING (meter_id)
 WHERE (lease.daemon = $3 AND lease.epoch = held.epoch AND lease.expires_at > now()) IS NOT TRUE
 """
@@ -273,11 +278,13 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
 class Claim(msgspec.Struct, frozen=True):
-    """What one claim took, and the meters it left because their lease moved on (with the
-    holder the lease row names, None for nobody)."""
+    """What one claim took; the meters it left because their lease passed on (with the
+    holder the lease row names, None for nobody), and those left because this daemon's
+    lease lapsed unrenewed (still its own, at its epoch)."""
 
     rows: list[CommandRow]
-    fenced: dict[UUID, str | None]
+    fenced: dict[UUID, str | None] = {}
+    lapsed: list[UUID] = []
 
 
 async def claim_rows(
@@ -297,23 +304,26 @@ async def claim_rows(
         if held is None:
             rows = await conn.fetch(_CLAIM_ANY, meters, limit, instance, run_id)
             fenced: dict[UUID, str | None] = {}
+            lapsed: list[UUID] = []
         else:
             # Most claims find nothing: they need not queue for the append lock.
             pending = [r["meter_id"] for r in await conn.fetch(_PENDING, meters)]
             offered = [m for m in pending if m in held]
             if not offered:
-                return Claim([], {})
+                return Claim([])
             epochs = [held[m] for m in offered]
             await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", APPEND_LOCK_KEY)
             rows = await conn.fetch(_CLAIM_HELD, offered, limit, instance, run_id, epochs)
             claimed = {r["meter_id"] for r in rows}
             rest = [m for m in offered if m not in claimed]
             fenced = {}
+            lapsed = []
             if rest:
                 stale = await conn.fetch(_NOT_HELD, rest, [held[m] for m in rest], instance)
-                fenced = {r["meter_id"]: r["daemon"] for r in stale}
+                fenced = {r["meter_id"]: r["daemon"] for r in stale if not r["lapsed"]}
+                lapsed = [r["meter_id"] for r in stale if r["lapsed"]]
         if not rows:
-            return Claim([], fenced)
+            return Claim([], fenced, lapsed)
         tokens = dict(
             (r["command_id"], r["token"])
             for r in await conn.fetch(_TAKE_TOKENS, [r["id"] for r in rows])
@@ -323,7 +333,7 @@ async def claim_rows(
         values = dict(row)
         values["arguments"] = msgspec.json.decode(values["arguments"])
         claimed_rows.append(CommandRow(**values, token=tokens.get(row["id"])))
-    return Claim(claimed_rows, fenced)
+    return Claim(claimed_rows, fenced, lapsed)
 
 
 class CommandTable:
@@ -450,6 +460,8 @@ class CommandTable:
                 holders=sorted({h or "nobody" for h in claim.fenced.values()}),
             )
             self.leases.fenced("database", len(claim.fenced))
+        if claim.lapsed and self.leases is not None:
+            self.leases.renew_soon()  # claimed at the next look, once renewed
         self.claimed += len(claim.rows)
         return claim.rows
 

@@ -22,11 +22,12 @@ connection, pacing and breaker with the daemon's polls. Status codes:
 
 Several daemons (:mod:`flowsd.meters.ownership`): a request for a meter this daemon does not
 poll is passed on to its owner if it is a read (:mod:`flowsd.control.forward`), and refused
-with ``UNAVAILABLE`` naming the owner otherwise. A write or raw exchange for a meter it does
-poll is fenced: as the session starts it, before anything is sent, the lease is read again
-from the database (holder and epoch); if it has moved on (this daemon was paused or cut off
-past its lease) the call is refused with ``UNAVAILABLE`` naming the holder and counted in
-``flowsd_fenced_commands_total{source="grpc"}``.
+with ``UNAVAILABLE`` naming the owner otherwise. A request for a meter it does poll that is
+not a plain read (``writeElement``, ``sendRawMessage`` of anything but a read) is fenced: as
+the session starts it, before anything is sent, the lease is read again from the database
+(holder and epoch, :meth:`flowsd.meters.ownership.Ownership.confirm`); if it has passed on
+(this daemon was paused or cut off past its lease) the call is refused with ``UNAVAILABLE``
+naming the holder and counted in ``flowsd_fenced_commands_total{source="grpc"}``.
 
 ``GetInfo`` and ``GetMeters`` read ``flows.meter_registry`` and ``flows.meter_shadows``.
 """

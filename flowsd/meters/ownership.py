@@ -221,31 +221,42 @@ class Ownership:
         )
 
     def fenced(self, source: str, count: int = 1) -> None:
-        """Count commands refused because this daemon's lease had moved on, and renew now:
+        """Count commands refused because this daemon's lease had passed on, and renew now:
         the renewal finds the leases lost and drops their meters."""
         self._fenced[source] += count
+        self.renew_soon()
+
+    def renew_soon(self) -> None:
+        """Start the next round now (a lease was found lost or lapsed)."""
         self._wake.set()
+
+    @property
+    def alone(self) -> bool:
+        """No other live daemon at the last renewal."""
+        return all(name == self.name for name in self.live)
 
     async def confirm(self, pool: asyncpg.Pool, meter_id: UUID, *, source: str) -> str | None:
         """None if the database says this daemon holds the meter's lease now, at the epoch
         it believes (:attr:`held`); otherwise why not, naming the holder (counted as fenced
-        from ``source`` when the lease moved on). A database that cannot answer refuses
-        too, unless this daemon last saw itself alone (it keeps its meters through an
-        outage then, see the module docstring)."""
+        from ``source`` when the lease passed on). A lease still this daemon's but lapsed
+        (not renewed in time) and a database that cannot answer refuse too, unless this
+        daemon last saw itself alone: nobody could take its meters over (it keeps them
+        through an outage, see the module docstring)."""
         epoch = self.held.get(meter_id)
         if epoch is None:
             return "this daemon no longer holds the meter's lease"
         try:
             row = await pool.fetchrow(_HOLDER, meter_id, timeout=CONFIRM_TIMEOUT)
         except _RELEASE_ERRORS as exc:
-            if all(name == self.name for name in self.live):
+            if self.alone:
                 return None
             return f"the database cannot confirm this daemon's lease ({describe(exc)})"
         if row is not None and row["daemon"] == self.name and row["epoch"] == epoch:
-            if row["current"]:
+            if row["current"] or self.alone:
                 return None
-            why = "this daemon's lease of the meter lapsed; it is being renewed"
-        elif row is None or row["daemon"] is None:
+            self.renew_soon()
+            return "this daemon's lease of the meter lapsed; it is being renewed"
+        if row is None or row["daemon"] is None:
             why = "nobody holds the meter's lease now (this daemon's lapsed)"
         elif row["daemon"] != self.name:
             why = f"the meter's lease is held by daemon {row['daemon']}; call it instead"

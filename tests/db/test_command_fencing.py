@@ -1,6 +1,7 @@
 """The command table's claim is fenced by the lease epochs (flowsd.control.table.claim_rows):
 only rows of meters whose lease row names the claiming daemon, unexpired, at the epoch it
-holds are claimed; the others are left pending and reported with their holder."""
+holds are claimed; the others are left pending and reported with their holder (or as
+lapsed), and a claim is ordered with a change of hands in flight."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ async def test_only_meters_held_at_the_believed_epoch_are_claimed(
 
     claim = await claim_rows(conn, meters, believed, instance="a", run_id=uuid.uuid4(), limit=10)
     assert [row.meter_id for row in claim.rows] == [held_now]
-    assert claim.fenced == {taken_over: "b", taken_again: "a", expired: "a", free: None}
+    assert claim.fenced == {taken_over: "b", taken_again: "a", free: None}
+    assert claim.lapsed == [expired]  # still "a"'s, not renewed in time: not fenced
     statuses = await conn.fetch(
         "SELECT meter_id, status, claimed_by FROM flowsd.meter_command ORDER BY id"
     )
