@@ -268,6 +268,8 @@ async def test_three_daemons_share_fail_over_fence_and_hand_back(
             # (b's share) under a new epoch.
             assert row["status"] == "succeeded" and row["claimed_by"] in ("a", "b"), row
             assert row["claimed_at"] > pending["checked_at"], row
+            fenced = b.metric('flowsd_fenced_commands_total{source="database"}')
+            print(f"command of a moved meter run by {row['claimed_by']}; fenced at b: {fenced}")
             assert b_meters
             await wait_until(lambda: b.metric("flowsd_fenced_writes_total") > 0, seconds=30)
             await wait_until(lambda: settled(url, ("a", "b")))
