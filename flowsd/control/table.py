@@ -25,9 +25,10 @@ was paused past its lease therefore leaves a row of a meter that moved on to the
 such a row is counted in ``flowsd_fenced_commands_total{source="database"}`` and the lease
 loop renews at once, dropping the lost meters. A lease still this daemon's but not renewed
 in time (e.g. after a database outage) is renewed at once too, and its rows are claimed at
-the next look. Without leases (``leases`` not given) the
-claim is not fenced. Left open: a row left ``running`` by a daemon that died for good is
-marked ``interrupted`` only when a daemon of that instance name starts again.
+the next look. Without leases (``leases`` not given) the claim is not fenced.
+
+Left open: a row left ``running`` by a daemon that died for good is marked ``interrupted``
+only when a daemon of that instance name starts again.
 """
 
 from __future__ import annotations
