@@ -159,12 +159,6 @@ class Daemon:
             readback_settle_seconds=config.commands.readback_settle_seconds,
         )
         self.dispatcher = Dispatcher(self.supervisor, lambda: self._pool)
-        self.command_table = CommandTable(
-            self._connect,
-            self.dispatcher,
-            instance=self.instance,
-            poll_seconds=config.commands.table_poll_seconds,
-        )
         self.ownership = Ownership(
             self._connect,
             self.supervisor,
@@ -175,6 +169,13 @@ class Daemon:
             availability=self.availability,
         )
         self.appender.epochs = self.ownership.epochs
+        self.command_table = CommandTable(
+            self._connect,
+            self.dispatcher,
+            instance=self.instance,
+            poll_seconds=config.commands.table_poll_seconds,
+            leases=self.ownership,
+        )
         self._dial_plan: DialPlan | None = None
         self._apply_lock = anyio.Lock()
         self.registry = RegistrySource(
@@ -360,6 +361,7 @@ class Daemon:
             Policy(mediator, tls=tls_enabled(mediator)),
             lambda: self._pool,
             mediator.max_wait_seconds,
+            leases=self.ownership,
         )
         with anyio.CancelScope() as scope:
             self._mediator_scope = scope

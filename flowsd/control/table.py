@@ -13,18 +13,29 @@ Exactly once: a claimed row is never claimed again. A command still queued when 
 stops is handed back (``pending`` again, token restored) for the next start; a row found
 ``running`` under an earlier run of this instance at start-up was cut off by a crash: it is
 marked failed (``interrupted``, outcome unknown), never run twice, and what it may have
-changed is read back. Several daemons (:mod:`flowsd.meters.ownership`) need nothing more:
-each claims only the meters whose lease it holds (and not those it is about to hand over),
-so a row reaches the daemon that owns its meter. Left open: a row left ``running`` by a
-daemon that died for good is marked ``interrupted`` only when a daemon of that instance name
-starts again.
+changed is read back.
+
+Several daemons (:mod:`flowsd.meters.ownership`): each offers only the meters of its fleet
+(whose lease it believes it holds, not those it is about to hand over), so a row reaches
+the daemon that owns its meter. The claim is fenced like an append: in one transaction,
+under the event log's append lock (shared: claims do not wait for each other, but every
+change of hands is ordered with them), the claiming statement itself takes only rows of
+meters whose lease row names this daemon, unexpired, at the epoch it holds. A daemon that
+was paused past its lease therefore leaves a row of a meter that moved on to the new holder;
+such a row is counted in ``flowsd_fenced_commands_total{source="database"}`` and the lease
+loop renews at once, dropping the lost meters. A lease still this daemon's but not renewed
+in time (e.g. after a database outage) is renewed at once too, and its rows are claimed at
+the next look. Without leases (``leases`` not given) the claim is not fenced.
+
+Left open: a row left ``running`` by a daemon that died for good is marked ``interrupted``
+only when a daemon of that instance name starts again.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -43,10 +54,12 @@ from flowsd.db.errors import DATABASE_ERRORS, describe
 from flowsd.db.listen import ListeningConnection
 from flowsd.emop import EncodeError, UnknownObjectError, by_id, by_name
 from flowsd.emop.view import operator_value, to_json
+from flowsd.events.store import APPEND_LOCK_KEY
 from flowsd.meters import operations as commands
 from flowsd.meters.command import CommandResult, MeterCommand
 from flowsd.meters.observations import CommandOutcome
 from flowsd.meters.operations import Operation, ReadObject
+from flowsd.meters.ownership import Ownership
 from flowsd.meters.plan import TARIFFS_FUTURE
 from flowsd.meters.supervisor import CommandRefusedError
 
@@ -58,10 +71,12 @@ DONE_CHANNEL = "flowsd_meter_command_done"
 ROW_NAMESPACE = UUID("0b7f3c52-8d0e-4f57-a3a5-2b6c50f5d4b1")
 _WRITE_RETRY = Backoff(2.0, 30.0)
 
+# The meters offered ({meters}): every one (no leases), or those whose lease row names this
+# daemon ($3), unexpired, at the epoch it holds ($5, in the order of $1).
 _CLAIM = """
 WITH next AS (
     SELECT c.id FROM flowsd.meter_command c
-    WHERE c.status = 'pending' AND c.meter_id = ANY($1::uuid[]) AND c.expires_at > now()
+    WHERE c.status = 'pending' AND c.meter_id IN ({meters}) AND c.expires_at > now()
       AND NOT EXISTS (SELECT FROM flowsd.meter_command p
                       WHERE p.meter_id = c.meter_id AND p.status = 'pending' AND p.id < c.id)
     ORDER BY c.id
@@ -73,6 +88,26 @@ SET status = 'running', claimed_by = $3, claim_run = $4, claimed_at = now()
 FROM next WHERE c.id = next.id
 RETURNING c.id, c.idempotency_key, c.serial, c.meter_id, c.kind, c.arguments::text AS arguments,
           c.requested_by, c.client, c.expires_at
+"""
+_CLAIM_ANY = _CLAIM.format(meters="SELECT unnest($1::uuid[])")
+_CLAIM_HELD = _CLAIM.format(
+    meters="""SELECT held.meter_id FROM unnest($1::uuid[], $5::bigint[]) AS held(meter_id, epoch)
+            JOIN flowsd.meter_lease lease USING (meter_id)
+            WHERE lease.daemon = $3 AND lease.epoch = held.epoch AND lease.expires_at > now()"""
+)
+_PENDING = """
+SELECT DISTINCT meter_id FROM flowsd.meter_command
+WHERE status = 'pending' AND meter_id = ANY($1::uuid[]) AND expires_at > now()
+"""
+# Of (meter, epoch) pairs, those whose lease is not (or no longer) this daemon's, with the
+# holder named by the lease row (null: nobody) and whether it is still this daemon's, at
+# that epoch, only not renewed in time (lapsed).
+_NOT_HELD = """
+SELECT held.meter_id, lease.daemon,
+       coalesce(lease.daemon = $3 AND lease.epoch = held.epoch, false) AS lapsed
+FROM unnest($1::uuid[], $2::bigint[]) AS held(meter_id, epoch)
+LEFT JOIN flowsd.meter_lease lease USING (meter_id)
+WHERE (lease.daemon = $3 AND lease.epoch = held.epoch AND lease.expires_at > now()) IS NOT TRUE
 """
 _TAKE_TOKENS = """
 DELETE FROM flowsd_secret.meter_command_token WHERE command_id = ANY($1::bigint[])
@@ -243,6 +278,65 @@ def result_json(result: CommandResult) -> dict[str, Any]:
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
+class Claim(msgspec.Struct, frozen=True):
+    """What one claim took; the meters it left because their lease passed on (with the
+    holder the lease row names, None for nobody), and those left because this daemon's
+    lease lapsed unrenewed (still its own, at its epoch)."""
+
+    rows: list[CommandRow]
+    fenced: dict[UUID, str | None] = {}
+    lapsed: list[UUID] = []
+
+
+async def claim_rows(
+    conn: asyncpg.Connection,
+    meters: list[UUID],
+    held: Mapping[UUID, int] | None,
+    *,
+    instance: str,
+    run_id: UUID,
+    limit: int,
+) -> Claim:
+    """Claim (oldest first, one per meter) up to ``limit`` pending rows of ``meters`` for
+    daemon ``instance``, in one transaction. With ``held`` (meter -> the lease epoch this
+    daemon holds) only meters whose lease the database agrees on are claimed (see the
+    module docstring); meters missing from ``held`` are not offered."""
+    async with conn.transaction():
+        if held is None:
+            rows = await conn.fetch(_CLAIM_ANY, meters, limit, instance, run_id)
+            fenced: dict[UUID, str | None] = {}
+            lapsed: list[UUID] = []
+        else:
+            # Most claims find nothing: they need not queue for the append lock.
+            pending = [r["meter_id"] for r in await conn.fetch(_PENDING, meters)]
+            offered = [m for m in pending if m in held]
+            if not offered:
+                return Claim([])
+            epochs = [held[m] for m in offered]
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", APPEND_LOCK_KEY)
+            rows = await conn.fetch(_CLAIM_HELD, offered, limit, instance, run_id, epochs)
+            claimed = {r["meter_id"] for r in rows}
+            rest = [m for m in offered if m not in claimed]
+            fenced = {}
+            lapsed = []
+            if rest:
+                stale = await conn.fetch(_NOT_HELD, rest, [held[m] for m in rest], instance)
+                fenced = {r["meter_id"]: r["daemon"] for r in stale if not r["lapsed"]}
+                lapsed = [r["meter_id"] for r in stale if r["lapsed"]]
+        if not rows:
+            return Claim([], fenced, lapsed)
+        tokens = dict(
+            (r["command_id"], r["token"])
+            for r in await conn.fetch(_TAKE_TOKENS, [r["id"] for r in rows])
+        )
+    claimed_rows = []
+    for row in rows:
+        values = dict(row)
+        values["arguments"] = msgspec.json.decode(values["arguments"])
+        claimed_rows.append(CommandRow(**values, token=tokens.get(row["id"])))
+    return Claim(claimed_rows, fenced, lapsed)
+
+
 class CommandTable:
     """The daemon's side of ``flowsd.meter_command`` (see the module docstring)."""
 
@@ -253,8 +347,10 @@ class CommandTable:
         *,
         instance: str,
         poll_seconds: float,
+        leases: Ownership | None = None,
     ) -> None:
         self._connect = connect
+        self.leases = leases
         self.dispatcher = dispatcher
         self.supervisor = dispatcher.supervisor
         self.instance = instance
@@ -354,21 +450,21 @@ class CommandTable:
         ]
         if not free:
             return []
-        async with conn.transaction():
-            rows = await conn.fetch(_CLAIM, free, 100, self.instance, self.run_id)
-            if not rows:
-                return []
-            tokens = dict(
-                (r["command_id"], r["token"])
-                for r in await conn.fetch(_TAKE_TOKENS, [r["id"] for r in rows])
+        held = self.leases.held if self.leases is not None else None
+        claim = await claim_rows(
+            conn, free, held, instance=self.instance, run_id=self.run_id, limit=100
+        )
+        if claim.fenced and self.leases is not None:
+            log.warning(
+                "meter commands left to the meters' new holders: this daemon's leases moved on",
+                meters=len(claim.fenced),
+                holders=sorted({h or "nobody" for h in claim.fenced.values()}),
             )
-        claimed = []
-        for row in rows:
-            values = dict(row)
-            values["arguments"] = msgspec.json.decode(values["arguments"])
-            claimed.append(CommandRow(**values, token=tokens.get(row["id"])))
-        self.claimed += len(claimed)
-        return claimed
+            self.leases.fenced("database", len(claim.fenced))
+        if claim.lapsed and self.leases is not None:
+            self.leases.renew_soon()  # claimed at the next look, once renewed
+        self.claimed += len(claim.rows)
+        return claim.rows
 
     def _start(self, tg: TaskGroup, row: CommandRow) -> None:
         self._busy.add(row.meter_id)

@@ -20,13 +20,24 @@ connection, pacing and breaker with the daemon's polls. Status codes:
 ``PERMISSION_DENIED`` see :mod:`flowsd.mediator.auth`
 ====================  ==================================================================
 
+Several daemons (:mod:`flowsd.meters.ownership`): a request for a meter this daemon does not
+poll is passed on to its owner if it is a read (:mod:`flowsd.control.forward`), and refused
+with ``UNAVAILABLE`` naming the owner otherwise. A request for a meter it does poll that is
+not a plain read (``writeElement``, ``sendRawMessage`` of anything but a read) is fenced: as
+the session starts it, before anything is sent, the lease is read again from the database
+(holder and epoch, :meth:`flowsd.meters.ownership.Ownership.confirm`); if it has passed on
+(this daemon was paused or cut off past its lease) the call is refused with ``UNAVAILABLE``
+naming the holder and counted in ``flowsd_fenced_commands_total{source="grpc"}``.
+
 ``GetInfo`` and ``GetMeters`` read ``flows.meter_registry`` and ``flows.meter_shadows``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -53,8 +64,9 @@ from flowsd.emop.frame import REFERENCE_SEQUENCE, control_byte
 from flowsd.mediator import metrics
 from flowsd.mediator.auth import Access, Identity, Policy, Refusal, identity_of
 from flowsd.mediator.proto import mediator_pb2 as pb
-from flowsd.meters.command import CommandResult, MeterCommand
+from flowsd.meters.command import CommandResult, MeterCommand, refused
 from flowsd.meters.operations import Exchange, Operation, ReadObject, write_element
+from flowsd.meters.ownership import Ownership
 from flowsd.meters.supervisor import CommandRefusedError
 from flowsd.ops.metrics import snake_case
 
@@ -120,8 +132,17 @@ class MediatorStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class MediatorService:
     """The handlers of both services, bound to one daemon."""
 
-    def __init__(self, dispatcher: Dispatcher, policy: Policy, pool: PoolOf, max_wait: float):
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        policy: Policy,
+        pool: PoolOf,
+        max_wait: float,
+        *,
+        leases: Ownership | None = None,
+    ) -> None:
         self.dispatcher = dispatcher
+        self.leases = leases
         self.policy = policy
         self._pool = pool
         self.max_wait = max_wait
@@ -211,6 +232,8 @@ class MediatorService:
     ) -> CommandResult:
         ref = await self._meter(identity, serial, method)
         command = MeterCommand(operation, source="grpc", client=identity.describe())
+        if self.leases is not None and not isinstance(operation, ReadObject):
+            command.guard = functools.partial(self._confirm_lease, self.leases, ref.meter_id)
         try:
             if ref.forwardable:
                 result = await self._forward(ref, operation, identity, context)
@@ -227,6 +250,14 @@ class MediatorService:
             code, details = status
             raise StatusError(code, f"meter {serial}: {details}")
         return result
+
+    async def _confirm_lease(self, leases: Ownership, meter_id: uuid.UUID) -> CommandResult | None:
+        """The guard of a write or raw exchange (see the module docstring)."""
+        pool = self._pool()
+        if pool is None:
+            return refused("unavailable", "the database is not reachable yet")
+        why = await leases.confirm(pool, meter_id, source="grpc")
+        return None if why is None else refused("unavailable", why)
 
     async def _forward(
         self, ref: MeterRef, operation: Operation, identity: Identity, context: Context

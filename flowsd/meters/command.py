@@ -11,7 +11,9 @@ connection) and the command's result is handed to whoever waits for it
 short, which says how many writes the meter acknowledged). What a write changed is read
 back at once; when the meter could not be reached, or the caller's writes may go on
 (``Writes.readback_later``), the read-back is left to the session, which does it when the
-meter answers again or the writes have settled.
+meter answers again or the writes have settled. A command may carry a *guard*, awaited as
+the session starts it, before anything of it is sent: a refusal it returns is the command's
+result (the mediator's lease check, :meth:`flowsd.meters.ownership.Ownership.confirm`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
@@ -101,6 +104,11 @@ def refused(reason: Reason, detail: str) -> CommandResult:
     return CommandResult(ok=False, reason=reason, detail=detail)
 
 
+# Asked as the command starts, before it sends anything: None to go on, or the command's
+# result (a refusal).
+Guard = Callable[[], Awaitable[CommandResult | None]]
+
+
 def _failed(failure: Failure, **changes: object) -> CommandResult:
     nak = None
     if failure.reason == "nak":
@@ -134,8 +142,10 @@ class MeterCommand:
         client: str,
         deadline: float = math.inf,
         command_id: UUID | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.id = command_id or uuid.uuid4()
+        self.guard = guard
         self.operation = operation
         self.source = source
         self.client = client
@@ -235,6 +245,19 @@ class MeterCommand:
         should end the session's run is re-raised by the session after recording it)."""
         self.state = "running"
         started = time.monotonic()
+        if self.guard is not None:
+            with conv.watchdog.paused():
+                refusal = await self.guard()
+            if refusal is not None:
+                self.finish(refusal)
+                conv.session.log.warning(
+                    "meter command refused before it was sent",
+                    command=self.name,
+                    command_id=str(self.id),
+                    client=self.client,
+                    detail=refusal.detail,
+                )
+                return refusal
         match self.operation:
             case ReadObject(object_id=oid):
                 result = await self._read(conv, oid)

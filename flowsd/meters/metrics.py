@@ -265,6 +265,14 @@ def ownership_families(stats: OwnershipStatistics) -> Iterator[Metric]:
         "Leases this daemon found taken over by another daemon or dropped unrenewed",
         stats.lost,
     )
+    yield counter(
+        "flowsd_fenced_commands_total",
+        "Commands refused because this daemon's lease of their meter had passed on, by source: "
+        "database (a meter_command row left for the holder, counted at each claim that skipped "
+        "it), grpc (a mediator write or raw exchange refused before it was sent)",
+        {(source,): n for source, n in stats.fenced_commands.items()},
+        ["source"],
+    )
     yield gauge(
         "flowsd_daemons_live",
         "Live daemons sharing the fleet, as last seen",

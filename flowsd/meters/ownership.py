@@ -22,7 +22,12 @@ period; migration 110) and polls only the meters it holds a lease for in
 Fencing: :attr:`Ownership.epochs` (meter -> the epoch held, or last held) goes with every
 append (:mod:`flowsd.events.store`), and the database refuses the events of a meter whose
 epoch has moved on. Because every change of epoch takes the append lock, the check and the
-append's commit see the same holder.
+append's commit see the same holder. Commands are fenced too: the command table claims a row
+only for a meter whose lease this daemon holds in the database at the epoch of :attr:`held`
+(:mod:`flowsd.control.table`), and a mediator write or raw exchange asks :meth:`confirm` as it
+starts, before anything is sent to the meter (:mod:`flowsd.mediator.service`). Each refusal is
+counted by :meth:`fenced`, which also renews at once, so the daemon drops the meters it lost
+without waiting for the next round.
 
 Self-protection: a renewal must succeed within 0.9 lease periods of the previous one being
 sent; otherwise (database away, the process paused) a daemon that last saw other live
@@ -115,7 +120,15 @@ _HAND_BACK = """
 UPDATE flowsd.meter_lease SET daemon = NULL, expires_at = now()
 WHERE daemon = $1 AND meter_id = ANY($2::uuid[])
 """
+# A database that does not answer, or not in time.
 _RELEASE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, TimeoutError)
+_HOLDER = """
+SELECT daemon, epoch, expires_at > now() AS current FROM flowsd.meter_lease WHERE meter_id = $1
+"""
+# How long a command waits for the database to confirm its meter's lease.
+CONFIRM_TIMEOUT = 5.0
+# Where a fenced command came from (the label of flowsd_fenced_commands_total).
+FENCED_SOURCES = ("database", "grpc")
 _STOPPED = "UPDATE flowsd.daemon SET stopped_at = now(), heartbeat_at = now() WHERE name = $1"
 
 
@@ -145,6 +158,7 @@ class OwnershipStatistics(msgspec.Struct, frozen=True, kw_only=True):
     takeovers: int
     handed_back: int
     lost: int
+    fenced_commands: dict[str, int] = {}  # by source: database (table rows), grpc (mediator)
 
 
 class Ownership:
@@ -182,6 +196,7 @@ class Ownership:
         self._wake = anyio.Event()
         self._lock = anyio.Lock()  # one user of the connection at a time
         self._counts = {"renewals": 0, "acquired": 0, "takeovers": 0, "handed_back": 0, "lost": 0}
+        self._fenced = dict.fromkeys(FENCED_SOURCES, 0)
 
     # ----------------------------------------------------------------- public
 
@@ -201,8 +216,54 @@ class Ownership:
             owned=len(self.held),
             share=len(self._share),
             live_daemons=list(self.live),
+            fenced_commands=dict(self._fenced),
             **self._counts,
         )
+
+    def fenced(self, source: str, count: int = 1) -> None:
+        """Count commands refused because this daemon's lease had passed on, and renew now:
+        the renewal finds the leases lost and drops their meters."""
+        self._fenced[source] += count
+        self.renew_soon()
+
+    def renew_soon(self) -> None:
+        """Start the next round now (a lease was found lost or lapsed)."""
+        self._wake.set()
+
+    @property
+    def alone(self) -> bool:
+        """No other live daemon at the last renewal."""
+        return all(name == self.name for name in self.live)
+
+    async def confirm(self, pool: asyncpg.Pool, meter_id: UUID, *, source: str) -> str | None:
+        """None if the database says this daemon holds the meter's lease now, at the epoch
+        it believes (:attr:`held`); otherwise why not, naming the holder (counted as fenced
+        from ``source`` when the lease passed on). A lease still this daemon's but lapsed
+        (not renewed in time) and a database that cannot answer refuse too, unless this
+        daemon last saw itself alone: nobody could take its meters over (it keeps them
+        through an outage, see the module docstring)."""
+        epoch = self.held.get(meter_id)
+        if epoch is None:
+            return "this daemon no longer holds the meter's lease"
+        try:
+            row = await pool.fetchrow(_HOLDER, meter_id, timeout=CONFIRM_TIMEOUT)
+        except _RELEASE_ERRORS as exc:
+            if self.alone:
+                return None
+            return f"the database cannot confirm this daemon's lease ({describe(exc)})"
+        if row is not None and row["daemon"] == self.name and row["epoch"] == epoch:
+            if row["current"] or self.alone:
+                return None
+            self.renew_soon()
+            return "this daemon's lease of the meter lapsed; it is being renewed"
+        if row is None or row["daemon"] is None:
+            why = "nobody holds the meter's lease now (this daemon's lapsed)"
+        elif row["daemon"] != self.name:
+            why = f"the meter's lease is held by daemon {row['daemon']}; call it instead"
+        else:
+            why = "this daemon's lease of the meter lapsed and was taken again"
+        self.fenced(source)
+        return why
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Renew, rebalance and take over until :meth:`release_all`; the first round is done

@@ -25,17 +25,22 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import asyncpg
+import grpc
 import grpc.aio
+import pytest
 
 from flowsd.cli import main as flowsd_main
 from flowsd.commands.status import gather, render
+from flowsd.control import requests
 from flowsd.emop import by_name
 from flowsd.events import types
 from flowsd.events.reader import iter_batches
+from flowsd.events.store import APPEND_LOCK_KEY
 from flowsd.meters.ownership import owner_of
 from flowsd.sim.clock import from_emop
 from flowsd.sim.fleet import SimulatedFleet
@@ -47,6 +52,7 @@ METERS = 300
 LEASE = 3.0
 HARDWARE = ("C1.w", "EMA1.w", "B1.w")
 _CSQ = by_name("csq_net_op").id
+_FLAG = by_name("prepay_enabled_flag").id
 
 _CONFIG = """
 [state]
@@ -64,7 +70,7 @@ registry_reload_seconds = 60.0
 drain_seconds = 10.0
 [leases]
 lease_seconds = {lease}
-renew_seconds = 0.5
+renew_seconds = {renew}
 [appender]
 flush_interval_seconds = 0.2
 statement_timeout_seconds = 2.0
@@ -105,15 +111,24 @@ class Node:
     mediator: int
 
     def metric(self, name: str) -> float:
+        """The sample named ``name``, labels included (``a_total{kind="b"}``)."""
         url = f"http://127.0.0.1:{self.management}/metrics"
         with urllib.request.urlopen(url, timeout=5) as answer:
             for line in answer.read().decode().splitlines():
                 if line.startswith(name + " "):
-                    return float(line.split()[1])
+                    return float(line.split()[-1])
         return 0.0
 
 
-def start(tmp_path: Path, url: str, fleet: SimulatedFleet, name: str) -> Node:
+def start(
+    tmp_path: Path,
+    url: str,
+    fleet: SimulatedFleet,
+    name: str,
+    *,
+    lease: float = LEASE,
+    renew: float = 0.5,
+) -> Node:
     home = tmp_path / name
     home.mkdir()
     management, mediator = free_port("127.0.0.1"), free_port("127.0.0.1")
@@ -124,7 +139,8 @@ def start(tmp_path: Path, url: str, fleet: SimulatedFleet, name: str) -> Node:
             management=management,
             mediator=mediator,
             name=name,
-            lease=LEASE,
+            lease=lease,
+            renew=renew,
             port=fleet.port,
         )
     )
@@ -203,6 +219,16 @@ async def test_three_daemons_share_fail_over_fence_and_hand_back(
                 answer = await Client(channel).read(serial, _CSQ, deadline=30)
             assert answer  # answered by c (the meter answers only its poller here)
 
+            # A write is not passed on: refused, naming the owner. A database command is run by
+            # the owner, whichever daemons run.
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{a.mediator}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await Client(channel).write(serial, _FLAG, b"\x00", deadline=30)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "by daemon c" in (refused.value.details() or ""), refused.value.details()
+            row = await outcome(url, await submit(url, serial, "read", {"object": "csq_net_op"}))
+            assert (row["status"], row["claimed_by"]) == ("succeeded", "c"), row
+
             # SIGKILL: c's meters are polled again by a and b within two lease periods.
             await wait_until(lambda: all(fleet.connections_to(index_of[m]) for m in moved))
             counts = {m: fleet.connections_to(index_of[m]) for m in moved}
@@ -223,8 +249,27 @@ async def test_three_daemons_share_fail_over_fence_and_hand_back(
             b.process.send_signal(signal.SIGSTOP)
             try:
                 await wait_until(lambda: settled(url, ("a",)), seconds=4 * LEASE + 30)
+                # A command for one of b's former meters, inserted while a is frozen too (so
+                # it stays pending): b, resumed, must not claim it; it runs once a is back.
+                moved_serial = next(m.serial for m in fleet.meters if ids[m.serial] in b_meters)
+                a.process.send_signal(signal.SIGSTOP)
+                try:
+                    row_id = await submit(url, moved_serial, "read", {"object": "csq_net_op"})
+                    b.process.send_signal(signal.SIGCONT)
+                    await anyio.sleep(1.0)  # a stays live: frozen for less than its lease
+                    pending = await row_of(url, row_id)
+                finally:
+                    a.process.send_signal(signal.SIGCONT)
             finally:
                 b.process.send_signal(signal.SIGCONT)
+            assert (pending["status"], pending["claimed_by"]) == ("pending", None), pending
+            row = await outcome(url, row_id)
+            # Run by the holder at its claim: a, or b again once a handed the meter back
+            # (b's share) under a new epoch.
+            assert row["status"] == "succeeded" and row["claimed_by"] in ("a", "b"), row
+            assert row["claimed_at"] > pending["checked_at"], row
+            fenced = b.metric('flowsd_fenced_commands_total{source="database"}')
+            print(f"command of a moved meter run by {row['claimed_by']}; fenced at b: {fenced}")
             assert b_meters
             await wait_until(lambda: b.metric("flowsd_fenced_writes_total") > 0, seconds=30)
             await wait_until(lambda: settled(url, ("a", "b")))
@@ -255,6 +300,101 @@ async def test_three_daemons_share_fail_over_fence_and_hand_back(
         assert set((await holders(url)).values()) == {None}
         await check_readings(url, fleet, ids)
     assert await anyio.to_thread.run_sync(flowsd_main, ["verify", "--database-url", url]) == 0
+
+
+async def submit(url: str, serial: str, kind: str, arguments: dict[str, str]) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        key = str(uuid.uuid4())
+        return await requests.submit(
+            conn, serial, kind, arguments, key=key, client="test", expires_in=120
+        )
+    finally:
+        await conn.close()
+
+
+async def row_of(url: str, row_id: int) -> dict[str, Any]:
+    """The command row as it stands, with the database's clock (``checked_at``)."""
+    conn = await asyncpg.connect(url)
+    try:
+        row = await requests.fetch(conn, row_id)
+        return {**row, "checked_at": await conn.fetchval("SELECT now()")}
+    finally:
+        await conn.close()
+
+
+async def outcome(url: str, row_id: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await requests.wait_outcome(conn, row_id, 60)
+    finally:
+        await conn.close()
+
+
+async def steal(url: str, meter_id: uuid.UUID, daemon: str) -> None:
+    """Give the meter's lease to ``daemon`` under a new epoch, as a takeover does."""
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
+            await conn.execute(
+                "UPDATE flowsd.meter_lease SET daemon = $2, acquired_at = now(), "
+                "epoch = nextval('flowsd.meter_lease_epoch_seq'), "
+                "expires_at = now() + interval '1 hour' WHERE meter_id = $1",
+                meter_id,
+                daemon,
+            )
+    finally:
+        await conn.close()
+
+
+async def test_commands_for_a_meter_whose_lease_moved_on_unnoticed_are_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The database, not the daemon's memory, decides: a lease moved to another daemon
+    between two renewals (what a daemon paused past its lease sees when it resumes, before
+    its renewal or expiry watch runs; here the renewal is 30 s away) leaves a database
+    command pending and refuses a mediator write, naming the holder, before anything is sent."""
+    url = database_url
+    await migrate_database(url)
+    async with registered_fleet(url, 4, hardware=HARDWARE, journal=True) as fleet:
+        ids = await meter_ids(url)
+        solo = start(tmp_path, url, fleet, "solo", lease=60.0, renew=30.0)
+        try:
+            await wait_until(lambda: settled(url, ("solo",)))
+            await wait_until(lambda: all(fleet.connections_to(i) for i in range(4)))
+            first, second = fleet.meters[0], fleet.meters[1]
+
+            await steal(url, ids[first.serial], "elsewhere")
+            row_id = await submit(url, first.serial, "read", {"object": "csq_net_op"})
+            database = 'flowsd_fenced_commands_total{source="database"}'
+            await wait_until(lambda: solo.metric(database) >= 1)
+            # The refusal renewed at once: the lost meter left the fleet.
+            await wait_until(lambda: solo.metric("flowsd_lease_lost_total") >= 1)
+            row = await row_of(url, row_id)
+            assert (row["status"], row["claimed_by"]) == ("pending", None), row
+
+            await steal(url, ids[second.serial], "elsewhere")
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{solo.mediator}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await Client(channel).write(second.serial, _FLAG, b"\x00", deadline=30)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            details = refused.value.details() or ""
+            assert "held by daemon elsewhere" in details, details
+            assert solo.metric('flowsd_fenced_commands_total{source="grpc"}') == 1
+            assert solo.metric(database) >= 1
+            sent = [
+                e for e in fleet.answers(second.index) if e.request[1:4] == _FLAG.to_bytes(3, "big")
+            ]
+            assert sent == []  # nothing of the write reached the meter
+            await wait_until(lambda: solo.metric("flowsd_lease_lost_total") >= 2)
+        finally:
+            stop(solo)
+            try:
+                solo.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                solo.process.kill()
+        assert solo.process.returncode == 0, solo.log.read_text()[-2000:]
 
 
 async def check_readings(url: str, fleet: SimulatedFleet, ids: dict[str, uuid.UUID]) -> None:

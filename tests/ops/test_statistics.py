@@ -94,6 +94,7 @@ OWNERSHIP = OwnershipStatistics(
     takeovers=3,
     handed_back=2,
     lost=1,
+    fenced_commands={"database": 2, "grpc": 1},
 )
 COMPONENTS = {"meters": ComponentStatistics(restarts=3), "appender": ComponentStatistics()}
 INGEST = IngestStatistics(
@@ -191,6 +192,8 @@ def test_the_registry_serves_the_attached_snapshots() -> None:
             ("flowsd_lease_takeovers_total", ()): 3,
             ("flowsd_lease_handed_back_total", ()): 2,
             ("flowsd_lease_lost_total", ()): 1,
+            ("flowsd_fenced_commands_total", (("source", "database"),)): 2,
+            ("flowsd_fenced_commands_total", (("source", "grpc"),)): 1,
             ("flowsd_component_restarts_total", (("component", "meters"),)): 3,
             ("flowsd_component_give_ups_total", (("component", "appender"),)): 0,
             ("flowsd_ingest_state_changes_total", (("kind", "balance_changed"),)): 4,
