@@ -1,7 +1,8 @@
 """The command table's claim is fenced by the lease epochs (flowsd.control.table.claim_rows):
 only rows of meters whose lease row names the claiming daemon, unexpired, at the epoch it
 holds are claimed; the others are left pending and reported with their holder (or as
-lapsed), and a claim is ordered with a change of hands in flight."""
+lapsed), and a claim is ordered with a change of hands in flight. Appends are fenced the same
+way."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import asyncpg
 
 from flowsd.control.table import Claim, claim_rows
 from flowsd.db.migrate import migrate
-from flowsd.events.store import APPEND_LOCK_KEY
-from tests.events.helpers import create_meters
+from flowsd.events.store import APPEND_LOCK_KEY, append_batch
+from tests.events.helpers import balance_event, create_meters
 
 _LEASE = """
 INSERT INTO flowsd.meter_lease (meter_id, daemon, epoch, expires_at)
@@ -113,3 +114,26 @@ async def test_a_claim_waits_for_a_change_of_hands_in_flight_and_sees_it(
         await taker.close()
     assert claims == [Claim([], {meter: "b"})]
     assert await conn.fetchval("SELECT status FROM flowsd.meter_command") == "pending"
+
+
+async def test_events_of_a_meter_whose_lease_moved_on_are_fenced(conn: asyncpg.Connection) -> None:
+    """The append's own fence (flowsd.begin_fenced_event_append, under the append lock): a
+    batch carrying a stale epoch for one meter stores the other meters' events only."""
+    await migrate(conn)
+    kept, moved, unleased = await create_meters(conn, 3)
+    epochs = {
+        kept: await conn.fetchval(_LEASE, kept, "a", 60.0),
+        moved: await conn.fetchval(_LEASE, moved, "a", 60.0),
+    }
+    await conn.execute(_MOVE, moved, "b")
+    # A meter without a lease row among the epochs is fenced too: nobody granted it.
+    epochs[unleased] = 1
+    batch = [balance_event(meter, n) for n, meter in enumerate((kept, moved, unleased, kept))]
+
+    result = await append_batch(conn, batch, epochs=epochs)
+
+    assert result.fenced == {moved, unleased} and result.fenced_events == 2
+    stored = await conn.fetch("SELECT meter_id FROM flows.meter_event_log ORDER BY position")
+    assert [row["meter_id"] for row in stored] == [kept, kept]
+    # Without epochs (one daemon, no leases) nothing is fenced.
+    assert (await append_batch(conn, [balance_event(moved, 9)])).fenced_events == 0

@@ -3,8 +3,9 @@
 One scenario (its parts share the expensive set-up): two daemons share 300 meters; a third
 joins and takes only its own rendezvous share; it is killed with SIGKILL and its meters are
 polled again by the others within two lease periods, with never two connections to one meter
-at once (the simulator counts them); a daemon frozen with SIGSTOP past its lease finds its
-appends for the moved meters refused when it resumes; SIGTERM hands the leases back at once.
+at once (the simulator counts them); a daemon frozen with SIGSTOP past its lease, resumed,
+claims no command of a moved meter and stores nothing twice (its late appends for the moved
+meters are fenced when it still held any); SIGTERM hands the leases back at once.
 At the end, against the simulator's own journal: no signal-quality answer is stored twice and
 nothing is stored that no meter said, every meter's half hours are contiguous, unique and
 equal to the simulator's, and ``flowsd verify`` finds every projection equal to a replay.
@@ -244,7 +245,7 @@ async def test_three_daemons_share_fail_over_fence_and_hand_back(
             assert fleet.stats.overlapping == 0
             print(f"takeover after SIGKILL: {takeover:.2f} s; overlapping connections: 0")
 
-            # SIGSTOP past the lease: a takes b's meters; b's late appends are refused.
+            # SIGSTOP past the lease: a takes b's meters; b, resumed, claims no moved command.
             b_meters = {m for m, d in (await holders(url)).items() if d == "b"}
             b.process.send_signal(signal.SIGSTOP)
             try:
@@ -271,7 +272,11 @@ async def test_three_daemons_share_fail_over_fence_and_hand_back(
             fenced = b.metric('flowsd_fenced_commands_total{source="database"}')
             print(f"command of a moved meter run by {row['claimed_by']}; fenced at b: {fenced}")
             assert b_meters
-            await wait_until(lambda: b.metric("flowsd_fenced_writes_total") > 0, seconds=30)
+            # b's late appends are fenced when it still held events of the moved meters at
+            # SIGSTOP (usual, not certain: the fence itself is proved in
+            # tests/db/test_command_fencing.py); what must hold is checked against the
+            # simulator's journal below: nothing doubled, nothing lost.
+            print(f"events fenced at b after SIGCONT: {b.metric('flowsd_fenced_writes_total')}")
             await wait_until(lambda: settled(url, ("a", "b")))
 
             # SIGTERM hands the leases back: a takes b's share well before they would expire.
