@@ -22,8 +22,8 @@ class Heard:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
 
-    def __call__(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self.queue.put_nowait(payload)
+    def __call__(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        self.queue.put_nowait(str(payload))
 
     async def until_marker(self, writer: asyncpg.Connection) -> list[str]:
         await writer.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, MARKER)
