@@ -1,14 +1,14 @@
 """The only module that touches meter sockets: one request frame out, one frame back.
 
 Built on a non-blocking socket and the event loop's reader/writer callbacks, not on an
-asyncio transport: a request is connect, one small write, a read until the frame is complete
-and close, and asyncio's transport machinery (a protocol object, its callbacks, waiters,
-buffers) cost more CPU than the exchange itself. Measured against the simulator
-(``bench/bench_transport.py``'s client loop, this machine): about 135 µs of client CPU per
-round trip against 215 µs for an ``asyncio.Protocol`` (which in turn cost several times less
-than anyio or asyncio streams). Timeouts are anyio cancel scopes, so a session cancelled by
-its watchdog or by shutdown leaves no reader or writer registered; the socket is closed by
-:meth:`MeterConnection.close`.
+asyncio transport: a request is a connect, one small write, a read until the frame is complete
+and a close, and asyncio's transport machinery (a protocol object, its callbacks, waiter
+futures, buffers) was a large share of the CPU of that. Measured back to back against the
+simulator with ``bench/bench_transport.py``'s client loop (this machine, 8 clients): about
+135 µs of client CPU per round trip, against about 215 µs for the ``asyncio.Protocol``
+transport this replaced (the benchmark's own minimal Protocol client sits between the two).
+Timeouts are anyio cancel scopes, so a session cancelled by its watchdog or by shutdown
+leaves no reader or writer registered; the socket is closed by :meth:`MeterConnection.close`.
 
 A response is complete when :func:`flowsd.emop.frame.frame_size` says so (``frame_length + 1``
 bytes, SPEC §3), however many TCP segments that takes; bytes after it are ignored. The first
