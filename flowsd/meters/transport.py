@@ -5,7 +5,7 @@ asyncio transport: a request is a connect, one small write, a read until the fra
 and a close, and asyncio's transport machinery (a protocol object, its callbacks, waiter
 futures, buffers) was a large share of the CPU of that. Measured back to back against the
 simulator with ``bench/bench_transport.py``'s client loop (this machine, 8 clients): about
-135 µs of client CPU per round trip, against about 215 µs for the ``asyncio.Protocol``
+120 µs of client CPU per round trip, against about 205 µs for the ``asyncio.Protocol``
 transport this replaced (the benchmark's own minimal Protocol client sits between the two).
 Timeouts are anyio cancel scopes, so a session cancelled by its watchdog or by shutdown
 leaves no reader or writer registered; the socket is closed by :meth:`MeterConnection.close`.
