@@ -1,4 +1,6 @@
-"""Meter transport: CPU per request of an asyncio Protocol vs anyio streams vs asyncio streams.
+"""Meter transport: CPU per request of flowsd's transport (a non-blocking socket on the loop's
+reader/writer callbacks) vs an asyncio Protocol (flowsd's transport until issue 15) vs anyio
+streams vs asyncio streams.
 
 The simulator runs in a child process (so its CPU is not counted); this process runs
 ``workers`` concurrent clients, each doing what flowsd does per request: connect, send a
@@ -51,12 +53,39 @@ Address = tuple[str, int]
 Exchange = Callable[[Address, bytes], Awaitable[bytes]]
 
 
-async def _protocol(address: Address, request: bytes) -> bytes:
+async def _flowsd(address: Address, request: bytes) -> bytes:
     conn = await connect(address[0], address[1], 5.0)
     try:
         return await conn.exchange(request, 5.0)
     finally:
         conn.close()
+
+
+class _OneFrame(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if frame_size(self.buffer) is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _protocol(address: Address, request: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    with anyio.fail_after(5.0):
+        transport, protocol = await loop.create_connection(_OneFrame, address[0], address[1])
+        try:
+            transport.write(request)
+            await protocol.done
+            return bytes(protocol.buffer)
+        finally:
+            transport.close()
 
 
 async def _anyio_streams(address: Address, request: bytes) -> bytes:
@@ -168,6 +197,7 @@ def run(quick: bool) -> list[Result]:
             host, port = line.split()
             addresses.append((host, int(port)))
         apis: dict[str, Exchange] = {
+            "flowsd_transport": _flowsd,
             "asyncio_protocol": _protocol,
             "asyncio_streams": _asyncio_streams,
             "anyio_streams": _anyio_streams,

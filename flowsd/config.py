@@ -200,6 +200,9 @@ class ProjectionsConfig(_Section, frozen=True):
     # Events per transaction: starts at batch_min near the head, doubles while behind.
     batch_min: PositiveInt = 500
     batch_max: PositiveInt = 20_000
+    # Live: batches arriving within this long of the first are applied in one transaction
+    # (fewer commits and checkpoint writes; projections lag by up to this much more). 0: off.
+    merge_seconds: Seconds = 0.5
     # Fallback poll of the log head when no NOTIFY or in-process batch arrived.
     poll_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     # A projector whose checkpoint has not moved for this long while behind is not ready.

@@ -46,6 +46,15 @@ def test_out_of_range_value_is_rejected() -> None:
         decode_config("[database]\npool_min_size = 0\n", source="x.toml")
 
 
+def test_projection_merge_window() -> None:
+    shipped = load_config(REPO / "config" / "flowsd.toml", environ={})
+    assert shipped.projections.merge_seconds == Config().projections.merge_seconds == 0.5
+    off = decode_config("[projections]\nmerge_seconds = 0\n", source="x.toml")
+    assert off.projections.merge_seconds == 0
+    with pytest.raises(ConfigError, match="merge_seconds"):
+        decode_config("[projections]\nmerge_seconds = -1\n", source="x.toml")
+
+
 def test_invalid_toml_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         decode_config("[database\n", source="x.toml")

@@ -6,7 +6,8 @@ unusable one, no route to it, a second row for one device) are handed on as not 
 each is logged once by serial (again only if its reason changes) and counted in
 ``flowsd_registry_not_dialled{reason}``. The list is re-read every
 ``[daemon] registry_reload_seconds``, shortly after a ``NOTIFY flowsd_meter_registry`` (sent by
-a statement trigger on the table, migration 30), and when :meth:`RegistrySource.request_reload`
+triggers on the table on an insert, delete or truncate, and on an update only when it changes
+one of the columns read here, migration 118), and when :meth:`RegistrySource.request_reload`
 is called (SIGHUP). The consumer is called only when the plan differs from the one it has; a
 failed reload keeps the previous list in force and is retried with the shared backoff.
 """

@@ -4,7 +4,8 @@ Each :class:`ProjectorTask` keeps its projection's checkpoint. Its sources of wo
 
 1. committed batches handed over in memory by the appender (its own
    :class:`~flowsd.events.subscriptions.Subscription`): applied without reading them back,
-   several queued batches merged into one transaction up to ``batch_max`` events;
+   the batches queued behind the first and those arriving within ``merge_seconds`` of it
+   merged into one transaction (rows and checkpoint), up to ``batch_max`` events;
 2. the log, read only to catch up: after a start, when a batch does not follow on from the
    checkpoint (dropped because the buffer was full, appended by another process, or the
    checkpoint was moved by a replay), or when NOTIFY / the fallback poll shows a newer head.
@@ -225,13 +226,21 @@ class ProjectorTask:
             self._publish()
 
     async def _take(self, first: AppendResult) -> None:
-        """Apply ``first`` and the batches queued right behind it, or catch up to them."""
+        """Apply ``first`` and the batches queued behind it or arriving within
+        ``merge_seconds``, or catch up to them."""
         batches = [first]
         size = len(first.events)
+        deadline = time.monotonic() + self._config.merge_seconds
         while self._subscription is not None and size < self._config.batch_max:
             more = self._subscription.get_nowait()
             if more is None:
-                break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    more = await asyncio.wait_for(self._subscription.get(), left)
+                except TimeoutError:
+                    break
             batches.append(more)
             size += len(more.events)
         through = batches[-1].through_position

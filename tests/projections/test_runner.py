@@ -245,6 +245,48 @@ async def test_replay_while_events_are_appended_then_verify(
     assert await all_equal(conn) == []
 
 
+def transactions(projection: str) -> float:
+    """Projector transactions of ``projection`` so far (this process)."""
+    name = "flowsd_projector_batch_events_count"
+    return REGISTRY.get_sample_value(name, {"projection": projection}) or 0.0
+
+
+@pytest.mark.parametrize("hole", [False, True])
+async def test_batches_merged_within_the_window_give_the_tables_of_a_replay(
+    conn: asyncpg.Connection, migrated_url: str, hole: bool
+) -> None:
+    """Ten batches handed over within ``merge_seconds`` are one transaction; with a batch
+    appended but never handed over (another process's) among them, the log fills the hole.
+    Either way the tables equal a replay."""
+    meters = await meters_with_registers(conn, 5)
+    hub = SubscriberHub()
+    # No poll within the test: only the batches handed over wake the projectors.
+    config = ProjectionsConfig(
+        batch_min=7, batch_max=10_000, merge_seconds=2.0, poll_interval_seconds=600
+    )
+    pool = await asyncpg.create_pool(migrated_url, min_size=2, max_size=6)
+    try:
+        runner = ProjectorRunner(pool, config, subscribe=hub.subscribe, listen=False)
+        async with anyio.create_task_group() as group:
+            await group.start(runner.run)
+            before = transactions("meter_csq")
+            appended = [await append_batch(conn, readings(meters, s, 4)) for s in range(0, 40, 4)]
+            # Handed over 20 ms apart (well inside the window), as the appender would.
+            for n, batch in enumerate(appended):
+                if not (hole and n == 4):
+                    hub.publish(batch)
+                await asyncio.sleep(0.02)
+            head = await conn.fetchval("SELECT max(position) FROM flows.meter_event_log")
+            await wait_until(lambda: all(s.checkpoint == head for s in runner.status()))
+            group.cancel_scope.cancel()
+    finally:
+        await pool.close()
+    if not hole:
+        assert transactions("meter_csq") - before == 1
+    assert await conn.fetchval("SELECT count(*) FROM flows.meter_csq") == 5 * 40
+    assert await all_equal(conn) == []
+
+
 async def test_a_meter_that_cannot_be_applied_is_parked_and_retried(
     conn: asyncpg.Connection,
 ) -> None:
