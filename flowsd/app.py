@@ -91,6 +91,7 @@ from flowsd.ops.http import serve_management
 from flowsd.ops.limits import raise_open_files_limit
 from flowsd.ops.metrics import STATISTICS, server_version, set_build_info
 from flowsd.ops.notify import SystemdNotifier
+from flowsd.projections.metrics import projector_families
 from flowsd.projections.runner import ProjectorRunner
 from flowsd.supervision import (
     ComponentGaveUpError,
@@ -253,6 +254,9 @@ class Daemon:
         # Without a mediator its families are served empty: /metrics names the same families.
         idle = MediatorStatistics(calls={}, refusals={})
         yield from mediator_families(mediator.statistics() if mediator is not None else idle)
+        projectors = self.projectors
+        # Before the projectors start, their families are served without series.
+        yield from projector_families(projectors.statistics() if projectors is not None else ())
 
     async def _run(self) -> int:
         soft, hard = raise_open_files_limit()

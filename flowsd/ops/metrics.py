@@ -5,8 +5,8 @@ Every flowsd metric is registered here (not in prometheus-client's global regist
 themselves and expose ``statistics()`` snapshots; :data:`STATISTICS`, a collector, builds
 their families from the snapshots at each scrape (the daemon attaches the export of its
 components while it runs, :meth:`flowsd.app.Daemon.metric_families`). Latency and size
-distributions stay prometheus-client histograms, observed where they happen; so, for now, do
-the projectors' counters and gauges (:mod:`flowsd.projections.metrics`).
+distributions, the projectors' batch histograms among them, stay prometheus-client
+histograms, observed where they happen.
 
 Metric names start with ``flowsd_`` and carry their unit
 (``_seconds``, ``_bytes``, ``_events``, ``_total`` for counters); label values are

@@ -3,10 +3,11 @@
 When applying a batch fails on data (an SQL data or integrity error, the pure function
 rejecting an event, or a stored payload this version cannot decode), the projector retries
 meter by meter; the events of the meters that still fail are parked
-(``flowsd.projection_parked_event``), logged and counted, and the checkpoint moves on for
-everyone else. Every later event of a parked meter is parked too, so that a meter's events are
-always applied in order. :func:`retry_parked` applies them again (after the cause is fixed),
-oldest first, meter by meter.
+(``flowsd.projection_parked_event``) and logged, and the checkpoint moves on for everyone
+else (the projector task counts the parked events from the batch's outcome). Every later
+event of a parked meter is parked too, so that a meter's events are always applied in order.
+:func:`retry_parked` applies them again (after the cause is fixed), oldest first, meter by
+meter.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from flowsd.db.meter_names import serials_of
 from flowsd.events.codec import decode_payload
 from flowsd.events.reader import read_positions
 from flowsd.events.types import RecordedEvent, UnknownBody, body_class_for
-from flowsd.projections import metrics
 from flowsd.projections.base import Projection, ProjectionError, stored_type
 
 log = structlog.get_logger("flowsd.projections")
@@ -92,7 +92,8 @@ async def parked_meters(
 async def park(
     conn: asyncpg.Connection, projection: str, events: Sequence[RecordedEvent], reason: str
 ) -> None:
-    """Park ``events`` (one meter's, or held behind parked ones): stored, counted and logged."""
+    """Park ``events`` (one meter's, or held behind parked ones): stored and logged (the
+    projector counts them once their transaction has committed)."""
     if not events:
         return
     await conn.execute(
@@ -107,7 +108,6 @@ ON CONFLICT (projection, position) DO UPDATE SET error = EXCLUDED.error
         [stored_type(e) for e in events],
         [reason] * len(events),
     )
-    metrics.PARKED_EVENTS.labels(projection).inc(len(events))
     grouped = by_meter(events)
     serials = await serials_of(conn, grouped)
     for meter_id, group in grouped.items():

@@ -39,9 +39,10 @@ from flowsd.projections.parking import (
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    checkpoint: int
-    applied: int
-    parked: int
+    checkpoint: int  # ``through``
+    applied: int  # events the projection applied
+    parked: int  # events parked (failing, or held behind a meter's parked events)
+    events: int  # events of ``(expected, through]`` given, of every type
 
 
 async def apply_batch(
@@ -56,7 +57,8 @@ async def apply_batch(
 
     ``events`` must be every committed event of that range the projection could read (the
     whole range, from memory or from the log). Raises :class:`CheckpointConflictError` when
-    the checkpoint is not at ``expected``.
+    the checkpoint is not at ``expected``. Observes the batch histograms of
+    :mod:`flowsd.projections.metrics`; the counts are the caller's to keep.
     """
     started = time.monotonic()
     name = projection.name
@@ -75,9 +77,8 @@ async def apply_batch(
         )
     metrics.BATCH_SECONDS.labels(name).observe(time.monotonic() - started)
     metrics.BATCH_SIZE.labels(name).observe(len(relevant))
-    metrics.EVENTS.labels(name).inc(sum(1 for e in events if expected < e.position <= through))
-    metrics.CHECKPOINT.labels(name).set(through)
-    return BatchOutcome(through, applied, parked)
+    covered = sum(1 for e in events if expected < e.position <= through)
+    return BatchOutcome(through, applied, parked, covered)
 
 
 async def _transaction(
@@ -101,7 +102,6 @@ async def _transaction(
         else:
             current = await read_checkpoint(conn, name)
             if current != expected:
-                metrics.CONFLICTS.labels(name).inc()
                 raise CheckpointConflictError(
                     f"checkpoint {name!r} is at {current}, not at the expected {expected}"
                 )
@@ -132,7 +132,6 @@ async def advance_checkpoint_and_find_parked(
     )
     assert row is not None
     if not row["moved"]:
-        metrics.CONFLICTS.labels(name).inc()
         current = await read_checkpoint(conn, name)
         raise CheckpointConflictError(
             f"checkpoint {name!r} is at {current}, not at the expected {expected}"

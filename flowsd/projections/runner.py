@@ -17,7 +17,9 @@ restarted from its checkpoint; the others go on), LISTENs on the appender's NOTI
 one pooled connection (re-established after any failure, and checked every
 ``poll_interval_seconds`` so a connection that died silently is noticed; each time with a
 wake-up of every task, so nothing announced meanwhile waits for the poll), and reports
-per-projection status for ``/readyz`` and metrics. Database errors (any of
+per-projection status for ``/readyz`` and statistics for ``/metrics``
+(:meth:`ProjectorRunner.statistics`, exported by
+:func:`~flowsd.projections.metrics.projector_families`). Database errors (any of
 :data:`~flowsd.db.errors.DATABASE_ERRORS`) are retried with the shared backoff, and a lost
 connection expires the pool's others (a server restart kills them all); data errors park the
 meter's events (:mod:`flowsd.projections.parking`) and never stop the other meters.
@@ -48,7 +50,6 @@ from flowsd.events.reader import head_position, read_events
 from flowsd.events.store import NOTIFY_CHANNEL, AppendResult
 from flowsd.events.subscriptions import Subscription
 from flowsd.events.types import RecordedEvent
-from flowsd.projections import metrics
 from flowsd.projections.base import Projection
 from flowsd.projections.catalogue import select_projections
 from flowsd.projections.projector import apply_batch
@@ -70,6 +71,25 @@ class ProjectorStatus:
     running: bool
     healthy: bool
     last_error: str | None
+
+
+@dataclass(frozen=True)
+class ProjectorStatistics:
+    """One projection's state and what its task did since it was created (this process).
+
+    Before the task has read its checkpoint, ``checkpoint`` is 0 and ``healthy`` false.
+    """
+
+    name: str
+    checkpoint: int  # last log position applied
+    lag_events: int  # known head minus the checkpoint
+    lag_seconds: float  # age of the last event applied while behind; 0 once caught up
+    healthy: bool  # running, and caught up or advancing
+    events: int  # events the checkpoint moved over, of every type
+    log_reads: int  # pages read from the log to catch up
+    parked: int  # events parked in committed transactions
+    conflicts: int  # batches not applied because the checkpoint had moved
+    errors: int  # database errors of the task's steps (each retried)
 
 
 class ProjectorTask:
@@ -94,6 +114,8 @@ class ProjectorTask:
         self.known_head = 0
         self.running = False
         self.last_error: str | None = None
+        self._lag_seconds = 0.0
+        self._events = self._log_reads = self._parked = self._conflicts = self._errors = 0
         self._last_progress = time.monotonic()
         self._published = asyncio.Event()  # set (and replaced) whenever the state is published
 
@@ -123,6 +145,21 @@ class ProjectorTask:
             self.last_error,
         )
 
+    def statistics(self) -> ProjectorStatistics:
+        status = self.status()
+        return ProjectorStatistics(
+            name=status.name,
+            checkpoint=status.checkpoint,
+            lag_events=status.lag_events,
+            lag_seconds=self._lag_seconds,
+            healthy=status.healthy,
+            events=self._events,
+            log_reads=self._log_reads,
+            parked=self._parked,
+            conflicts=self._conflicts,
+            errors=self._errors,
+        )
+
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(
@@ -131,8 +168,6 @@ class ProjectorTask:
         name = self.projection.name
         await self._with_retries(self._load_checkpoint)
         self.running = True
-        for counter in (metrics.PARKED_EVENTS, metrics.ERRORS, metrics.CONFLICTS):
-            counter.labels(name)  # the projection's series from the start, at 0
         task_status.started()
         log.info("projector started", projection=name, checkpoint=self.checkpoint)
         try:
@@ -140,7 +175,6 @@ class ProjectorTask:
                 await self._with_retries(self._step)
         finally:
             self.running = False
-            metrics.UP.labels(name).set(0)
 
     def close(self) -> None:
         """Stop receiving batches in memory (once the task will not run again)."""
@@ -156,6 +190,7 @@ class ProjectorTask:
                 self.availability.succeeded(f"projector {self.projection.name}")
                 return
             except CheckpointConflictError as exc:
+                self._conflicts += 1
                 log.info(
                     "checkpoint moved elsewhere; re-reading",
                     projection=self.projection.name,
@@ -164,7 +199,7 @@ class ProjectorTask:
                 step = self._load_checkpoint  # with the same retries
             except DATABASE_ERRORS as exc:
                 self.last_error = describe(exc)
-                metrics.ERRORS.labels(self.projection.name).inc()
+                self._errors += 1
                 self.availability.failed(f"projector {self.projection.name}", exc)
                 if is_connection_lost(exc):
                     await self._pool.expire_connections()
@@ -258,11 +293,10 @@ class ProjectorTask:
 
     async def _catch_up(self, until: int) -> None:
         """Read the log from the checkpoint up to ``until`` (inclusive) and apply it."""
-        name = self.projection.name
         while self.checkpoint < until:
             async with _connection(self._pool) as conn:
                 events = await read_events(conn, self.checkpoint, self._page, until=until)
-            metrics.CATCH_UP_READS.labels(name).inc()
+            self._log_reads += 1
             full = len(events) == self._page
             # A short page reached `until`: positions up to it without events are gaps.
             through = events[-1].position if full else until
@@ -279,21 +313,18 @@ class ProjectorTask:
                 conn, self.projection, events, expected=self.checkpoint, through=through
             )
         self.checkpoint = outcome.checkpoint
+        self._events += outcome.events
+        self._parked += outcome.parked
         self._last_progress = time.monotonic()
         behind = self.known_head > self.checkpoint
         if events and behind:
             age = (datetime.now(UTC) - events[-1].recorded_at).total_seconds()
-            metrics.LAG_SECONDS.labels(self.projection.name).set(max(age, 0.0))
+            self._lag_seconds = max(age, 0.0)
         elif not behind:
-            metrics.LAG_SECONDS.labels(self.projection.name).set(0)
+            self._lag_seconds = 0.0
         self._publish()
 
     def _publish(self) -> None:
-        status = self.status()
-        name = self.projection.name
-        metrics.CHECKPOINT.labels(name).set(status.checkpoint)
-        metrics.LAG_EVENTS.labels(name).set(status.lag_events)
-        metrics.UP.labels(name).set(1 if status.healthy else 0)
         self._published.set()
         self._published = asyncio.Event()
 
@@ -347,6 +378,10 @@ class ProjectorRunner:
 
     def status(self) -> list[ProjectorStatus]:
         return [task.status() for task in self.tasks]
+
+    def statistics(self) -> list[ProjectorStatistics]:
+        """Every projection's :class:`ProjectorStatistics`, in the order of :attr:`tasks`."""
+        return [task.statistics() for task in self.tasks]
 
     async def wait_caught_up(self, head: int, timeout: float) -> bool:  # noqa: ASYNC109
         """Whether every projector's checkpoint reaches ``head`` within ``timeout`` seconds."""

@@ -18,6 +18,8 @@ from flowsd.meters.ownership import OwnershipStatistics
 from flowsd.meters.registry import RegistryStatistics
 from flowsd.meters.statistics import FleetStatistics
 from flowsd.ops.metrics import REGISTRY, STATISTICS
+from flowsd.projections.metrics import projector_families
+from flowsd.projections.runner import ProjectorStatistics
 from flowsd.supervision import ComponentStatistics, component_families
 from tests.support import sample_value
 
@@ -112,6 +114,33 @@ MEDIATOR = MediatorStatistics(
     refusals={"role": 2},
 )
 
+PROJECTORS = [
+    ProjectorStatistics(
+        name="meter_csq",
+        checkpoint=500,
+        lag_events=20,
+        lag_seconds=2.5,
+        healthy=True,
+        events=480,
+        log_reads=3,
+        parked=4,
+        conflicts=1,
+        errors=2,
+    ),
+    ProjectorStatistics(
+        name="meter_registry",
+        checkpoint=0,
+        lag_events=0,
+        lag_seconds=0.0,
+        healthy=False,
+        events=0,
+        log_reads=0,
+        parked=0,
+        conflicts=0,
+        errors=0,
+    ),
+]
+
 
 def _families() -> Iterator[Metric]:
     yield from appender_families(APPENDER)
@@ -121,6 +150,7 @@ def _families() -> Iterator[Metric]:
     yield from component_families(COMPONENTS)
     yield from ingest_families(INGEST)
     yield from mediator_families(MEDIATOR)
+    yield from projector_families(PROJECTORS)
 
 
 def test_the_registry_serves_the_attached_snapshots() -> None:
@@ -206,9 +236,23 @@ def test_the_registry_serves_the_attached_snapshots() -> None:
             ("flowsd_session_state_write_errors_total", ()): 9,
             ("flowsd_mediator_requests_total", (("method", "read_element"), ("code", "ok"))): 5,
             ("flowsd_mediator_refusals_total", (("reason", "role"),)): 2,
+            ("flowsd_projector_checkpoint_position", (("projection", "meter_csq"),)): 500,
+            ("flowsd_projector_lag_events", (("projection", "meter_csq"),)): 20,
+            ("flowsd_projector_lag_seconds", (("projection", "meter_csq"),)): 2.5,
+            ("flowsd_projector_events_total", (("projection", "meter_csq"),)): 480,
+            ("flowsd_projector_log_reads_total", (("projection", "meter_csq"),)): 3,
+            ("flowsd_projector_parked_events_total", (("projection", "meter_csq"),)): 4,
+            ("flowsd_projector_checkpoint_conflicts_total", (("projection", "meter_csq"),)): 1,
+            ("flowsd_projector_errors_total", (("projection", "meter_csq"),)): 2,
+            ("flowsd_projector_healthy", (("projection", "meter_csq"),)): 1,
         }
         for (name, labels), value in expected.items():
             assert sample_value(name, dict(labels)) == value, name
+        # A projection's series exist from the start, at 0 (and 0 while it is not running).
+        for family in projector_families(PROJECTORS[1:]):
+            name = family.samples[0].name
+            served = REGISTRY.get_sample_value(name, {"projection": "meter_registry"})
+            assert served == 0, name
     finally:
         STATISTICS.detach(_families)
     assert REGISTRY.get_sample_value("flowsd_appender_queue_events") is None

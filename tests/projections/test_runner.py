@@ -28,7 +28,7 @@ from flowsd.projections.parking import retry_parked
 from flowsd.projections.projector import apply_batch
 from flowsd.projections.registry import RegistryProjection
 from flowsd.projections.replay import replay
-from flowsd.projections.runner import ProjectorRunner
+from flowsd.projections.runner import ProjectorRunner, ProjectorStatistics
 from flowsd.projections.series import CsqProjection
 from flowsd.projections.verify import verify
 from tests.projections.conftest import add_meter, add_register
@@ -347,24 +347,16 @@ async def test_a_meter_that_cannot_be_applied_is_parked_and_retried(
     assert tuple(row or ()) == ("EMLTAKEN", True)
 
 
-def parked_total(projection: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "flowsd_projector_parked_events_total", {"projection": projection}
-    )
-    return value or 0.0
+def csq(meter: uuid.UUID, hours: int, value: int) -> t.Event:
+    at = BASE + timedelta(hours=hours)
+    return t.Event(meter_id=meter, observed_at=at, read_at=at, body=t.SignalQualityRead(csq=value))
 
 
-async def test_an_event_whose_payload_does_not_decode_is_parked_not_skipped(
-    conn: asyncpg.Connection,
-) -> None:
-    broken, fine = await add_meter(conn), await add_meter(conn)
-
-    def csq(meter: uuid.UUID, hours: int, value: int) -> t.Event:
-        at = BASE + timedelta(hours=hours)
-        return t.Event(
-            meter_id=meter, observed_at=at, read_at=at, body=t.SignalQualityRead(csq=value)
-        )
-
+async def log_with_an_undecodable_payload(
+    conn: asyncpg.Connection, broken: uuid.UUID, fine: uuid.UUID
+) -> int:
+    """Four CSQ events, the second of ``broken`` held behind its first, which does not
+    decode; the head."""
     await append_batch(conn, [csq(fine, 0, 9)])
     # Written by something other than this version's appender: a known type, a bad payload.
     await conn.execute(
@@ -375,14 +367,19 @@ async def test_an_event_whose_payload_does_not_decode_is_parked_not_skipped(
         t.SignalQualityRead.TYPE_ID,
         '{"csq": "high"}',
     )
-    head = (await append_batch(conn, [csq(broken, 1, 3), csq(fine, 1, 4)])).through_position
+    return (await append_batch(conn, [csq(broken, 1, 3), csq(fine, 1, 4)])).through_position
+
+
+async def test_an_event_whose_payload_does_not_decode_is_parked_not_skipped(
+    conn: asyncpg.Connection,
+) -> None:
+    broken, fine = await add_meter(conn), await add_meter(conn)
+    head = await log_with_an_undecodable_payload(conn, broken, fine)
     events = await read_events(conn, 0, 100, until=head)
-    counted = parked_total("meter_csq")
 
     outcome = await apply_batch(conn, CsqProjection(), events, expected=0, through=head)
 
-    assert (outcome.applied, outcome.parked) == (2, 2)
-    assert parked_total("meter_csq") == counted + 2
+    assert (outcome.applied, outcome.parked, outcome.events) == (2, 2, 4)
     parked = await conn.fetch(
         "SELECT meter_id, event_type, error FROM flowsd.projection_parked_event ORDER BY position"
     )
@@ -394,6 +391,29 @@ async def test_an_event_whose_payload_does_not_decode_is_parked_not_skipped(
     assert (
         await conn.fetchval("SELECT count(*) FROM flows.meter_csq WHERE meter_id = $1", broken) == 0
     )
-    # A retry decodes the payload again: still parked, and not counted a second time.
+    # A retry decodes the payload again: still parked.
     assert (await retry_parked(conn, CsqProjection())).still_parked == 2
-    assert parked_total("meter_csq") == counted + 2
+
+
+async def test_the_runner_counts_what_its_projector_did(
+    conn: asyncpg.Connection, migrated_url: str
+) -> None:
+    """The statistics ``/metrics`` exports: at 0 from the start; then the log read once,
+    every event covered, the two events of the broken meter parked, nothing failed."""
+    broken, fine = await add_meter(conn), await add_meter(conn)
+    head = await log_with_an_undecodable_payload(conn, broken, fine)
+    pool = await asyncpg.create_pool(migrated_url, min_size=1, max_size=4)
+    try:
+        runner = ProjectorRunner(pool, CONFIG, projections=[CsqProjection()], listen=False)
+        zero = ProjectorStatistics("meter_csq", 0, 0, 0.0, False, 0, 0, 0, 0, 0)
+        assert runner.statistics() == [zero]
+        async with anyio.create_task_group() as group:
+            await group.start(runner.run)
+            await wait_until(lambda: runner.statistics()[0].checkpoint == head)
+            (running,) = runner.statistics()
+            group.cancel_scope.cancel()
+    finally:
+        await pool.close()
+    assert running == ProjectorStatistics("meter_csq", head, 0, 0.0, True, 4, 1, 2, 0, 0)
+    (stopped,) = runner.statistics()
+    assert not stopped.healthy
