@@ -112,7 +112,8 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
             )
             # Only SIGHUP (or the hourly reload) may bring the change in: no NOTIFY here.
             await conn.execute(
-                "ALTER TABLE flows.meter_registry DISABLE TRIGGER meter_registry_announce_change"
+                "ALTER TABLE flows.meter_registry "
+                "DISABLE TRIGGER meter_registry_announce_dial_change"
             )
         finally:
             await conn.close()
