@@ -61,6 +61,7 @@ from flowsd.meters.plan import (
 
 if TYPE_CHECKING:
     from flowsd.meters.conversation import Conversation
+    from flowsd.meters.limits import Lane
     from flowsd.meters.session import MeterSession
 
 _HARDWARE_VERSION = by_name("hardware_version")
@@ -202,6 +203,22 @@ class Poll:
 
     # ----------------------------------------------------------------- profile logs
 
+    async def _profile_turn(
+        self, conv: Conversation, cursor: LogCursor, newest: int, *, first: bool
+    ) -> tuple[Lane, float] | None:
+        """The lane of a poll's next profile request and the meter's next due time, or None
+        when that request would be back-fill and the meter's next cadence is due (its live
+        readings go first). Commands queued meanwhile are served between two requests."""
+        session = conv.session
+        if not first:
+            await session.serve_commands(conv)
+        due = session.schedule.next_due()
+        if cursor.pending(newest) <= LIVE_HALF_HOURS:
+            return "live", due
+        if due <= session.wall_clock():
+            return None
+        return "backfill", due
+
     async def _read_profile_logs(self, conv: Conversation) -> None:
         session = conv.session
         settings = session.settings
@@ -213,7 +230,7 @@ class Poll:
             if log not in cursors:
                 cursors[log] = LogCursor(log, first_wanted(last, newest, horizon))  # type: ignore[arg-type]
         twin = is_twin_element(session.hardware)
-        budget = settings.backfill_max_requests_per_poll
+        budget = full_budget = settings.backfill_max_requests_per_poll
         stalled: set[int] = set()
         logs = (cursors[1], cursors[2])
         while budget > 0:
@@ -222,12 +239,10 @@ class Poll:
                 return
             log = cursor.log
             assert log != THREE_PHASE_LOG
-            if budget < settings.backfill_max_requests_per_poll:
-                await session.serve_commands(conv)
-            backfill = cursor.pending(newest) > LIVE_HALF_HOURS
-            due = session.schedule.next_due()
-            if backfill and due <= session.wall_clock():
-                return  # the meter's next cadence is due: its live readings go first
+            turn = await self._profile_turn(conv, cursor, newest, first=budget == full_budget)
+            if turn is None:
+                return
+            lane, due = turn
             budget -= 1
             requested = cursor.next_wanted
             request = ProfileLogRequest(log, requested)
@@ -237,7 +252,7 @@ class Poll:
                     "profile_log",
                     f"profile_log_{log}",
                     twin=twin,
-                    lane="backfill" if backfill else "live",
+                    lane=lane,
                     due=due,
                 )
             except BackfillDeferredError:
@@ -288,14 +303,12 @@ class Poll:
             horizon = settings.backfill_horizon_hours * 3600
             cursor = LogCursor(THREE_PHASE_LOG, first_wanted(last, newest, horizon))
             session.profile_cursors[THREE_PHASE_LOG] = cursor
-        budget = settings.backfill_max_requests_per_poll
+        budget = full_budget = settings.backfill_max_requests_per_poll
         while budget > 0 and cursor.pending(newest) > 0:
-            if budget < settings.backfill_max_requests_per_poll:
-                await session.serve_commands(conv)
-            backfill = cursor.pending(newest) > LIVE_HALF_HOURS
-            due = session.schedule.next_due()
-            if backfill and due <= session.wall_clock():
-                return  # the meter's next cadence is due: its live readings go first
+            turn = await self._profile_turn(conv, cursor, newest, first=budget == full_budget)
+            if turn is None:
+                return
+            lane, due = turn
             budget -= 1
             requested = cursor.next_wanted
             end = min(requested + INTERVAL_WINDOW_SECONDS, newest + HALF_HOUR)
@@ -305,7 +318,7 @@ class Poll:
                     request,
                     "profile_log",
                     "three_phase_intervals",
-                    lane="backfill" if backfill else "live",
+                    lane=lane,
                     due=due,
                 )
             except BackfillDeferredError:
