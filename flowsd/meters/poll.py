@@ -60,6 +60,7 @@ from flowsd.meters.plan import (
 )
 
 if TYPE_CHECKING:
+    from flowsd.emop import Request
     from flowsd.meters.conversation import Conversation
     from flowsd.meters.limits import Lane
     from flowsd.meters.session import MeterSession
@@ -219,6 +220,24 @@ class Poll:
             return None
         return "backfill", due
 
+    async def _profile_request(
+        self,
+        conv: Conversation,
+        request: Request,
+        label: str,
+        lane: Lane,
+        due: float,
+        *,
+        twin: bool = False,
+    ) -> Answer | Failure | None:
+        """One profile request in ``lane``; None when its back-fill wait was withdrawn (the
+        meter's next cadence came due or a command arrived), counted."""
+        try:
+            return await conv.request(request, "profile_log", label, twin=twin, lane=lane, due=due)
+        except BackfillDeferredError:
+            conv.session.counts.backfill_deferred += 1
+            return None
+
     async def _read_profile_logs(self, conv: Conversation) -> None:
         session = conv.session
         settings = session.settings
@@ -246,17 +265,10 @@ class Poll:
             budget -= 1
             requested = cursor.next_wanted
             request = ProfileLogRequest(log, requested)
-            try:
-                answer = await conv.request(
-                    request,
-                    "profile_log",
-                    f"profile_log_{log}",
-                    twin=twin,
-                    lane=lane,
-                    due=due,
-                )
-            except BackfillDeferredError:
-                session.counts.backfill_deferred += 1
+            answer = await self._profile_request(
+                conv, request, f"profile_log_{log}", lane, due, twin=twin
+            )
+            if answer is None:
                 return
             if isinstance(answer, Failure):
                 stalled.add(cursor.log)
@@ -313,16 +325,8 @@ class Poll:
             requested = cursor.next_wanted
             end = min(requested + INTERVAL_WINDOW_SECONDS, newest + HALF_HOUR)
             request = ThreePhaseIntervalsRequest(requested, end, INTERVAL_PROFILE)
-            try:
-                answer = await conv.request(
-                    request,
-                    "profile_log",
-                    "three_phase_intervals",
-                    lane=lane,
-                    due=due,
-                )
-            except BackfillDeferredError:
-                session.counts.backfill_deferred += 1
+            answer = await self._profile_request(conv, request, "three_phase_intervals", lane, due)
+            if answer is None:
                 return
             if isinstance(answer, Failure):
                 return
