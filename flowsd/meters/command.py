@@ -41,6 +41,7 @@ from flowsd.emop import (
 )
 from flowsd.emop.records import EventLog, ProfileLog1, ProfileLog2
 from flowsd.meters.backfill import HALF_HOUR, newest_complete, to_datetime
+from flowsd.meters.eventlog import RepeatNumbering
 from flowsd.meters.exchange import Answer, Failure, PollAbortError
 from flowsd.meters.observations import (
     CommandOutcome,
@@ -348,13 +349,11 @@ class MeterCommand:
             )
             observations = conv.interval_records(request.log, complete)
         elif isinstance(request, EventLogRequest) and isinstance(body, EventLog):
-            seen: dict[tuple[int, int, int], int] = {}
+            numbering = RepeatNumbering()
             for entry in reversed(body.events):  # oldest first, as the meter logged them
                 if not int(entry.event_id):
                     continue
-                key = (entry.timestamp, int(entry.event_id), entry.event_set)
-                ordinal = seen.get(key, 0)
-                seen[key] = ordinal + 1
+                ordinal = numbering.next(entry.timestamp, int(entry.event_id), entry.event_set)
                 observations.append(
                     MeterLogEntry(
                         **base,

@@ -9,7 +9,8 @@ everything beyond 100 new events. Here:
 * the cursor holds the newest stored second *and* the (event id, event set) of every
   entry already stored at that second, with repeats; paging continues while a page still
   reaches back to that second, and entries at it are matched as a multiset;
-* entries sharing a second and an event id get an ``ordinal`` in logging order;
+* entries sharing a second, an event id and an event set (the log's idempotency key) get an
+  ``ordinal`` in logging order (:class:`RepeatNumbering`, also used for a client's raw read);
 * reaching the last page without getting back to the cursor is reported
   (``possibly_lost_before``), never silent;
 * id-0 records (invalid, seen on real meters) are counted and reported, not emitted; an
@@ -38,6 +39,26 @@ class LogRecord:
     timestamp: int
     event_id: int
     event_set: int
+
+
+class RepeatNumbering:
+    """Numbers event-log entries that repeat one logged earlier in the same second.
+
+    Entries are keyed as the event log stores them, on (second, event id, event set): the
+    first gets ordinal 0, and an entry with ordinal > 0 is one the log keeps only once.
+    Feed entries oldest first, in the order the meter logged them.
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: Counter[tuple[int, int, int]] = Counter()
+
+    def next(self, timestamp: int, event_id: int, event_set: int) -> int:
+        key = (timestamp, event_id, event_set)
+        ordinal = self._seen[key]
+        self._seen[key] = ordinal + 1
+        return ordinal
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +156,10 @@ class EventLogScan:
         # Chronological order: the meter lists newest first; a stable sort keeps the
         # logging order of entries in the same second.
         chronological = sorted(reversed(relevant), key=lambda r: r.timestamp)
-        ordinals: Counter[tuple[int, int]] = Counter()
+        numbering = RepeatNumbering()
         entries = []
         for r in chronological:
-            ordinal = ordinals[(r.timestamp, r.event_id)]
-            ordinals[(r.timestamp, r.event_id)] += 1
+            ordinal = numbering.next(r.timestamp, r.event_id, r.event_set)
             if r.timestamp == cursor_at and seen[(r.event_id, r.event_set)] > 0:
                 seen[(r.event_id, r.event_set)] -= 1  # stored already (logged earliest)
                 continue

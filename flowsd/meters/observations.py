@@ -131,9 +131,10 @@ class IntervalGap(Observation, frozen=True, kw_only=True):
 class MeterLogEntry(Observation, frozen=True, kw_only=True):
     """One entry of the meter's own event log.
 
-    Several entries can share a second and an event id; ``ordinal`` numbers them in the
-    order the meter logged them (0 = first), so (meter, occurred_at, event_id, ordinal)
-    identifies an entry.
+    Several entries can share a second, an event id and an event set; ``ordinal`` numbers
+    them in the order the meter logged them (0 = first), so (meter, occurred_at, event_id,
+    event_set, ordinal) identifies an entry. The event log keys entries without the ordinal,
+    so it stores one of them: ordinal > 0 marks a repeat it keeps once.
     """
 
     occurred_at: datetime

@@ -10,8 +10,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from flowsd.emop import object_id
+from flowsd.emop import EventLogRequest, object_id
+from flowsd.emop.messages import request_data
 from flowsd.emop.records import ClockTime, PrepayBalance, Serial
+from flowsd.emop.units import from_emop_seconds
+from flowsd.sim.events import EventId
 from flowsd.sim.tokens import make_token
 from tests.integration.daemon import (
     fetch,
@@ -45,6 +48,32 @@ async def test_reads_answer_the_payload_and_become_events(
         await s.daemon.appender.flush()
         reads = await events_of(database_url, "BALANCE_READ")
         assert [Decimal(r["balance_gbp"]) for r in reads] == [balance]
+
+
+async def test_a_raw_event_log_read_is_logged_as_the_log_keys_entries(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with served(database_url, tmp_path) as s, client(s.address) as c:
+        meter = s.fleet.meters[0]
+        second = int(s.clock.now())
+        # Three entries in one second: the same id in two event sets, and one of them again.
+        power_up = int(EventId.POWER_UP)
+        s.fleet.state.writable(meter.index).events.extend(
+            [(second, power_up, 1), (second, power_up, 2), (second, power_up, 1)]
+        )
+        await c.raw(meter.serial, request_data(EventLogRequest(0)))
+        await s.daemon.appender.flush()
+        rows = await fetch(
+            database_url,
+            """SELECT event_set FROM flows.meter_event_log
+               WHERE event_type = $1 AND "timestamp" = $2 ORDER BY event_set""",
+            power_up,
+            from_emop_seconds(second),
+        )
+        repeats = s.daemon.ingest.statistics().meter_log_repeats
+    # The log keeps one entry per (second, id, set); only the third entry was a repeat.
+    assert [r["event_set"] for r in rows] == [1, 2]
+    assert repeats == 1
 
 
 async def test_a_top_up_raises_the_balance_and_the_same_token_is_refused(

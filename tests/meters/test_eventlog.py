@@ -53,6 +53,17 @@ def test_same_second_same_type_events_all_arrive_with_ordinals() -> None:
     assert [(e.event_id, e.ordinal) for e in result.entries] == [(48, 0), (48, 1), (33, 0), (48, 2)]
 
 
+def test_ordinals_follow_the_log_key_so_another_event_set_is_not_a_repeat() -> None:
+    # The log stores (meter, second, event id, event set) once: only an entry equal in all
+    # of them is a repeat (ordinal > 0); the same id in another set is a new entry.
+    meter = FakeLog()
+    meter.log(T0, 48, event_set=1)
+    meter.log(T0, 48, event_set=2)
+    meter.log(T0, 48, event_set=1)
+    result = scan(meter, None)
+    assert [(e.event_set, e.ordinal) for e in result.entries] == [(1, 0), (2, 0), (1, 1)]
+
+
 def test_events_in_the_cursor_second_are_not_lost_nor_repeated() -> None:
     meter = FakeLog()
     meter.log(T0 - 10, 38)
