@@ -65,13 +65,16 @@ class Accepted(Generic[R]):
 
 
 class LogCursor:
-    """The next half hour wanted from one profile log."""
+    """The next half hour wanted from one profile log, and until when (wall-clock seconds)
+    the log is not asked at all (``paused_until``: a log the meter keeps in a form the
+    cursor cannot follow is looked at again later, not at every poll)."""
 
-    __slots__ = ("log", "next_wanted")
+    __slots__ = ("log", "next_wanted", "paused_until")
 
     def __init__(self, log: ProfileLogNumber, next_wanted: int) -> None:
         self.log = log
         self.next_wanted = next_wanted
+        self.paused_until = 0.0
 
     def pending(self, newest: int) -> int:
         """Half hours still to read."""

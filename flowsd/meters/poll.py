@@ -74,6 +74,8 @@ _SCALE_KNOWN = THREE_PHASE_NAMES - {"THREE_PHASE_UNKNOWN"}
 INTERVAL_WINDOW_SECONDS = 4 * 3600
 INTERVAL_PROFILE = 0
 INTERVAL_MINUTES = 30
+# A profile of another interval length is looked at again after this (wall-clock seconds).
+NOT_HALF_HOURLY_RECHECK_SECONDS = 86400.0
 # A profile log at most this many half hours behind is read in the live lane: a
 # half-hourly poll normally finds one (two around its slot's edge) per log.
 LIVE_HALF_HOURS = 2
@@ -315,6 +317,8 @@ class Poll:
             horizon = settings.backfill_horizon_hours * 3600
             cursor = LogCursor(THREE_PHASE_LOG, first_wanted(last, newest, horizon))
             session.profile_cursors[THREE_PHASE_LOG] = cursor
+        if cursor.paused_until > session.wall_clock():
+            return
         budget = full_budget = settings.backfill_max_requests_per_poll
         while budget > 0 and cursor.pending(newest) > 0:
             turn = await self._profile_turn(conv, cursor, newest, first=budget == full_budget)
@@ -333,9 +337,11 @@ class Poll:
             block = answer.response.record
             assert isinstance(block, WireThreePhaseIntervals)
             if block.interval_duration != INTERVAL_MINUTES:
-                # Not half hours: nothing a half-hour cursor can follow (or the projection use).
+                # Not half hours: nothing a half-hour cursor can follow (or the projection
+                # use). Asked again a day later: the meter may be reconfigured meanwhile.
+                cursor.paused_until = session.wall_clock() + NOT_HALF_HOURLY_RECHECK_SECONDS
                 session.log.warning(
-                    "three-phase interval profile is not half-hourly",
+                    "three-phase interval profile is not half-hourly; asked again in a day",
                     interval_minutes=block.interval_duration,
                 )
                 return
@@ -343,8 +349,14 @@ class Poll:
             gaps = list(accepted.gaps)
             if not accepted.progressed:
                 # An empty window whose block starts later: the meter's profile begins there
-                # (its oldest data is newer than the window asked for), so move past it.
-                skipped = cursor.skip_to(block.block_start_time, newest)
+                # (its oldest data is newer than the window asked for), so move past it. An
+                # empty window wholly older than the newest complete interval is a hole in the
+                # meter's profile that will never fill: move past it too, or every later poll
+                # would ask for it again and never reach the intervals after it.
+                first_held = block.block_start_time
+                if end <= newest:
+                    first_held = max(first_held, end)
+                skipped = cursor.skip_to(first_held, newest)
                 if skipped is not None:
                     gaps.append(skipped)
             base = conv.base()

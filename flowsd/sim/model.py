@@ -258,15 +258,31 @@ class MeterModel:
             if ts <= newest
         ]
 
+    def interval_minutes(self, default: int) -> int:
+        """The interval length the three-phase profile reports."""
+        configured = None if self.overrides is None else self.overrides.interval_minutes
+        return configured or default
+
     def three_phase_intervals(
         self, start: int, end: int, now: float, limit: int
     ) -> tuple[int, list[ThreePhaseInterval]]:
         """(block start, intervals) for completed half hours starting in [start, end)."""
         first = max(-(-start // SLOT_SECONDS) * SLOT_SECONDS, self.oldest_record(now))
+        holes = () if self.overrides is None else self.overrides.interval_holes
+
+        def held(ts: int) -> bool:
+            return not any(low <= ts < high for low, high in holes)
+
+        # A block's records are consecutive from its start: it starts at the first half hour
+        # held, and ends before the next hole.
+        ts = first
+        while ts < end and not held(ts):
+            ts += SLOT_SECONDS
+        if ts < end:
+            first = ts
         scale = self.energy_scale * 2  # Wh per half hour -> average W (0.1 W on P1.cx)
         found: list[ThreePhaseInterval] = []
-        ts = first
-        while ts < end and ts + SLOT_SECONDS <= now and len(found) < limit:
+        while ts < end and ts + SLOT_SECONDS <= now and len(found) < limit and held(ts):
             low, high = self.element("A", ts), self.element("A", ts + SLOT_SECONDS)
             status = self.record_status(ts + SLOT_SECONDS)
             found.append(

@@ -38,3 +38,7 @@ class MeterOverrides:
     settings: dict[int, bytes] = field(default_factory=dict)
     tariffs: TariffWrites = field(default_factory=TariffWrites)
     events: list[tuple[int, int, int]] = field(default_factory=list)  # (time, id, set)
+    # The three-phase interval profile: half hours starting in [start, end) it holds no
+    # record of (as after a memory fault), and the interval length it reports, if not 30.
+    interval_holes: list[tuple[int, int]] = field(default_factory=list)
+    interval_minutes: int | None = None

@@ -169,7 +169,7 @@ def _intervals(model: MeterModel, start: int, end: int, now: float) -> ThreePhas
         frame_is_last=True,
         frame_number=1,
         block_start_time=first,
-        interval_duration=_INTERVAL_MINUTES,
+        interval_duration=model.interval_minutes(_INTERVAL_MINUTES),
         channel_ids=_INTERVAL_CHANNELS,
         intervals=intervals,
     )

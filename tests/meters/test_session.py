@@ -7,11 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from flowsd.emop.frame import Format
 from flowsd.emop.hardware import HardwareFamily
 from flowsd.emop.records import ClockTime, CsqNetOp, PrepayBalance, Serial
+from flowsd.emop.units import to_emop_seconds
 from flowsd.meters.observations import (
     ClockDrift,
     EventLogScanned,
+    IntervalGap,
     IntervalRecord,
     MeterLogEntry,
     ReadFailure,
@@ -153,6 +156,48 @@ async def test_three_phase_intervals_are_read_from_the_resume_point_and_match_tr
             assert interval.channels[0xD79600] == expected.import_a * scale
             assert interval.channels[0xD79601] == expected.export_a * scale
             assert interval.status.valid_data == expected.status.valid_data
+
+
+def _half_hour(at: datetime) -> int:
+    return to_emop_seconds(at) // 1800 * 1800
+
+
+async def test_a_hole_in_the_interval_profile_is_passed_as_a_gap_not_asked_for_forever() -> None:
+    """Seven hours the meter holds no intervals for (one 4-hour window wholly inside them):
+    the poll reports the hole as gaps and goes on to the intervals after it."""
+    plan = plan_of(three=["profile_logs"], period=60.0)
+    async with fleet_of(1, hardware=["P1.ax"]) as fleet:
+        now = datetime.now(UTC)
+        last = now - timedelta(hours=14)
+        hole = (_half_hour(now - timedelta(hours=12)), _half_hour(now - timedelta(hours=5)))
+        fleet.state.writable(0).interval_holes.append(hole)
+        resume = MeterResume(three_phase_interval_last=last)
+        (target,) = targets_for(fleet, resume=lambda _: resume)
+        sink = Collector()
+        config = settings(backfill_horizon_hours=24)
+        await session_for(target, config, plan, sink).poll(["fast"])
+        starts = [to_emop_seconds(i.interval_at) for i in sink.of(ThreePhaseInterval)]
+        gaps = [(to_emop_seconds(g.start), to_emop_seconds(g.end)) for g in sink.of(IntervalGap)]
+    assert not [s for s in starts if hole[0] <= s < hole[1]]
+    assert max(starts) >= _half_hour(now) - 3600  # the intervals after the hole arrived
+    assert gaps and gaps[0][0] == hole[0] and gaps[-1][1] == hole[1]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(gaps))  # the hole, once, whole
+
+
+async def test_a_profile_that_is_not_half_hourly_is_not_asked_again_at_every_poll() -> None:
+    plan = plan_of(three=["profile_logs"], period=60.0)
+    async with fleet_of(1, hardware=["P1.ax"]) as fleet:
+        fleet.state.writable(0).interval_minutes = 15
+        fleet.journal = []
+        resume = MeterResume(three_phase_interval_last=datetime.now(UTC) - timedelta(hours=2))
+        (target,) = targets_for(fleet, resume=lambda _: resume)
+        sink = Collector()
+        session = session_for(target, settings(), plan, sink)
+        for _ in range(3):
+            await session.poll(["fast"])
+        asked = [e for e in fleet.journal if e.request[0] == Format.THREE_PHASE_INTERVALS]
+    assert len(asked) == 1
+    assert not sink.of(ThreePhaseInterval)
 
 
 FAULT_CASES = [
