@@ -1,4 +1,4 @@
-"""Migration 60: one meter, one active registry row. A netmask is normalised away, a second
+"""Migrations 60 and 119: one meter, one active registry row. A netmask is normalised away, a second
 active row on one host address or serial is refused (SQLSTATE 23505, naming the other row),
 and duplicates already present are kept as they are (the daemon dials the oldest)."""
 
@@ -67,6 +67,29 @@ async def test_masks_are_dropped_and_duplicates_refused(conn: asyncpg.Connection
     assert {"meter_registry_active_host_key", "meter_registry_active_serial_key"} <= (
         await _indexes(conn)
     )
+
+
+async def test_more_meters_than_the_lock_table_holds_are_added_in_one_transaction(
+    conn: asyncpg.Connection,
+) -> None:
+    """Migration 119: the check takes one lock per transaction. Migration 60's took two per
+    row, and a fleet added at once overflowed the server's lock table (out of shared memory)."""
+    await migrate(conn)
+    slots = int(await conn.fetchval("SHOW max_locks_per_transaction")) * int(
+        await conn.fetchval("SHOW max_connections")
+    )
+    meters = 4 * slots  # two locks a row: eight times what the table is sized for
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO flows.meter_registry (id, serial, ip_address, mode)
+               SELECT gen_random_uuid(), 'EMLBULK' || n, '10.64.0.0'::inet + n, 'active'
+               FROM generate_series(1, $1) n""",
+            meters,
+        )
+    assert await conn.fetchval("SELECT count(*) FROM flows.meter_registry") == meters
+    # Still one active row per address and serial.
+    with pytest.raises(asyncpg.UniqueViolationError, match="already used by active meter"):
+        await _insert(conn, "EMLBULK1", "10.99.0.1")
 
 
 async def test_existing_duplicates_are_kept_and_reported(conn: asyncpg.Connection) -> None:
