@@ -235,13 +235,14 @@ async def _fleet_run(
             "--hardware", "C1.w,EMA1.w,B1.w", "--register", "--database-url", url,
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(scratch / f"simulate-{meters}-{daemons}.log").open("wb"),
     )  # fmt: skip
     nodes: list[tuple[str, subprocess.Popen[bytes], int]] = []
     try:
         while await conn.fetchval("SELECT count(*) FROM flows.meter_registry") < meters:
             if sim.poll() is not None:
-                raise RuntimeError("the simulator stopped")
+                said = (scratch / f"simulate-{meters}-{daemons}.log").read_text().strip()
+                raise RuntimeError(f"the simulator stopped: {said}")
             await asyncio.sleep(0.5)
         for n in range(daemons):
             name = f"d{n}"
