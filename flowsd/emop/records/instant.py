@@ -7,7 +7,7 @@ import struct
 from typing import Self
 
 from flowsd.emop.errors import EncodeError
-from flowsd.emop.records.base import Record, ScalarRecord, enum_or_int, need, pack, unpack
+from flowsd.emop.records.base import PackedRecord, Record, enum_or_int, need, pack, unpack
 from flowsd.emop.units import volts
 
 _U16 = struct.Struct("<H")
@@ -31,7 +31,7 @@ class CsqNetOp(Record, frozen=True):
         return bytes(((self.network_operator << 5) | self.csq,))
 
 
-class Voltage(ScalarRecord, frozen=True):
+class Voltage(PackedRecord, frozen=True):
     """Instantaneous voltage (single or one phase), u16le in 0.1 V."""
 
     voltage: int
@@ -42,7 +42,7 @@ class Voltage(ScalarRecord, frozen=True):
         return volts(self.voltage)
 
 
-class ActivePower(ScalarRecord, frozen=True):
+class ActivePower(PackedRecord, frozen=True):
     """Instantaneous active power, u16le in W."""
 
     power: int
@@ -53,7 +53,7 @@ class ActivePower(ScalarRecord, frozen=True):
         return self.power / 1000
 
 
-class Flag(ScalarRecord, frozen=True):
+class Flag(PackedRecord, frozen=True):
     """A one-byte flag; only 1 means enabled."""
 
     enabled_flag: int
