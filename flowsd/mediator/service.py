@@ -183,12 +183,20 @@ class MediatorService:
         ]
 
     async def _call(
-        self, method: str, context: Context, body: Callable[[Identity], Awaitable[Rep]]
+        self,
+        method: str,
+        context: Context,
+        body: Callable[[Identity], Awaitable[Rep]],
+        access: Access | None = None,
     ) -> Rep:
+        """One call, timed and counted: the client authorized for ``access`` (None: the body
+        decides), then ``body``; a :class:`StatusError` aborts the call with its status."""
         started = time.monotonic()
         identity = identity_of(context.auth_context(), context.peer())
         code = grpc.StatusCode.OK
         try:
+            if access is not None:
+                self._authorize(identity, access, method)
             return await body(identity)
         except StatusError as exc:
             code = exc.code
@@ -294,13 +302,12 @@ class MediatorService:
         method = "readElement"
 
         async def body(identity: Identity) -> pb.ReadElementReply:
-            self._authorize(identity, "read", method)
-            oid = _object_id(request.objectId)
-            result = await self._command(identity, request.serial, ReadObject(oid), method, context)
+            operation = ReadObject(_object_id(request.objectId))
+            result = await self._command(identity, request.serial, operation, method, context)
             assert result.response is not None
             return pb.ReadElementReply(response=result.response[5:])
 
-        return await self._call(method, context, body)
+        return await self._call(method, context, body, "read")
 
     async def write_element(
         self, request: pb.WriteElementRequest, context: Context
@@ -308,7 +315,6 @@ class MediatorService:
         method = "writeElement"
 
         async def body(identity: Identity) -> pb.WriteElementReply:
-            self._authorize(identity, "write", method)
             oid = _object_id(request.objectId)
             if len(request.payload) > 238:
                 raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "payload longer than 238 bytes")
@@ -316,7 +322,7 @@ class MediatorService:
             await self._command(identity, request.serial, operation, method, context)
             return pb.WriteElementReply()
 
-        return await self._call(method, context, body)
+        return await self._call(method, context, body, "write")
 
     async def send_raw_message(
         self, request: pb.SendRawMessageRequest, context: Context
@@ -354,7 +360,6 @@ class MediatorService:
         method = "GetInfo"
 
         async def body(identity: Identity) -> pb.GetInfoReply:
-            self._authorize(identity, "info", method)
             ref = await self._meter(identity, request.serial, method)
             registry = await self._query(
                 "SELECT to_jsonb(r) FROM flows.meter_registry r WHERE r.id = $1", ref.meter_id
@@ -365,13 +370,12 @@ class MediatorService:
             data = {"registry": registry, "shadow": shadow}
             return pb.GetInfoReply(json_data=json.dumps(data, indent=2))
 
-        return await self._call(method, context, body)
+        return await self._call(method, context, body, "info")
 
     async def get_meters(self, request: pb.GetMetersRequest, context: Context) -> pb.GetMetersReply:
         method = "GetMeters"
 
         async def body(identity: Identity) -> pb.GetMetersReply:
-            self._authorize(identity, "info", method)
             allowed = self.policy.escos(identity)
             wanted = request.esco or None
             if allowed is not None and wanted is not None and wanted not in allowed:
@@ -389,7 +393,7 @@ class MediatorService:
             )
             return pb.GetMetersReply(json_meters=json.dumps(rows, indent=2))
 
-        return await self._call(method, context, body)
+        return await self._call(method, context, body, "info")
 
     async def _query(self, query: str, *args: object) -> Any:
         pool = self._pool()
