@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from flowsd.emop.objects import THREE_PHASE_REGISTER_OBJECTS, THREE_PHASE_VOLTAGE_OBJECTS
 from flowsd.errors import ConfigError
 
 DATABASE_URL_ENV = "FLOWSD_DATABASE_URL"
@@ -120,19 +121,9 @@ class PollConfig(_Section, frozen=True):
     three_phase: dict[str, list[str]] = msgspec.field(
         default_factory=lambda: {
             "half_hourly": ["profile_logs"],
-            "hourly": [
-                "csq_net_op",
-                "three_phase_instantaneous_voltage_l1",
-                "three_phase_instantaneous_voltage_l2",
-                "three_phase_instantaneous_voltage_l3",
-            ],
+            "hourly": ["csq_net_op", *THREE_PHASE_VOLTAGE_OBJECTS],
             "daily": [
-                "three_phase_total_active_import",
-                "three_phase_total_active_export",
-                "three_phase_total_reactive_import",
-                "three_phase_total_reactive_export",
-                "three_phase_total_apparent_import",
-                "three_phase_total_apparent_export",
+                *THREE_PHASE_REGISTER_OBJECTS,
                 "time",
                 "firmware_version",
                 "hardware_version",

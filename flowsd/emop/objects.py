@@ -188,6 +188,23 @@ OBJECTS: tuple[ObjectInfo, ...] = tuple(sorted((*_NAMED, *_price_banks()), key=l
 FLAG_OBJECT_IDS = frozenset(o.id for o in OBJECTS if o.layout is Layout.FLAG)
 """The one-byte on/off settings (prepay mode, daylight-saving correction, ...)."""
 
+THREE_PHASE_VOLTAGE_OBJECTS = (
+    "three_phase_instantaneous_voltage_l1",
+    "three_phase_instantaneous_voltage_l2",
+    "three_phase_instantaneous_voltage_l3",
+)
+"""A three-phase meter's voltages, one object a phase."""
+
+THREE_PHASE_REGISTER_OBJECTS = (
+    "three_phase_total_active_import",
+    "three_phase_total_active_export",
+    "three_phase_total_reactive_import",
+    "three_phase_total_reactive_export",
+    "three_phase_total_apparent_import",
+    "three_phase_total_apparent_export",
+)
+"""A three-phase meter's cumulative registers, one object a register."""
+
 _BY_NAME: dict[str, ObjectInfo] = {o.name: o for o in OBJECTS}
 _BY_ID: dict[int, ObjectInfo] = {o.id: o for o in OBJECTS}
 

@@ -11,7 +11,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from flowsd.emop.hardware import hardware_of
-from flowsd.emop.objects import FLAG_OBJECT_IDS, OBJECTS
+from flowsd.emop.objects import (
+    FLAG_OBJECT_IDS,
+    OBJECTS,
+    THREE_PHASE_REGISTER_OBJECTS,
+    THREE_PHASE_VOLTAGE_OBJECTS,
+)
 from flowsd.emop.records import (
     Backlight,
     BacklightSetting,
@@ -40,19 +45,6 @@ IDENTITY_OBJECTS = (
     "three_phase_hardware_configuration",
 )
 FLAG_OBJECTS = tuple(o.name for o in OBJECTS if o.id in FLAG_OBJECT_IDS)
-THREE_PHASE_VOLTAGE_OBJECTS = (
-    "three_phase_instantaneous_voltage_l1",
-    "three_phase_instantaneous_voltage_l2",
-    "three_phase_instantaneous_voltage_l3",
-)
-THREE_PHASE_REGISTER_OBJECTS = (
-    "three_phase_total_active_import",
-    "three_phase_total_active_export",
-    "three_phase_total_reactive_import",
-    "three_phase_total_reactive_export",
-    "three_phase_total_apparent_import",
-    "three_phase_total_apparent_export",
-)
 
 # Group name -> its member objects. A group with a fixed membership is complete (and built at
 # once) when all members arrived; otherwise it is built at the end of the poll.

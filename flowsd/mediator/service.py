@@ -129,6 +129,31 @@ class MediatorStatistics(msgspec.Struct, frozen=True, kw_only=True):
     refusals: dict[str, int]  # PERMISSION_DENIED answers by reason (role, esco)
 
 
+_Handler = Callable[["MediatorService", Req, Context, Identity, str], Awaitable[Rep]]
+
+
+def _rpc(
+    method: str, access: Access | None = None
+) -> Callable[[_Handler[Req, Rep]], Callable[[MediatorService, Req, Context], Awaitable[Rep]]]:
+    """A gRPC method called ``method``: each call timed, counted and authorized for
+    ``access`` by :meth:`MediatorService._call`, then handled with the client's identity and
+    the method's name (None: the handler authorizes, once it knows the access it needs)."""
+
+    def wrap(
+        handler: _Handler[Req, Rep],
+    ) -> Callable[[MediatorService, Req, Context], Awaitable[Rep]]:
+        @functools.wraps(handler)
+        async def call(self: MediatorService, request: Req, context: Context) -> Rep:
+            def body(identity: Identity) -> Awaitable[Rep]:
+                return handler(self, request, context, identity, method)
+
+            return await self._call(method, context, body, access)
+
+        return call
+
+    return wrap
+
+
 class MediatorService:
     """The handlers of both services, bound to one daemon."""
 
@@ -183,12 +208,20 @@ class MediatorService:
         ]
 
     async def _call(
-        self, method: str, context: Context, body: Callable[[Identity], Awaitable[Rep]]
+        self,
+        method: str,
+        context: Context,
+        body: Callable[[Identity], Awaitable[Rep]],
+        access: Access | None = None,
     ) -> Rep:
+        """One call, timed and counted: the client authorized for ``access`` (None: the body
+        decides), then ``body``; a :class:`StatusError` aborts the call with its status."""
         started = time.monotonic()
         identity = identity_of(context.auth_context(), context.peer())
         code = grpc.StatusCode.OK
         try:
+            if access is not None:
+                self._authorize(identity, access, method)
             return await body(identity)
         except StatusError as exc:
             code = exc.code
@@ -288,108 +321,86 @@ class MediatorService:
 
     # ----------------------------------------------------------------- meter methods
 
+    @_rpc("readElement", "read")
     async def read_element(
-        self, request: pb.ReadElementRequest, context: Context
+        self, request: pb.ReadElementRequest, context: Context, identity: Identity, method: str
     ) -> pb.ReadElementReply:
-        method = "readElement"
+        operation = ReadObject(_object_id(request.objectId))
+        result = await self._command(identity, request.serial, operation, method, context)
+        assert result.response is not None
+        return pb.ReadElementReply(response=result.response[5:])
 
-        async def body(identity: Identity) -> pb.ReadElementReply:
-            self._authorize(identity, "read", method)
-            oid = _object_id(request.objectId)
-            result = await self._command(identity, request.serial, ReadObject(oid), method, context)
-            assert result.response is not None
-            return pb.ReadElementReply(response=result.response[5:])
-
-        return await self._call(method, context, body)
-
+    @_rpc("writeElement", "write")
     async def write_element(
-        self, request: pb.WriteElementRequest, context: Context
+        self, request: pb.WriteElementRequest, context: Context, identity: Identity, method: str
     ) -> pb.WriteElementReply:
-        method = "writeElement"
+        oid = _object_id(request.objectId)
+        if len(request.payload) > 238:
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "payload longer than 238 bytes")
+        operation = write_element(oid, bytes(request.payload))
+        await self._command(identity, request.serial, operation, method, context)
+        return pb.WriteElementReply()
 
-        async def body(identity: Identity) -> pb.WriteElementReply:
-            self._authorize(identity, "write", method)
-            oid = _object_id(request.objectId)
-            if len(request.payload) > 238:
-                raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "payload longer than 238 bytes")
-            operation = write_element(oid, bytes(request.payload))
-            await self._command(identity, request.serial, operation, method, context)
-            return pb.WriteElementReply()
-
-        return await self._call(method, context, body)
-
+    @_rpc("sendRawMessage")
     async def send_raw_message(
-        self, request: pb.SendRawMessageRequest, context: Context
+        self, request: pb.SendRawMessageRequest, context: Context, identity: Identity, method: str
     ) -> pb.SendRawMessageReply:
-        method = "sendRawMessage"
-
-        async def body(identity: Identity) -> pb.SendRawMessageReply:
-            data = bytes(request.dataField)
-            try:
-                parsed = parse_request(
-                    Frame(ANY_METER, REFERENCE_CLIENT, control_byte(REFERENCE_SEQUENCE), data)
-                )
-            except EmopError as exc:
-                raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"data field: {exc}") from None
-            self._authorize(
-                identity, "write" if isinstance(parsed, WriteRequest) else "read", method
+        data = bytes(request.dataField)
+        try:
+            parsed = parse_request(
+                Frame(ANY_METER, REFERENCE_CLIENT, control_byte(REFERENCE_SEQUENCE), data)
             )
-            operation: Operation
-            if isinstance(parsed, ReadRequest):
-                operation = ReadObject(parsed.object_id)
-            elif isinstance(parsed, WriteRequest):
-                operation = write_element(parsed.object_id, parsed.payload)
-            else:
-                operation = Exchange(parsed)
-            result = await self._command(identity, request.serial, operation, method, context)
-            if result.response is None:  # a write: the meter's acknowledgement echoes the header
-                return pb.SendRawMessageReply(response=data[1:5])
-            return pb.SendRawMessageReply(response=result.response[1:])
-
-        return await self._call(method, context, body)
+        except EmopError as exc:
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"data field: {exc}") from None
+        self._authorize(identity, "write" if isinstance(parsed, WriteRequest) else "read", method)
+        operation: Operation
+        if isinstance(parsed, ReadRequest):
+            operation = ReadObject(parsed.object_id)
+        elif isinstance(parsed, WriteRequest):
+            operation = write_element(parsed.object_id, parsed.payload)
+        else:
+            operation = Exchange(parsed)
+        result = await self._command(identity, request.serial, operation, method, context)
+        if result.response is None:  # a write: the meter's acknowledgement echoes the header
+            return pb.SendRawMessageReply(response=data[1:5])
+        return pb.SendRawMessageReply(response=result.response[1:])
 
     # ----------------------------------------------------------------- info methods
 
-    async def get_info(self, request: pb.GetInfoRequest, context: Context) -> pb.GetInfoReply:
-        method = "GetInfo"
+    @_rpc("GetInfo", "info")
+    async def get_info(
+        self, request: pb.GetInfoRequest, context: Context, identity: Identity, method: str
+    ) -> pb.GetInfoReply:
+        ref = await self._meter(identity, request.serial, method)
+        registry = await self._query(
+            "SELECT to_jsonb(r) FROM flows.meter_registry r WHERE r.id = $1", ref.meter_id
+        )
+        shadow = await self._query(
+            "SELECT to_jsonb(s) FROM flows.meter_shadows s WHERE s.id = $1", ref.meter_id
+        )
+        data = {"registry": registry, "shadow": shadow}
+        return pb.GetInfoReply(json_data=json.dumps(data, indent=2))
 
-        async def body(identity: Identity) -> pb.GetInfoReply:
-            self._authorize(identity, "info", method)
-            ref = await self._meter(identity, request.serial, method)
-            registry = await self._query(
-                "SELECT to_jsonb(r) FROM flows.meter_registry r WHERE r.id = $1", ref.meter_id
+    @_rpc("GetMeters", "info")
+    async def get_meters(
+        self, request: pb.GetMetersRequest, context: Context, identity: Identity, method: str
+    ) -> pb.GetMetersReply:
+        allowed = self.policy.escos(identity)
+        wanted = request.esco or None
+        if allowed is not None and wanted is not None and wanted not in allowed:
+            self._refuse(
+                Refusal("esco", f"client {identity.describe()} may not list ESCO {wanted}"),
+                method,
             )
-            shadow = await self._query(
-                "SELECT to_jsonb(s) FROM flows.meter_shadows s WHERE s.id = $1", ref.meter_id
-            )
-            data = {"registry": registry, "shadow": shadow}
-            return pb.GetInfoReply(json_data=json.dumps(data, indent=2))
-
-        return await self._call(method, context, body)
-
-    async def get_meters(self, request: pb.GetMetersRequest, context: Context) -> pb.GetMetersReply:
-        method = "GetMeters"
-
-        async def body(identity: Identity) -> pb.GetMetersReply:
-            self._authorize(identity, "info", method)
-            allowed = self.policy.escos(identity)
-            wanted = request.esco or None
-            if allowed is not None and wanted is not None and wanted not in allowed:
-                self._refuse(
-                    Refusal("esco", f"client {identity.describe()} may not list ESCO {wanted}"),
-                    method,
-                )
-            rows = await self._query(
-                """SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.serial), '[]'::jsonb)
-                   FROM flows.meter_registry r LEFT JOIN flows.escos e ON e.id = r.esco
-                   WHERE ($1::text IS NULL OR e.code = $1)
-                     AND ($2::text[] IS NULL OR e.code = ANY($2))""",
-                wanted,
-                None if allowed is None else sorted(allowed),
-            )
-            return pb.GetMetersReply(json_meters=json.dumps(rows, indent=2))
-
-        return await self._call(method, context, body)
+        rows = await self._query(
+            """SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.serial), '[]'::jsonb)
+               FROM flows.meter_registry r LEFT JOIN flows.escos e ON e.id = r.esco
+               WHERE ($1::text IS NULL OR e.code = $1)
+                 AND ($2::text[] IS NULL OR e.code = ANY($2))""",
+            wanted,
+            None if allowed is None else sorted(allowed),
+        )
+        return pb.GetMetersReply(json_meters=json.dumps(rows, indent=2))
 
     async def _query(self, query: str, *args: object) -> Any:
         pool = self._pool()

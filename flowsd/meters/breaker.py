@@ -22,7 +22,22 @@ BreakerState = Literal["awaiting_first_answer", "online", "offline"]
 BREAKER_STATES: tuple[BreakerState, ...] = ("online", "offline", "awaiting_first_answer")
 
 
-class Breaker:
+class HasBreakerState:
+    """``online``/``offline`` of anything that carries a breaker ``state``."""
+
+    __slots__ = ()
+    state: BreakerState
+
+    @property
+    def online(self) -> bool:
+        return self.state == "online"
+
+    @property
+    def offline(self) -> bool:
+        return self.state == "offline"
+
+
+class Breaker(HasBreakerState):
     """Consecutive-failure counter with a state and probe timing."""
 
     __slots__ = (
@@ -64,14 +79,6 @@ class Breaker:
         self.next_probe_at: float | None = (
             now + self._delay(0) * rng.random() if self.state == "offline" else None
         )
-
-    @property
-    def online(self) -> bool:
-        return self.state == "online"
-
-    @property
-    def offline(self) -> bool:
-        return self.state == "offline"
 
     def _delay(self, attempt: int) -> float:
         return Backoff(self.probe_initial, self.probe_max).delay(attempt, self.rng)

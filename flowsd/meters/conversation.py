@@ -33,6 +33,7 @@ from flowsd.meters.exchange import Answer, Failure, PollAbortError, RequestKind
 from flowsd.meters.limits import Lane
 from flowsd.meters.observations import (
     ClockDrift,
+    IntervalGap,
     IntervalRecord,
     Observation,
     ReadFailure,
@@ -234,6 +235,18 @@ class Conversation:
             )
             for r in records
         ]
+
+    def interval_gaps(
+        self, log: Literal[1, 2, 3], gaps: Iterable[tuple[int, int]], base: _Base
+    ) -> list[Observation]:
+        """Observations of gaps (start, end) in a log's records, counted."""
+        found: list[Observation] = []
+        for start, end in gaps:
+            self.session.counts.interval_gaps += 1
+            found.append(
+                IntervalGap(**base, log=log, start=to_datetime(start), end=to_datetime(end))
+            )
+        return found
 
     def reading(
         self,

@@ -25,7 +25,7 @@ from flowsd.emop.records import (
     ProfileStatus,
     Record,
 )
-from flowsd.meters.breaker import BreakerState
+from flowsd.meters.breaker import BreakerState, HasBreakerState
 
 # Why a request or a poll failed. Connection-level reasons are retried within a request;
 # frame-level reasons (the meter answered, but not acceptably) are final for that request.
@@ -179,7 +179,7 @@ class ReadFailure(Observation, frozen=True, kw_only=True):
     attempts: int
 
 
-class SessionOutcome(Observation, frozen=True, kw_only=True):
+class SessionOutcome(Observation, HasBreakerState, frozen=True, kw_only=True):
     """The end of one poll (or breaker probe, or run of commands only) of one meter.
 
     ``state`` and ``transition`` are the breaker's view after the poll
@@ -198,14 +198,6 @@ class SessionOutcome(Observation, frozen=True, kw_only=True):
     state: BreakerState
     transition: Literal["went_offline", "came_online"] | None = None
     duration_seconds: float
-
-    @property
-    def online(self) -> bool:
-        return self.state == "online"
-
-    @property
-    def offline(self) -> bool:
-        return self.state == "offline"
 
 
 CommandSource = Literal["grpc", "database"]

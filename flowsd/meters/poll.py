@@ -21,6 +21,7 @@ retries.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from flowsd.emop import (
@@ -46,7 +47,6 @@ from flowsd.meters.eventlog import EventLogScan, LogRecord
 from flowsd.meters.exchange import Answer, BackfillDeferredError, Failure, PollAbortError
 from flowsd.meters.observations import (
     EventLogScanned,
-    IntervalGap,
     MeterLogEntry,
     Observation,
     ThreePhaseInterval,
@@ -60,6 +60,8 @@ from flowsd.meters.plan import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flowsd.emop import Request
     from flowsd.meters.conversation import Conversation
     from flowsd.meters.limits import Lane
@@ -225,20 +227,31 @@ class Poll:
     async def _profile_request(
         self,
         conv: Conversation,
-        request: Request,
+        cursor: LogCursor,
+        newest: int,
+        request_for: Callable[[int], Request],
         label: str,
-        lane: Lane,
-        due: float,
         *,
+        first: bool,
         twin: bool = False,
-    ) -> Answer | Failure | None:
-        """One profile request in ``lane``; None when its back-fill wait was withdrawn (the
-        meter's next cadence came due or a command arrived), counted."""
+    ) -> tuple[int, Answer | Failure] | None:
+        """A poll's next profile request, for the cursor's next wanted time, in its lane (see
+        :meth:`_profile_turn`): that time and the answer. None when the poll's profile reading
+        stops here: back-fill yields to the meter's next cadence, or its back-fill wait was
+        withdrawn (the next cadence came due or a command arrived), counted."""
+        turn = await self._profile_turn(conv, cursor, newest, first=first)
+        if turn is None:
+            return None
+        lane, due = turn
+        requested = cursor.next_wanted
         try:
-            return await conv.request(request, "profile_log", label, twin=twin, lane=lane, due=due)
+            answer = await conv.request(
+                request_for(requested), "profile_log", label, twin=twin, lane=lane, due=due
+            )
         except BackfillDeferredError:
             conv.session.counts.backfill_deferred += 1
             return None
+        return requested, answer
 
     async def _read_profile_logs(self, conv: Conversation) -> None:
         session = conv.session
@@ -260,18 +273,19 @@ class Poll:
                 return
             log = cursor.log
             assert log != THREE_PHASE_LOG
-            turn = await self._profile_turn(conv, cursor, newest, first=budget == full_budget)
-            if turn is None:
-                return
-            lane, due = turn
-            budget -= 1
-            requested = cursor.next_wanted
-            request = ProfileLogRequest(log, requested)
-            answer = await self._profile_request(
-                conv, request, f"profile_log_{log}", lane, due, twin=twin
+            step = await self._profile_request(
+                conv,
+                cursor,
+                newest,
+                partial(ProfileLogRequest, log),
+                f"profile_log_{log}",
+                first=budget == full_budget,
+                twin=twin,
             )
-            if answer is None:
+            if step is None:
                 return
+            budget -= 1
+            requested, answer = step
             if isinstance(answer, Failure):
                 stalled.add(cursor.log)
                 continue
@@ -280,16 +294,7 @@ class Poll:
             accepted = cursor.accept(requested, body.records, newest)
             base = conv.base()
             observations = conv.interval_records(log, accepted.records)
-            for start, end in accepted.gaps:
-                session.counts.interval_gaps += 1
-                observations.append(
-                    IntervalGap(
-                        **base,
-                        log=cursor.log,
-                        start=to_datetime(start),
-                        end=to_datetime(end),
-                    )
-                )
+            observations += conv.interval_gaps(log, accepted.gaps, base)
             if observations:
                 await conv.emit(observations)
             if not accepted.progressed:
@@ -321,17 +326,22 @@ class Poll:
             return
         budget = full_budget = settings.backfill_max_requests_per_poll
         while budget > 0 and cursor.pending(newest) > 0:
-            turn = await self._profile_turn(conv, cursor, newest, first=budget == full_budget)
-            if turn is None:
+            step = await self._profile_request(
+                conv,
+                cursor,
+                newest,
+                lambda wanted: ThreePhaseIntervalsRequest(
+                    wanted,
+                    min(wanted + INTERVAL_WINDOW_SECONDS, newest + HALF_HOUR),
+                    INTERVAL_PROFILE,
+                ),
+                "three_phase_intervals",
+                first=budget == full_budget,
+            )
+            if step is None:
                 return
-            lane, due = turn
             budget -= 1
-            requested = cursor.next_wanted
-            end = min(requested + INTERVAL_WINDOW_SECONDS, newest + HALF_HOUR)
-            request = ThreePhaseIntervalsRequest(requested, end, INTERVAL_PROFILE)
-            answer = await self._profile_request(conv, request, "three_phase_intervals", lane, due)
-            if answer is None:
-                return
+            requested, answer = step
             if isinstance(answer, Failure):
                 return
             block = answer.response.record
@@ -371,13 +381,7 @@ class Poll:
                 )
                 for timed in accepted.records
             ]
-            for start, stop in gaps:
-                session.counts.interval_gaps += 1
-                observations.append(
-                    IntervalGap(
-                        **base, log=THREE_PHASE_LOG, start=to_datetime(start), end=to_datetime(stop)
-                    )
-                )
+            observations += conv.interval_gaps(THREE_PHASE_LOG, gaps, base)
             if observations:
                 await conv.emit(observations)
             if not (accepted.progressed or gaps):

@@ -44,14 +44,8 @@ from flowsd.events.reader import head_position
 from flowsd.projections.base import Projection
 from flowsd.projections.parking import enter_projection
 from flowsd.projections.progress import Progress
-from flowsd.projections.rebuild import (
-    Shadow,
-    build_range,
-    create_shadows,
-    drop_shadows,
-    prepare_session,
-)
-from flowsd.projections.snapshot import Snapshot, seed_baseline, seed_shadow, snapshots_for
+from flowsd.projections.rebuild import Shadow, build_range, prepare_session
+from flowsd.projections.snapshot import Snapshot, built_shadow, snapshots_for
 
 log = structlog.get_logger("flowsd.projections")
 
@@ -127,19 +121,13 @@ async def replay(
             projection = pending.pop(0)
             start = starts[projection.name]
             snapshot = snapshots.get(projection.name)
-            shadows = await create_shadows(lane_conn, [projection], "replay")
-            try:
-                if snapshot is not None:
-                    await seed_shadow(lane_conn, shadows[0], snapshot)
-                elif start == 0:
-                    await seed_baseline(lane_conn, shadows[0])
-                await build_range(lane_conn, shadows, start, head, progress)
+            async with built_shadow(
+                lane_conn, projection, "replay", head, progress, snapshot=snapshot, start=start
+            ) as shadow:
                 progress.set_phase(f"swap {projection.name}")
                 checkpoints[projection.name] = await _swap(
-                    lane_conn, shadows[0], start, head, whole=start == 0 or snapshot is not None
+                    lane_conn, shadow, start, head, whole=start == 0 or snapshot is not None
                 )
-            finally:
-                await drop_shadows(lane_conn, shadows)
 
     extra = [await connect() for _ in range(max(workers, 1) - 1)] if connect else []
     try:

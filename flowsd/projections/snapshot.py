@@ -25,7 +25,8 @@ the live table, so it neither locks nor waits for the projectors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -124,6 +125,35 @@ async def seed_baseline(conn: asyncpg.Connection, shadow: Shadow) -> bool:
     return True
 
 
+@asynccontextmanager
+async def built_shadow(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    purpose: str,
+    through: int,
+    progress: Progress | None = None,
+    *,
+    snapshot: Snapshot | None = None,
+    start: int = 0,
+) -> AsyncIterator[Shadow]:
+    """A shadow of ``projection`` rebuilt through position ``through``, dropped on exit.
+
+    It starts from ``snapshot`` (its rows, then the events after its position), else from
+    ``start``: from position 0 with the history from before the log (:func:`seed_baseline`).
+    """
+    shadows = await create_shadows(conn, [projection], purpose)
+    try:
+        if snapshot is not None:
+            await seed_shadow(conn, shadows[0], snapshot)
+            start = snapshot.position
+        elif start == 0:
+            await seed_baseline(conn, shadows[0])
+        await build_range(conn, shadows, start, through, progress)
+        yield shadows[0]
+    finally:
+        await drop_shadows(conn, shadows)
+
+
 async def take_snapshots(
     conn: asyncpg.Connection,
     projections: Sequence[Projection],
@@ -144,18 +174,13 @@ async def take_snapshots(
         if base is not None and base.position == position:
             taken.append(base)
             continue
-        shadows = await create_shadows(conn, [projection], "replay")
-        try:
-            start = 0
-            if base is not None:
-                await seed_shadow(conn, shadows[0], base)
-                start = base.position
-            else:
-                await seed_baseline(conn, shadows[0])
-            await build_range(conn, shadows, start, position, progress)
+        # On exit the shadow is dropped: the renamed table is not it any more.
+        async with built_shadow(
+            conn, projection, "replay", position, progress, snapshot=base
+        ) as shadow:
             name = f"snapshot_{projection.name}_{position}"
             async with conn.transaction():
-                await conn.execute(f"ALTER TABLE {shadows[0].table} RENAME TO {name}")
+                await conn.execute(f"ALTER TABLE {shadow.table} RENAME TO {name}")
                 # Shadows are unlogged (a crash loses them, which is fine for a rebuild).
                 await conn.execute(f"ALTER TABLE flowsd.{name} SET LOGGED")
                 await conn.execute(
@@ -165,8 +190,6 @@ async def take_snapshots(
                     position,
                     name,
                 )
-        finally:
-            await drop_shadows(conn, shadows)  # the renamed table is not among them any more
         snapshot = Snapshot(projection.name, position, f"flowsd.{name}")
         log.info("projection snapshot taken", projection=projection.name, position=position)
         taken.append(snapshot)

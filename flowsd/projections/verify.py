@@ -22,8 +22,8 @@ from flowsd.events.checkpoints import read_checkpoint
 from flowsd.projections.base import Projection
 from flowsd.projections.parking import enter_projection
 from flowsd.projections.progress import Progress
-from flowsd.projections.rebuild import build_range, create_shadows, drop_shadows, prepare_session
-from flowsd.projections.snapshot import seed_baseline, seed_shadow, snapshots_for
+from flowsd.projections.rebuild import build_range, prepare_session
+from flowsd.projections.snapshot import built_shadow, snapshots_for
 
 
 @dataclass(frozen=True)
@@ -61,32 +61,28 @@ async def verify(
         progress = Progress(total, label="verify")
     verdicts = []
     for projection in projections:
-        shadows = await create_shadows(conn, [projection], "verify")
-        try:
-            built = checkpoints[projection.name]
-            since = starts[projection.name]
-            if projection.name in snapshots:
-                await seed_shadow(conn, shadows[0], snapshots[projection.name])
-            else:
-                await seed_baseline(conn, shadows[0])
-            await build_range(conn, shadows, since, built, progress)
-            async with conn.transaction():
-                await enter_projection(conn, projection.name)
-                checkpoint = await read_checkpoint(conn, projection.name)
-                if checkpoint > built:
-                    await build_range(conn, shadows, built, checkpoint)
-                compare = projection.compare_sql(projection.table, shadows[0].table)
-                # One comparison for both the count and the first rows (it is the costly part).
-                found = await conn.fetch(
-                    f"SELECT c.*, count(*) OVER () AS differences FROM ({compare}) c "
-                    f"LIMIT {max(int(limit), 1)}"
-                )
-                parked: int = await conn.fetchval(
-                    "SELECT count(*) FROM flowsd.projection_parked_event WHERE projection = $1",
-                    projection.name,
-                )
-        finally:
-            await drop_shadows(conn, shadows)
+        built = checkpoints[projection.name]
+        since = starts[projection.name]
+        async with (
+            built_shadow(
+                conn, projection, "verify", built, progress, snapshot=snapshots.get(projection.name)
+            ) as shadow,
+            conn.transaction(),
+        ):
+            await enter_projection(conn, projection.name)
+            checkpoint = await read_checkpoint(conn, projection.name)
+            if checkpoint > built:
+                await build_range(conn, [shadow], built, checkpoint)
+            compare = projection.compare_sql(projection.table, shadow.table)
+            # One comparison for both the count and the first rows (it is the costly part).
+            found = await conn.fetch(
+                f"SELECT c.*, count(*) OVER () AS differences FROM ({compare}) c "
+                f"LIMIT {max(int(limit), 1)}"
+            )
+            parked: int = await conn.fetchval(
+                "SELECT count(*) FROM flowsd.projection_parked_event WHERE projection = $1",
+                projection.name,
+            )
         first = [{k: v for k, v in row.items() if k != "differences"} for row in found]
         count = found[0]["differences"] if found else 0
         verdicts.append(

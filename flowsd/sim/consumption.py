@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from flowsd.sim.cache import BoundedCache
 from flowsd.sim.identity import SECONDS_PER_DAY, Channel, ChannelId, MeterIdentity, Shape
 from flowsd.sim.rand import Stream, between, prefix, uniform_after
 
@@ -93,20 +94,15 @@ def _shape_weight(channel: Channel, day: int, slot: int) -> float:
     return 0.5 + (1.6 if working and weekday else 0.2 if working else 0.0)
 
 
-_BOUNDARY_CACHE: dict[tuple[int, int, str, int, int], tuple[int, ...]] = {}
-_BOUNDARY_CACHE_SIZE = 4_096
+_BOUNDARY_CACHE: BoundedCache[tuple[int, int, str, int, int], tuple[int, ...]] = BoundedCache(4_096)
 
 
 def _slot_boundaries(identity: MeterIdentity, channel: Channel, day: int) -> tuple[int, ...]:
     """The register at each of the day's 49 half-hour boundaries (00:00 … 24:00), cached."""
     key = (identity.seed, identity.index, identity.hardware.value, channel.id.value, day)
-    cached = _BOUNDARY_CACHE.get(key)
-    if cached is None:
-        cached = _compute_slot_boundaries(identity, channel, day)
-        if len(_BOUNDARY_CACHE) >= _BOUNDARY_CACHE_SIZE:
-            del _BOUNDARY_CACHE[next(iter(_BOUNDARY_CACHE))]
-        _BOUNDARY_CACHE[key] = cached
-    return cached
+    return _BOUNDARY_CACHE.get_or_compute(
+        key, lambda: _compute_slot_boundaries(identity, channel, day)
+    )
 
 
 def _compute_slot_boundaries(

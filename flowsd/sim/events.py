@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from flowsd.sim.cache import BoundedCache
 from flowsd.sim.consumption import outage_on
 from flowsd.sim.identity import SECONDS_PER_DAY, MeterIdentity
 from flowsd.sim.overrides import MeterOverrides
@@ -56,20 +57,13 @@ class Event:
     event_set: int
 
 
-_DAY_CACHE: dict[tuple[int, int, str, int], tuple[Event, ...]] = {}
-_DAY_CACHE_SIZE = 8_192
+_DAY_CACHE: BoundedCache[tuple[int, int, str, int], tuple[Event, ...]] = BoundedCache(8_192)
 
 
 def events_of_day(identity: MeterIdentity, day: int) -> tuple[Event, ...]:
     """The seed-driven events of one UTC day (unsorted), cached."""
     key = (identity.seed, identity.index, identity.hardware.value, day)
-    cached = _DAY_CACHE.get(key)
-    if cached is None:
-        cached = tuple(_generate_day(identity, day))
-        if len(_DAY_CACHE) >= _DAY_CACHE_SIZE:
-            del _DAY_CACHE[next(iter(_DAY_CACHE))]
-        _DAY_CACHE[key] = cached
-    return cached
+    return _DAY_CACHE.get_or_compute(key, lambda: tuple(_generate_day(identity, day)))
 
 
 def _generate_day(identity: MeterIdentity, day: int) -> list[Event]:

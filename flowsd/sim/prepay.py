@@ -12,6 +12,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from flowsd.sim.cache import BoundedCache
 from flowsd.sim.consumption import SLOT_SECONDS, day_start_value, register_at
 from flowsd.sim.identity import SECONDS_PER_DAY, ChannelId, MeterIdentity
 from flowsd.sim.overrides import Credit, MeterOverrides
@@ -20,11 +21,11 @@ from flowsd.sim.tariffs import TariffView, base_tariff, quarter_of
 
 WEEK_SECONDS = 7 * SECONDS_PER_DAY
 _FIVE_POUNDS = 500_000
-_TOPUP_CACHE: dict[tuple[int, int, str], tuple[int, int]] = {}
-_TOPUP_CACHE_SIZE = 20_000
+_TOPUP_CACHE: BoundedCache[tuple[int, int, str], tuple[int, int]] = BoundedCache(20_000)
 # Charge sums up to a meter's last tariff change (only for meters without tariff writes).
-_CHARGES_CACHE: dict[tuple[int, int, str, float], tuple[int, int, int]] = {}
-_CHARGES_CACHE_SIZE = 20_000
+_CHARGES_CACHE: BoundedCache[tuple[int, int, str, float], tuple[int, int, int]] = BoundedCache(
+    20_000
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +106,11 @@ def customer_topups_between(identity: MeterIdentity, start: float, end: float) -
 def _topups_before_week(identity: MeterIdentity, week: int) -> int:
     """Sum of the customer's top-ups in weeks 0..week-1, extended from the last answer."""
     key = (identity.seed, identity.index, identity.hardware.value)
-    done, total = _TOPUP_CACHE.get(key, (0, 0))
+    done, total = _TOPUP_CACHE.get(key) or (0, 0)
     if done > week:
         done, total = 0, 0
     total += sum(customer_topup(identity, w).amount for w in range(done, week))
-    if key not in _TOPUP_CACHE and len(_TOPUP_CACHE) >= _TOPUP_CACHE_SIZE:
-        del _TOPUP_CACHE[next(iter(_TOPUP_CACHE))]
-    _TOPUP_CACHE[key] = (week, total)
+    _TOPUP_CACHE.put(key, (week, total))
     return total
 
 
@@ -153,12 +152,7 @@ def charges_until(identity: MeterIdentity, view: TariffView, t: float) -> Charge
     points = [start, *view.change_points(start, t)]
     if view.base_only:
         key = (identity.seed, identity.index, identity.hardware.value, points[-1])
-        settled = _CHARGES_CACHE.get(key)
-        if settled is None:
-            settled = _charge_sums(identity, view, points)
-            if len(_CHARGES_CACHE) >= _CHARGES_CACHE_SIZE:
-                del _CHARGES_CACHE[next(iter(_CHARGES_CACHE))]
-            _CHARGES_CACHE[key] = settled
+        settled = _CHARGES_CACHE.get_or_compute(key, lambda: _charge_sums(identity, view, points))
         tail = _charge_sums(identity, view, [points[-1], t])
         energy, standing, debt = (a + b for a, b in zip(settled, tail, strict=True))
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from flowsd.sim.cache import BoundedCache
 from flowsd.sim.identity import Hardware, MeterIdentity, build_identity, serial_for
 from flowsd.sim.model import MeterModel
 from flowsd.sim.overrides import MeterOverrides
@@ -28,7 +29,7 @@ class FleetState:
         self.base_address = base_address
         self.history_days = history_days
         self._hardware = tuple(hardware) if hardware else None
-        self._identities: dict[int, MeterIdentity] = {}
+        self._identities: BoundedCache[int, MeterIdentity] = BoundedCache(_IDENTITY_CACHE_SIZE)
         self._overrides: dict[int, MeterOverrides] = {}
         self._serials: dict[str, int] | None = None
         # Validate the address range once, up front.
@@ -41,13 +42,10 @@ class FleetState:
     def identity(self, index: int) -> MeterIdentity:
         if not 0 <= index < self.size:
             raise IndexError(f"no meter {index} in a fleet of {self.size}")
-        cached = self._identities.get(index)
-        if cached is None:
-            cached = build_identity(self.seed, index, self.base_address, self.hardware_of(index))
-            if len(self._identities) >= _IDENTITY_CACHE_SIZE:
-                del self._identities[next(iter(self._identities))]
-            self._identities[index] = cached
-        return cached
+        return self._identities.get_or_compute(
+            index,
+            lambda: build_identity(self.seed, index, self.base_address, self.hardware_of(index)),
+        )
 
     def serial(self, index: int) -> str:
         return serial_for(index)

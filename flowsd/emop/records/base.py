@@ -23,18 +23,19 @@ class Record(msgspec.Struct, frozen=True):
         raise NotImplementedError
 
 
-class ScalarRecord(Record, frozen=True):
-    """A record whose payload is one integer field, packed with the class's ``layout``."""
+class PackedRecord(Record, frozen=True):
+    """A record whose payload is its integer fields, in order, packed with the class's
+    ``layout``."""
 
     layout: ClassVar[struct.Struct]
     what: ClassVar[str]  # names the record in error messages
 
     @classmethod
     def decode(cls, payload: bytes) -> Self:
-        return cls(unpack(cls.layout, payload, cls.what)[0])
+        return cls(*unpack(cls.layout, payload, cls.what))
 
     def encode(self) -> bytes:
-        return pack(self.layout, self.what, getattr(self, self.__struct_fields__[0]))
+        return pack(self.layout, self.what, *(getattr(self, f) for f in self.__struct_fields__))
 
 
 class RawPayload(Record, frozen=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Self
+from typing import ClassVar, Self
 
 from flowsd.emop.errors import EncodeError
 from flowsd.emop.records.base import (
@@ -18,24 +18,28 @@ TWIN_ELEMENT_MODEL = "C1.w"
 _SINGLE_PHASE_MODELS = {"6C": "C1.w", "6Cw": "C1.w", "6Bw": "B1.w", "3Aw": "EMA1.w"}
 
 
-def _ascii_bytes(text: str, what: str) -> bytes:
-    try:
-        return text.encode("ascii")
-    except UnicodeEncodeError:
-        raise EncodeError(f"{what} must be ASCII: {text!r}") from None
+class AsciiRecord(Record, frozen=True):
+    """A record whose payload is one text field, all payload bytes as ASCII."""
 
-
-class Serial(Record, frozen=True):
-    """``serial`` / ``three_phase_serial``: all payload bytes as ASCII (space padded)."""
-
-    serial: str
+    what: ClassVar[str]  # names the record in error messages
 
     @classmethod
     def decode(cls, payload: bytes) -> Self:
-        return cls(ascii_text(payload, "serial"))
+        return cls(ascii_text(payload, cls.what))
 
     def encode(self) -> bytes:
-        return _ascii_bytes(self.serial, "serial")
+        text: str = getattr(self, self.__struct_fields__[0])
+        try:
+            return text.encode("ascii")
+        except UnicodeEncodeError:
+            raise EncodeError(f"{self.what} must be ASCII: {text!r}") from None
+
+
+class Serial(AsciiRecord, frozen=True):
+    """``serial`` / ``three_phase_serial``: all payload bytes as ASCII (space padded)."""
+
+    serial: str
+    what = "serial"
 
     @property
     def value(self) -> str:
@@ -43,17 +47,11 @@ class Serial(Record, frozen=True):
         return self.serial.strip()
 
 
-class HardwareVersion(Record, frozen=True):
+class HardwareVersion(AsciiRecord, frozen=True):
     """``hardware_version``: ASCII; empty on three-phase meters."""
 
     hardware: str
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(ascii_text(payload, "hardware version"))
-
-    def encode(self) -> bytes:
-        return _ascii_bytes(self.hardware, "hardware version")
+    what = "hardware version"
 
     @property
     def is_three_phase(self) -> bool:

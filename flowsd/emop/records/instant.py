@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Self
+from typing import ClassVar, Self
 
 from flowsd.emop.errors import EncodeError
-from flowsd.emop.records.base import Record, ScalarRecord, enum_or_int, need, pack, unpack
+from flowsd.emop.records.base import PackedRecord, Record, enum_or_int, need, unpack
 from flowsd.emop.units import volts
 
 _U16 = struct.Struct("<H")
@@ -31,7 +31,7 @@ class CsqNetOp(Record, frozen=True):
         return bytes(((self.network_operator << 5) | self.csq,))
 
 
-class Voltage(ScalarRecord, frozen=True):
+class Voltage(PackedRecord, frozen=True):
     """Instantaneous voltage (single or one phase), u16le in 0.1 V."""
 
     voltage: int
@@ -42,7 +42,7 @@ class Voltage(ScalarRecord, frozen=True):
         return volts(self.voltage)
 
 
-class ActivePower(ScalarRecord, frozen=True):
+class ActivePower(PackedRecord, frozen=True):
     """Instantaneous active power, u16le in W."""
 
     power: int
@@ -53,7 +53,7 @@ class ActivePower(ScalarRecord, frozen=True):
         return self.power / 1000
 
 
-class Flag(ScalarRecord, frozen=True):
+class Flag(PackedRecord, frozen=True):
     """A one-byte flag; only 1 means enabled."""
 
     enabled_flag: int
@@ -108,27 +108,26 @@ class LoadSwitchSetting(enum.IntEnum):
     NEVER_BUTTON_REQUIRED = 136
 
 
-class Backlight(Record, frozen=True):
-    """``backlight``: one byte; values outside the enum stay plain integers."""
+class SettingRecord(PackedRecord, frozen=True):
+    """A one-byte setting; values outside the class's ``settings`` enum stay plain integers."""
+
+    settings: ClassVar[type[enum.IntEnum]]
+    layout = _U8
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        return cls(enum_or_int(cls.settings, unpack(cls.layout, payload, cls.what)[0]))
+
+
+class Backlight(SettingRecord, frozen=True):
+    """``backlight``."""
 
     setting: BacklightSetting | int
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(enum_or_int(BacklightSetting, unpack(_U8, payload, "backlight")[0]))
-
-    def encode(self) -> bytes:
-        return pack(_U8, "backlight", int(self.setting))
+    settings, what = BacklightSetting, "backlight"
 
 
-class LoadSwitch(Record, frozen=True):
-    """``load_switch``: one byte; values outside the enum stay plain integers."""
+class LoadSwitch(SettingRecord, frozen=True):
+    """``load_switch``."""
 
     setting: LoadSwitchSetting | int
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(enum_or_int(LoadSwitchSetting, unpack(_U8, payload, "load switch")[0]))
-
-    def encode(self) -> bytes:
-        return pack(_U8, "load switch", int(self.setting))
+    settings, what = LoadSwitchSetting, "load switch"

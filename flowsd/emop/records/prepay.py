@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Self
 
 from flowsd.emop.errors import EncodeError, PayloadError
-from flowsd.emop.records.base import Record, ScalarRecord, unpack
+from flowsd.emop.records.base import PackedRecord, Record, unpack
 from flowsd.emop.units import ascii_text, from_emop_seconds, gbp
 
 _S32 = struct.Struct("<i")
@@ -16,7 +16,7 @@ _U16 = struct.Struct("<H")
 _DETAILS = struct.Struct("<8sIi")
 
 
-class PrepayBalance(ScalarRecord, frozen=True):
+class PrepayBalance(PackedRecord, frozen=True):
     """``prepay_balance``: s32le in 1e-5 GBP; negative means debt."""
 
     balance: int
@@ -45,7 +45,7 @@ class TopUpToken(Record, frozen=True):
         return self.token.encode("ascii")
 
 
-class TransactionCount(ScalarRecord, frozen=True):
+class TransactionCount(PackedRecord, frozen=True):
     """``monetary_info_transaction_count``: u16le, number of transactions minus one."""
 
     count: int

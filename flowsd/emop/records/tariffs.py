@@ -13,13 +13,11 @@ from typing import Self
 
 from flowsd.emop.errors import EncodeError
 from flowsd.emop.records.base import (
+    PackedRecord,
     Record,
-    ScalarRecord,
     bits_msb_first,
     byte_from_bits_msb_first,
     need,
-    pack,
-    unpack,
 )
 from flowsd.emop.units import from_emop_seconds, gbp
 
@@ -29,7 +27,7 @@ _THRESHOLDS = struct.Struct("<7H")
 TIME_SWITCHES_LENGTH = 80
 
 
-class U32Value(ScalarRecord, frozen=True):
+class U32Value(PackedRecord, frozen=True):
     """A u32le value: a price (1e-5 GBP), a timestamp or a register, per the object."""
 
     value: int
@@ -44,7 +42,7 @@ class U32Value(ScalarRecord, frozen=True):
         return from_emop_seconds(self.value)
 
 
-class U8Value(ScalarRecord, frozen=True):
+class U8Value(PackedRecord, frozen=True):
     """A u8 value (rate and price indices, TOU flag)."""
 
     value: int
@@ -74,7 +72,7 @@ class ThresholdMask(Record, frozen=True):
         return bytes((byte_from_bits_msb_first(bits),))
 
 
-class ThresholdValues(Record, frozen=True):
+class ThresholdValues(PackedRecord, frozen=True):
     """Block thresholds th1..th7, u16le each (unit not documented)."""
 
     th1: int
@@ -84,14 +82,7 @@ class ThresholdValues(Record, frozen=True):
     th5: int
     th6: int
     th7: int
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Self:
-        return cls(*unpack(_THRESHOLDS, payload, "threshold values"))
-
-    def encode(self) -> bytes:
-        values = (self.th1, self.th2, self.th3, self.th4, self.th5, self.th6, self.th7)
-        return pack(_THRESHOLDS, "threshold values", *values)
+    layout, what = _THRESHOLDS, "threshold values"
 
 
 class TimeSwitches(Record, frozen=True):
