@@ -324,6 +324,10 @@ class Poll:
             session.profile_cursors[THREE_PHASE_LOG] = cursor
         if cursor.paused_until > session.wall_clock():
             return
+
+        def window_end(wanted: int) -> int:
+            return min(wanted + INTERVAL_WINDOW_SECONDS, newest + HALF_HOUR)
+
         budget = full_budget = settings.backfill_max_requests_per_poll
         while budget > 0 and cursor.pending(newest) > 0:
             step = await self._profile_request(
@@ -331,9 +335,7 @@ class Poll:
                 cursor,
                 newest,
                 lambda wanted: ThreePhaseIntervalsRequest(
-                    wanted,
-                    min(wanted + INTERVAL_WINDOW_SECONDS, newest + HALF_HOUR),
-                    INTERVAL_PROFILE,
+                    wanted, window_end(wanted), INTERVAL_PROFILE
                 ),
                 "three_phase_intervals",
                 first=budget == full_budget,
@@ -364,8 +366,8 @@ class Poll:
                 # meter's profile that will never fill: move past it too, or every later poll
                 # would ask for it again and never reach the intervals after it.
                 first_held = block.block_start_time
-                if end <= newest:
-                    first_held = max(first_held, end)
+                if window_end(requested) <= newest:
+                    first_held = max(first_held, window_end(requested))
                 skipped = cursor.skip_to(first_held, newest)
                 if skipped is not None:
                     gaps.append(skipped)
