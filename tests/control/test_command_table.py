@@ -256,7 +256,7 @@ async def test_a_claimed_write_whose_lease_moved_on_before_it_ran_is_refused_uns
             slow_read = MeterCommand(
                 ReadObject(by_name("csq_net_op").id), source="grpc", client="test"
             )
-            fleet.set_faults(f"slow@{meter.index}=1:4s")
+            fleet.set_faults(f"slow@{meter.index}=1:5s")
             async with anyio.create_task_group() as tg:
                 tg.start_soon(
                     functools.partial(daemon.dispatcher.run, wait_seconds=60.0), ref, slow_read
