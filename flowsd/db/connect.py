@@ -17,9 +17,12 @@ a daemon paused inside a transaction (SIGSTOP, a frozen VM, a stalled event loop
 event log's append lock and its row locks only that long; then the server ends the session
 and the others' appends go on. To the paused daemon, when it wakes, that is a lost connection
 like any other (:data:`flowsd.db.errors.DATABASE_ERRORS`): the transaction did not commit and
-is tried again on a new connection. One-shot commands (``flowsd replay``, ``verify``,
-``export``, ``events --follow``) are not given it: they may spend long between two statements
-of one transaction (a consumer reading slowly, a rebuild working in Python) and hold no lock
+is tried again on a new connection. Not bounded by it: a daemon frozen in the middle of a
+``COPY`` (appends of 250 events or more, :mod:`flowsd.events.store`) holds the lock until it
+resumes: the server waits for the copy data, which is neither idle nor ended by
+``statement_timeout`` or ``transaction_timeout`` (PostgreSQL 15 and 18 alike). One-shot
+commands (``flowsd replay``, ``verify``, ``export``, ``events``) are not given it: a rebuild
+works in Python between the statements of its transactions, and none of them holds a lock
 the daemons' appends wait for.
 """
 
