@@ -59,7 +59,7 @@ from flowsd.config import Config, load_config, with_database_url
 from flowsd.control.dispatch import Dispatcher
 from flowsd.control.table import CommandTable
 from flowsd.db.availability import DatabaseAvailability
-from flowsd.db.connect import close_quietly, connect, create_pool_from_config
+from flowsd.db.connect import close_quietly, connect, create_pool_from_config, daemon_settings
 from flowsd.db.errors import (
     DATABASE_ERRORS,
     DatabaseRefusedError,
@@ -227,7 +227,9 @@ class Daemon:
         under the daemon) is retried like an outage rather than ending the daemon."""
         try:
             return await connect(
-                self.url, connect_timeout=self.config.database.connect_timeout_seconds
+                self.url,
+                connect_timeout=self.config.database.connect_timeout_seconds,
+                settings=daemon_settings(self.config),
             )
         except DatabaseRefusedError as exc:
             if not self.ready.is_set():

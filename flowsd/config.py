@@ -40,6 +40,9 @@ class DatabaseConfig(_Section, frozen=True):
     # jittered); a success of any component wakes the others at once.
     reconnect_initial_seconds: Seconds = 0.5
     reconnect_max_seconds: Seconds = 10.0
+    # The server ends a daemon session left idle this long inside a transaction (a paused or
+    # frozen daemon holding the append lock); 0 leaves the server's own setting.
+    idle_in_transaction_timeout_seconds: Seconds = 5.0
 
 
 class StateConfig(_Section, frozen=True):

@@ -48,7 +48,7 @@ class Dispatcher:
 
     def __init__(self, supervisor: FleetSupervisor, pool: PoolOf) -> None:
         self.supervisor = supervisor
-        self._pool = pool
+        self.pool_of = pool  # the daemon's pool (None until the database first answered)
 
     async def lookup(self, serial: str, *, need_esco: bool = False) -> MeterRef:
         """The meter with ``serial``; raises CommandRefusedError ``not_found`` for a serial
@@ -79,7 +79,7 @@ class Dispatcher:
         )
 
     async def _fetch_row(self, serial: str) -> asyncpg.Record | None:
-        pool = self._pool()
+        pool = self.pool_of()
         if pool is None:
             raise CommandRefusedError("unavailable", "the database is not reachable yet")
         try:

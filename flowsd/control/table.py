@@ -25,7 +25,12 @@ was paused past its lease therefore leaves a row of a meter that moved on to the
 such a row is counted in ``flowsd_fenced_commands_total{source="database"}`` and the lease
 loop renews at once, dropping the lost meters. A lease still this daemon's but not renewed
 in time (e.g. after a database outage) is renewed at once too, and its rows are claimed at
-the next look. Without leases (``leases`` not given) the claim is not fenced.
+the next look. A claimed row that writes is fenced again as the meter's session starts it,
+before anything is sent (:meth:`flowsd.meters.ownership.Ownership.fence`): a lease that
+passed on while the row waited (the daemon stalled after its claim) fails the row,
+``unavailable`` with the holder named in its ``error``, counted the same way; the row is not
+run by the new holder (insert it again). Without leases (``leases`` not given) neither is
+fenced.
 
 Left open: a row left ``running`` by a daemon that died for good is marked ``interrupted``
 only when a daemon of that instance name starts again.
@@ -520,6 +525,8 @@ class CommandTable:
             client=row.describe_client(),
             command_id=row.command_id,
         )
+        if self.leases is not None:
+            self.leases.fence(command, self.dispatcher.pool_of, row.meter_id)
         try:
             ref = await self.dispatcher.lookup(row.serial)
             result = await self.dispatcher.run(ref, command, wait_seconds=wait)

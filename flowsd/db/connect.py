@@ -10,12 +10,27 @@ classify a failure once (:mod:`flowsd.db.errors`): :class:`DatabaseRefusedError`
 exit status 2) or :class:`DatabaseUnavailableError` (retry). Both refuse a connection pooler in
 transaction mode (:mod:`flowsd.db.pooler`, a refusal). TLS follows the URL's ``sslmode`` (and
 ``sslrootcert``, ``sslcert``, ``sslkey``), as asyncpg reads them.
+
+The daemon's sessions (:func:`daemon_settings`, given to both) carry
+``idle_in_transaction_session_timeout`` (``[database] idle_in_transaction_timeout_seconds``):
+a daemon paused inside a transaction (SIGSTOP, a frozen VM, a stalled event loop) holds the
+event log's append lock and its row locks only that long; then the server ends the session
+and the others' appends go on. To the paused daemon, when it wakes, that is a lost connection
+like any other (:data:`flowsd.db.errors.DATABASE_ERRORS`): the transaction did not commit and
+is tried again on a new connection. Not bounded by it: a daemon frozen in the middle of a
+``COPY`` (appends of 250 events or more, :mod:`flowsd.events.store`) holds the lock until it
+resumes: the server waits for the copy data, which is neither idle nor ended by
+``statement_timeout`` or ``transaction_timeout`` (PostgreSQL 15 and 18 alike). One-shot
+commands (``flowsd replay``, ``verify``, ``export``, ``events``) are not given it: a rebuild
+works in Python between the statements of its transactions, and none of them holds a lock
+the daemons' appends wait for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -72,15 +87,26 @@ def resolve_database(config: Config, *, embedded: bool = False) -> DatabaseTarge
     return DatabaseTarget(server.url("postgres"), server)
 
 
-async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
-    """One connection; a failure is a :class:`DatabaseRefusedError` or a
-    :class:`DatabaseUnavailableError` naming the (redacted) URL."""
+def daemon_settings(config: Config) -> dict[str, str]:
+    """The session settings of the daemon's connections (see the module docstring)."""
+    timeout = config.database.idle_in_transaction_timeout_seconds
+    if not timeout:
+        return {}
+    return {"idle_in_transaction_session_timeout": f"{max(1, round(timeout * 1000))}ms"}
+
+
+async def connect(
+    url: str, *, connect_timeout: float = 10.0, settings: Mapping[str, str] | None = None
+) -> asyncpg.Connection:
+    """One connection, with ``settings`` (server settings) in its start-up packet; a failure
+    is a :class:`DatabaseRefusedError` or a :class:`DatabaseUnavailableError` naming the
+    (redacted) URL."""
     try:
-        conn = await _open(url, connect_timeout)
+        conn = await _open(url, connect_timeout, settings)
     except _CONNECT_FAILURES as exc:
         raise connection_failure(url, exc) from exc
     try:
-        await _refuse_pooler(conn, url, connect_timeout)
+        await _refuse_pooler(conn, url, connect_timeout, settings)
     except BaseException:
         conn.terminate()
         raise
@@ -88,22 +114,27 @@ async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connect
 
 
 async def create_pool(
-    url: str, *, min_size: int = 2, max_size: int = 8, connect_timeout: float = 10.0
+    url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 8,
+    connect_timeout: float = 10.0,
+    settings: Mapping[str, str] | None = None,
 ) -> asyncpg.Pool:
-    """A connection pool; failures as for :func:`connect`."""
+    """A connection pool; settings and failures as for :func:`connect`."""
     try:
         pool = await asyncpg.create_pool(
             url,
             min_size=min_size,
             max_size=max_size,
             timeout=connect_timeout,
-            server_settings={"application_name": APPLICATION_NAME},
+            server_settings=_server_settings(settings),
         )
     except _CONNECT_FAILURES as exc:
         raise connection_failure(url, exc) from exc
     try:
         async with pool.acquire() as conn:
-            await _refuse_pooler(conn, url, connect_timeout)
+            await _refuse_pooler(conn, url, connect_timeout, settings)
     except BaseException:
         pool.terminate()
         raise
@@ -111,29 +142,40 @@ async def create_pool(
 
 
 async def create_pool_from_config(config: Config, url: str) -> asyncpg.Pool:
-    """:func:`create_pool` sized and timed by ``[database]``."""
+    """The daemon's :func:`create_pool`: sized and timed by ``[database]``, its sessions
+    with :func:`daemon_settings`."""
     return await create_pool(
         url,
         min_size=config.database.pool_min_size,
         max_size=config.database.pool_max_size,
         connect_timeout=config.database.connect_timeout_seconds,
+        settings=daemon_settings(config),
     )
 
 
-async def _open(url: str, connect_timeout: float) -> asyncpg.Connection:
+def _server_settings(settings: Mapping[str, str] | None) -> dict[str, str]:
+    return {"application_name": APPLICATION_NAME, **(settings or {})}
+
+
+async def _open(
+    url: str, connect_timeout: float, settings: Mapping[str, str] | None
+) -> asyncpg.Connection:
     conn: asyncpg.Connection = await asyncpg.connect(
-        url, timeout=connect_timeout, server_settings={"application_name": APPLICATION_NAME}
+        url, timeout=connect_timeout, server_settings=_server_settings(settings)
     )
     return conn
 
 
 async def _refuse_pooler(
-    conn: asyncpg.Connection | PoolConnectionProxy, url: str, connect_timeout: float
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    url: str,
+    connect_timeout: float,
+    settings: Mapping[str, str] | None,
 ) -> None:
     """:func:`flowsd.db.pooler.refuse_transaction_pooler`, failing as :func:`connect` does."""
     try:
         await refuse_transaction_pooler(
-            cast(asyncpg.Connection, conn), url, lambda: _open(url, connect_timeout)
+            cast(asyncpg.Connection, conn), url, lambda: _open(url, connect_timeout, settings)
         )
     except _CONNECT_FAILURES as exc:
         raise connection_failure(url, exc) from exc

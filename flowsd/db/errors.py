@@ -3,10 +3,11 @@
 Two outcomes matter to flowsd:
 
 * **unavailable**: the database cannot be used at the moment: unreachable, starting or
-  shutting down, out of connections, the connection was lost or terminated, a statement
-  timed out, or the connection is in a state asyncpg refuses to use (its
-  ``InternalClientError``: "cannot switch to state ...; another operation is in progress",
-  seen after the server shut the connection down under it). Every database-facing loop
+  shutting down, out of connections, the connection was lost or terminated (also by the
+  server itself, e.g. after ``idle_in_transaction_session_timeout``), a statement timed out,
+  or the connection is in a state asyncpg refuses to use (its ``InternalClientError``:
+  "cannot switch to state ...; another operation is in progress", seen after the server shut
+  the connection down under it). Every database-facing loop
   drops its connection and retries with backoff; nothing is fatal. :data:`DATABASE_ERRORS`
   is the ``except`` clause for it, :class:`DatabaseUnavailableError` what flowsd raises
   itself (from :func:`flowsd.db.connect.connect`).
@@ -57,8 +58,10 @@ _REFUSALS: tuple[type[Exception], ...] = (
 )
 
 
-# admin_shutdown, crash_shutdown, cannot_connect_now: the server is stopping or starting.
-_SHUTDOWN_STATES = frozenset({"57P01", "57P02", "57P03"})
+# admin_shutdown, crash_shutdown, cannot_connect_now: the server is stopping or starting;
+# idle_in_transaction_session_timeout, transaction_timeout (PostgreSQL 17),
+# idle_session_timeout: the server ended the session (:mod:`flowsd.db.connect`).
+_SESSION_ENDED_STATES = frozenset({"57P01", "57P02", "57P03", "25P03", "25P04", "57P05"})
 
 
 def is_refusal(exc: BaseException) -> bool:
@@ -71,7 +74,7 @@ def is_connection_lost(exc: BaseException) -> bool:
     server refused): a one-shot command reports it as such rather than as a bad statement."""
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = exc.sqlstate or ""
-        return sqlstate[:2] == "08" or sqlstate in _SHUTDOWN_STATES
+        return sqlstate[:2] == "08" or sqlstate in _SESSION_ENDED_STATES
     return isinstance(exc, DATABASE_ERRORS)
 
 

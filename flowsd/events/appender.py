@@ -549,8 +549,7 @@ class Appender:
             try:
                 await conn.execute(
                     "SELECT set_config('statement_timeout', $1, false),"
-                    " set_config('lock_timeout', $2, false),"
-                    " set_config('idle_in_transaction_session_timeout', $1, false)",
+                    " set_config('lock_timeout', $2, false)",
                     f"{int(self._config.statement_timeout_seconds * 1000)}ms",
                     f"{int(self._config.lock_timeout_seconds * 1000)}ms",
                 )

@@ -34,10 +34,8 @@ naming the holder and counted in ``flowsd_fenced_commands_total{source="grpc"}``
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -64,7 +62,7 @@ from flowsd.emop.frame import REFERENCE_SEQUENCE, control_byte
 from flowsd.mediator import metrics
 from flowsd.mediator.auth import Access, Identity, Policy, Refusal, identity_of
 from flowsd.mediator.proto import mediator_pb2 as pb
-from flowsd.meters.command import CommandResult, MeterCommand, refused
+from flowsd.meters.command import CommandResult, MeterCommand
 from flowsd.meters.operations import Exchange, Operation, ReadObject, write_element
 from flowsd.meters.ownership import Ownership
 from flowsd.meters.supervisor import CommandRefusedError
@@ -265,8 +263,8 @@ class MediatorService:
     ) -> CommandResult:
         ref = await self._meter(identity, serial, method)
         command = MeterCommand(operation, source="grpc", client=identity.describe())
-        if self.leases is not None and not isinstance(operation, ReadObject):
-            command.guard = functools.partial(self._confirm_lease, self.leases, ref.meter_id)
+        if self.leases is not None:
+            self.leases.fence(command, self._pool, ref.meter_id)
         try:
             if ref.forwardable:
                 result = await self._forward(ref, operation, identity, context)
@@ -283,14 +281,6 @@ class MediatorService:
             code, details = status
             raise StatusError(code, f"meter {serial}: {details}")
         return result
-
-    async def _confirm_lease(self, leases: Ownership, meter_id: uuid.UUID) -> CommandResult | None:
-        """The guard of a write or raw exchange (see the module docstring)."""
-        pool = self._pool()
-        if pool is None:
-            return refused("unavailable", "the database is not reachable yet")
-        why = await leases.confirm(pool, meter_id, source="grpc")
-        return None if why is None else refused("unavailable", why)
 
     async def _forward(
         self, ref: MeterRef, operation: Operation, identity: Identity, context: Context

@@ -13,7 +13,8 @@ back at once; when the meter could not be reached, or the caller's writes may go
 (``Writes.readback_later``), the read-back is left to the session, which does it when the
 meter answers again or the writes have settled. A command may carry a *guard*, awaited as
 the session starts it, before anything of it is sent: a refusal it returns is the command's
-result (the mediator's lease check, :meth:`flowsd.meters.ownership.Ownership.confirm`).
+result (the lease check of a command that is not a plain read, from the mediator or the
+command table: :meth:`flowsd.meters.ownership.Ownership.fence`).
 """
 
 from __future__ import annotations

@@ -24,10 +24,12 @@ append (:mod:`flowsd.events.store`), and the database refuses the events of a me
 epoch has moved on. Because every change of epoch takes the append lock, the check and the
 append's commit see the same holder. Commands are fenced too: the command table claims a row
 only for a meter whose lease this daemon holds in the database at the epoch of :attr:`held`
-(:mod:`flowsd.control.table`), and a mediator write or raw exchange asks :meth:`confirm` as it
-starts, before anything is sent to the meter (:mod:`flowsd.mediator.service`). Each refusal is
-counted by :meth:`fenced`, which also renews at once, so the daemon drops the meters it lost
-without waiting for the next round.
+(:mod:`flowsd.control.table`), and every command that is not a plain object read (a mediator
+write or raw exchange, a claimed table command that writes) asks :meth:`confirm` again as the
+meter's session starts it, before anything of it is sent (:meth:`Ownership.fence`, the
+command's guard): a claimed row whose lease passed on while it waited in the session is
+refused there. Each refusal is counted by :meth:`fenced`, which also renews at once, so the
+daemon drops the meters it lost without waiting for the next round.
 
 Self-protection: a renewal must succeed within 0.9 lease periods of the previous one being
 sent; otherwise (database away, the process paused) a daemon that last saw other live
@@ -65,6 +67,8 @@ from flowsd.db.availability import DatabaseAvailability
 from flowsd.db.connect import close_quietly
 from flowsd.db.errors import DATABASE_ERRORS, describe
 from flowsd.events.store import APPEND_LOCK_KEY
+from flowsd.meters.command import CommandResult, MeterCommand, refused
+from flowsd.meters.operations import ReadObject
 from flowsd.meters.supervisor import FleetSupervisor
 
 log = structlog.get_logger("flowsd.meters.ownership")
@@ -73,6 +77,8 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 # Called after the held set changed (with the loop's connection, or None when it was
 # dropped without one); makes the fleet the dialled meters this daemon holds.
 Changed = Callable[[asyncpg.Connection | None], Awaitable[None]]
+# The daemon's pool, None until the database first answered.
+PoolOf = Callable[[], asyncpg.Pool | None]
 
 # A renewal must succeed within this share of a lease period of the previous one.
 SAFETY = 0.9
@@ -259,11 +265,28 @@ class Ownership:
         if row is None or row["daemon"] is None:
             why = "nobody holds the meter's lease now (this daemon's lapsed)"
         elif row["daemon"] != self.name:
-            why = f"the meter's lease is held by daemon {row['daemon']}; call it instead"
+            why = f"the meter's lease is held by daemon {row['daemon']}"
         else:
             why = "this daemon's lease of the meter lapsed and was taken again"
         self.fenced(source)
         return why
+
+    def fence(self, command: MeterCommand, pool: PoolOf, meter_id: UUID) -> None:
+        """Give ``command`` (not yet queued) the lease check as its guard unless it is a plain
+        object read: as the session starts it, before anything is sent, :meth:`confirm`
+        (counted by the command's source); a refusal is its result, ``unavailable`` with why."""
+        if isinstance(command.operation, ReadObject):
+            return
+        source = command.source
+
+        async def guard() -> CommandResult | None:
+            current = pool()
+            if current is None:
+                return refused("unavailable", "the database is not reachable yet")
+            why = await self.confirm(current, meter_id, source=source)
+            return None if why is None else refused("unavailable", why)
+
+        command.guard = guard
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Renew, rebalance and take over until :meth:`release_all`; the first round is done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -14,15 +15,26 @@ import anyio
 import asyncpg
 import msgspec
 
+from flowsd.config import LeasesConfig
 from flowsd.control import requests
+from flowsd.emop import by_name
+from flowsd.events.store import APPEND_LOCK_KEY
+from flowsd.meters.command import MeterCommand
+from flowsd.meters.operations import ReadObject
+from flowsd.sim.clock import SimClock
+from flowsd.sim.fleet import SimulatedFleet
 from flowsd.sim.tokens import make_token
 from tests.integration.daemon import (
     FAST_METERS,
+    FROZEN_AT,
     fetch,
     fetchval,
+    registered_fleet,
+    running_daemon,
+    sim_wall_clock,
 )
-from tests.mediator.helpers import events_of, served
-from tests.support import wait_until
+from tests.mediator.helpers import SINGLE_PHASE, events_of, mediator_config, served
+from tests.support import migrate_database, wait_until
 
 FUTURE = {
     "activation": "2026-07-01T00:00:00+00:00",
@@ -208,3 +220,86 @@ async def test_a_command_cut_off_by_a_crash_is_failed_not_rerun(
     assert error.startswith("interrupted")
     assert failed[-1]["reason"] == "interrupted"
     assert not await events_of(database_url, "COMMAND_SUCCEEDED")
+
+
+async def test_a_claimed_write_whose_lease_moved_on_before_it_ran_is_refused_unsent(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Fenced at the claim and again as the session starts it: a row claimed while the
+    daemon held the lease, whose lease then passed to another daemon while the row waited
+    in the meter's session (behind a read the meter answers slowly), fails before anything
+    of it is sent, naming the holder, and is counted as fenced."""
+    await migrate_database(database_url)
+    clock = SimClock(FROZEN_AT, speed=0.0)
+    flag = by_name("prepay_enabled_flag").id
+    async with registered_fleet(
+        database_url, 2, clock=clock, hardware=SINGLE_PHASE, journal=True
+    ) as fleet:
+        config = mediator_config(
+            tmp_path,
+            database_url,
+            fleet,
+            meters_config=msgspec.structs.replace(FAST_METERS, read_timeout_seconds=20.0),
+        )
+        # No renewal during the test: only the command's own check can see the move.
+        config = msgspec.structs.replace(
+            config, leases=LeasesConfig(lease_seconds=600.0, renew_seconds=300.0)
+        )
+        async with running_daemon(config, database_url, wall_clock=sim_wall_clock(clock)) as daemon:
+            meter = fleet.meters[0]
+            meter_id = daemon.supervisor.meter_id_of(meter.serial)
+            assert meter_id is not None
+            await wait_until(lambda: daemon.ownership.owns(meter_id))
+            prepay_before = fleet.truth(meter.index).flags["prepay_enabled"]
+            flag_exchanges = _exchanges_of(fleet, meter.index, flag)
+            ref = await daemon.dispatcher.lookup(meter.serial)
+            slow_read = MeterCommand(
+                ReadObject(by_name("csq_net_op").id), source="grpc", client="test"
+            )
+            fleet.set_faults(f"slow@{meter.index}=1:5s")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    functools.partial(daemon.dispatcher.run, wait_seconds=60.0), ref, slow_read
+                )
+                await wait_until(lambda: fleet.open_connections(meter.index) >= 1)
+                conn = await asyncpg.connect(database_url)
+                try:
+                    row_id = await requests.submit(
+                        conn,
+                        meter.serial,
+                        "prepay",
+                        {"enabled": False},
+                        key=str(uuid.uuid4()),
+                        client="test",
+                        expires_in=60,
+                    )
+                    await wait_until(lambda: _status(database_url, row_id, ("running",)))
+                    # Claimed, queued behind the read: the lease passes on, as a takeover
+                    # after this daemon stalled would move it.
+                    assert slow_read.result is None, "the read ended before the move"
+                    async with conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
+                        await conn.execute(
+                            "UPDATE flowsd.meter_lease SET daemon = 'elsewhere', "
+                            "epoch = nextval('flowsd.meter_lease_epoch_seq') WHERE meter_id = $1",
+                            meter_id,
+                        )
+                    fleet.set_faults(None)
+                    assert slow_read.result is None, "the read ended before the move"
+                    row = await requests.wait_outcome(conn, row_id, 60)
+                finally:
+                    await conn.close()
+            assert slow_read.result is not None and slow_read.result.ok
+            assert row["status"] == "failed", row
+            assert row["error"] == "unavailable: the meter's lease is held by daemon elsewhere"
+            assert row["result"]["reason"] == "unavailable" and not row["result"]["ok"]
+            assert daemon.ownership.statistics().fenced_commands["database"] == 1
+            # Nothing of the command reached the meter (the simulator's own journal).
+            assert _exchanges_of(fleet, meter.index, flag) == flag_exchanges
+            assert fleet.truth(meter.index).flags["prepay_enabled"] == prepay_before
+
+
+def _exchanges_of(fleet: SimulatedFleet, index: int, object_id: int) -> int:
+    """Requests (reads and writes) naming the object that the meter answered."""
+    oid = object_id.to_bytes(3, "big")
+    return sum(1 for e in fleet.answers(index) if e.request[1:4] == oid)
