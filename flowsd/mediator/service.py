@@ -34,6 +34,7 @@ naming the holder and counted in ``flowsd_fenced_commands_total{source="grpc"}``
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
