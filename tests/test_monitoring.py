@@ -185,9 +185,9 @@ def test_the_dashboard_is_well_formed() -> None:
 
 
 async def test_dashboard_and_rules_use_only_series_flowsd_exports(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    scrape = await real_scrape(database_url, tmp_path)
+    scrape = await real_scrape(migrated_url, tmp_path)
     exported = scrape.series_names() | PROMETHEUS_SERIES
     dashboard = json.loads(DASHBOARD.read_text())
     used: dict[str, set[str]] = {}

@@ -21,7 +21,7 @@ from tests.integration.daemon import (
     running_daemon,
     with_meters,
 )
-from tests.support import WAIT_SECONDS, migrate_database, wait_until
+from tests.support import WAIT_SECONDS, wait_until
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
 PLAN = fast_plan(0.3, single=("csq_net_op", "prepay_balance"))
@@ -48,22 +48,21 @@ async def _positions(url: str, serial: str, since: datetime | None = None) -> li
     return [row["position"] for row in rows]
 
 
-async def test_a_meters_last_events_types_and_since(database_url: str, tmp_path: Path) -> None:
-    await migrate_database(database_url)
-    async with registered_fleet(database_url, 3, hardware=("B1.w",)) as fleet:
+async def test_a_meters_last_events_types_and_since(migrated_url: str, tmp_path: Path) -> None:
+    async with registered_fleet(migrated_url, 3, hardware=("B1.w",)) as fleet:
         serial = fleet.meters[1].serial
-        config = with_meters(daemon_config(tmp_path, database_url, poll=PLAN), fleet)
-        async with running_daemon(config, database_url):
-            await wait_until(lambda: _at_least(database_url, serial, 12))
-    everything = await _positions(database_url, serial)
+        config = with_meters(daemon_config(tmp_path, migrated_url, poll=PLAN), fleet)
+        async with running_daemon(config, migrated_url):
+            await wait_until(lambda: _at_least(migrated_url, serial, 12))
+    everything = await _positions(migrated_url, serial)
 
-    status, out, err = await _flowsd(database_url, "events", "--meter", serial, "--last", "4")
+    status, out, err = await _flowsd(migrated_url, "events", "--meter", serial, "--last", "4")
     assert status == 0, err
     lines = out.splitlines()
     assert [int(line.split()[0]) for line in lines] == everything[-4:]
 
     status, out, _ = await _flowsd(
-        database_url, "events", "--meter", serial.lower(), "--json", "--type", "signal_quality_read"
+        migrated_url, "events", "--meter", serial.lower(), "--json", "--type", "signal_quality_read"
     )
     documents = [json.loads(line) for line in out.splitlines()]
     assert status == 0 and 1 <= len(documents) <= 20
@@ -73,23 +72,23 @@ async def test_a_meters_last_events_types_and_since(database_url: str, tmp_path:
 
     since = (
         await fetch(
-            database_url,
+            migrated_url,
             "SELECT recorded_at FROM flows.meter_event_log WHERE position = $1",
             everything[len(everything) // 2],
         )
     )[0][0]
     status, out, _ = await _flowsd(
-        database_url, "events", "--meter", serial, "--since", since.isoformat()
+        migrated_url, "events", "--meter", serial, "--since", since.isoformat()
     )
     assert [int(line.split()[0]) for line in out.splitlines()] == await _positions(
-        database_url, serial, since
+        migrated_url, serial, since
     )
 
-    status, _, err = await _flowsd(database_url, "events", "--meter", "EMLNOBODY")
+    status, _, err = await _flowsd(migrated_url, "events", "--meter", "EMLNOBODY")
     assert status == 2 and err.strip().endswith(
         "no meter with serial or id 'EMLNOBODY' in flows.meter_registry"
     )
-    status, _, err = await _flowsd(database_url, "events", "--meter", serial, "--type", "nope")
+    status, _, err = await _flowsd(migrated_url, "events", "--meter", serial, "--type", "nope")
     assert status == 2 and "unknown event type 'nope'" in err and len(err.splitlines()) == 1
 
 
@@ -107,25 +106,24 @@ async def _read_lines(process: Process, into: list[dict[str, Any]]) -> None:
 
 
 async def test_follow_prints_every_committed_event_of_the_meter_once(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
-    async with registered_fleet(database_url, 4, hardware=("C1.w",)) as fleet:
+    async with registered_fleet(migrated_url, 4, hardware=("C1.w",)) as fleet:
         serial = fleet.meters[2].serial
         seen: list[dict[str, Any]] = []
         # Whenever the follower starts reading, it shows everything recorded since then.
         started = datetime.now(UTC)
         process = await anyio.open_process(
             [*FLOWSD, "events", "--meter", serial, "--follow", "--json", "--since",
-             started.isoformat(), "--poll-seconds", "0.5", "--database-url", database_url],
+             started.isoformat(), "--poll-seconds", "0.5", "--database-url", migrated_url],
         )  # fmt: skip
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_read_lines, process, seen)
-                config = with_meters(daemon_config(tmp_path, database_url, poll=PLAN), fleet)
-                async with running_daemon(config, database_url):
+                config = with_meters(daemon_config(tmp_path, migrated_url, poll=PLAN), fleet)
+                async with running_daemon(config, migrated_url):
                     await wait_until(lambda: len(seen) >= 10)
-                committed = await _positions(database_url, serial)
+                committed = await _positions(migrated_url, serial)
                 await wait_until(lambda: [d["position"] for d in seen] == committed)
                 process.send_signal(signal.SIGTERM)
                 with anyio.fail_after(WAIT_SECONDS):
@@ -137,7 +135,7 @@ async def test_follow_prints_every_committed_event_of_the_meter_once(
     assert {d["serial"] for d in seen} == {serial}
     assert all(datetime.fromisoformat(d["recorded_at"]) >= started for d in seen)
     other = await fetch(
-        database_url,
+        migrated_url,
         "SELECT count(*) FROM flows.meter_event_log l JOIN flows.meter_registry r "
         "ON r.id = l.meter_id WHERE r.serial <> $1",
         serial,

@@ -35,7 +35,7 @@ from tests.integration.daemon import (
     sim_wall_clock,
     with_meters,
 )
-from tests.support import WAIT_SECONDS, migrate_database, wait_until
+from tests.support import WAIT_SECONDS, wait_until
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
 HALF_HOUR = timedelta(minutes=30)
@@ -55,14 +55,13 @@ def by_register_and_day(rows: list[dict[str, str]]) -> dict[tuple[str, str], lis
 
 
 async def _register(url: str, meters: int) -> list[str]:
-    await migrate_database(url)
     async with registered_fleet(url, meters, hardware=("B1.w", "C1.w")) as fleet:
         return [m.serial for m in fleet.meters]
 
 
 @pytest.fixture
-def fleet_serials(database_url: str) -> tuple[str, list[str]]:
-    return database_url, asyncio.run(_register(database_url, 3))
+def fleet_serials(migrated_url: str) -> tuple[str, list[str]]:
+    return migrated_url, asyncio.run(_register(migrated_url, 3))
 
 
 def _export(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> tuple[int, str, str]:
@@ -136,9 +135,8 @@ AFTER_AUTUMN = datetime(2026, 10, 26, 2, 0, 7, tzinfo=UTC)
 
 
 async def test_exported_half_hours_equal_the_simulator_across_the_autumn_change(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
     clock = SimClock(AFTER_AUTUMN, speed=0.0)
     meters = msgspec.structs.replace(
         FAST_METERS, backfill_horizon_hours=50, backfill_max_requests_per_poll=400
@@ -146,31 +144,31 @@ async def test_exported_half_hours_equal_the_simulator_across_the_autumn_change(
     poll = PollConfig(
         cadences={"fast": 60.0}, single_phase={"fast": ["profile_logs"]}, three_phase={"fast": []}
     )
-    async with registered_fleet(database_url, 2, clock=clock, hardware=("C1.w", "EMA1.w")) as fleet:
-        config = with_meters(daemon_config(tmp_path, database_url, poll=poll, meters=meters), fleet)
-        async with running_daemon(config, database_url, wall_clock=sim_wall_clock(clock)) as d:
+    async with registered_fleet(migrated_url, 2, clock=clock, hardware=("C1.w", "EMA1.w")) as fleet:
+        config = with_meters(daemon_config(tmp_path, migrated_url, poll=poll, meters=meters), fleet)
+        async with running_daemon(config, migrated_url, wall_clock=sim_wall_clock(clock)) as d:
             for _ in range(10):  # bounded: a poll per simulated minute until the day is in
                 clock.advance(minutes=1)
                 wanted = d.supervisor.statistics().polls + 2  # one more poll of each meter
                 await wait_until(lambda: d.supervisor.statistics().polls >= wanted)  # noqa: B023
                 await wait_until(lambda: d.supervisor.status(top=0).polls_running == 0)
-                if await _half_hours(database_url) >= 3 * 50:
+                if await _half_hours(migrated_url) >= 3 * 50:
                     break
             await d.appender.flush()
             assert d.projectors is not None
-            head = await fetchval(database_url, "SELECT max(position) FROM flows.meter_event_log")
+            head = await fetchval(migrated_url, "SELECT max(position) FROM flows.meter_event_log")
             assert await d.projectors.wait_caught_up(head, WAIT_SECONDS)
         with anyio.fail_after(WAIT_SECONDS):
             done = await anyio.run_process(
                 [*FLOWSD, "export", "intervals", "--esco", ESCO_CODE, "--from",
-                 "2026-10-25", "--to", "2026-10-25", "--database-url", database_url],
+                 "2026-10-25", "--to", "2026-10-25", "--database-url", migrated_url],
                 env=dict(os.environ),
             )  # fmt: skip
         rows = rows_of(done.stdout.decode())
         reversed_registers = {
             str(row["register_id"])
             for row in await fetch(
-                database_url,
+                migrated_url,
                 "SELECT register_id FROM flows.meter_registers WHERE direction_reversed",
             )
         }

@@ -15,7 +15,6 @@ import pytest
 
 from flowsd.cli import main
 from flowsd.commands import projections as projections_command
-from flowsd.db.migrate import migrate
 from flowsd.events import types as t
 from flowsd.events.store import append_batch
 from flowsd.projections.catalogue import all_projections
@@ -27,7 +26,6 @@ BASE = datetime(2026, 3, 1, tzinfo=UTC)
 async def _seed(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await migrate(conn)
         meters = [uuid.uuid4() for _ in range(3)]
         for meter in meters:
             await conn.execute("INSERT INTO flows.meter_registry (id) VALUES ($1)", meter)
@@ -91,9 +89,9 @@ async def _execute(url: str, sql: str) -> None:
 
 
 @pytest.fixture
-def seeded_url(database_url: str) -> str:
-    asyncio.run(_seed(database_url))
-    return database_url
+def seeded_url(migrated_url: str) -> str:
+    asyncio.run(_seed(migrated_url))
+    return migrated_url
 
 
 def test_verify_is_0_when_equal_and_1_with_differences_after_tampering(
@@ -259,7 +257,6 @@ async def _park_one_meter(url: str) -> None:
     """Meter EMLOTHER's identity claims the serial of meter EMLTAKEN: parked."""
     conn = await asyncpg.connect(url)
     try:
-        await migrate(conn)
         taken, other = uuid.uuid4(), uuid.uuid4()
         await conn.execute(
             "INSERT INTO flows.meter_registry (id, serial) VALUES ($1, 'EMLTAKEN'), "
@@ -279,18 +276,18 @@ async def _park_one_meter(url: str) -> None:
         await conn.close()
 
 
-def test_retry_parked_takes_a_serial(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    asyncio.run(_park_one_meter(database_url))
+def test_retry_parked_takes_a_serial(migrated_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    asyncio.run(_park_one_meter(migrated_url))
     base = ["projections", "retry-parked", "--projection", "meter_registry"]
-    url = ["--database-url", database_url]
+    url = ["--database-url", migrated_url]
     assert main([*base, "--meter", "EMLTAKEN", *url]) == 0  # nothing of that meter is parked
     assert "no parked events left" in capsys.readouterr().out
     assert main([*base, "--meter", "emlother", *url]) == 1  # case does not matter
     assert "meter_registry: applied 0, still parked 1" in capsys.readouterr().out
     assert main([*base, "--meter", "EMLNOBODY", *url]) == 2
     assert "no meter with serial or id 'EMLNOBODY'" in capsys.readouterr().err
-    asyncio.run(_execute(database_url, "UPDATE flows.meter_registry SET serial = NULL"))
-    other = asyncio.run(_meter_of_parked(database_url))
+    asyncio.run(_execute(migrated_url, "UPDATE flows.meter_registry SET serial = NULL"))
+    other = asyncio.run(_meter_of_parked(migrated_url))
     assert main([*base, "--meter", str(other), *url]) == 0  # an id still works
     assert "applied 1, still parked 0" in capsys.readouterr().out
 

@@ -25,7 +25,7 @@ from tests.integration.daemon import (
     registered_fleet,
 )
 from tests.mediator.helpers import client
-from tests.support import WAIT_SECONDS, migrate_database, wait_until
+from tests.support import WAIT_SECONDS, wait_until
 
 FLOWSD = [sys.executable, "-m", "flowsd"]
 
@@ -100,12 +100,11 @@ async def _events_of(url: str, type_id: int, serial: str | None = None) -> int:
 
 
 async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
-    async with registered_fleet(database_url, 8, hardware=("B1.w",)) as fleet:
+    async with registered_fleet(migrated_url, 8, hardware=("B1.w",)) as fleet:
         late = fleet.meters[7].serial
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(migrated_url)
         try:
             await conn.execute(
                 "UPDATE flows.meter_registry SET mode = 'passive' WHERE serial = $1", late
@@ -124,7 +123,7 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
         notify.setblocking(False)
         env = {
             **os.environ,
-            "FLOWSD_DATABASE_URL": database_url,
+            "FLOWSD_DATABASE_URL": migrated_url,
             "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
             "WATCHDOG_USEC": "2000000",
         }
@@ -140,11 +139,11 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
             )
             try:
                 csq = types.SignalQualityRead.TYPE_ID
-                await wait_until(lambda: _events_of(database_url, csq))
+                await wait_until(lambda: _events_of(migrated_url, csq))
                 async with client(mediator) as api:
                     answer = await api.read(fleet.meters[0].serial, by_name("csq_net_op").id)
                 assert answer, "the mediator API answered a read with no payload"
-                conn = await asyncpg.connect(database_url)
+                conn = await asyncpg.connect(migrated_url)
                 try:
                     await conn.execute(
                         "UPDATE flows.meter_registry SET mode = 'active' WHERE serial = $1", late
@@ -153,10 +152,10 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
                     await conn.close()
                 config.write_text(_config(tmp_path, fleet.port, ["csq_net_op", "prepay_balance"]))
                 await anyio.sleep(1.0)
-                assert await _events_of(database_url, csq, late) == 0
+                assert await _events_of(migrated_url, csq, late) == 0
                 process.send_signal(signal.SIGHUP)
-                await wait_until(lambda: _events_of(database_url, csq, late))
-                await wait_until(lambda: _events_of(database_url, types.BalanceRead.TYPE_ID))
+                await wait_until(lambda: _events_of(migrated_url, csq, late))
+                await wait_until(lambda: _events_of(migrated_url, types.BalanceRead.TYPE_ID))
                 process.send_signal(signal.SIGTERM)
                 with anyio.fail_after(WAIT_SECONDS):
                     status = await process.wait()
@@ -169,12 +168,12 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
     assert "READY=1" in messages and "STOPPING=1" in messages and "WATCHDOG=1" in messages
     statuses = [line for line in messages if line.startswith("STATUS=")]
     assert any(re.search(r"meters \d/\d online; db ok; queue \d+", s) for s in statuses), statuses
-    heartbeat = (await fetch(database_url, "SELECT * FROM flowsd.daemon_heartbeat"))[0]
-    stored = await fetchval(database_url, "SELECT count(*) FROM flows.meter_event_log")
+    heartbeat = (await fetch(migrated_url, "SELECT * FROM flowsd.daemon_heartbeat"))[0]
+    stored = await fetchval(migrated_url, "SELECT count(*) FROM flows.meter_event_log")
     assert heartbeat["stopped_at"] is not None
     assert heartbeat["queue_depth"] == 0 and heartbeat["spilled_events"] == 0
     assert heartbeat["events_appended"] == stored
-    env = {**os.environ, "FLOWSD_DATABASE_URL": database_url}
+    env = {**os.environ, "FLOWSD_DATABASE_URL": migrated_url}
     report = json.loads((await anyio.run_process([*FLOWSD, "status", "--json"], env=env)).stdout)
     assert [d["state"] for d in report["daemons"]] == ["stopped"]
     assert report["meters"] == {

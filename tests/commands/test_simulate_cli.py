@@ -15,7 +15,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from flowsd.db.migrate import migrate
 from flowsd.emop import ReadRequest, decode_response, encode_request, object_id
 
 SERIAL = ReadRequest(object_id("serial"))
@@ -124,16 +123,11 @@ def test_an_address_in_use_is_a_user_error(tmp_path: Path) -> None:
     assert "cannot listen" in done.stderr.decode()
 
 
-async def test_register_flag_creates_the_fleet_rows(database_url: str, tmp_path: Path) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+async def test_register_flag_creates_the_fleet_rows(migrated_url: str, tmp_path: Path) -> None:
     manifest = tmp_path / "fleet.json"
     args = ["simulate", "--meters", "3", "--seed", "5", "--base-address", "127.77.33.1",
             "--port", "0", "--manifest", str(manifest), "--register",
-            "--database-url", database_url]  # fmt: skip
+            "--database-url", migrated_url]  # fmt: skip
     for _ in range(2):  # a re-run registers the same rows again without error
         manifest.unlink(missing_ok=True)
         process = await asyncio.create_subprocess_exec(
@@ -153,7 +147,7 @@ async def test_register_flag_creates_the_fleet_rows(database_url: str, tmp_path:
                 await process.wait()
         assert process.returncode == 0, err.decode()
         assert "registered 3 meters" in err.decode()
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(migrated_url)
     try:
         rows = await conn.fetch(
             "SELECT serial, host(ip_address) AS ip, mode::text AS mode FROM flows.meter_registry"

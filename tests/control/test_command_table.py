@@ -34,7 +34,7 @@ from tests.integration.daemon import (
     sim_wall_clock,
 )
 from tests.mediator.helpers import SINGLE_PHASE, events_of, mediator_config, served
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 FUTURE = {
     "activation": "2026-07-01T00:00:00+00:00",
@@ -69,45 +69,45 @@ async def cli(url: str, *args: str) -> tuple[int, str, str]:
 
 
 async def test_cli_top_up_read_and_info_through_the_running_daemon(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    async with served(database_url, tmp_path) as s:
+    async with served(migrated_url, tmp_path) as s:
         meter = s.fleet.meters[0]
         before = s.fleet.truth(meter.index).balance_gbp
         assert before is not None
         token = make_token(1234, 5)
-        code, out, err = await cli(database_url, "meter", meter.serial, "top-up", token, "--json")
+        code, out, err = await cli(migrated_url, "meter", meter.serial, "top-up", token, "--json")
         assert code == 0, err
         row = json.loads(out)
         assert row["status"] == "succeeded"
         assert Decimal(row["result"]["readback"]["prepay_balance"]) == before + Decimal("12.34")
         assert Decimal(row["result"]["readback"]["before:prepay_balance"]) == before
         # The same token again: refused by the meter, exit status 1, the NAK named.
-        code, out, _ = await cli(database_url, "meter", meter.serial, "top-up", token)
+        code, out, _ = await cli(migrated_url, "meter", meter.serial, "top-up", token)
         assert code == 1 and "SECURITY_NOT_GRANTED" in out
-        code, out, _ = await cli(database_url, "meter", meter.serial, "read", "serial")
+        code, out, _ = await cli(migrated_url, "meter", meter.serial, "read", "serial")
         assert code == 0 and f"serial: {meter.serial}" in out
         s.clock.advance(seconds=3)
-        code, out, _ = await cli(database_url, "poll", meter.serial)
+        code, out, _ = await cli(migrated_url, "poll", meter.serial)
         assert code == 0 and "succeeded" in out
         await s.daemon.appender.flush()
-        code, out, _ = await cli(database_url, "meter", meter.serial)
+        code, out, _ = await cli(migrated_url, "meter", meter.serial)
         assert code == 0 and "COMMAND_FAILED" in out and "top_up" in out
-        code, _, err = await cli(database_url, "meter", "NO-SUCH", "set-clock")
+        code, _, err = await cli(migrated_url, "meter", "NO-SUCH", "set-clock")
         assert code == 2 and "unknown meter serial NO-SUCH" in err
-    rows = await fetch(database_url, "SELECT arguments::text AS a FROM flowsd.meter_command")
+    rows = await fetch(migrated_url, "SELECT arguments::text AS a FROM flowsd.meter_command")
     assert not [r for r in rows if token in r["a"]]
-    assert not await fetch(database_url, "SELECT * FROM flowsd_secret.meter_command_token")
+    assert not await fetch(migrated_url, "SELECT * FROM flowsd_secret.meter_command_token")
 
 
-async def test_a_future_tariff_is_written_and_read_back(database_url: str, tmp_path: Path) -> None:
-    async with served(database_url, tmp_path) as s:
+async def test_a_future_tariff_is_written_and_read_back(migrated_url: str, tmp_path: Path) -> None:
+    async with served(migrated_url, tmp_path) as s:
         meter = s.fleet.meters[1]
-        row = await command(database_url, meter.serial, "future_tariff", FUTURE)
+        row = await command(migrated_url, meter.serial, "future_tariff", FUTURE)
         assert row["status"] == "succeeded", row
         truth = s.fleet.truth(meter.index)
         await s.daemon.appender.flush()
-        reads = await events_of(database_url, "FUTURE_TARIFF_READ")
+        reads = await events_of(migrated_url, "FUTURE_TARIFF_READ")
     assert row["result"]["writes_acknowledged"] == 11
     readback = row["result"]["readback"]
     assert readback["tariff_future_block_8_rate_1"] == "0.24681"
@@ -119,15 +119,15 @@ async def test_a_future_tariff_is_written_and_read_back(database_url: str, tmp_p
 
 
 async def test_an_interrupted_tariff_sequence_is_recorded_and_read_back(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
     meters = msgspec.structs.replace(FAST_METERS, min_gap_seconds=0.4, offline_after_failures=2)
-    async with served(database_url, tmp_path, meters_config=meters) as s:
+    async with served(migrated_url, tmp_path, meters_config=meters) as s:
         meter = s.fleet.meters[0]
         outcome: list[dict[str, Any]] = []
 
         async def send() -> None:
-            outcome.append(await command(database_url, meter.serial, "future_tariff", FUTURE))
+            outcome.append(await command(migrated_url, meter.serial, "future_tariff", FUTURE))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(send)
@@ -141,10 +141,10 @@ async def test_an_interrupted_tariff_sequence_is_recorded_and_read_back(
         result = row["result"]
         assert result["interrupted"] and 4 <= result["writes_acknowledged"] < 11
         assert result["writes_total"] == 11
-        before = len(await events_of(database_url, "FUTURE_TARIFF_READ"))
+        before = len(await events_of(migrated_url, "FUTURE_TARIFF_READ"))
         s.fleet.set_faults(None)  # the meter is back: the tariff is read back
-        await wait_until(lambda: _more(database_url, "FUTURE_TARIFF_READ", before))
-        failed = await events_of(database_url, "COMMAND_FAILED")
+        await wait_until(lambda: _more(migrated_url, "FUTURE_TARIFF_READ", before))
+        failed = await events_of(migrated_url, "COMMAND_FAILED")
     assert failed[-1]["interrupted"] is True and failed[-1]["operation"] == "future_tariff"
 
 
@@ -153,12 +153,12 @@ async def _more(url: str, name: str, than: int) -> bool:
 
 
 async def test_a_command_survives_a_daemon_restart_and_runs_exactly_once(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    async with served(database_url, tmp_path) as s:
+    async with served(migrated_url, tmp_path) as s:
         meter = s.fleet.meters[0]
     # No daemon runs now: the command waits in the table.
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(migrated_url)
     try:
         token = make_token(500, 77)
         row_id = await requests.submit(
@@ -166,19 +166,19 @@ async def test_a_command_survives_a_daemon_restart_and_runs_exactly_once(
         )
     finally:
         await conn.close()
-    assert await fetchval(database_url, "SELECT status FROM flowsd.meter_command") == "pending"
+    assert await fetchval(migrated_url, "SELECT status FROM flowsd.meter_command") == "pending"
     # The next start takes the command (the same fleet, registered again), the one after
     # must not touch it again.
-    async with served(database_url, tmp_path) as s2:
-        await wait_until(lambda: _status(database_url, row_id, ("succeeded", "failed")), seconds=60)
-        first = await fetch(database_url, "SELECT status, claimed_at FROM flowsd.meter_command")
+    async with served(migrated_url, tmp_path) as s2:
+        await wait_until(lambda: _status(migrated_url, row_id, ("succeeded", "failed")), seconds=60)
+        first = await fetch(migrated_url, "SELECT status, claimed_at FROM flowsd.meter_command")
         await s2.daemon.appender.flush()
-    async with served(database_url, tmp_path):
+    async with served(migrated_url, tmp_path):
         await anyio.sleep(1.5)  # a few fallback polls of the table
-    again = await fetch(database_url, "SELECT status, claimed_at FROM flowsd.meter_command")
+    again = await fetch(migrated_url, "SELECT status, claimed_at FROM flowsd.meter_command")
     assert first == again
     requested = [
-        e for e in await events_of(database_url, "COMMAND_REQUESTED") if e["operation"] == "top_up"
+        e for e in await events_of(migrated_url, "COMMAND_REQUESTED") if e["operation"] == "top_up"
     ]
     assert len(requested) == 1
     assert first[0]["status"] == "succeeded"
@@ -190,14 +190,14 @@ async def _status(url: str, row_id: int, wanted: tuple[str, ...]) -> bool:
 
 
 async def test_a_command_cut_off_by_a_crash_is_failed_not_rerun(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    async with served(database_url, tmp_path) as s:
+    async with served(migrated_url, tmp_path) as s:
         meter = s.fleet.meters[0]
         instance = s.daemon.instance
         # As a crash leaves it: claimed by an earlier run of this instance, never finished
         # (one transaction: the running daemon never sees the row pending).
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(migrated_url)
         try:
             async with conn.transaction():
                 await conn.execute(
@@ -212,32 +212,31 @@ async def test_a_command_cut_off_by_a_crash_is_failed_not_rerun(
                 )
         finally:
             await conn.close()
-    async with served(database_url, tmp_path) as s2:
-        await wait_until(lambda: _status(database_url, 1, ("failed",)))
+    async with served(migrated_url, tmp_path) as s2:
+        await wait_until(lambda: _status(migrated_url, 1, ("failed",)))
         await s2.daemon.appender.flush()
-        failed = await events_of(database_url, "COMMAND_FAILED")
-    error = await fetchval(database_url, "SELECT error FROM flowsd.meter_command")
+        failed = await events_of(migrated_url, "COMMAND_FAILED")
+    error = await fetchval(migrated_url, "SELECT error FROM flowsd.meter_command")
     assert error.startswith("interrupted")
     assert failed[-1]["reason"] == "interrupted"
-    assert not await events_of(database_url, "COMMAND_SUCCEEDED")
+    assert not await events_of(migrated_url, "COMMAND_SUCCEEDED")
 
 
 async def test_a_claimed_write_whose_lease_moved_on_before_it_ran_is_refused_unsent(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
     """Fenced at the claim and again as the session starts it: a row claimed while the
     daemon held the lease, whose lease then passed to another daemon while the row waited
     in the meter's session (behind a read the meter answers slowly), fails before anything
     of it is sent, naming the holder, and is counted as fenced."""
-    await migrate_database(database_url)
     clock = SimClock(FROZEN_AT, speed=0.0)
     flag = by_name("prepay_enabled_flag").id
     async with registered_fleet(
-        database_url, 2, clock=clock, hardware=SINGLE_PHASE, journal=True
+        migrated_url, 2, clock=clock, hardware=SINGLE_PHASE, journal=True
     ) as fleet:
         config = mediator_config(
             tmp_path,
-            database_url,
+            migrated_url,
             fleet,
             meters_config=msgspec.structs.replace(FAST_METERS, read_timeout_seconds=20.0),
         )
@@ -245,7 +244,7 @@ async def test_a_claimed_write_whose_lease_moved_on_before_it_ran_is_refused_uns
         config = msgspec.structs.replace(
             config, leases=LeasesConfig(lease_seconds=600.0, renew_seconds=300.0)
         )
-        async with running_daemon(config, database_url, wall_clock=sim_wall_clock(clock)) as daemon:
+        async with running_daemon(config, migrated_url, wall_clock=sim_wall_clock(clock)) as daemon:
             meter = fleet.meters[0]
             meter_id = daemon.supervisor.meter_id_of(meter.serial)
             assert meter_id is not None
@@ -262,7 +261,7 @@ async def test_a_claimed_write_whose_lease_moved_on_before_it_ran_is_refused_uns
                     functools.partial(daemon.dispatcher.run, wait_seconds=60.0), ref, slow_read
                 )
                 await wait_until(lambda: fleet.open_connections(meter.index) >= 1)
-                conn = await asyncpg.connect(database_url)
+                conn = await asyncpg.connect(migrated_url)
                 try:
                     row_id = await requests.submit(
                         conn,
@@ -273,7 +272,7 @@ async def test_a_claimed_write_whose_lease_moved_on_before_it_ran_is_refused_uns
                         client="test",
                         expires_in=60,
                     )
-                    await wait_until(lambda: _status(database_url, row_id, ("running",)))
+                    await wait_until(lambda: _status(migrated_url, row_id, ("running",)))
                     # Claimed, queued behind the read: the lease passes on, as a takeover
                     # after this daemon stalled would move it.
                     assert slow_read.result is None, "the read ended before the move"

@@ -10,9 +10,9 @@ import uuid
 
 import anyio
 import asyncpg
+import pytest
 
 from flowsd.control.table import Claim, claim_rows
-from flowsd.db.migrate import migrate
 from flowsd.events.store import APPEND_LOCK_KEY, append_batch
 from tests.events.helpers import balance_event, create_meters
 
@@ -25,6 +25,12 @@ _MOVE = """
 UPDATE flowsd.meter_lease SET daemon = $2, epoch = nextval('flowsd.meter_lease_epoch_seq')
 WHERE meter_id = $1
 """
+
+
+@pytest.fixture
+def conn(migrated_conn: asyncpg.Connection) -> asyncpg.Connection:
+    """Every test here wants a migrated database (not the empty one of tests/db/conftest.py)."""
+    return migrated_conn
 
 
 async def _pending(conn: asyncpg.Connection, meter_ids: list[uuid.UUID]) -> int:
@@ -41,7 +47,6 @@ async def _pending(conn: asyncpg.Connection, meter_ids: list[uuid.UUID]) -> int:
 async def test_only_meters_held_at_the_believed_epoch_are_claimed(
     conn: asyncpg.Connection,
 ) -> None:
-    await migrate(conn)
     held_now, taken_over, taken_again, expired, free = await create_meters(conn, 5)
     believed = {
         held_now: await conn.fetchval(_LEASE, held_now, "a", 60.0),
@@ -83,9 +88,8 @@ async def test_only_meters_held_at_the_believed_epoch_are_claimed(
 
 
 async def test_a_claim_waits_for_a_change_of_hands_in_flight_and_sees_it(
-    conn: asyncpg.Connection, database_url: str
+    conn: asyncpg.Connection, migrated_url: str
 ) -> None:
-    await migrate(conn)
     (meter,) = await create_meters(conn, 1)
     believed = {meter: await conn.fetchval(_LEASE, meter, "a", 60.0)}
     await _pending(conn, [meter])
@@ -97,7 +101,7 @@ async def test_a_claim_waits_for_a_change_of_hands_in_flight_and_sees_it(
             await claim_rows(conn, [meter], believed, instance="a", run_id=run_id, limit=1)
         )
 
-    taker = await asyncpg.connect(database_url)
+    taker = await asyncpg.connect(migrated_url)
     try:
         change = taker.transaction()
         await change.start()
@@ -119,7 +123,6 @@ async def test_a_claim_waits_for_a_change_of_hands_in_flight_and_sees_it(
 async def test_events_of_a_meter_whose_lease_moved_on_are_fenced(conn: asyncpg.Connection) -> None:
     """The append's own fence (flowsd.begin_fenced_event_append, under the append lock): a
     batch carrying a stale epoch for one meter stores the other meters' events only."""
-    await migrate(conn)
     kept, moved, unleased = await create_meters(conn, 3)
     epochs = {
         kept: await conn.fetchval(_LEASE, kept, "a", 60.0),

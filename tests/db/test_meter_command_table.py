@@ -7,11 +7,16 @@ import uuid
 import asyncpg
 import pytest
 
-from flowsd.db.migrate import migrate
 from flowsd.meters.operations import payload_digest
 from tests.events.helpers import create_meters
 
 TOKEN = "12340000000000000042"
+
+
+@pytest.fixture
+def conn(migrated_conn: asyncpg.Connection) -> asyncpg.Connection:
+    """Every test here wants a migrated database (not the empty one of tests/db/conftest.py)."""
+    return migrated_conn
 
 
 async def _as_commander(conn: asyncpg.Connection) -> None:
@@ -21,7 +26,6 @@ async def _as_commander(conn: asyncpg.Connection) -> None:
 async def test_a_commander_inserts_and_reads_but_cannot_change_or_delete(
     conn: asyncpg.Connection,
 ) -> None:
-    await migrate(conn)
     (meter,) = await create_meters(conn, 1)
     serial = await conn.fetchval("SELECT serial FROM flows.meter_registry WHERE id = $1", meter)
     await _as_commander(conn)
@@ -50,7 +54,6 @@ async def test_a_commander_inserts_and_reads_but_cannot_change_or_delete(
 async def test_unknown_serials_and_malformed_arguments_are_refused_at_insert(
     conn: asyncpg.Connection,
 ) -> None:
-    await migrate(conn)
     (meter,) = await create_meters(conn, 1)
     serial = await conn.fetchval("SELECT serial FROM flows.meter_registry WHERE id = $1", meter)
     await _as_commander(conn)
@@ -68,7 +71,6 @@ async def test_unknown_serials_and_malformed_arguments_are_refused_at_insert(
 async def test_a_token_is_kept_out_of_the_row_and_out_of_readers_sight(
     conn: asyncpg.Connection,
 ) -> None:
-    await migrate(conn)
     (meter,) = await create_meters(conn, 1)
     serial = await conn.fetchval("SELECT serial FROM flows.meter_registry WHERE id = $1", meter)
     await _as_commander(conn)
@@ -97,11 +99,10 @@ async def test_a_token_is_kept_out_of_the_row_and_out_of_readers_sight(
     assert [(r["command_id"], r["token"]) for r in rows] == [(command_id, TOKEN)]
 
 
-async def test_an_insert_wakes_listeners(conn: asyncpg.Connection, database_url: str) -> None:
-    await migrate(conn)
+async def test_an_insert_wakes_listeners(conn: asyncpg.Connection, migrated_url: str) -> None:
     (meter,) = await create_meters(conn, 1)
     serial = await conn.fetchval("SELECT serial FROM flows.meter_registry WHERE id = $1", meter)
-    listener = await asyncpg.connect(database_url)
+    listener = await asyncpg.connect(migrated_url)
     heard: list[str] = []
     try:
         await listener.add_listener("flowsd_meter_command", lambda *a: heard.append(a[2]))

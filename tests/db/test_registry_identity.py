@@ -46,8 +46,10 @@ async def _indexes(conn: asyncpg.Connection) -> set[str]:
     return {row["indexname"] for row in rows}
 
 
-async def test_masks_are_dropped_and_duplicates_refused(conn: asyncpg.Connection) -> None:
-    await migrate(conn)
+async def test_masks_are_dropped_and_duplicates_refused(
+    migrated_conn: asyncpg.Connection,
+) -> None:
+    conn = migrated_conn
     first = await _insert(conn, "EML0000000001", "10.20.0.5/24")
     assert await _address(conn, first) == "10.20.0.5/32"
     with pytest.raises(asyncpg.UniqueViolationError, match=r"10\.20\.0\.5 is already used by"):

@@ -124,11 +124,10 @@ async def _check_days(
 
 
 async def test_days_and_months_are_london_dates_in_every_session_zone(
-    conn: asyncpg.Connection,
+    migrated_conn: asyncpg.Connection,
 ) -> None:
-    await migrate(conn)
-    circuit, hh = await _circuit(conn)
-    await _check_days(conn, circuit, hh)
+    circuit, hh = await _circuit(migrated_conn)
+    await _check_days(migrated_conn, circuit, hh)
 
 
 # Migration 3's TimescaleDB shape (continuous aggregates bucketed by London days and months as

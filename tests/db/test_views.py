@@ -111,31 +111,25 @@ async def _failures(conn: asyncpg.Connection, queries: list[str], *, run: bool) 
     return failures
 
 
-@pytest.fixture
-async def migrated(conn: asyncpg.Connection) -> asyncpg.Connection:
-    await migrate(conn)
-    return conn
-
-
-async def test_every_view_plans(migrated: asyncpg.Connection) -> None:
-    views = await migrated.fetch(
+async def test_every_view_plans(migrated_conn: asyncpg.Connection) -> None:
+    views = await migrated_conn.fetch(
         "SELECT viewname FROM pg_views WHERE schemaname = 'flows' "
         "UNION ALL SELECT matviewname FROM pg_matviews WHERE schemaname = 'flows'"
     )
     assert len(views) == 11
     for (view,) in views:
-        plan = await migrated.fetch(f"EXPLAIN SELECT * FROM flows.{view}")
+        plan = await migrated_conn.fetch(f"EXPLAIN SELECT * FROM flows.{view}")
         assert plan, view
 
 
-async def test_known_queries_plan(migrated: asyncpg.Connection) -> None:
-    failures = await _failures(migrated, QUERIES, run=False)
+async def test_known_queries_plan(migrated_conn: asyncpg.Connection) -> None:
+    failures = await _failures(migrated_conn, QUERIES, run=False)
     assert not failures, "\n".join(failures)
 
 
-async def test_documentation_queries_run(migrated: asyncpg.Connection) -> None:
+async def test_documentation_queries_run(migrated_conn: asyncpg.Connection) -> None:
     assert len(DOC_QUERIES) == 13
-    failures = await _failures(migrated, DOC_QUERIES, run=True)
+    failures = await _failures(migrated_conn, DOC_QUERIES, run=True)
     assert not failures, "\n".join(failures)
 
 
@@ -192,12 +186,12 @@ async def _circuit_with_half_hours(
 
 
 async def test_daily_and_monthly_buckets_are_london_settlement_days(
-    migrated: asyncpg.Connection,
+    migrated_conn: asyncpg.Connection,
 ) -> None:
     # From local midnight of Sat 28 March 2026; clocks go forward at 01:00 UTC on the 29th.
     start = datetime(2026, 3, 28, tzinfo=UTC)
-    circuit = await _circuit_with_half_hours(migrated, start, 3 * 48)
-    days = await migrated.fetch(
+    circuit = await _circuit_with_half_hours(migrated_conn, start, 3 * 48)
+    days = await migrated_conn.fetch(
         "SELECT day, kwh, total_import_kwh, total_export_kwh FROM flows.circuit_interval_daily "
         "WHERE circuit_id = $1 ORDER BY day",
         circuit,
@@ -207,7 +201,7 @@ async def test_daily_and_monthly_buckets_are_london_settlement_days(
     assert [d["kwh"] for d in days] == [48, 46, 48, 2]  # the clock-change day is 23 hours
     assert days[1]["total_import_kwh"] == 46
     assert days[1]["total_export_kwh"] == Decimal("23.0")
-    (month,) = await migrated.fetch(
+    (month,) = await migrated_conn.fetch(
         "SELECT month, kwh, days_in_month FROM flows.circuit_interval_monthly "
         "WHERE circuit_id = $1",
         circuit,
@@ -218,27 +212,27 @@ async def test_daily_and_monthly_buckets_are_london_settlement_days(
 
 
 async def test_registers_count_only_inside_their_mapping_window(
-    migrated: asyncpg.Connection,
+    migrated_conn: asyncpg.Connection,
 ) -> None:
     start = datetime(2026, 6, 1, tzinfo=UTC)
-    circuit = await _circuit_with_half_hours(migrated, start - timedelta(hours=2), 8)
-    hh = await migrated.fetch(
+    circuit = await _circuit_with_half_hours(migrated_conn, start - timedelta(hours=2), 8)
+    hh = await migrated_conn.fetch(
         'SELECT "timestamp", kwh FROM flows.circuit_interval_hh WHERE circuit_id = $1',
         circuit,
     )
     assert len(hh) == 8
-    await migrated.execute(
+    await migrated_conn.execute(
         "UPDATE flows.circuit_register SET end_time = $1 WHERE circuit = $2",
         start - timedelta(hours=1),
         circuit,
     )
-    hh = await migrated.fetch(
+    hh = await migrated_conn.fetch(
         'SELECT "timestamp" FROM flows.circuit_interval_hh WHERE circuit_id = $1', circuit
     )
     assert len(hh) == 2
     # 22:00 and 22:30 UTC on 31 May are 23:00 and 23:30 BST: still May, which began at
     # 00:00 BST on 1 May.
-    (month,) = await migrated.fetch(
+    (month,) = await migrated_conn.fetch(
         "SELECT month FROM flows.circuit_interval_monthly WHERE circuit_id = $1", circuit
     )
     assert month["month"] == date(2026, 5, 1)

@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import asyncpg
 
-from flowsd.db.migrate import migrate
 from flowsd.events import types
 from flowsd.events.store import append_batch, meter_index_covers
 from flowsd.ingest import seed
@@ -21,8 +20,8 @@ OTHER = uuid.UUID("00000000-0000-0000-0000-0000000000a2")
 
 
 async def _database(url: str) -> asyncpg.Connection:
+    """A connection to the migrated database at ``url``, with two meters in its registry."""
     conn = await asyncpg.connect(url)
-    await migrate(conn)
     await conn.executemany(
         """INSERT INTO flows.meter_registry (id, serial, ip_address, hardware, firmware_version,
                                              prepay_enabled)
@@ -34,9 +33,9 @@ async def _database(url: str) -> asyncpg.Connection:
 
 
 async def test_states_come_from_the_newest_change_events_over_the_registry(
-    database_url: str,
+    migrated_url: str,
 ) -> None:
-    conn = await _database(database_url)
+    conn = await _database(migrated_url)
     try:
         await append_batch(
             conn,
@@ -63,9 +62,9 @@ async def test_states_come_from_the_newest_change_events_over_the_registry(
 
 
 async def test_resume_points_from_profile_records_meter_log_and_offline_state(
-    database_url: str,
+    migrated_url: str,
 ) -> None:
-    conn = await _database(database_url)
+    conn = await _database(migrated_url)
     try:
         log1 = [event(types.ProfileLog1Record(status=0x80, import_a_wh=i), -1800 * i)
                 for i in range(3)]  # fmt: skip
@@ -100,11 +99,11 @@ async def test_resume_points_from_profile_records_meter_log_and_offline_state(
     assert resume[OTHER] == MeterResume(three_phase_interval_last=at(-1800))
 
 
-async def test_seed_lookups_use_the_per_meter_index(database_url: str) -> None:
+async def test_seed_lookups_use_the_per_meter_index(migrated_url: str) -> None:
     """Every type the seed looks up is in the partial index, and the plans use it."""
     for type_id in (*seed._STATE_TYPES, *seed._RESUME_TYPES, 1, types.NATIVE_TYPE_ID_MAX):
         assert meter_index_covers(type_id), type_id
-    conn = await _database(database_url)
+    conn = await _database(migrated_url)
     try:
         lookup_indexes = {
             row["relname"]

@@ -20,21 +20,20 @@ from tests.integration.daemon import (
     running_daemon,
     with_meters,
 )
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 
 async def test_sessions_wait_while_the_queue_is_full_and_nothing_is_lost(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
-    async with registered_fleet(database_url, 6, hardware=("EMA1.w",)) as fleet:
-        config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(0.2)), fleet)
+    async with registered_fleet(migrated_url, 6, hardware=("EMA1.w",)) as fleet:
+        config = with_meters(daemon_config(tmp_path, migrated_url, poll=fast_plan(0.2)), fleet)
         appender = AppenderConfig(queue_size=5, lock_timeout_seconds=60.0, batch_max=50)
         config = msgspec.structs.replace(config, appender=appender)
-        async with running_daemon(config, database_url) as daemon:
+        async with running_daemon(config, migrated_url) as daemon:
             stats = daemon.supervisor.statistics
             await wait_until(lambda: stats().polls >= 12)
-            blocker = await asyncpg.connect(database_url)
+            blocker = await asyncpg.connect(migrated_url)
             try:
                 # Hold the event log's append lock: the appender's next commit waits on it, and
                 # its queue fills.
@@ -51,7 +50,7 @@ async def test_sessions_wait_while_the_queue_is_full_and_nothing_is_lost(
             await wait_until(lambda: stats().requests_ok > stalled_at + 30)
         answered = stats().requests_ok
     csq = await fetchval(
-        database_url,
+        migrated_url,
         "SELECT count(*) FROM flows.meter_event_log WHERE event_type = $1",
         types.SignalQualityRead.TYPE_ID,
     )

@@ -20,7 +20,7 @@ from tests.integration.daemon import (
     with_meters,
 )
 from tests.integration.proxy import DatabaseProxy
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 
 class StatusRecorder(SystemdNotifier):
@@ -54,13 +54,12 @@ async def test_start_without_a_database_waits_and_stops_cleanly(tmp_path: Path) 
 
 
 async def test_events_spill_during_an_outage_and_are_committed_after(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
-    proxy = DatabaseProxy(database_url)
+    proxy = DatabaseProxy(migrated_url)
     async with anyio.create_task_group() as tg:
         await tg.start(proxy.serve)
-        async with registered_fleet(database_url, 10, hardware=("EMA1.w",)) as fleet:
+        async with registered_fleet(migrated_url, 10, hardware=("EMA1.w",)) as fleet:
             config = daemon_config(tmp_path, proxy.url(), poll=fast_plan(0.3))
             small = AppenderConfig(
                 queue_size=100, memory_max_events=20, flush_interval_seconds=0.02
@@ -69,7 +68,7 @@ async def test_events_spill_during_an_outage_and_are_committed_after(
             async with running_daemon(config, proxy.url()) as daemon:
                 await wait_until(lambda: daemon.supervisor.statistics().requests_ok > 20)
                 proxy.cut()
-                before = await fetchval(database_url, "SELECT count(*) FROM flows.meter_event_log")
+                before = await fetchval(migrated_url, "SELECT count(*) FROM flows.meter_event_log")
                 polled = daemon.supervisor.statistics().requests_ok
                 await wait_until(lambda: daemon.appender.spilled_events > 0)
                 await wait_until(lambda: daemon.supervisor.statistics().requests_ok > polled + 40)
@@ -78,6 +77,6 @@ async def test_events_spill_during_an_outage_and_are_committed_after(
                 await wait_until(lambda: daemon.appender.spilled_events == 0)
                 await daemon.appender.flush()
         tg.cancel_scope.cancel()
-    stored = await fetchval(database_url, "SELECT count(*) FROM flows.meter_event_log")
+    stored = await fetchval(migrated_url, "SELECT count(*) FROM flows.meter_event_log")
     assert stored >= before + 40  # what was read during the outage is in the log
     assert not list((tmp_path / "state" / "spill").glob("segment-*.spill"))  # and no longer on disk

@@ -59,7 +59,7 @@ from tests.integration.doc_truth import (
     documented_queries,
     run_and_check,
 )
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 SESSION_ZONES = ("UTC", "Europe/London")
 # Seed 1's default hardware mix, meters 0-9: EML2137580826 is a C1.w (power and heat), meter 2
@@ -114,18 +114,17 @@ async def _check_polls_recorded(url: str, polled: Polled) -> None:
 
 
 async def test_documented_queries_on_a_fleet_polled_until_now(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
     clock = SimClock(datetime.now(UTC) - HISTORY_STEPS * STEP, speed=0.0)
     async with registered_fleet(
-        database_url, METERS, seed=SEED, clock=clock, hardware=None
+        migrated_url, METERS, seed=SEED, clock=clock, hardware=None
     ) as fleet:
         polled = _polled(fleet)
         config = with_meters(
-            daemon_config(tmp_path, database_url, poll=PLAN, meters=METERS_CONFIG), fleet
+            daemon_config(tmp_path, migrated_url, poll=PLAN, meters=METERS_CONFIG), fleet
         )
-        async with running_daemon(config, database_url, wall_clock=clock.unix) as daemon:
+        async with running_daemon(config, migrated_url, wall_clock=clock.unix) as daemon:
             await wait_until(lambda: len(daemon.supervisor.sessions) == METERS)
             for step in range(HISTORY_STEPS):
                 if step == HISTORY_STEPS - OFFLINE_STEPS:
@@ -136,18 +135,18 @@ async def test_documented_queries_on_a_fleet_polled_until_now(
                 for meter in fleet.meters:
                     if meter.index != OFFLINE_METER or step < HISTORY_STEPS - OFFLINE_STEPS:
                         polled.answered[meter.index].append(clock.now())
-            await projections_caught_up(daemon, database_url)
-        conn = await asyncpg.connect(database_url)
+            await projections_caught_up(daemon, migrated_url)
+        conn = await asyncpg.connect(migrated_url)
         try:
             await polled.load_ids(conn)
         finally:
             await conn.close()
-        await _check_polls_recorded(database_url, polled)
+        await _check_polls_recorded(migrated_url, polled)
 
         counts: dict[tuple[str, str], int] = {}
         for zone in SESSION_ZONES:
             for name, sql in documented_queries().items():
-                counts[zone, name] = await run_and_check(database_url, polled, name, sql, zone)
+                counts[zone, name] = await run_and_check(migrated_url, polled, name, sql, zone)
     # Every query answers with rows, except the low-balance one, whose rows depend on the day.
     empty = [key for key, n in counts.items() if n == 0 and key[1] != "q3"]
     assert not empty, counts
@@ -161,23 +160,22 @@ DAYS = {date(2026, 1, 14): 48, date(2026, 3, 29): 46, date(2026, 7, 15): 48, dat
 
 
 async def test_documented_queries_on_gmt_bst_and_clock_change_days(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
     first = min(DAYS) + timedelta(days=1)
     clock = SimClock(datetime(first.year, first.month, first.day, 11, tzinfo=UTC), speed=0.0)
     queries = {n: q for n, q in documented_queries().items() if n != "q4"}
     low_balances = 0
     async with registered_fleet(
-        database_url, METERS, seed=SEED, clock=clock, hardware=None
+        migrated_url, METERS, seed=SEED, clock=clock, hardware=None
     ) as fleet:
         polled = _polled(fleet)
         config = with_meters(
-            daemon_config(tmp_path, database_url, poll=PLAN, meters=METERS_CONFIG), fleet
+            daemon_config(tmp_path, migrated_url, poll=PLAN, meters=METERS_CONFIG), fleet
         )
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(migrated_url)
         try:
-            async with running_daemon(config, database_url, wall_clock=clock.unix) as daemon:
+            async with running_daemon(config, migrated_url, wall_clock=clock.unix) as daemon:
                 await wait_until(lambda: len(daemon.supervisor.sessions) == METERS)
                 await polled.load_ids(conn)
                 for day, half_hours in DAYS.items():
@@ -187,11 +185,11 @@ async def test_documented_queries_on_gmt_bst_and_clock_change_days(
                     await poll_round(daemon)
                     for meter in fleet.meters:
                         polled.answered[meter.index].append(clock.now())
-                    await projections_caught_up(daemon, database_url)
+                    await projections_caught_up(daemon, migrated_url)
                     for zone in SESSION_ZONES:
                         for name, sql in queries.items():
                             rows = await run_and_check(
-                                database_url, polled, name, sql, zone, fixed_now=moment
+                                migrated_url, polled, name, sql, zone, fixed_now=moment
                             )
                             assert rows or name == "q3", (day, zone, name)
                             low_balances += rows if name == "q3" else 0

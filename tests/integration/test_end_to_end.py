@@ -26,7 +26,7 @@ from tests.integration.daemon import (
     sim_wall_clock,
     with_meters,
 )
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 METERS = 60
 B = TypeVar("B")
@@ -41,21 +41,20 @@ async def all_events(url: str) -> list[types.RecordedEvent]:
 
 
 async def test_a_day_of_polling_agrees_with_the_simulator(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
     clock = SimClock(FROZEN_AT, speed=0.0)
-    async with registered_fleet(database_url, METERS, clock=clock) as fleet:
-        config = with_meters(daemon_config(tmp_path, database_url, poll=PollConfig()), fleet)
-        async with running_daemon(config, database_url, wall_clock=sim_wall_clock(clock)) as d:
+    async with registered_fleet(migrated_url, METERS, clock=clock) as fleet:
+        config = with_meters(daemon_config(tmp_path, migrated_url, poll=PollConfig()), fleet)
+        async with running_daemon(config, migrated_url, wall_clock=sim_wall_clock(clock)) as d:
             # Every cadence (half-hourly, hourly, daily) comes due once.
             clock.advance(days=1, minutes=1)
             await wait_until(lambda: d.supervisor.statistics().polls >= METERS)
             await wait_until(lambda: d.supervisor.status(top=0).polls_running == 0)
             await d.appender.flush()
         at = clock.now_datetime()
-        events = await all_events(database_url)
-        by_serial = await _meter_ids(database_url)
+        events = await all_events(migrated_url)
+        by_serial = await _meter_ids(migrated_url)
         per_meter: dict[uuid.UUID, list[types.RecordedEvent]] = defaultdict(list)
         for event in events:
             per_meter[event.meter_id].append(event)
@@ -88,7 +87,7 @@ async def test_a_day_of_polling_agrees_with_the_simulator(
             checked_intervals += _check_intervals(fleet, meter.index, mine)
         assert checked_intervals >= (METERS * 3 // 5) * 11
         if d.projectors is not None:
-            await _check_projections(database_url, fleet, by_serial, at)
+            await _check_projections(migrated_url, fleet, by_serial, at)
 
 
 async def _check_projections(

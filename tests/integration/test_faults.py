@@ -17,7 +17,7 @@ from tests.integration.daemon import (
     running_daemon,
     with_meters,
 )
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 METERS = 30
 DOWN = range(0, 6)  # refuse every connection
@@ -27,11 +27,10 @@ FAULTS = "refuse@0-5=1,garbage@6-8=0.5"
 PERIOD = 0.5
 
 
-async def test_faults_isolated_offline_and_back_online(database_url: str, tmp_path: Path) -> None:
-    await migrate_database(database_url)
-    async with registered_fleet(database_url, METERS, faults=FAULTS) as fleet:
-        config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(PERIOD)), fleet)
-        async with running_daemon(config, database_url) as daemon:
+async def test_faults_isolated_offline_and_back_online(migrated_url: str, tmp_path: Path) -> None:
+    async with registered_fleet(migrated_url, METERS, faults=FAULTS) as fleet:
+        config = with_meters(daemon_config(tmp_path, migrated_url, poll=fast_plan(PERIOD)), fleet)
+        async with running_daemon(config, migrated_url) as daemon:
             ids = {m.index: _meter_id(daemon, m.serial) for m in fleet.meters}
             down = {ids[i] for i in DOWN}
             await wait_until(lambda: _offline(daemon) >= down)
@@ -59,7 +58,7 @@ async def test_faults_isolated_offline_and_back_online(database_url: str, tmp_pa
         errors = [row.last_error or "" for row in daemon.tracker.rows.values()]
         assert not [e for e in errors if e.startswith("internal")]
     rows = await fetch(
-        database_url,
+        migrated_url,
         """SELECT meter_id, array_agg(event_type ORDER BY position) AS kinds
            FROM flows.meter_event_log WHERE event_type IN ($1, $2) GROUP BY meter_id""",
         types.MeterWentOffline.TYPE_ID,

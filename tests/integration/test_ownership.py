@@ -47,7 +47,7 @@ from flowsd.sim.clock import from_emop
 from flowsd.sim.fleet import SimulatedFleet
 from tests.integration.daemon import free_port, registered_fleet
 from tests.mediator.helpers import Client
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 METERS = 300
 LEASE = 3.0
@@ -186,10 +186,9 @@ def stop(node: Node, how: signal.Signals = signal.SIGTERM) -> None:
 
 
 async def test_three_daemons_share_fail_over_fence_and_hand_back(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    url = database_url
-    await migrate_database(url)
+    url = migrated_url
     nodes: list[Node] = []
     async with registered_fleet(url, METERS, hardware=HARDWARE, journal=True) as fleet:
         try:
@@ -354,14 +353,13 @@ async def steal(url: str, meter_id: uuid.UUID, daemon: str) -> None:
 
 
 async def test_commands_for_a_meter_whose_lease_moved_on_unnoticed_are_refused(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
     """The database, not the daemon's memory, decides: a lease moved to another daemon
     between two renewals (what a daemon paused past its lease sees when it resumes, before
     its renewal or expiry watch runs; here the renewal is 30 s away) leaves a database
     command pending and refuses a mediator write, naming the holder, before anything is sent."""
-    url = database_url
-    await migrate_database(url)
+    url = migrated_url
     async with registered_fleet(url, 4, hardware=HARDWARE, journal=True) as fleet:
         ids = await meter_ids(url)
         solo = start(tmp_path, url, fleet, "solo", lease=60.0, renew=30.0)

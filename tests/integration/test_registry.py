@@ -18,16 +18,15 @@ from tests.integration.daemon import (
     running_daemon,
     with_meters,
 )
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 METERS = 6
 
 
-async def test_registry_changes_apply_without_restart(database_url: str, tmp_path: Path) -> None:
-    await migrate_database(database_url)
-    async with registered_fleet(database_url, METERS, hardware=("EMA1.w",)) as fleet:
+async def test_registry_changes_apply_without_restart(migrated_url: str, tmp_path: Path) -> None:
+    async with registered_fleet(migrated_url, METERS, hardware=("EMA1.w",)) as fleet:
         serials = [m.serial for m in fleet.meters]
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(migrated_url)
         try:
             await conn.execute(
                 "UPDATE flows.meter_registry SET mode = 'passive' WHERE serial = $1", serials[5]
@@ -36,9 +35,9 @@ async def test_registry_changes_apply_without_restart(database_url: str, tmp_pat
                 "SELECT serial, id FROM flows.meter_registry")}  # fmt: skip
             # Reloads here come from NOTIFY only (the periodic reload is an hour away).
             config = daemon_config(
-                tmp_path, database_url, poll=fast_plan(0.5), registry_reload_seconds=3600
+                tmp_path, migrated_url, poll=fast_plan(0.5), registry_reload_seconds=3600
             )
-            async with running_daemon(with_meters(config, fleet), database_url) as daemon:
+            async with running_daemon(with_meters(config, fleet), migrated_url) as daemon:
                 sessions = daemon.supervisor.sessions
                 assert set(sessions) == {ids[s] for s in serials[:5]}
                 await conn.execute(
@@ -73,7 +72,7 @@ async def test_registry_changes_apply_without_restart(database_url: str, tmp_pat
         finally:
             await conn.close()
     polled = await fetch(
-        database_url,
+        migrated_url,
         "SELECT DISTINCT meter_id FROM flows.meter_event_log WHERE event_type = $1",
         types.SignalQualityRead.TYPE_ID,
     )

@@ -14,18 +14,17 @@ from tests.integration.daemon import (
     registered_fleet,
     running_daemon,
 )
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 
 async def test_reload_keeps_schedules_and_applies_the_new_plan(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
-    async with registered_fleet(database_url, 4, hardware=("EMA1.w",)) as fleet:
+    async with registered_fleet(migrated_url, 4, hardware=("EMA1.w",)) as fleet:
         path = tmp_path / "flowsd.toml"
         path.write_text(_config(tmp_path, fleet.port, ["csq_net_op"]))
-        config = with_database_url(load_config(path), database_url)
-        async with running_daemon(config, database_url) as daemon:
+        config = with_database_url(load_config(path), migrated_url)
+        async with running_daemon(config, migrated_url) as daemon:
             daemon.config_path = str(path)
             await wait_until(lambda: daemon.supervisor.statistics().polls >= 8)
             slots = _slots(daemon)
@@ -49,7 +48,7 @@ async def test_reload_keeps_schedules_and_applies_the_new_plan(
                 assert after[meter_id][1] >= last_done
             balance = types.BalanceRead.TYPE_ID
             count = "SELECT count(*) FROM flows.meter_event_log WHERE event_type = $1"
-            await wait_until(lambda: fetchval(database_url, count, balance))
+            await wait_until(lambda: fetchval(migrated_url, count, balance))
 
 
 def _slots(daemon: Daemon) -> dict[object, tuple[object, int]]:

@@ -26,7 +26,7 @@ from tests.integration.daemon import (
     sim_wall_clock,
     with_meters,
 )
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 METERS = 30
 
@@ -49,24 +49,23 @@ async def _contents(url: str) -> dict[str, list[tuple[object, ...]]]:
 
 
 async def test_replay_while_ingesting_then_verify_and_replay_changes_nothing(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
     clock = SimClock(FROZEN_AT, speed=0.0)
-    async with registered_fleet(database_url, METERS, clock=clock) as fleet:
-        config = with_meters(daemon_config(tmp_path, database_url, poll=PollConfig()), fleet)
-        async with running_daemon(config, database_url, wall_clock=sim_wall_clock(clock)) as d:
+    async with registered_fleet(migrated_url, METERS, clock=clock) as fleet:
+        config = with_meters(daemon_config(tmp_path, migrated_url, poll=PollConfig()), fleet)
+        async with running_daemon(config, migrated_url, wall_clock=sim_wall_clock(clock)) as d:
             clock.advance(days=1, minutes=1)
             await wait_until(lambda: d.supervisor.statistics().polls >= METERS // 3, 60)
             # Mid-ingest: the rebuild races live appends and live projector batches.
-            assert await _flowsd("replay", "--database-url", database_url) == 0
+            assert await _flowsd("replay", "--database-url", migrated_url) == 0
             await wait_until(lambda: d.supervisor.statistics().polls >= METERS, 90)
             await wait_until(lambda: d.supervisor.status(top=0).polls_running == 0, 30)
             await d.appender.flush()
-            assert await _flowsd("verify", "--database-url", database_url) == 0
-        before = await _contents(database_url)
+            assert await _flowsd("verify", "--database-url", migrated_url) == 0
+        before = await _contents(migrated_url)
     assert before["flows.meter_shadows"], "the daemon projected nothing"
     assert before["flows.register_interval_hh"], "no half-hour rows were projected"
-    assert await _flowsd("replay", "--database-url", database_url) == 0
-    assert await _contents(database_url) == before
-    assert await _flowsd("verify", "--database-url", database_url) == 0
+    assert await _flowsd("replay", "--database-url", migrated_url) == 0
+    assert await _contents(migrated_url) == before
+    assert await _flowsd("verify", "--database-url", migrated_url) == 0

@@ -20,7 +20,7 @@ from tests.integration.daemon import (
     sim_wall_clock,
     with_meters,
 )
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 METERS = 12
 PLAN = PollConfig(
@@ -40,27 +40,26 @@ async def _poll_once_more(daemon: Daemon, clock: SimClock, minutes: float) -> No
 
 
 async def test_restart_backfills_the_gap_and_records_nothing_twice(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
     clock = SimClock(FROZEN_AT, speed=0.0)
     hardware = ("C1.w", "EMA1.w", "B1.w")
-    async with registered_fleet(database_url, METERS, clock=clock, hardware=hardware) as fleet:
-        config = with_meters(daemon_config(tmp_path, database_url, poll=PLAN), fleet)
+    async with registered_fleet(migrated_url, METERS, clock=clock, hardware=hardware) as fleet:
+        config = with_meters(daemon_config(tmp_path, migrated_url, poll=PLAN), fleet)
         wall = sim_wall_clock(clock)
-        async with running_daemon(config, database_url, wall_clock=wall) as first:
+        async with running_daemon(config, migrated_url, wall_clock=wall) as first:
             await _poll_once_more(first, clock, 61)
         stopped_at = clock.now_datetime()
-        first_count = await _count(database_url)
+        first_count = await _count(migrated_url)
         clock.advance(hours=3)  # flowsd is down for three hours
-        async with running_daemon(config, database_url, wall_clock=wall) as second:
+        async with running_daemon(config, migrated_url, wall_clock=wall) as second:
             await _poll_once_more(second, clock, 31)
             await _poll_once_more(second, clock, 31)
         assert second.appender.statistics().duplicates == 0
         newest = clock.now_datetime()
-    assert await _count(database_url) > first_count
+    assert await _count(migrated_url) > first_count
     rows = await fetch(
-        database_url,
+        migrated_url,
         """SELECT meter_id, array_agg("timestamp" ORDER BY "timestamp") AS stamps
            FROM flows.meter_event_log WHERE event_type = $1 GROUP BY meter_id""",
         types.ProfileLog1Record.TYPE_ID,
@@ -74,7 +73,7 @@ async def test_restart_backfills_the_gap_and_records_nothing_twice(
         assert stamps[0] < stopped_at - timedelta(hours=1)
         assert stamps[-1] > newest - timedelta(minutes=31)
     repeated = await fetch(
-        database_url,
+        migrated_url,
         """SELECT meter_id, event_type, count(*) FROM flows.meter_event_log
            WHERE event_type IN ($1, $2, $3) GROUP BY 1, 2 HAVING count(*) > 1""",
         types.MeterCameOnline.TYPE_ID,
@@ -83,7 +82,7 @@ async def test_restart_backfills_the_gap_and_records_nothing_twice(
     )
     assert repeated == []
     natives = await fetch(
-        database_url,
+        migrated_url,
         """SELECT meter_id, "timestamp", event_type, event_set, count(*)
            FROM flows.meter_event_log WHERE event_type < 1000 GROUP BY 1, 2, 3, 4
            HAVING count(*) > 1""",

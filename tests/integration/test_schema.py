@@ -15,7 +15,7 @@ from flowsd.errors import UserError
 from tests.integration.daemon import (
     daemon_config,
 )
-from tests.support import WAIT_SECONDS, migrate_database
+from tests.support import WAIT_SECONDS
 
 
 async def _run(url: str, tmp_path: Path) -> int:
@@ -30,10 +30,9 @@ async def test_an_unmigrated_database_is_refused(database_url: str, tmp_path: Pa
 
 
 async def test_a_migration_changed_since_it_was_applied_is_refused(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(migrated_url)
     try:
         await conn.execute(
             "UPDATE flowsd.schema_migrations SET checksum = 'edited' WHERE version = 30"
@@ -41,4 +40,4 @@ async def test_a_migration_changed_since_it_was_applied_is_refused(
     finally:
         await conn.close()
     with pytest.raises(MigrationChangedError, match=r"migration 30 .* differs"):
-        await _run(database_url, tmp_path)
+        await _run(migrated_url, tmp_path)

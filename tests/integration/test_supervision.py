@@ -20,7 +20,7 @@ from tests.integration.daemon import (
     running_daemon,
     with_meters,
 )
-from tests.support import WAIT_SECONDS, migrate_database, wait_until
+from tests.support import WAIT_SECONDS, wait_until
 
 
 def _restart_quickly(config: Any, limit: int) -> Any:
@@ -46,13 +46,12 @@ def _break(daemon: Daemon, failures: int | None) -> list[int]:
 
 
 async def test_a_component_that_fails_is_restarted_and_the_daemon_goes_on(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
-    async with registered_fleet(database_url, 4, hardware=("EMA1.w",)) as fleet:
-        config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(0.3)), fleet)
+    async with registered_fleet(migrated_url, 4, hardware=("EMA1.w",)) as fleet:
+        config = with_meters(daemon_config(tmp_path, migrated_url, poll=fast_plan(0.3)), fleet)
         config = _restart_quickly(config, limit=10)
-        async with running_daemon(config, database_url) as daemon:
+        async with running_daemon(config, migrated_url) as daemon:
             await wait_until(lambda: daemon.supervisor.statistics().polls >= 4)
             _break(daemon, failures=3)
             await wait_until(lambda: daemon.components.statistics()["meters"].restarts == 3)
@@ -65,12 +64,11 @@ async def test_a_component_that_fails_is_restarted_and_the_daemon_goes_on(
 
 
 async def test_past_the_restart_limit_the_daemon_drains_and_exits_1(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    await migrate_database(database_url)
-    async with registered_fleet(database_url, 4, hardware=("EMA1.w",)) as fleet:
-        config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(0.3)), fleet)
-        daemon = Daemon(_restart_quickly(config, limit=3), database_url, handle_signals=False)
+    async with registered_fleet(migrated_url, 4, hardware=("EMA1.w",)) as fleet:
+        config = with_meters(daemon_config(tmp_path, migrated_url, poll=fast_plan(0.3)), fleet)
+        daemon = Daemon(_restart_quickly(config, limit=3), migrated_url, handle_signals=False)
         result: list[int] = []
         with anyio.fail_after(WAIT_SECONDS):
             async with anyio.create_task_group() as tg:
@@ -86,8 +84,8 @@ async def test_past_the_restart_limit_the_daemon_drains_and_exits_1(
     assert daemon.components.statistics()["meters"].gave_up
     accepted = daemon.appender.statistics()
     assert accepted.accepted == accepted.committed + accepted.duplicates
-    assert await fetchval(database_url, "SELECT count(*) FROM flows.meter_event_log") == (
+    assert await fetchval(migrated_url, "SELECT count(*) FROM flows.meter_event_log") == (
         accepted.committed
     )
-    heartbeat = (await fetch(database_url, "SELECT * FROM flowsd.daemon_heartbeat"))[0]
+    heartbeat = (await fetch(migrated_url, "SELECT * FROM flowsd.daemon_heartbeat"))[0]
     assert heartbeat["stopped_at"] is not None

@@ -30,7 +30,6 @@ from tests.integration.daemon import (
     sim_wall_clock,
     with_meters,
 )
-from tests.support import migrate_database
 
 MEDIATOR = "/simt_emlite.mediator.grpc.EmliteMediatorService/"
 INFO = "/simt_emlite.mediator.grpc.InfoService/"
@@ -137,8 +136,8 @@ async def served(
     commands: CommandsConfig | None = None,
     meters_config: MetersConfig | None = None,
 ) -> AsyncIterator[Served]:
-    """A frozen-clock fleet, registered, and the daemon serving the mediator API."""
-    await migrate_database(url)
+    """A frozen-clock fleet, registered in the migrated database at ``url``, and the daemon
+    serving the mediator API."""
     clock = SimClock(FROZEN_AT, speed=0.0)
     async with registered_fleet(
         url, meters, clock=clock, hardware=hardware, faults=faults

@@ -59,11 +59,11 @@ def test_roles_follow_the_unit_and_a_client_override() -> None:
 
 @needs_openssl
 async def test_certificates_decide_who_may_write_read_and_reach_which_esco(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
     pki = make_pki(tmp_path / "pki")
     mediator = tls_mediator(pki, client_escos={"acme": ["no-such-esco"]})
-    async with served(database_url, tmp_path, mediator=mediator) as s:
+    async with served(migrated_url, tmp_path, mediator=mediator) as s:
         serial = s.fleet.meters[0].serial
         # A writer (OU internal) writes.
         async with client(s.address, pki.client("ops", "internal")) as ops:
@@ -103,14 +103,14 @@ async def test_certificates_decide_who_may_write_read_and_reach_which_esco(
         assert s.daemon.mediator is not None
         assert s.daemon.mediator.statistics().refusals == {"role": 2, "esco": 1}
         await s.daemon.appender.flush()
-        requested = await events_of(database_url, "COMMAND_REQUESTED")
+        requested = await events_of(migrated_url, "COMMAND_REQUESTED")
     assert [r["client"] for r in requested] == ["CN=ops,OU=internal"]
 
 
-async def test_a_full_queue_and_a_passed_deadline(database_url: str, tmp_path: Path) -> None:
+async def test_a_full_queue_and_a_passed_deadline(migrated_url: str, tmp_path: Path) -> None:
     slow = msgspec.structs.replace(FAST_METERS, read_timeout_seconds=5.0)
     async with served(
-        database_url,
+        migrated_url,
         tmp_path,
         faults="slow@0=1:1500ms",
         meters_config=slow,

@@ -34,9 +34,9 @@ def balance_of(payload: bytes) -> Decimal:
 
 
 async def test_reads_answer_the_payload_and_become_events(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    async with served(database_url, tmp_path) as s, client(s.address) as c:
+    async with served(migrated_url, tmp_path) as s, client(s.address) as c:
         meter = s.fleet.meters[0]
         payload = await c.read(meter.serial, SERIAL)
         assert Serial.decode(payload).value == meter.serial
@@ -46,7 +46,7 @@ async def test_reads_answer_the_payload_and_become_events(
         raw = await c.raw(meter.serial, bytes.fromhex("01600100") + b"\x00")
         assert raw[:4] == bytes.fromhex("60010000") and Serial.decode(raw[4:]).value == meter.serial
         await s.daemon.appender.flush()
-        reads = await events_of(database_url, "BALANCE_READ")
+        reads = await events_of(migrated_url, "BALANCE_READ")
         assert [Decimal(r["balance_gbp"]) for r in reads] == [balance]
 
 
@@ -77,9 +77,9 @@ async def test_a_raw_event_log_read_is_logged_as_the_log_keys_entries(
 
 
 async def test_a_top_up_raises_the_balance_and_the_same_token_is_refused(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    async with served(database_url, tmp_path) as s, client(s.address) as c:
+    async with served(migrated_url, tmp_path) as s, client(s.address) as c:
         meter = s.fleet.meters[0]
         before = balance_of(await c.read(meter.serial, BALANCE))
         token = make_token(2500, 11)
@@ -92,10 +92,10 @@ async def test_a_top_up_raises_the_balance_and_the_same_token_is_refused(
         assert "SECURITY_NOT_GRANTED" in (refused.value.details() or "")
         assert balance_of(await c.read(meter.serial, BALANCE)) == after
         await s.daemon.appender.flush()
-        await wait_until(lambda: _count(database_url, "COMMAND_FAILED", 1))
-        requested = await events_of(database_url, "COMMAND_REQUESTED")
-        succeeded = await events_of(database_url, "COMMAND_SUCCEEDED")
-        failed = await events_of(database_url, "COMMAND_FAILED")
+        await wait_until(lambda: _count(migrated_url, "COMMAND_FAILED", 1))
+        requested = await events_of(migrated_url, "COMMAND_REQUESTED")
+        succeeded = await events_of(migrated_url, "COMMAND_SUCCEEDED")
+        failed = await events_of(migrated_url, "COMMAND_FAILED")
     assert [r["operation"] for r in requested] == ["write_element", "write_element"]
     assert requested[0]["payload_sha256"] == requested[1]["payload_sha256"]
     assert requested[0]["client"].startswith("peer ") and requested[0]["source"] == "grpc"
@@ -103,7 +103,7 @@ async def test_a_top_up_raises_the_balance_and_the_same_token_is_refused(
     assert failed[0]["nak"] == "SECURITY_NOT_GRANTED" and failed[0]["reason"] == "nak"
     assert failed[0]["readback"]["prepay_balance"] == str(after)
     # The token is nowhere in the log.
-    rows = await fetch(database_url, "SELECT payload::text AS p FROM flows.meter_event_log")
+    rows = await fetch(migrated_url, "SELECT payload::text AS p FROM flows.meter_event_log")
     assert not [r for r in rows if r["p"] and token in r["p"]]
 
 
@@ -111,8 +111,8 @@ async def _count(url: str, name: str, at_least: int) -> bool:
     return len(await events_of(url, name)) >= at_least
 
 
-async def test_a_clock_set_is_read_back(database_url: str, tmp_path: Path) -> None:
-    async with served(database_url, tmp_path) as s, client(s.address) as c:
+async def test_a_clock_set_is_read_back(migrated_url: str, tmp_path: Path) -> None:
+    async with served(migrated_url, tmp_path) as s, client(s.address) as c:
         meter = s.fleet.meters[1]
         now = s.clock.now_datetime()
         wrong = now - timedelta(hours=3)
@@ -124,19 +124,19 @@ async def test_a_clock_set_is_read_back(database_url: str, tmp_path: Path) -> No
         now = s.clock.now_datetime()
         await c.write(meter.serial, CLOCK, ClockTime.from_datetime(now).encode())
         await s.daemon.appender.flush()
-        clock_reads = await events_of(database_url, "CLOCK_READ")
+        clock_reads = await events_of(migrated_url, "CLOCK_READ")
     # Each write was read back at once: the last clock read shows the meter on time.
     assert abs(clock_reads[-1]["drift_seconds"]) <= 2
 
 
-async def test_unknown_passive_and_offline_meters(database_url: str, tmp_path: Path) -> None:
-    async with served(database_url, tmp_path, meters=3) as s, client(s.address) as c:
+async def test_unknown_passive_and_offline_meters(migrated_url: str, tmp_path: Path) -> None:
+    async with served(migrated_url, tmp_path, meters=3) as s, client(s.address) as c:
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
             await c.read("NO-SUCH-METER", SERIAL)
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         passive = s.fleet.meters[2].serial
         await fetch(
-            database_url, "UPDATE flows.meter_registry SET mode = 'passive' WHERE serial = $1",
+            migrated_url, "UPDATE flows.meter_registry SET mode = 'passive' WHERE serial = $1",
             passive,
         )  # fmt: skip
         await wait_until(lambda: s.daemon.supervisor.meter_id_of(passive) is None)

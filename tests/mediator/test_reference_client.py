@@ -81,13 +81,13 @@ def reference_venv(python: str) -> Path:
 
 
 async def test_the_reference_client_reads_and_writes_through_flowsd(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
     python = reference_python()
     if python is None:
         pytest.skip("no Python 3.12 or 3.13 for the reference client (simt-emlite 1.2.12)")
     venv = await anyio.to_thread.run_sync(reference_venv, python)
-    async with served(database_url, tmp_path, hardware=("EMA1.w",), meters=1) as s:
+    async with served(migrated_url, tmp_path, hardware=("EMA1.w",), meters=1) as s:
         meter = s.fleet.meters[0]
         token = make_token(1500, 99)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIATOR_")}
@@ -102,8 +102,8 @@ async def test_the_reference_client_reads_and_writes_through_flowsd(
         seen = json.loads(found.removeprefix("RESULT "))
         truth = s.fleet.truth(meter.index)
         await s.daemon.appender.flush()
-        requested = await events_of(database_url, "COMMAND_REQUESTED")
-        failed = await events_of(database_url, "COMMAND_FAILED")
+        requested = await events_of(migrated_url, "COMMAND_REQUESTED")
+        failed = await events_of(migrated_url, "COMMAND_FAILED")
     print(json.dumps(seen, indent=2), file=sys.stderr)
     assert seen["serial"] == meter.serial
     assert Decimal(seen["balance_after"]) == Decimal(seen["balance_before"]) + Decimal("15")

@@ -23,7 +23,7 @@ from tests.integration.daemon import (
     running_daemon,
     with_meters,
 )
-from tests.support import migrate_database, wait_until
+from tests.support import wait_until
 
 # One dead meter (offline), one answering with a bad CRC at times (failed requests).
 FAULTS = "blackhole@0=1,badcrc@1=0.3"
@@ -71,10 +71,10 @@ async def _http_get(port: int, path: str) -> str:
 
 
 async def real_scrape(database_url: str, tmp_path: Path) -> Scrape:
-    """The scrape (taken at the first call of the session)."""
+    """The scrape (taken at the first call of the session, of a daemon on the migrated
+    database at ``database_url``)."""
     if "scrape" in _cache:
         return _cache["scrape"]
-    await migrate_database(database_url)
     async with registered_fleet(database_url, 5, faults=FAULTS) as fleet:
         config = with_meters(daemon_config(tmp_path, database_url, poll=fast_plan(0.5)), fleet)
         config = msgspec.structs.replace(config, management=ManagementConfig(listen="127.0.0.1:0"))

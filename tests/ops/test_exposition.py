@@ -42,8 +42,8 @@ _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>[^}]*)\}
 
 
 @needs_promtool
-async def test_promtool_finds_nothing_to_complain_about(database_url: str, tmp_path: Path) -> None:
-    scrape = await real_scrape(database_url, tmp_path)
+async def test_promtool_finds_nothing_to_complain_about(migrated_url: str, tmp_path: Path) -> None:
+    scrape = await real_scrape(migrated_url, tmp_path)
     with anyio.fail_after(60):
         result = await anyio.run_process(
             ["promtool", "check", "metrics"], input=scrape.text.encode(), check=False
@@ -53,8 +53,8 @@ async def test_promtool_finds_nothing_to_complain_about(database_url: str, tmp_p
     assert output.strip() == ""
 
 
-async def test_every_name_carries_its_unit(database_url: str, tmp_path: Path) -> None:
-    scrape = await real_scrape(database_url, tmp_path)
+async def test_every_name_carries_its_unit(migrated_url: str, tmp_path: Path) -> None:
+    scrape = await real_scrape(migrated_url, tmp_path)
     families = {n: k for n, k in scrape.families().items() if n.startswith("flowsd_")}
     assert len(families) > 50
     for name, kind in families.items():
@@ -65,8 +65,8 @@ async def test_every_name_carries_its_unit(database_url: str, tmp_path: Path) ->
     assert not [line for line in scrape.text.splitlines() if "_created" in line]
 
 
-async def test_label_values_are_snake_case_words(database_url: str, tmp_path: Path) -> None:
-    scrape = await real_scrape(database_url, tmp_path)
+async def test_label_values_are_snake_case_words(migrated_url: str, tmp_path: Path) -> None:
+    scrape = await real_scrape(migrated_url, tmp_path)
     values: set[str] = set()
     for line in scrape.text.splitlines():
         match = _SAMPLE.match(line)
@@ -79,8 +79,8 @@ async def test_label_values_are_snake_case_words(database_url: str, tmp_path: Pa
     assert [v for v in values if not _SNAKE.match(v)] == []
 
 
-async def test_build_info_names_the_versions(database_url: str, tmp_path: Path) -> None:
-    scrape = await real_scrape(database_url, tmp_path)
+async def test_build_info_names_the_versions(migrated_url: str, tmp_path: Path) -> None:
+    scrape = await real_scrape(migrated_url, tmp_path)
     info = [line for line in scrape.text.splitlines() if line.startswith("flowsd_build_info{")]
     assert len(info) == 1, info
     assert f'postgres="{scrape.server_version}"' in info[0]

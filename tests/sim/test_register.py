@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from flowsd.db.migrate import migrate
 from flowsd.sim.fleet import SimulatedFleet
 from flowsd.sim.register import FleetConflictError, register_fleet
 from flowsd.sim.topology import Role, plan_topology
@@ -21,7 +20,7 @@ def _fleet(seed: int = 1) -> SimulatedFleet:
 
 
 async def test_register_writes_the_documented_topology_and_is_idempotent(
-    database_url: str,
+    migrated_url: str,
 ) -> None:
     fleet = _fleet()
     identities = [fleet.state.identity(i) for i in range(len(HARDWARE))]
@@ -29,9 +28,8 @@ async def test_register_writes_the_documented_topology_and_is_idempotent(
     assert [m.role for m in topology.meters] == [
         Role.SUPPLY, Role.COMMUNAL, Role.SUPPLY, Role.GENERATION, Role.SUPPLY, Role.SUPPLY,
     ]  # fmt: skip
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(migrated_url)
     try:
-        await migrate(conn)
         first = await register_fleet(conn, fleet.seed, identities)
         second = await register_fleet(conn, fleet.seed, identities)
         hierarchy = await conn.fetch(
@@ -119,13 +117,12 @@ async def test_register_writes_the_documented_topology_and_is_idempotent(
 
 
 async def test_another_fleet_is_refused_and_older_rows_give_up_the_addresses(
-    database_url: str,
+    migrated_url: str,
 ) -> None:
     fleet = _fleet()
     identities = [fleet.state.identity(i) for i in range(len(HARDWARE))]
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(migrated_url)
     try:
-        await migrate(conn)
         # A meter row of an older registration, on the address of this fleet's meter 2.
         await conn.execute(
             "INSERT INTO flows.meter_registry (serial, ip_address, mode) "
