@@ -59,6 +59,7 @@ from flowsd.db.errors import DATABASE_ERRORS, describe
 from flowsd.db.listen import ListeningConnection
 from flowsd.emop import EncodeError, UnknownObjectError, by_id, by_name
 from flowsd.emop.view import operator_value, to_json
+from flowsd.events.appender import AppenderClosedError
 from flowsd.events.store import APPEND_LOCK_KEY
 from flowsd.meters import operations as commands
 from flowsd.meters.command import CommandResult, MeterCommand
@@ -411,13 +412,19 @@ class CommandTable:
         self._wake.set()
 
     async def _recover(self, conn: asyncpg.Connection) -> None:
-        """Rows an earlier run of this instance left running: cut off by a crash."""
-        rows = await conn.fetch(_INTERRUPTED, self.instance, self.run_id)
-        for row in rows:
-            try:
-                await self._interrupted(row)
-            except Exception:  # the row is marked already; the event is a courtesy
-                log.exception("interrupted command not recorded in the event log")
+        """Rows an earlier run of this instance left running: cut off by a crash.
+
+        A row is marked failed in the transaction that hands its COMMAND_FAILED event to the
+        appender, which then commits or spills it: when the appender refuses (the daemon is
+        stopping), the rows stay running for the next start to recover, so a row is never
+        failed without its event.
+        """
+        try:
+            async with conn.transaction():
+                for row in await conn.fetch(_INTERRUPTED, self.instance, self.run_id):
+                    await self._interrupted(row)
+        except AppenderClosedError:
+            log.warning("interrupted commands left for the next start: the daemon is stopping")
 
     async def _interrupted(self, row: asyncpg.Record) -> None:
         log.warning(

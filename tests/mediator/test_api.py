@@ -51,9 +51,9 @@ async def test_reads_answer_the_payload_and_become_events(
 
 
 async def test_a_raw_event_log_read_is_logged_as_the_log_keys_entries(
-    database_url: str, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
-    async with served(database_url, tmp_path) as s, client(s.address) as c:
+    async with served(migrated_url, tmp_path) as s, client(s.address) as c:
         meter = s.fleet.meters[0]
         second = int(s.clock.now())
         # Three entries in one second: the same id in two event sets, and one of them again.
@@ -64,7 +64,7 @@ async def test_a_raw_event_log_read_is_logged_as_the_log_keys_entries(
         await c.raw(meter.serial, request_data(EventLogRequest(0)))
         await s.daemon.appender.flush()
         rows = await fetch(
-            database_url,
+            migrated_url,
             """SELECT event_set FROM flows.meter_event_log
                WHERE event_type = $1 AND "timestamp" = $2 ORDER BY event_set""",
             power_up,
