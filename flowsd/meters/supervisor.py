@@ -372,7 +372,9 @@ class FleetSupervisor:
         """Start queued meters while fewer than the bound run, then hold back-fill while
         some still wait (live work first, :mod:`flowsd.meters.launcher`)."""
         launches = self._launches
-        while self._busy < launches.bound and not self._stopping:
+        # Nothing is started into a group being cancelled (run() failed or gave up waiting).
+        ending = self._stopping or tg.cancel_scope.cancel_called
+        while self._busy < launches.bound and not ending:
             session = launches.pop()
             if session is None:
                 break
