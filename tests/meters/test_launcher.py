@@ -100,7 +100,8 @@ async def test_at_most_the_bound_of_meter_tasks_run_and_every_meter_is_polled() 
         async with anyio.create_task_group() as tg, running(supervisor):
             tg.start_soon(sampler.run)
             clock.offset = 0.0  # every meter's next slot has begun
-            await wait_until(lambda: len(sink.of(SessionOutcome)) >= 200, 60)
+            # A meter whose next slot begins during the test is polled again: count meters.
+            await wait_until(lambda: len({o.meter_id for o in sink.of(SessionOutcome)}) == 200, 60)
             assert supervisor.statistics().meters_waiting_to_start == 0
             tg.cancel_scope.cancel()
         bound = supervisor.statistics().meters_running_bound
@@ -108,8 +109,7 @@ async def test_at_most_the_bound_of_meter_tasks_run_and_every_meter_is_polled() 
         assert sampler.most_running == bound and sampler.most_runs <= bound
         assert sampler.most_waiting >= 200 - bound - 10
         assert all(fleet.answers(i) for i in range(200))
-        outcomes = sink.of(SessionOutcome)
-        assert len(outcomes) == 200 and all(o.ok for o in outcomes)
+        assert all(o.ok for o in sink.of(SessionOutcome))
         assert supervisor.limiter.peak_in_flight <= 4
 
 
@@ -140,7 +140,7 @@ async def test_a_command_goes_before_the_queued_scheduled_polls() -> None:
             stats = supervisor.statistics()
             assert stats.meters_waiting_to_start > 100
             assert stats.polls < 120
-            await wait_until(lambda: supervisor.statistics().polls == 240, 30)
+            await wait_until(lambda: supervisor.statistics().polls >= 240, 30)
 
 
 async def test_backfill_yields_to_meters_waiting_to_start() -> None:
