@@ -189,3 +189,37 @@ def test_a_reload_of_the_caps_moves_the_bound() -> None:
     )
     supervisor.reconfigure(reloaded, plan_of())
     assert supervisor.statistics().meters_running_bound == 200 + 50 + 50
+
+
+async def test_meters_removed_or_held_back_while_queued_are_not_started() -> None:
+    """A meter that leaves the fleet (registry change, lease lost) or is held back (lease
+    handed over) while it waits to start is never started; the others all are."""
+    clock = LeapingClock()
+    config = settings(
+        max_connections_in_flight=4, max_new_connections_per_second=100.0, new_connections_burst=1
+    )
+    plan = plan_of(["csq_net_op"], period=HOUR)
+    async with SimulatedFleet(meters=120, seed=6, base_address=subnet(), port=0) as fleet:
+        sink = Collector()
+        supervisor = FleetSupervisor(config, plan, sink, wall_clock=clock)
+        targets = targets_for(fleet)
+        supervisor.apply(targets)
+        async with running(supervisor):
+            clock.offset = 0.0
+            await wait_until(lambda: supervisor.statistics().meters_waiting_to_start > 80)
+            started = {o.meter_id for o in sink.of(SessionOutcome)} | {
+                m for m, s in supervisor.sessions.items() if s.running
+            }
+            waiting = supervisor.statistics().meters_waiting_to_start
+            removed = {t.meter_id for t in targets[-20:]} - started
+            held = {t.meter_id for t in targets[-40:-20]} - started
+            supervisor.apply(t for t in targets if t.meter_id not in removed)
+            supervisor.hold_back(held)
+            assert supervisor.statistics().meters_waiting_to_start == waiting - len(removed)
+            rest = {t.meter_id for t in targets} - removed - held
+            await wait_until(lambda: rest <= {o.meter_id for o in sink.of(SessionOutcome)}, 30)
+            assert supervisor.statistics().meters_waiting_to_start == 0
+            assert all(supervisor.idle(m) for m in held)
+        polled = {o.meter_id for o in sink.of(SessionOutcome)}
+        assert len(removed) >= 15 and len(held) >= 15
+        assert not polled & (removed | held)
