@@ -4,11 +4,14 @@ A meter task (a poll, a probe or a run of queued commands) costs far more memory
 idle meter session: the anyio task, the poll's, session's and conversation's frames, its
 watchdog, cancel scopes, locks and the limiter's future (a tracemalloc profile at 2,000
 meters: about 18 KB per meter with nearly all of them waiting as tasks, 5.8 KB with none).
-A task waiting for a connection slot does no work, so
-when the fleet asks for more than the caps allow (a first start with every meter due at once,
-or a plan beyond ``max_new_connections_per_second``) the meters that are due but cannot run
-yet wait here, as plain references to their sessions, instead of as tasks waiting in the
+A task waiting for a connection slot does no work, so when the fleet asks for more than the
+caps allow (a first start with every meter due at once, or a plan beyond
+``max_new_connections_per_second``) the meters that are due but cannot run yet wait here, as
+plain references to their sessions, instead of as tasks waiting in the
 :class:`~flowsd.meters.limits.ConnectionLimiter`.
+
+The bound is derived from the caps (:func:`bound_for`), not a setting of its own: it is what
+keeps the caps busy, so it follows them when a reload changes them.
 
 Two first-in first-out queues:
 
@@ -40,9 +43,9 @@ import math
 from flowsd.config import MetersConfig
 from flowsd.meters.session import MeterSession
 
-# Tasks started beyond the estimate of those needed to keep the caps busy, at least this many
-# and at least a quarter of the connection cap: a slot or token freed is taken at once by a
-# task already waiting in the limiter, not after the next schedule tick starts one.
+# Tasks started beyond those needed to keep the caps busy, at least this many and at least a
+# quarter of the connection cap: a slot or token that comes free finds a task already waiting
+# for it in the limiter rather than staying unused until a task ends and another starts.
 MIN_MARGIN = 16
 
 
