@@ -99,8 +99,9 @@ class Housekeeping:
         status = self.fleet.status(top=0)
         appender = self.appender.statistics()
         never = f", {status.never_answered} never answered" if status.never_answered else ""
+        waiting = f", {status.waiting_to_start} waiting to start" if status.waiting_to_start else ""
         return (
-            f"meters {status.online}/{status.meters} online{never}; "
+            f"meters {status.online}/{status.meters} online{never}{waiting}; "
             f"db {'ok' if self.availability.up else 'down'}; queue {appender.queued}; "
             f"spilled {appender.pending_in_journal}"
         )

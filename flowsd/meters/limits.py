@@ -18,7 +18,9 @@ the capacity the live lane leaves under the caps. A back-fill waiter may also ca
 wall-clock ``due`` (when its meter's next cadence slot begins): :meth:`expire` withdraws the
 waiters whose meter is due, so a meter never sits in the back-fill queue past its own live
 readings; such a wait returns ``False`` and the poll leaves the rest of its back-fill to the
-next one.
+next one. :meth:`hold_backfill` does the same for every back-fill waiter, and refuses new
+ones the same way, while the fleet supervisor has meters waiting to start
+(:mod:`flowsd.meters.launcher`): live work of a meter without a task yet goes first too.
 
 The limiter keeps its own counters (peak in flight, grants per lane, recent connect times)
 so tests and ``flowsd status`` can check the caps held and the lanes' order, and adds to
@@ -97,6 +99,8 @@ class ConnectionLimiter:
         self.connects = 0
         self.granted: dict[Lane, int] = dict.fromkeys(LANES, 0)
         self.expired = 0
+        self.backfill_held = False
+        self.held = 0  # back-fill waits withdrawn or refused by hold_backfill
         # Monotonic times of the most recent connects (for rate checks).
         self.recent_connects: collections.deque[float] = collections.deque(maxlen=history)
 
@@ -123,7 +127,9 @@ class ConnectionLimiter:
     def try_acquire(self, lane: Lane = "live") -> bool:
         """Take a connection at once if the caps allow it and nobody this request must
         let go first is queued (live: live waiters; back-fill: any waiter)."""
-        if self._waiting["live"] or (lane == "backfill" and self._waiting["backfill"]):
+        if self._waiting["live"] or (
+            lane == "backfill" and (self._waiting["backfill"] or self.backfill_held)
+        ):
             return False
         if not self._can_grant():
             return False
@@ -133,9 +139,12 @@ class ConnectionLimiter:
     async def acquire(self, lane: Lane = "live", *, due: float = math.inf) -> bool:
         """Wait for a connection in ``lane``. ``True``: granted (give it back with
         :meth:`release`). ``False``: a back-fill wait withdrawn by :meth:`expire` because
-        ``due`` (wall clock) came first; nothing is held."""
+        ``due`` (wall clock) came first, or by :meth:`hold_backfill`; nothing is held."""
         if self.try_acquire(lane):
             return True
+        if lane == "backfill" and self.backfill_held:
+            self.held += 1
+            return False
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(lane, future, due)
         self._queues[lane].append(waiter)
@@ -168,6 +177,24 @@ class ConnectionLimiter:
         self.expired += withdrawn
         if withdrawn:
             self._dispatch()
+        return withdrawn
+
+    def hold_backfill(self, held: bool) -> int:
+        """While ``held``, grant no back-fill: withdraw the back-fill waiters now (their
+        :meth:`acquire` returns ``False``) and refuse new ones the same way. Returns how many
+        were withdrawn."""
+        self.backfill_held = held
+        if not held:
+            return 0
+        withdrawn = 0
+        queue = self._queues["backfill"]
+        while queue:
+            waiter = queue.popleft()
+            if waiter.queued and not waiter.future.cancelled():
+                waiter.leave(self._waiting)
+                waiter.future.set_result(False)
+                withdrawn += 1
+        self.held += withdrawn
         return withdrawn
 
     def release(self) -> None:

@@ -144,6 +144,12 @@ def fleet_families(stats: FleetStatistics) -> Iterator[Metric]:
         ["outcome"],
     )
     yield gauge("flowsd_meter_polls_running", "Polls in progress.", stats.runs_in_progress)
+    yield gauge(
+        "flowsd_meters_waiting_to_start",
+        "Meters due whose poll, probe or commands wait for one of the meter tasks the caps "
+        "allow to end (flowsd/meters/launcher.py).",
+        stats.meters_waiting_to_start,
+    )
     yield counter(
         "flowsd_meter_skipped_slots",
         "Cadence slots not serviced (meter offline or still busy).",

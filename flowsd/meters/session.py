@@ -112,6 +112,7 @@ class MeterSession:
         "last_failure_at",
         "last_poll_seconds",
         "last_success_at",
+        "launch_queued",
         "limiter",
         "link",
         "plan",
@@ -177,6 +178,7 @@ class MeterSession:
         self.profile_cursors: dict[int, LogCursor] = {}
         self.event_cursor: EventLogCursor | None = target.resume.event_log
         self.running = False
+        self.launch_queued = False  # waiting in the supervisor's LaunchQueue
         self.heap_generation = 0
         self.cancel_scope: anyio.CancelScope | None = None
         self.link = MeterLink(

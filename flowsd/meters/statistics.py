@@ -61,6 +61,9 @@ class FleetStatistics(msgspec.Struct, frozen=True, kw_only=True):
     never_answered: int
     stale: int  # online meters whose readings are stale (flowsd/meters/freshness.py)
     runs_in_progress: int
+    meters_running: int  # meter tasks started and not ended (at most meters_running_bound)
+    meters_running_bound: int  # flowsd.meters.launcher.bound_for the current caps
+    meters_waiting_to_start: int  # due, queued until a running meter task ends
     connections_in_flight: int
     peak_connections_in_flight: int  # under the current caps
     connects: int

@@ -3,8 +3,11 @@
 Instead of a timer per meter, one ticker (every ``schedule_tick_seconds``) pops the meters
 whose next due time has come from a heap and starts their poll (or breaker probe) in the
 task group (the stand-alone measurements in research/perf-limits.md §5 found one ticker
-cheaper than a timer per meter). A meter still busy when due is not started twice; its
-missed slots are counted when it next runs. Two meter ids sharing one address take turns.
+cheaper than a timer per meter). At most :func:`~flowsd.meters.launcher.bound_for` meter
+tasks run at once: due meters beyond it wait in a :class:`~flowsd.meters.launcher.LaunchQueue`
+(those with commands or poll requests first) and start as running tasks end. A meter still
+busy when due is not started twice; its missed slots are counted when it next runs. Two
+meter ids sharing one address take turns.
 
 Public surface::
 
@@ -55,6 +58,7 @@ from flowsd.meters import metrics
 from flowsd.meters.breaker import BREAKER_STATES, BreakerState
 from flowsd.meters.command import CommandResult, MeterCommand
 from flowsd.meters.freshness import Freshness, FreshnessView
+from flowsd.meters.launcher import LaunchQueue, bound_for
 from flowsd.meters.limits import ConnectionLimiter
 from flowsd.meters.observations import FailureReason, ObservationSink
 from flowsd.meters.plan import PollPlan
@@ -107,6 +111,7 @@ class FleetStatus(msgspec.Struct, frozen=True):
     awaiting_first_answer: int  # polled, no answer yet, not (yet) offline
     never_answered: int  # no answer ever, in any state (offline after the usual failures)
     polls_running: int
+    waiting_to_start: int  # due, waiting for a running meter task to end
     connections_in_flight: int
     peak_connections_in_flight: int
     connects: int
@@ -177,6 +182,7 @@ class FleetSupervisor:
         self._freshness_checked_at = -math.inf
         self.sessions: dict[UUID, MeterSession] = {}
         self._heap: list[tuple[float, int, UUID]] = []
+        self._launches = LaunchQueue(bound_for(settings))
         self._stopping = False
         self._running = False
         self._stopped = anyio.Event()
@@ -205,6 +211,7 @@ class FleetSupervisor:
                 self._states[gone.breaker.state] -= 1
                 self._never_answered -= not gone.answered_ever
                 self.freshness.forget(meter_id)
+                self._launches.discard(gone)
                 if gone.cancel_scope is not None:
                     gone.cancel_scope.cancel()
                 self._forsake(gone, "the meter left the fleet")
@@ -282,6 +289,7 @@ class FleetSupervisor:
             )
         self.settings = settings
         self.plan = plan
+        self._launches.bound = bound_for(settings)
         now = self.wall_clock()
         for session in self.sessions.values():
             session.reconfigure(settings, plan, self.limiter)
@@ -339,6 +347,7 @@ class FleetSupervisor:
                 while not self._stopping:
                     self.limiter.expire(self.wall_clock())
                     self._wake_due(tg)
+                    self._start_queued(tg)
                     self._check_freshness()
                     await anyio.sleep(self.settings.schedule_tick_seconds)
                 with anyio.move_on_after(self.settings.stop_deadline_seconds):
@@ -357,6 +366,21 @@ class FleetSupervisor:
             session = self.sessions.get(meter_id)
             if session is None or generation != session.heap_generation or session.running:
                 continue
+            self._launches.put(session, urgent=bool(session.commands or session.poll_requests))
+
+    def _start_queued(self, tg: TaskGroup) -> None:
+        """Start queued meters while fewer than the bound run, then hold back-fill while
+        some still wait (live work first, :mod:`flowsd.meters.launcher`)."""
+        launches = self._launches
+        # Nothing is started into a group being cancelled (run() failed or gave up waiting).
+        ending = self._stopping or tg.cancel_scope.cancel_called
+        while self._busy < launches.bound and not ending:
+            session = launches.pop()
+            if session is None:
+                break
+            meter_id = session.target.meter_id
+            if self.sessions.get(meter_id) is not session or session.running:
+                continue
             if meter_id in self._held_back and not session.commands and not session.poll_requests:
                 continue  # pushed again by hold_back(release=True)
             address = self._address(session)
@@ -365,7 +389,10 @@ class FleetSupervisor:
                 # per device, whatever the registry says. Queue up, first come first served.
                 self._address_waiters.setdefault(address, collections.deque()).append(session)
                 continue
-            self._launch(tg, session, now)
+            self._launch(tg, session, self.wall_clock())
+        held = len(launches) > 0
+        if held != self.limiter.backfill_held:
+            self.limiter.hold_backfill(held)
 
     def suspend_freshness(self) -> None:
         """Stop applying the stale-meter rule (``flowsd demo`` while its clock leaps through
@@ -497,6 +524,8 @@ class FleetSupervisor:
                     self.freshness.polled(meter_id, outcome.cadences, self.wall_clock())
                 self._push(session)
             self._next_waiter(address)
+            if self._task_group is not None:
+                self._start_queued(self._task_group)
 
     async def stop(self, deadline: float | None = None) -> None:
         """Stop dialling; in-flight polls end after their current request (or are abandoned
@@ -612,6 +641,9 @@ class FleetSupervisor:
             never_answered=self._never_answered,
             stale=len(self.freshness.stale),
             runs_in_progress=counts.runs_in_progress,
+            meters_running=self._busy,
+            meters_running_bound=self._launches.bound,
+            meters_waiting_to_start=len(self._launches),
             connections_in_flight=connections.in_flight,
             peak_connections_in_flight=self.limiter.peak_in_flight,
             connects=connections.connects,
@@ -665,6 +697,7 @@ class FleetSupervisor:
             awaiting_first_answer=stats.meters_by_state["awaiting_first_answer"],
             never_answered=stats.never_answered,
             polls_running=self._busy,
+            waiting_to_start=stats.meters_waiting_to_start,
             connections_in_flight=self.limiter.in_flight,
             peak_connections_in_flight=stats.peak_connections_in_flight,
             connects=self.limiter.connects,

@@ -24,6 +24,7 @@ _UNIT_SUFFIXES = ("_seconds", "_bytes", "_events", "_position", "_info")
 _UNITLESS = {
     "flowsd_meters",  # meters by state
     "flowsd_meters_stale",
+    "flowsd_meters_waiting_to_start",
     "flowsd_meters_never_answered",
     "flowsd_meters_owned",
     "flowsd_daemons_live",
