@@ -85,6 +85,7 @@ class ProjectorTask:
         self.projection = projection
         self.name = projection.name
         self.active = True
+        self._standing_by = False  # in _stand_by: no step in progress reads the checkpoint
         self.availability = availability or DatabaseAvailability("the projections' database")
         self._pool = pool
         self._config = config
@@ -120,7 +121,7 @@ class ProjectorTask:
 
     def observe_checkpoint(self, position: int) -> None:
         """The checkpoint as read while standing by (another daemon moves it)."""
-        if not self.active and position != self.checkpoint:
+        if self._standing_by and position != self.checkpoint:
             self.checkpoint = position
             self._publish()
 
@@ -218,12 +219,16 @@ class ProjectorTask:
     async def _stand_by(self) -> None:
         """Until activated: discard the batches handed over; then read the checkpoint."""
         log.info("projector standing by", projection=self.name)
-        while not self.active:
-            self._wake.clear()
-            if self._subscription is not None:
-                while self._subscription.get_nowait() is not None:
-                    pass
-            await first_of(self._wake.wait(), *self._batch_waiter())
+        self._standing_by = True
+        try:
+            while not self.active:
+                self._wake.clear()
+                if self._subscription is not None:
+                    while self._subscription.get_nowait() is not None:
+                        pass
+                await first_of(self._wake.wait(), *self._batch_waiter())
+        finally:
+            self._standing_by = False
         await self._with_retries(self._load_checkpoint)
         self._last_progress = time.monotonic()
         log.info("projector active", projection=self.name, checkpoint=self.checkpoint)

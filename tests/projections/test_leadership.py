@@ -16,6 +16,7 @@ import time
 import anyio
 import asyncpg
 
+from flowsd.commands.status import gather, render
 from flowsd.config import ProjectionsConfig
 from flowsd.events.store import append_batch
 from flowsd.projections.catalogue import PROJECTION_NAMES
@@ -75,6 +76,11 @@ async def test_each_projection_runs_in_one_runner_and_moves_when_that_one_dies(
                 assert sum(s.events for s in stats if s.name == name) == position
             (family,) = [f for f in projector_families(a.statistics()) if f.name.endswith("active")]
             assert sum(sample.value for sample in family.samples) == 5
+            # flowsd status names the backend running each projection: a's or b's.
+            report = await gather(migrated_url)
+            backends = {p["run_by_backend"] for p in report["projectors"]}
+            assert len(backends) == 2 and None not in backends
+            assert "run by the daemon of backend" in render(report, "db")
 
             # a's leadership connection dies: its projections stand by until it holds them
             # again, or b takes them; either way each runs once, and nothing is lost.
