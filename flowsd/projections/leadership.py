@@ -23,7 +23,10 @@ connection (``max(poll_interval_seconds, 1)`` apart) and at once on a NOTIFY on
    the others told by NOTIFY;
 3. below the share, the locks not held are tried in this daemon's order (projections sorted by
    a hash of instance name and projection name, so that daemons prefer different ones) until
-   the share is held;
+   the share is held. A projection that two rounds in a row saw run by nobody (the daemons
+   enabling it are at their shares: daemons that enable different ``[projections] enabled``)
+   is taken beyond the share, *adopted*: not let go in step 2 until the number of daemons
+   changes;
 4. the checkpoints of the projections standing by are read, so that their status and metrics
    show the projection's progress wherever it runs (one statement).
 
@@ -81,9 +84,27 @@ WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND mode = $3
 """
 
 
-async def _holders(conn: asyncpg.Connection, key: int, mode: str) -> list[int]:
+_LEADERS = """
+SELECT classid::bigint, objid::bigint FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND mode = 'ExclusiveLock'
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+# Rounds a projection must be seen run by nobody before a daemon at its share adopts it.
+_UNRUN_ROUNDS = 2
+
+
+def _split(key: int) -> tuple[int, int]:
     unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
-    rows = await conn.fetch(_HOLDERS, unsigned >> 32, unsigned & 0xFFFF_FFFF, mode)
+    return unsigned >> 32, unsigned & 0xFFFF_FFFF
+
+
+async def _leaders(conn: asyncpg.Connection) -> set[tuple[int, int]]:
+    """Every advisory lock held in exclusive mode in this database, as :func:`_split` gives."""
+    return {(row["classid"], row["objid"]) for row in await conn.fetch(_LEADERS)}
+
+
+async def _holders(conn: asyncpg.Connection, key: int, mode: str) -> list[int]:
+    rows = await conn.fetch(_HOLDERS, *_split(key), mode)
     return [row["pid"] for row in rows]
 
 
@@ -122,6 +143,8 @@ class Leadership:
         self._tasks = sorted(tasks, key=lambda t: _preference(instance, t.name))
         self.held: set[str] = set()
         self.daemons = 1  # daemons present at the last round, this one included
+        self._unrun: dict[str, int] = {}  # consecutive rounds that saw nobody run it
+        self._adopted: set[str] = set()  # held beyond the share, kept until daemons change
         self._nudge = asyncio.Event()
 
     async def keep(self, conn: asyncpg.Connection, lost: asyncio.Event, check_every: float) -> None:
@@ -147,9 +170,16 @@ class Leadership:
 
     async def round(self, conn: asyncpg.Connection) -> None:
         """One round on ``conn`` (see the module docstring)."""
-        self.daemons = max(len(await _holders(conn, PRESENCE_KEY, "ShareLock")), 1)
+        daemons = max(len(await _holders(conn, PRESENCE_KEY, "ShareLock")), 1)
+        if daemons != self.daemons:
+            self.daemons = daemons
+            self._adopted.clear()
         share = math.ceil(len(self._tasks) / self.daemons)
-        held = [t for t in self._tasks if t.name in self.held]
+        run = await _leaders(conn)
+        for task in self._tasks:
+            unrun = _split(leader_key(task.name)) not in run
+            self._unrun[task.name] = self._unrun.get(task.name, 0) + 1 if unrun else 0
+        held = [t for t in self._tasks if t.name in self.held and t.name not in self._adopted]
         extra = held[share:]
         for task in extra:
             task.stand_down()
@@ -159,12 +189,16 @@ class Leadership:
             await conn.execute(f"NOTIFY {LEADERSHIP_CHANNEL}")
             log.info("projections let go for other daemons", projections=[t.name for t in extra])
         for task in self._tasks:
-            if len(self.held) >= share:
-                break
             if task.name in self.held:
+                continue
+            # Unrun for two rounds: no daemon below its share enables it; adopted beyond ours.
+            adopt = self._unrun[task.name] >= _UNRUN_ROUNDS
+            if len(self.held) - len(self._adopted) >= share and not adopt:
                 continue
             if await conn.fetchval("SELECT pg_try_advisory_lock($1)", leader_key(task.name)):
                 self.held.add(task.name)
+                if len(self.held) - len(self._adopted) > share:
+                    self._adopted.add(task.name)
                 task.activate()
         standing_by = [t for t in self._tasks if t.name not in self.held]
         if not standing_by:
@@ -183,6 +217,7 @@ class Leadership:
             if task.name in self.held:
                 task.stand_down()
         self.held.clear()
+        self._adopted.clear()
 
     async def remove(self, conn: asyncpg.Connection) -> None:
         """Stop LISTENing on ``conn`` (shielded and bounded: also when cancelled)."""

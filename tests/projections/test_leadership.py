@@ -1,11 +1,11 @@
 """Two projector runners on one database: each projection runs in exactly one of them.
 
-One scenario: runner ``a`` alone runs every projection from the start; ``b`` joins and the
-projections spread five and five; events appended are applied once (no checkpoint conflict,
-each projection's events counted by one runner); ``a``'s leadership connection is killed and
-the projections are run again, each by one runner; then ``a``'s connections all go (its pool
-terminated, no hand-over NOTIFY) and ``b`` takes every projection within a few of its rounds,
-catches up, and the tables equal a replay.
+The first test is one scenario: runner ``a`` alone runs every projection from the start;
+``b`` joins and the projections spread five and five; events appended are applied once (no
+checkpoint conflict, each projection's events counted by one runner); ``a``'s leadership
+connection is killed and the projections are run again, each by one runner; then ``a``'s
+connections all go (its pool terminated, no hand-over NOTIFY) and ``b`` takes every
+projection within a few of its rounds, catches up, and the tables equal a replay.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from flowsd.projections.catalogue import PROJECTION_NAMES
 from flowsd.projections.leadership import holders
 from flowsd.projections.metrics import projector_families
 from flowsd.projections.runner import ProjectorRunner
+from flowsd.projections.series import CsqProjection
 from tests.projections.test_runner import all_equal, meters_with_registers, readings
 from tests.support import wait_until
 
@@ -138,3 +139,31 @@ async def test_a_stopping_runner_hands_its_projections_over_at_once(
     finally:
         for pool in pools:
             await pool.close()
+
+
+async def test_daemons_enabling_different_projections_leave_none_unrun(
+    conn: asyncpg.Connection, migrated_url: str
+) -> None:
+    """``a`` runs only meter_csq, ``b`` every projection: ``b``'s share (half of them) would
+    leave some to nobody; those seen unrun for two rounds are adopted by ``b``."""
+    meters = await meters_with_registers(conn, 2)
+    pools = [await asyncpg.create_pool(migrated_url, min_size=1, max_size=4) for _ in range(2)]
+    a = ProjectorRunner(pools[0], CONFIG, instance="a", projections=[CsqProjection()])
+    b = ProjectorRunner(pools[1], CONFIG, instance="b")
+    try:
+        async with anyio.create_task_group() as group:
+            await group.start(b.run)
+            await group.start(a.run)
+            await append_batch(conn, readings(meters, 0, 10))
+            # The rounds first let half go (a daemon joined), then adopt the unrun ones.
+            await anyio.sleep(3.5)
+            await wait_until(lambda: exactly_once([a, b]), TAKEOVER_SECONDS)
+            settled = (active(a), active(b))
+            await anyio.sleep(2.5)  # rounds later: nothing let go and taken back
+            assert (active(a), active(b)) == settled
+            await caught_up(conn, [a, b])
+            group.cancel_scope.cancel()
+    finally:
+        for pool in pools:
+            await pool.close()
+    assert await all_equal(conn) == []
