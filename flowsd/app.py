@@ -331,6 +331,7 @@ class Daemon:
             subscribe=self.appender.subscribe,
             availability=self.availability,
             supervisor=self.components,
+            instance=self.instance,
         )
         self.housekeeping.projectors = self.projectors
         await tg.start(self.projectors.run)

@@ -197,7 +197,9 @@ class ProjectionsConfig(_Section, frozen=True):
     # Live: batches arriving within this long of the first are applied in one transaction
     # (fewer commits and checkpoint writes; projections lag by up to this much more). 0: off.
     merge_seconds: Seconds = 0.5
-    # Fallback poll of the log head when no NOTIFY or in-process batch arrived.
+    # Fallback poll of the log head when no NOTIFY or in-process batch arrived; the LISTEN
+    # connection (and the projections' locks, flowsd.projections.leadership) is checked every
+    # max(poll_interval_seconds, 1) seconds.
     poll_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     # A projector whose checkpoint has not moved for this long while behind is not ready.
     stall_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0

@@ -5,7 +5,9 @@ rows and the per-meter session state, written every few seconds), so an operator
 detail without Prometheus: online/offline counts, the meters that never answered (shown apart:
 a meter is online only once it has answered), the active meters flowsd does not dial and why
 (no or an unusable address, a second row for one device), the slowest meters, the last error
-of each failing meter, the appender queue and the projectors' lag behind the event log.
+of each failing meter, the appender queue and the projectors' lag behind the event log, and
+which daemon's connection runs each projection (the backend pid holding its advisory lock,
+:mod:`flowsd.projections.leadership`).
 With several daemons sharing the fleet (migration 110), the lease holders: each daemon's
 lease heartbeat, whether it is live, and its share (meters whose lease it holds), and the
 meters nobody holds.
@@ -28,6 +30,7 @@ from flowsd.db.connect import close_quietly, connect
 from flowsd.db.urls import redact
 from flowsd.errors import UserError
 from flowsd.events.reader import head_position
+from flowsd.projections.leadership import holders
 
 # Session-state rows of active meters (removed or passive meters keep their last row).
 _ACTIVE = "JOIN flows.meter_registry r ON r.id = s.meter_id AND r.mode = 'active'"
@@ -139,12 +142,14 @@ async def _gather(conn: asyncpg.Connection, top: int) -> dict[str, Any]:
         )
     ]
     head = await head_position(conn)
+    rows = await conn.fetch(
+        "SELECT name, position, updated_at FROM flowsd.projector_checkpoint ORDER BY name"
+    )
+    run_by = await holders(conn, [row["name"] for row in rows])
     projectors = [
         {"name": row["name"], "position": row["position"], "lag_events": head - row["position"],
-         "updated_at": row["updated_at"]}
-        for row in await conn.fetch(
-            "SELECT name, position, updated_at FROM flowsd.projector_checkpoint ORDER BY name"
-        )
+         "updated_at": row["updated_at"], "run_by_backend": run_by.get(row["name"])}
+        for row in rows
     ]  # fmt: skip
     leases = await _leases(conn)
     return {
@@ -272,8 +277,11 @@ def render(report: dict[str, Any], where: str) -> str:
     lines.append(f"event log head: position {report['event_log_head']}")
     if report["projectors"]:
         for p in report["projectors"]:
+            pid = p["run_by_backend"]
+            by = f"run by the daemon of backend {pid}" if pid else "run by no daemon"
             lines.append(
-                f"projector {p['name']}: position {p['position']}, lag {p['lag_events']} events"
+                f"projector {p['name']}: position {p['position']}, "
+                f"lag {p['lag_events']} events, {by}"
             )
     else:
         lines.append("projectors: none has run")

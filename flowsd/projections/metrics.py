@@ -14,7 +14,7 @@ from prometheus_client.metrics_core import Metric
 from flowsd.ops.metrics import REGISTRY, counter, gauge
 
 if TYPE_CHECKING:
-    from flowsd.projections.runner import ProjectorStatistics
+    from flowsd.projections.status import ProjectorStatistics
 
 BATCH_SECONDS = Histogram(
     "flowsd_projector_batch_duration_seconds",
@@ -86,6 +86,12 @@ def projector_families(projectors: Iterable[ProjectorStatistics]) -> Iterator[Me
         "flowsd_projector_errors_total",
         "Failed projector transactions (retried with back-off)",
         each(lambda s: s.errors),
+        label,
+    )
+    yield gauge(
+        "flowsd_projector_active",
+        "1 while this daemon runs the projection, 0 while it stands by for another daemon",
+        each(lambda s: 1 if s.role == "active" else 0),
         label,
     )
     yield gauge(

@@ -11,12 +11,19 @@ Each :class:`ProjectorTask` keeps its projection's checkpoint. Its sources of wo
    checkpoint was moved by a replay), or when NOTIFY / the fallback poll shows a newer head.
    The page size doubles from ``batch_min`` while full pages keep coming, and halves back.
 
+A task applies events only while *active*: with several daemons on one database, each
+projection is active in one of them, the one whose LISTEN connection holds the projection's
+lock (:mod:`flowsd.projections.leadership`); elsewhere it stands by (discarding its in-memory
+batches) and, once made active, reads its checkpoint and catches up from the log. A daemon
+alone holds every lock from the start.
+
 The :class:`ProjectorRunner` runs the tasks in an anyio task group, each under a
 :class:`~flowsd.supervision.Supervisor` (a task that fails unexpectedly is logged, counted and
 restarted from its checkpoint; the others go on), LISTENs on the appender's NOTIFY channel on
 one pooled connection (re-established after any failure, and checked every
-``poll_interval_seconds`` so a connection that died silently is noticed; each time with a
-wake-up of every task, so nothing announced meanwhile waits for the poll), and reports
+``max(poll_interval_seconds, 1)`` seconds so a connection that died silently is noticed; each
+time with a wake-up of every task, so nothing announced meanwhile waits for the poll), holds
+the projections' locks on that connection, and reports
 per-projection status for ``/readyz`` and statistics for ``/metrics``
 (:meth:`ProjectorRunner.statistics`, exported by
 :func:`~flowsd.projections.metrics.projector_families`). Database errors (any of
@@ -31,8 +38,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -52,7 +58,9 @@ from flowsd.events.subscriptions import Subscription
 from flowsd.events.types import RecordedEvent
 from flowsd.projections.base import Projection
 from flowsd.projections.catalogue import select_projections
+from flowsd.projections.leadership import Leadership, first_of
 from flowsd.projections.projector import apply_batch
+from flowsd.projections.status import ProjectorStatistics, ProjectorStatus
 from flowsd.supervision import Supervisor
 
 log = structlog.get_logger("flowsd.projections")
@@ -62,38 +70,9 @@ log = structlog.get_logger("flowsd.projections")
 IN_MEMORY_GRACE_SECONDS = 0.2
 
 
-@dataclass(frozen=True)
-class ProjectorStatus:
-    name: str
-    checkpoint: int
-    known_head: int
-    lag_events: int
-    running: bool
-    healthy: bool
-    last_error: str | None
-
-
-@dataclass(frozen=True)
-class ProjectorStatistics:
-    """One projection's state and what its task did since it was created (this process).
-
-    Before the task has read its checkpoint, ``checkpoint`` is 0 and ``healthy`` false.
-    """
-
-    name: str
-    checkpoint: int  # last log position applied
-    lag_events: int  # known head minus the checkpoint
-    lag_seconds: float  # age of the last event applied while behind; 0 once caught up
-    healthy: bool  # running, and caught up or advancing
-    events: int  # events the checkpoint moved over, of every type
-    log_reads: int  # pages read from the log to catch up
-    parked: int  # events parked in committed transactions
-    conflicts: int  # batches not applied because the checkpoint had moved
-    errors: int  # database errors of the task's steps (each retried)
-
-
 class ProjectorTask:
-    """The loop of one projection."""
+    """The loop of one projection: active (applying), or standing by while another daemon
+    runs it (:mod:`flowsd.projections.leadership`), its in-memory batches discarded."""
 
     def __init__(
         self,
@@ -104,6 +83,9 @@ class ProjectorTask:
         availability: DatabaseAvailability | None = None,
     ) -> None:
         self.projection = projection
+        self.name = projection.name
+        self.active = True
+        self._standing_by = False  # in _stand_by: no step in progress reads the checkpoint
         self.availability = availability or DatabaseAvailability("the projections' database")
         self._pool = pool
         self._config = config
@@ -126,15 +108,33 @@ class ProjectorTask:
         self.known_head = max(self.known_head, head)
         self._wake.set()
 
+    def activate(self) -> None:
+        """This daemon now holds the projection's lock: read the checkpoint, catch up."""
+        self.active = True
+        self._wake.set()
+
+    def stand_down(self) -> None:
+        """The lock is gone: apply nothing more (after the step in progress)."""
+        self.active = False
+        self._wake.set()
+        self._publish()
+
+    def observe_checkpoint(self, position: int) -> None:
+        """The checkpoint as read while standing by (another daemon moves it)."""
+        if self._standing_by and position != self.checkpoint:
+            self.checkpoint = position
+            self._publish()
+
     async def reached(self, position: int) -> None:
-        """Return once the checkpoint is at ``position`` or beyond."""
-        while self.checkpoint < position:
+        """Return once the checkpoint is at ``position`` or beyond, or the task stands by."""
+        while self.checkpoint < position and self.active:
             await self._published.wait()
 
     def status(self) -> ProjectorStatus:
         lag = max(self.known_head - self.checkpoint, 0)
         advancing = time.monotonic() - self._last_progress < self._config.stall_seconds
-        healthy = self.running and (lag == 0 or advancing)
+        # Standing by is healthy: the projection's progress is its active daemon's to report.
+        healthy = self.running and (lag == 0 or advancing or not self.active)
         return ProjectorStatus(
             self.projection.name,
             self.checkpoint,
@@ -143,6 +143,7 @@ class ProjectorTask:
             self.running,
             healthy,
             self.last_error,
+            ("active" if self.active else "standby") if self.running else "stopped",
         )
 
     def statistics(self) -> ProjectorStatistics:
@@ -158,6 +159,7 @@ class ProjectorTask:
             parked=self._parked,
             conflicts=self._conflicts,
             errors=self._errors,
+            role=status.role,
         )
 
     # -- the loop -------------------------------------------------------------------------------
@@ -172,6 +174,8 @@ class ProjectorTask:
         log.info("projector started", projection=name, checkpoint=self.checkpoint)
         try:
             while True:
+                if not self.active:
+                    await self._stand_by()
                 await self._with_retries(self._step)
         finally:
             self.running = False
@@ -212,6 +216,26 @@ class ProjectorTask:
                 )
                 await self.availability.wait(delay)
 
+    async def _stand_by(self) -> None:
+        """Until activated: discard the batches handed over; then read the checkpoint."""
+        log.info("projector standing by", projection=self.name)
+        self._standing_by = True
+        try:
+            while not self.active:
+                self._wake.clear()
+                if self._subscription is not None:
+                    while self._subscription.get_nowait() is not None:
+                        pass
+                await first_of(self._wake.wait(), *self._batch_waiter())
+        finally:
+            self._standing_by = False
+        await self._with_retries(self._load_checkpoint)
+        self._last_progress = time.monotonic()
+        log.info("projector active", projection=self.name, checkpoint=self.checkpoint)
+
+    def _batch_waiter(self) -> list[Coroutine[Any, Any, Any]]:
+        return [self._subscription.get()] if self._subscription is not None else []
+
     async def _load_checkpoint(self) -> None:
         async with _connection(self._pool) as conn:
             self.checkpoint = await read_checkpoint(conn, self.projection.name)
@@ -220,6 +244,8 @@ class ProjectorTask:
 
     async def _step(self) -> None:
         batch = self._subscription.get_nowait() if self._subscription else None
+        if not self.active:
+            return
         if batch is not None:
             await self._take(batch)
         elif self.known_head > self.checkpoint:
@@ -245,6 +271,8 @@ class ProjectorTask:
             for future in waiters:
                 if not future.done():
                     future.cancel()
+        if not self.active:
+            return  # stood down: a batch taken is dropped, the log has it
         for future in done:
             if waiters[future] == "batch":
                 await self._take(future.result())
@@ -293,7 +321,7 @@ class ProjectorTask:
 
     async def _catch_up(self, until: int) -> None:
         """Read the log from the checkpoint up to ``until`` (inclusive) and apply it."""
-        while self.checkpoint < until:
+        while self.checkpoint < until and self.active:
             async with _connection(self._pool) as conn:
                 events = await read_events(conn, self.checkpoint, self._page, until=until)
             self._log_reads += 1
@@ -334,6 +362,10 @@ class ProjectorRunner:
 
     ``subscribe`` is the appender's ``subscribe`` (one subscription per projection), or None
     in a process without an appender: the tasks then rely on NOTIFY and the poll.
+
+    ``exclusive`` (with ``listen``): a projection is active only while the LISTEN connection
+    holds its lock (:mod:`flowsd.projections.leadership`; ``instance`` orders the projections
+    this daemon prefers). Otherwise every projection is always active.
     """
 
     def __init__(
@@ -346,6 +378,8 @@ class ProjectorRunner:
         listen: bool = True,
         availability: DatabaseAvailability | None = None,
         supervisor: Supervisor | None = None,
+        exclusive: bool = True,
+        instance: str = "",
     ) -> None:
         chosen = (
             list(projections) if projections is not None else select_projections(config.enabled)
@@ -359,6 +393,11 @@ class ProjectorRunner:
             ProjectorTask(pool, p, config, subscribe() if subscribe else None, self.availability)
             for p in chosen
         ]
+        self.leadership: Leadership | None = None
+        if listen and exclusive:
+            self.leadership = Leadership(self.tasks, instance=instance)
+            for task in self.tasks:
+                task.active = False  # until the first round takes the locks
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -414,6 +453,8 @@ class ProjectorRunner:
                         await self._listen_on(conn, task_status)
                         retry.reset()
                     finally:
+                        if self.leadership is not None:
+                            await self.leadership.remove(conn)
                         with contextlib.suppress(*DATABASE_ERRORS):
                             await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
                 log.warning("LISTEN connection lost; reconnecting")
@@ -437,14 +478,18 @@ class ProjectorRunner:
         lost = asyncio.Event()
         on_lost = _setter(lost)
         conn.add_termination_listener(on_lost)  # the pool reuses the connection: removed below
+        check_every = max(self._config.poll_interval_seconds, 1.0)
         try:
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            if self.leadership is not None:
+                await self.leadership.start(conn)
             self.availability.succeeded("projections listen")
             # Anything announced while we were not listening: look at the log.
             for task in self.tasks:
                 task.note_head(0)
             task_status.started()
-            check_every = max(self._config.poll_interval_seconds, 1.0)
+            if self.leadership is not None:
+                await self.leadership.keep(conn, lost, check_every)
             while not lost.is_set():
                 with anyio.move_on_after(check_every):
                     await lost.wait()
@@ -452,6 +497,8 @@ class ProjectorRunner:
                     # A connection that died without a FIN (a cut network) never says so.
                     await asyncio.wait_for(conn.fetchval("SELECT 1"), check_every * 5)
         finally:
+            if self.leadership is not None:
+                self.leadership.lost()
             conn.remove_termination_listener(on_lost)
 
 

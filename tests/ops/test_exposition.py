@@ -36,6 +36,7 @@ _UNITLESS = {
     "flowsd_meter_commands_queued",
     "flowsd_appender_database_up",
     "flowsd_projector_healthy",
+    "flowsd_projector_active",
     "flowsd_spill_disk_full",
 }
 _SNAKE = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")

@@ -19,7 +19,7 @@ from flowsd.meters.registry import RegistryStatistics
 from flowsd.meters.statistics import FleetStatistics
 from flowsd.ops.metrics import REGISTRY, STATISTICS
 from flowsd.projections.metrics import projector_families
-from flowsd.projections.runner import ProjectorStatistics
+from flowsd.projections.status import ProjectorStatistics
 from flowsd.supervision import ComponentStatistics, component_families
 from tests.support import sample_value
 
@@ -141,6 +141,7 @@ PROJECTORS = [
         parked=0,
         conflicts=0,
         errors=0,
+        role="stopped",
     ),
 ]
 
@@ -249,6 +250,7 @@ def test_the_registry_serves_the_attached_snapshots() -> None:
             ("flowsd_projector_checkpoint_conflicts_total", (("projection", "meter_csq"),)): 1,
             ("flowsd_projector_errors_total", (("projection", "meter_csq"),)): 2,
             ("flowsd_projector_healthy", (("projection", "meter_csq"),)): 1,
+            ("flowsd_projector_active", (("projection", "meter_csq"),)): 1,
         }
         for (name, labels), value in expected.items():
             assert sample_value(name, dict(labels)) == value, name

@@ -28,8 +28,9 @@ from flowsd.projections.parking import retry_parked
 from flowsd.projections.projector import apply_batch
 from flowsd.projections.registry import RegistryProjection
 from flowsd.projections.replay import replay
-from flowsd.projections.runner import ProjectorRunner, ProjectorStatistics
+from flowsd.projections.runner import ProjectorRunner
 from flowsd.projections.series import CsqProjection
+from flowsd.projections.status import ProjectorStatistics
 from flowsd.projections.verify import verify
 from tests.projections.conftest import add_meter, add_register
 from tests.projections.strategies import BASE
@@ -405,7 +406,7 @@ async def test_the_runner_counts_what_its_projector_did(
     pool = await asyncpg.create_pool(migrated_url, min_size=1, max_size=4)
     try:
         runner = ProjectorRunner(pool, CONFIG, projections=[CsqProjection()], listen=False)
-        zero = ProjectorStatistics("meter_csq", 0, 0, 0.0, False, 0, 0, 0, 0, 0)
+        zero = ProjectorStatistics("meter_csq", 0, 0, 0.0, False, 0, 0, 0, 0, 0, "stopped")
         assert runner.statistics() == [zero]
         async with anyio.create_task_group() as group:
             await group.start(runner.run)
@@ -416,4 +417,4 @@ async def test_the_runner_counts_what_its_projector_did(
         await pool.close()
     assert running == ProjectorStatistics("meter_csq", head, 0, 0.0, True, 4, 1, 2, 0, 0)
     (stopped,) = runner.statistics()
-    assert not stopped.healthy
+    assert not stopped.healthy and stopped.role == "stopped"
