@@ -161,7 +161,7 @@ async def play_history(
     behind = time.time() - clock.unix()
     if behind > 1:
         log.info("demo: polling the simulated past", hours=round(behind / 3600, 1))
-        daemon.supervisor.suspend_freshness()
+        daemon.supervisor.freshness.suspend()
     while not daemon.stop_requested.is_set():
         remaining = time.time() - clock.unix()
         if remaining <= 1:
@@ -180,7 +180,7 @@ async def play_history(
             log.warning("demo: the fleet did not answer a history step in time; moving on")
     clock.advance(seconds=max(0.0, time.time() - clock.unix()))
     clock.set_speed(1.0)
-    daemon.supervisor.resume_freshness()
+    daemon.supervisor.freshness.resume()
     log.info("demo: running in real time")
 
 

@@ -36,7 +36,8 @@ from flowsd.meters.observations import (
     SessionOutcome,
 )
 from flowsd.meters.plan import PollPlan
-from flowsd.meters.supervisor import FailingMeter, FleetStatus, FleetSupervisor, SlowMeter
+from flowsd.meters.status import FailingMeter, FleetStatus, SlowMeter
+from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.meters.target import MeterResume, MeterTarget
 
 __all__ = [

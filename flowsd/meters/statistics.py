@@ -2,8 +2,9 @@
 
 :class:`EngineCounts` is one object shared by the fleet supervisor and every meter session,
 with their links, connections and connection limiters: each adds to it where the thing
-happens. :meth:`~flowsd.meters.supervisor.FleetSupervisor.statistics` copies it, with the
-fleet's state, into a :class:`FleetStatistics`, which ``flowsd status``, tests and
+happens. :class:`FleetTally` keeps the fleet's state (meters by breaker state, meters never
+answered) as sessions join, run and leave. :meth:`FleetTally.statistics` copies both, with
+what the supervisor adds, into a :class:`FleetStatistics`, which ``flowsd status``, tests and
 ``/metrics`` (:func:`flowsd.meters.metrics.fleet_families`) read.
 """
 
@@ -11,11 +12,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from flowsd.meters.breaker import BREAKER_STATES, BreakerState
 from flowsd.meters.limits import ConnectionTotals, Lane
 from flowsd.meters.transport import Traffic
+
+if TYPE_CHECKING:
+    from flowsd.meters.session import MeterSession
 
 
 @dataclass(slots=True)
@@ -94,3 +100,77 @@ class FleetStatistics(msgspec.Struct, frozen=True, kw_only=True):
     commands_running: int
     commands_queued: int
     commands_refused: dict[str, int]
+
+
+@dataclass(slots=True)
+class FleetTally:
+    """The fleet's meters by breaker state and how many never answered, kept up to date by
+    the supervisor as sessions join, end a run and leave."""
+
+    states: Counter[BreakerState] = field(default_factory=Counter)
+    never_answered: int = 0
+
+    def joined(self, session: MeterSession) -> None:
+        self.states[session.breaker.state] += 1
+        self.never_answered += not session.answered_ever
+
+    def left(self, session: MeterSession) -> None:
+        self.states[session.breaker.state] -= 1
+        self.never_answered -= not session.answered_ever
+
+    def ran(self, session: MeterSession, before: BreakerState, answered_before: bool) -> None:
+        """A run of ``session`` ended; it started in state ``before``."""
+        self.states[before] -= 1
+        self.states[session.breaker.state] += 1
+        self.never_answered -= session.answered_ever and not answered_before
+
+    def statistics(
+        self,
+        counts: EngineCounts,
+        *,
+        stale: int,
+        meters_running: int,
+        meters_running_bound: int,
+        meters_waiting_to_start: int,
+        peak_connections_in_flight: int,
+    ) -> FleetStatistics:
+        connections = counts.connections
+        return FleetStatistics(
+            meters_by_state={state: self.states[state] for state in BREAKER_STATES},
+            never_answered=self.never_answered,
+            stale=stale,
+            runs_in_progress=counts.runs_in_progress,
+            meters_running=meters_running,
+            meters_running_bound=meters_running_bound,
+            meters_waiting_to_start=meters_waiting_to_start,
+            connections_in_flight=connections.in_flight,
+            peak_connections_in_flight=peak_connections_in_flight,
+            connects=connections.connects,
+            connection_grants=dict(connections.granted),
+            backfill_deferred=counts.backfill_deferred,
+            bytes_sent=counts.traffic.sent,
+            bytes_received=counts.traffic.received,
+            requests_ok=counts.requests_ok,
+            request_failures=dict(counts.request_failures),
+            attempts=dict(counts.attempts),
+            retries=counts.retries,
+            polls=counts.polls,
+            failed_polls=counts.failed_polls,
+            probes=counts.probes,
+            failed_probes=counts.failed_probes,
+            watchdog_cancellations=counts.watchdog_cancellations,
+            skipped_slots=counts.skipped_slots,
+            sink_wait_seconds=counts.sink_wait_seconds,
+            sink_failures=counts.sink_failures,
+            observations=dict(counts.observations),
+            interval_gaps=counts.interval_gaps,
+            event_log_overflows=counts.event_log_overflows,
+            event_log_rescans=counts.event_log_rescans,
+            event_log_invalid_records=counts.event_log_invalid_records,
+            invalid_values=counts.invalid_values,
+            breaker_transitions=dict(counts.breaker_transitions),
+            commands=dict(counts.commands),
+            commands_running=counts.commands_running,
+            commands_queued=counts.commands_queued,
+            commands_refused=dict(counts.commands_refused),
+        )

@@ -32,14 +32,18 @@ A command or a poll request wakes its meter at the next tick: an idle meter runs
 
 Every few seconds the run loop applies the stale-meter rule (:mod:`flowsd.meters.freshness`)
 to the fleet: the count of stale meters (``flowsd_meters_stale``) and a log line per meter
-that turns stale.
+that turns stale or fresh again (:class:`~flowsd.meters.freshness_watch.FreshnessWatch`).
+
+The supervisor owns the sessions and decides what a started meter runs (a poll, a probe, its
+commands). The objects it is made of: the heap, the launch queue and the address turns
+(:class:`~flowsd.meters.scheduler.FleetScheduler`), the stale-meter rule
+(:class:`~flowsd.meters.freshness_watch.FreshnessWatch`), the meters by breaker state
+(:class:`~flowsd.meters.statistics.FleetTally`) and the status snapshot
+(:func:`~flowsd.meters.status.fleet_status`).
 """
 
 from __future__ import annotations
 
-import collections
-import heapq
-import math
 import random
 import time
 from collections.abc import Iterable
@@ -48,21 +52,19 @@ from uuid import UUID
 
 import anyio
 import msgspec
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from flowsd.config import MetersConfig
 from flowsd.emop import UnknownObjectError, by_name
 from flowsd.errors import ConfigError
 from flowsd.meters import metrics
-from flowsd.meters.breaker import BREAKER_STATES, BreakerState
 from flowsd.meters.command import CommandResult, MeterCommand
-from flowsd.meters.freshness import Freshness, FreshnessView
-from flowsd.meters.launcher import LaunchQueue, bound_for
+from flowsd.meters.freshness_watch import FreshnessWatch
 from flowsd.meters.limits import ConnectionLimiter
-from flowsd.meters.observations import FailureReason, ObservationSink
+from flowsd.meters.observations import ObservationSink
 from flowsd.meters.plan import PollPlan
 from flowsd.meters.poll import Poll, Probe
+from flowsd.meters.scheduler import Address, FleetScheduler
 from flowsd.meters.session import (
     Job,
     MeterSession,
@@ -70,11 +72,9 @@ from flowsd.meters.session import (
     QueueFullError,
     WallClock,
 )
-from flowsd.meters.statistics import EngineCounts, FleetStatistics
+from flowsd.meters.statistics import EngineCounts, FleetStatistics, FleetTally
+from flowsd.meters.status import FleetStatus, fleet_status, utc
 from flowsd.meters.target import MeterTarget
-
-# How often the stale-meter rule is applied (incremental: the meters whose deadline came).
-FRESHNESS_EVERY_SECONDS = 5.0
 
 
 class ApplyResult(msgspec.Struct, frozen=True):
@@ -82,48 +82,6 @@ class ApplyResult(msgspec.Struct, frozen=True):
     updated: int
     removed: int
     unchanged: int
-
-
-class SlowMeter(msgspec.Struct, frozen=True):
-    meter_id: UUID
-    serial: str | None
-    last_poll_seconds: float
-
-
-class FailingMeter(msgspec.Struct, frozen=True):
-    meter_id: UUID
-    serial: str | None
-    state: BreakerState
-    consecutive_failures: int
-    reason: FailureReason | None
-    detail: str
-    failed_at: datetime | None
-    offline_since: datetime | None
-
-
-class FleetStatus(msgspec.Struct, frozen=True):
-    """Snapshot for ``flowsd status`` and readiness."""
-
-    running: bool
-    meters: int
-    online: int
-    offline: int
-    awaiting_first_answer: int  # polled, no answer yet, not (yet) offline
-    never_answered: int  # no answer ever, in any state (offline after the usual failures)
-    polls_running: int
-    waiting_to_start: int  # due, waiting for a running meter task to end
-    connections_in_flight: int
-    peak_connections_in_flight: int
-    connects: int
-    requests_ok: int
-    request_failures: dict[str, int]
-    polls: int
-    probes: int
-    watchdog_cancellations: int
-    skipped_slots: int
-    stale: int
-    slowest: list[SlowMeter]
-    failing: list[FailingMeter]
 
 
 class CommandRefusedError(Exception):
@@ -139,16 +97,8 @@ class CommandRefusedError(Exception):
         self.detail = detail
 
 
-def _periods(session: MeterSession) -> dict[str, float]:
-    return {name: c.period for name, c in session.schedule.cadences.items()}
-
-
-def _utc(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
-
-
 class FleetSupervisor:
-    """Owns the meter sessions, the schedule heap and the fleet-wide limits."""
+    """Owns the meter sessions and the fleet-wide limits; runs the meters that are due."""
 
     def __init__(
         self,
@@ -170,33 +120,24 @@ class FleetSupervisor:
         self.wall_clock = wall_clock
         self.rng = rng or random.Random()
         self.counts = EngineCounts()
-        self.limiter = ConnectionLimiter(
+        self.limiter = self._limiter(settings)
+        self.sessions: dict[UUID, MeterSession] = {}
+        self.scheduler = FleetScheduler(self.sessions, settings)
+        self.freshness = FreshnessWatch(self.sessions, wall_clock)
+        self.tally = FleetTally()
+        self._stopping = False
+        self._running = False
+        self._stopped = anyio.Event()
+        self._task_group: TaskGroup | None = None
+        self._by_serial: dict[str, UUID] = {}
+
+    def _limiter(self, settings: MetersConfig) -> ConnectionLimiter:
+        return ConnectionLimiter(
             settings.max_connections_in_flight,
             settings.max_new_connections_per_second,
             settings.new_connections_burst,
             totals=self.counts.connections,
         )
-        self.freshness = Freshness()
-        self.freshness_every_seconds = FRESHNESS_EVERY_SECONDS
-        self.freshness_suspended = False
-        self._freshness_checked_at = -math.inf
-        self.sessions: dict[UUID, MeterSession] = {}
-        self._heap: list[tuple[float, int, UUID]] = []
-        self._launches = LaunchQueue(bound_for(settings))
-        self._stopping = False
-        self._running = False
-        self._stopped = anyio.Event()
-        self._idle = anyio.Event()
-        self._idle.set()
-        self._busy = 0
-        self._task_group: TaskGroup | None = None
-        self._states: collections.Counter[BreakerState] = collections.Counter()
-        self._never_answered = 0
-        self._busy_addresses: set[tuple[str, int]] = set()
-        self._address_waiters: dict[tuple[str, int], collections.deque[MeterSession]] = {}
-        self._by_serial: dict[str, UUID] = {}
-        self._held_back: set[UUID] = set()
-        self.log = structlog.get_logger("flowsd.meters")
 
     # ----------------------------------------------------------------- meters
 
@@ -208,14 +149,12 @@ class FleetSupervisor:
         for meter_id in list(self.sessions):
             if meter_id not in wanted:
                 gone = self.sessions.pop(meter_id)
-                self._states[gone.breaker.state] -= 1
-                self._never_answered -= not gone.answered_ever
-                self.freshness.forget(meter_id)
-                self._launches.discard(gone)
+                self.tally.left(gone)
+                self.freshness.left(meter_id)
+                self.scheduler.left(gone)
                 if gone.cancel_scope is not None:
                     gone.cancel_scope.cancel()
                 self._forsake(gone, "the meter left the fleet")
-                self._held_back.discard(meter_id)
                 removed += 1
         for meter_id, target in wanted.items():
             session = self.sessions.get(meter_id)
@@ -234,19 +173,17 @@ class FleetSupervisor:
                     readback_settle_seconds=self.readback_settle_seconds,
                 )
                 self.sessions[meter_id] = session
-                self._states[session.breaker.state] += 1
-                self._never_answered += not session.answered_ever
-                self.freshness.restart_clock(meter_id, self.wall_clock())
-                self.freshness.watch(meter_id, _periods(session))
-                self._push(session)
+                self.tally.joined(session)
+                self.freshness.joined(session)
+                self.scheduler.push(session)
                 added += 1
             elif session.target.same_identity(target):
                 unchanged += 1
             else:
                 session.update_target(target)
-                self.freshness.watch(meter_id, _periods(session))
+                self.freshness.changed(session)
                 if not session.running:
-                    self._push(session)
+                    self.scheduler.push(session)
                 updated += 1
         self._by_serial = {
             s.target.serial: meter_id for meter_id, s in self.sessions.items() if s.target.serial
@@ -265,9 +202,6 @@ class FleetSupervisor:
                 command.finish(CommandResult(ok=False, reason="unavailable", detail=why))
             session.commands.clear()
 
-    def _address(self, session: MeterSession) -> tuple[str, int]:
-        return (session.target.ip_address, session.target.port or self.settings.port)
-
     def reconfigure(self, settings: MetersConfig, plan: PollPlan) -> None:
         """Apply a reloaded ``[meters]``/``[poll]`` without restarting anything.
 
@@ -281,22 +215,16 @@ class FleetSupervisor:
             != self.settings.max_new_connections_per_second
             or settings.new_connections_burst != self.settings.new_connections_burst
         ):
-            self.limiter = ConnectionLimiter(
-                settings.max_connections_in_flight,
-                settings.max_new_connections_per_second,
-                settings.new_connections_burst,
-                totals=self.counts.connections,
-            )
+            self.limiter = self._limiter(settings)
         self.settings = settings
         self.plan = plan
-        self._launches.bound = bound_for(settings)
+        self.scheduler.reconfigure(settings)
         now = self.wall_clock()
         for session in self.sessions.values():
             session.reconfigure(settings, plan, self.limiter)
-            self.freshness.restart_clock(session.target.meter_id, now)
             if not session.running:
-                self._push(session)
-        self.freshness.rewatch_all(self._views())
+                self.scheduler.push(session)
+        self.freshness.restart_all(now)
 
     @staticmethod
     def _check(settings: MetersConfig) -> None:
@@ -307,26 +235,12 @@ class FleetSupervisor:
                 f"key 'meters.probe_object': unknown object {settings.probe_object!r}"
             ) from None
 
-    def _push(self, session: MeterSession) -> None:
-        session.heap_generation += 1
-        wake = session.next_wake()
-        if wake < math.inf:  # -inf: a command or poll request waits
-            heapq.heappush(self._heap, (wake, session.heap_generation, session.target.meter_id))
-
     def hold_back(self, meter_ids: Iterable[UUID], *, release: bool = False) -> None:
         """Start no more routine polls of these meters (``release``: start them again)."""
-        for meter_id in meter_ids:
-            if release:
-                if meter_id in self._held_back:
-                    self._held_back.discard(meter_id)
-                    session = self.sessions.get(meter_id)
-                    if session is not None and not session.running:
-                        self._push(session)
-            elif meter_id in self.sessions:
-                self._held_back.add(meter_id)
+        self.scheduler.hold_back(meter_ids, release=release)
 
     def is_held_back(self, meter_id: UUID) -> bool:
-        return meter_id in self._held_back
+        return meter_id in self.scheduler.held_back
 
     def idle(self, meter_id: UUID) -> bool:
         """Nothing runs or waits in the meter's session (it may leave the fleet now)."""
@@ -346,105 +260,28 @@ class FleetSupervisor:
                 task_status.started()
                 while not self._stopping:
                     self.limiter.expire(self.wall_clock())
-                    self._wake_due(tg)
+                    self.scheduler.wake_due(self.wall_clock())
                     self._start_queued(tg)
-                    self._check_freshness()
+                    self.freshness.check()
                     await anyio.sleep(self.settings.schedule_tick_seconds)
                 with anyio.move_on_after(self.settings.stop_deadline_seconds):
-                    await self._idle.wait()
+                    await self.scheduler.idle.wait()
                 tg.cancel_scope.cancel()
         finally:
             self._running = False
             self._task_group = None
             self._stopped.set()
 
-    def _wake_due(self, tg: TaskGroup) -> None:
-        now = self.wall_clock()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, generation, meter_id = heapq.heappop(heap)
-            session = self.sessions.get(meter_id)
-            if session is None or generation != session.heap_generation or session.running:
-                continue
-            self._launches.put(session, urgent=bool(session.commands or session.poll_requests))
-
     def _start_queued(self, tg: TaskGroup) -> None:
         """Start queued meters while fewer than the bound run, then hold back-fill while
         some still wait (live work first, :mod:`flowsd.meters.launcher`)."""
-        launches = self._launches
         # Nothing is started into a group being cancelled (run() failed or gave up waiting).
-        ending = self._stopping or tg.cancel_scope.cancel_called
-        while self._busy < launches.bound and not ending:
-            session = launches.pop()
-            if session is None:
-                break
-            meter_id = session.target.meter_id
-            if self.sessions.get(meter_id) is not session or session.running:
-                continue
-            if meter_id in self._held_back and not session.commands and not session.poll_requests:
-                continue  # pushed again by hold_back(release=True)
-            address = self._address(session)
-            if address in self._busy_addresses:
-                # Another meter id with the same address is talking to it: one conversation
-                # per device, whatever the registry says. Queue up, first come first served.
-                self._address_waiters.setdefault(address, collections.deque()).append(session)
-                continue
-            self._launch(tg, session, self.wall_clock())
-        held = len(launches) > 0
+        if not (self._stopping or tg.cancel_scope.cancel_called):
+            for session in self.scheduler.startable():
+                self._launch(tg, session, self.wall_clock())
+        held = len(self.scheduler.launches) > 0
         if held != self.limiter.backfill_held:
             self.limiter.hold_backfill(held)
-
-    def suspend_freshness(self) -> None:
-        """Stop applying the stale-meter rule (``flowsd demo`` while its clock leaps through
-        simulated hours, which would make every meter stale at each leap)."""
-        self.freshness_suspended = True
-
-    def resume_freshness(self) -> None:
-        """Apply the rule again, every meter's age counted from now."""
-        now = self.wall_clock()
-        for meter_id in self.sessions:
-            self.freshness.restart_clock(meter_id, now)
-        self.freshness.rewatch_all(self._views())
-        self.freshness_suspended = False
-
-    def _check_freshness(self) -> None:
-        now = self.wall_clock()
-        if self.freshness_suspended:
-            return
-        if now - self._freshness_checked_at < self.freshness_every_seconds:
-            return
-        self._freshness_checked_at = now
-        turned, fresh = self.freshness.evaluate(now, self._view)
-        for found in turned:
-            session = self.sessions[found.meter_id]
-            self.log.warning(
-                "meter readings stale",
-                meter_serial=session.target.serial,
-                meter_id=str(found.meter_id),
-                cadence=found.cadence,
-                period_seconds=found.period_seconds,
-                age_seconds=round(found.age_seconds, 1),
-            )
-        for meter_id in fresh:
-            again = self.sessions.get(meter_id)
-            if again is not None and again.breaker.online:
-                self.log.info(
-                    "meter readings fresh again",
-                    meter_serial=again.target.serial,
-                    meter_id=str(meter_id),
-                )
-
-    def _view(self, meter_id: UUID) -> FreshnessView | None:
-        session = self.sessions.get(meter_id)
-        if session is None:
-            return None
-        return FreshnessView(meter_id, session.breaker.online, _periods(session))
-
-    def _views(self) -> list[FreshnessView]:
-        return [
-            FreshnessView(meter_id, s.breaker.online, _periods(s))
-            for meter_id, s in self.sessions.items()
-        ]
 
     def _launch(self, tg: TaskGroup, session: MeterSession, now: float) -> None:
         if session.poll_requests:
@@ -458,7 +295,7 @@ class FleetSupervisor:
                 if session.commands or session.readback_due <= now:
                     self._start(tg, session, None)
                 else:
-                    self._push(session)
+                    self.scheduler.push(session)
                 return
             lateness = session.schedule.lateness(due, now)
             metrics.SCHEDULE_LATENESS.observe(lateness)
@@ -471,28 +308,20 @@ class FleetSupervisor:
         elif session.breaker.probe_due(now):
             self._start(tg, session, Probe())
         else:
-            self._push(session)
+            self.scheduler.push(session)
 
-    def _next_waiter(self, address: tuple[str, int]) -> None:
-        waiters = self._address_waiters.get(address)
-        while waiters:
-            session = waiters.popleft()
-            if self.sessions.get(session.target.meter_id) is not session or session.running:
-                continue
-            tg = self._task_group
-            if tg is None or self._stopping:
-                self._push(session)
-            else:
-                self._launch(tg, session, self.wall_clock())
-            break
-        if not waiters:
-            self._address_waiters.pop(address, None)
+    def _next_waiter(self, address: Address) -> None:
+        session = self.scheduler.next_waiter(address)
+        if session is None:
+            return
+        tg = self._task_group
+        if tg is None or self._stopping:
+            self.scheduler.push(session)
+        else:
+            self._launch(tg, session, self.wall_clock())
 
     def _start(self, tg: TaskGroup, session: MeterSession, job: Job | None) -> None:
-        session.running = True
-        self._busy_addresses.add(self._address(session))
-        self._busy += 1
-        self._idle = anyio.Event() if self._busy == 1 else self._idle
+        self.scheduler.started(session)
         tg.start_soon(self._drive, session, job)
 
     async def _drive(self, session: MeterSession, job: Job | None) -> None:
@@ -506,23 +335,11 @@ class FleetSupervisor:
             for request in waiting:
                 session.poll_requests.remove(request)
                 request.finish(outcome)
-            session.running = False
-            address = self._address(session)
-            self._busy_addresses.discard(address)
-            self._busy -= 1
-            if self._busy == 0:
-                self._idle.set()
+            address = self.scheduler.ended(session)
             if self.sessions.get(session.target.meter_id) is session:
-                self._states[before] -= 1
-                self._states[session.breaker.state] += 1
-                self._never_answered -= session.answered_ever and not answered_before
-                meter_id = session.target.meter_id
-                if session.breaker.online and before != "online":
-                    self.freshness.restart_clock(meter_id, self.wall_clock())
-                    self.freshness.watch(meter_id, _periods(session))
-                if outcome is not None and outcome.ok and outcome.kind == "poll":
-                    self.freshness.polled(meter_id, outcome.cadences, self.wall_clock())
-                self._push(session)
+                self.tally.ran(session, before, answered_before)
+                self.freshness.ran(session, before, outcome)
+                self.scheduler.push(session)
             self._next_waiter(address)
             if self._task_group is not None:
                 self._start_queued(self._task_group)
@@ -569,7 +386,7 @@ class FleetSupervisor:
         session = self._session_for(meter_id)
         if session.breaker.offline:
             self.counts.commands_refused["unavailable"] += 1
-            since = _utc(session.breaker.offline_since)
+            since = utc(session.breaker.offline_since)
             raise CommandRefusedError(
                 "unavailable",
                 f"the meter is offline since {since:%Y-%m-%d %H:%M:%S}Z"
@@ -611,7 +428,7 @@ class FleetSupervisor:
 
     def _wake_now(self, session: MeterSession) -> None:
         if not session.running:
-            self._push(session)
+            self.scheduler.push(session)
         else:
             session.link.defer_backfill()  # the command goes before the meter's history
 
@@ -628,101 +445,27 @@ class FleetSupervisor:
         answer) has been polled for each of its cadence slots begun by now (on the wall
         clock): what a driver of a simulated clock waits for before moving it on. Offline
         meters (probed, not polled) do not count."""
-        if self._busy:
+        if self.scheduler.busy:
             return False
         now = self.wall_clock()
         return all(s.breaker.offline or s.schedule.next_due() > now for s in self.sessions.values())
 
     def statistics(self) -> FleetStatistics:
-        counts = self.counts
-        connections = counts.connections
-        return FleetStatistics(
-            meters_by_state={state: self._states[state] for state in BREAKER_STATES},
-            never_answered=self._never_answered,
+        scheduler = self.scheduler
+        return self.tally.statistics(
+            self.counts,
             stale=len(self.freshness.stale),
-            runs_in_progress=counts.runs_in_progress,
-            meters_running=self._busy,
-            meters_running_bound=self._launches.bound,
-            meters_waiting_to_start=len(self._launches),
-            connections_in_flight=connections.in_flight,
+            meters_running=scheduler.busy,
+            meters_running_bound=scheduler.launches.bound,
+            meters_waiting_to_start=len(scheduler.launches),
             peak_connections_in_flight=self.limiter.peak_in_flight,
-            connects=connections.connects,
-            connection_grants=dict(connections.granted),
-            backfill_deferred=counts.backfill_deferred,
-            bytes_sent=counts.traffic.sent,
-            bytes_received=counts.traffic.received,
-            requests_ok=counts.requests_ok,
-            request_failures=dict(counts.request_failures),
-            attempts=dict(counts.attempts),
-            retries=counts.retries,
-            polls=counts.polls,
-            failed_polls=counts.failed_polls,
-            probes=counts.probes,
-            failed_probes=counts.failed_probes,
-            watchdog_cancellations=counts.watchdog_cancellations,
-            skipped_slots=counts.skipped_slots,
-            sink_wait_seconds=counts.sink_wait_seconds,
-            sink_failures=counts.sink_failures,
-            observations=dict(counts.observations),
-            interval_gaps=counts.interval_gaps,
-            event_log_overflows=counts.event_log_overflows,
-            event_log_rescans=counts.event_log_rescans,
-            event_log_invalid_records=counts.event_log_invalid_records,
-            invalid_values=counts.invalid_values,
-            breaker_transitions=dict(counts.breaker_transitions),
-            commands=dict(counts.commands),
-            commands_running=counts.commands_running,
-            commands_queued=counts.commands_queued,
-            commands_refused=dict(counts.commands_refused),
         )
 
     def status(self, *, top: int = 10) -> FleetStatus:
-        sessions = list(self.sessions.values()) if top > 0 else []  # top=0: counts only
-        timed = heapq.nlargest(
-            top,
-            (s for s in sessions if s.last_poll_seconds is not None),
-            key=lambda s: s.last_poll_seconds or 0.0,
-        )
-        failing = heapq.nsmallest(
-            top,
-            (s for s in sessions if s.breaker.consecutive_failures or s.breaker.offline),
-            key=lambda s: (not s.breaker.offline, -s.breaker.consecutive_failures),
-        )
-        stats = self.statistics()
-        return FleetStatus(
+        return fleet_status(
+            self.sessions.values(),
+            self.statistics(),
+            self.limiter,
             running=self._running and not self._stopping,
-            meters=len(self.sessions),
-            online=stats.meters_by_state["online"],
-            offline=stats.meters_by_state["offline"],
-            awaiting_first_answer=stats.meters_by_state["awaiting_first_answer"],
-            never_answered=stats.never_answered,
-            polls_running=self._busy,
-            waiting_to_start=stats.meters_waiting_to_start,
-            connections_in_flight=self.limiter.in_flight,
-            peak_connections_in_flight=stats.peak_connections_in_flight,
-            connects=self.limiter.connects,
-            requests_ok=stats.requests_ok,
-            request_failures=stats.request_failures,
-            polls=stats.polls,
-            probes=stats.probes,
-            watchdog_cancellations=stats.watchdog_cancellations,
-            skipped_slots=stats.skipped_slots,
-            stale=stats.stale,
-            slowest=[
-                SlowMeter(s.target.meter_id, s.target.serial, s.last_poll_seconds or 0.0)
-                for s in timed[:top]
-            ],
-            failing=[
-                FailingMeter(
-                    meter_id=s.target.meter_id,
-                    serial=s.target.serial,
-                    state=s.breaker.state,
-                    consecutive_failures=s.breaker.consecutive_failures,
-                    reason=s.last_failure.reason if s.last_failure else None,
-                    detail=s.last_failure.detail if s.last_failure else "",
-                    failed_at=_utc(s.last_failure_at),
-                    offline_since=_utc(s.breaker.offline_since),
-                )
-                for s in failing[:top]
-            ],
+            top=top,
         )

@@ -53,7 +53,7 @@ async def test_faults_isolated_offline_and_back_online(migrated_url: str, tmp_pa
             assert len(daemon.tracker.rows) == METERS
             assert len(daemon.detector.states) <= METERS
             assert daemon.ingest.assembler.pending_meters <= METERS
-            assert len(daemon.supervisor._heap) <= 2 * METERS
+            assert len(daemon.supervisor.scheduler.heap) <= 2 * METERS
             await daemon.appender.flush()
         errors = [row.last_error or "" for row in daemon.tracker.rows.values()]
         assert not [e for e in errors if e.startswith("internal")]

@@ -33,15 +33,15 @@ def _restart_quickly(config: Any, limit: int) -> Any:
 def _break(daemon: Daemon, failures: int | None) -> list[int]:
     """Make the fleet's scheduler raise (a bug) ``failures`` times (None: always)."""
     calls: list[int] = []
-    original = daemon.supervisor._wake_due
+    original = daemon.supervisor.scheduler.wake_due
 
-    def wake_due(tg: Any) -> None:
+    def wake_due(now: float) -> None:
         calls.append(1)
         if failures is None or len(calls) <= failures:
             raise RuntimeError("a bug in the scheduler")
-        original(tg)
+        original(now)
 
-    daemon.supervisor._wake_due = wake_due  # type: ignore[method-assign]
+    daemon.supervisor.scheduler.wake_due = wake_due  # type: ignore[method-assign]
     return calls
 
 

@@ -86,7 +86,7 @@ async def test_a_slow_meter_turns_stale_while_answering_and_fresh_when_it_speeds
     config = settings(read_timeout_seconds=5.0, request_attempts=1)
     async with fleet_of(2, hardware=["B1.w", "B1.w"], faults="slow@1=1:600ms") as fleet:
         supervisor = FleetSupervisor(config, plan, Collector())
-        supervisor.freshness_every_seconds = 0.1
+        supervisor.freshness.every_seconds = 0.1
         supervisor.apply(targets_for(fleet))
         slow = uuid.UUID(int=2)
         async with running(supervisor):
