@@ -48,25 +48,17 @@ from datetime import UTC, datetime
 
 import anyio
 import anyio.abc
-import asyncpg
 import msgspec
 import structlog
 from anyio.abc import TaskGroup
 from prometheus_client.metrics_core import Metric
 
-from flowsd.backoff import Backoff, Retry
+from flowsd.backoff import Backoff
 from flowsd.config import Config, load_config, with_database_url
 from flowsd.control.dispatch import Dispatcher
 from flowsd.control.table import CommandTable
 from flowsd.db.availability import DatabaseAvailability
-from flowsd.db.connect import close_quietly, connect, create_pool_from_config, daemon_settings
-from flowsd.db.errors import (
-    DATABASE_ERRORS,
-    DatabaseRefusedError,
-    DatabaseUnavailableError,
-    describe,
-)
-from flowsd.db.migrate import applied_versions, check_compatible, load_migrations
+from flowsd.db.daemon import DaemonDatabase
 from flowsd.db.urls import redact
 from flowsd.errors import ConfigError, UserError
 from flowsd.events.appender import Appender
@@ -75,21 +67,19 @@ from flowsd.housekeeping import Housekeeping
 from flowsd.ingest.detector import ChangeDetector
 from flowsd.ingest.metrics import ingest_families
 from flowsd.ingest.pipeline import Ingest
-from flowsd.ingest.seed import load_meter_states, load_resume
-from flowsd.ingest.sessions import SessionTracker, load_rows
+from flowsd.ingest.sessions import SessionTracker
 from flowsd.mediator.auth import Policy
 from flowsd.mediator.metrics import mediator_families
 from flowsd.mediator.server import serve_mediator, tls_enabled
 from flowsd.mediator.service import MediatorService, MediatorStatistics
+from flowsd.meter_list import MeterList
 from flowsd.meters.metrics import fleet_families, ownership_families, registry_families
 from flowsd.meters.ownership import Ownership
 from flowsd.meters.plan import PollPlan
-from flowsd.meters.registry import DialPlan, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
-from flowsd.meters.target import MeterResume, MeterTarget
 from flowsd.ops.http import serve_management
 from flowsd.ops.limits import raise_open_files_limit
-from flowsd.ops.metrics import STATISTICS, server_version, set_build_info
+from flowsd.ops.metrics import STATISTICS
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.metrics import projector_families
 from flowsd.projections.runner import ProjectorRunner
@@ -135,6 +125,14 @@ class Daemon:
         self.ready = anyio.Event()
         self.started_at = datetime.now(UTC)
         self.availability = DatabaseAvailability(redact(database_url))
+        self.database = DaemonDatabase(
+            config,
+            database_url,
+            availability=self.availability,
+            notifier=self.notifier,
+            ready=self.ready,
+        )
+        connect = self.database.connect
         self.components = Supervisor(
             RestartPolicy(
                 backoff=Backoff(
@@ -149,7 +147,7 @@ class Daemon:
         self.detector = ChangeDetector(
             clock_drift_threshold_seconds=config.ingest.clock_drift_threshold_seconds
         )
-        self.appender = Appender.from_config(config, self._connect, self.availability)
+        self.appender = Appender.from_config(config, connect, self.availability)
         self.ingest = Ingest(self.appender.append_many, self.detector, tracker=self.tracker)
         self.supervisor = FleetSupervisor(
             config.meters,
@@ -159,11 +157,12 @@ class Daemon:
             queue_size=config.commands.queue_size,
             readback_settle_seconds=config.commands.readback_settle_seconds,
         )
-        self.dispatcher = Dispatcher(self.supervisor, lambda: self._pool)
+        self.dispatcher = Dispatcher(self.supervisor, lambda: self.database.pool)
         self.ownership = Ownership(
-            self._connect,
+            connect,
             self.supervisor,
-            self._apply_owned,
+            # Late-bound: the meter list is made below, with these leases.
+            lambda conn: self.meter_list.apply_owned(conn),  # noqa: PLW0108
             name=self.instance,
             lease_seconds=config.leases.lease_seconds,
             renew_seconds=config.leases.renew_seconds,
@@ -171,29 +170,27 @@ class Daemon:
         )
         self.appender.epochs = self.ownership.epochs
         self.command_table = CommandTable(
-            self._connect,
+            connect,
             self.dispatcher,
             instance=self.instance,
             poll_seconds=config.commands.table_poll_seconds,
             leases=self.ownership,
         )
-        self._dial_plan: DialPlan | None = None
-        self._apply_lock = anyio.Lock()
-        self.registry = RegistrySource(
-            self._connect,
-            self._apply_meters,
-            reload_seconds=config.daemon.registry_reload_seconds,
-            retry=self._reconnect_backoff(),
-            availability=self.availability,
+        self.meter_list = MeterList(
+            self.supervisor,
+            self.ownership,
+            self.ingest,
+            self.tracker,
+            connect,
+            config.daemon.registry_reload_seconds,
+            self.database.reconnect_backoff(),
+            self.availability,
         )
         self._appender_done = anyio.Event()
         self._appender_started = False
-        self._ready_sent = False
         self._failure: ComponentGaveUpError | None = None
         self._fatal: UserError | None = None
-        self._registry_scope: anyio.CancelScope | None = None
         self._ownership_scope: anyio.CancelScope | None = None
-        self._pool: asyncpg.Pool | None = None
         self.housekeeping = Housekeeping(
             config,
             instance=self.instance,
@@ -205,7 +202,7 @@ class Daemon:
             components=self.components,
             notifier=self.notifier,
             ready=self.ready,
-            connect=self._connect,
+            connect=connect,
         )
         self.projectors: ProjectorRunner | None = None
         self.management_address: tuple[str, int] | None = None
@@ -213,29 +210,10 @@ class Daemon:
         self._mediator_scope: anyio.CancelScope | None = None
         self.mediator: MediatorService | None = None
 
-    def _reconnect_backoff(self) -> Backoff:
-        database = self.config.database
-        return Backoff(database.reconnect_initial_seconds, database.reconnect_max_seconds)
-
     # -- running ------------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         self.stop_requested.set()
-
-    async def _connect(self) -> asyncpg.Connection:
-        """A connection for one component. Once running, a refusal (e.g. a password changed
-        under the daemon) is retried like an outage rather than ending the daemon."""
-        try:
-            return await connect(
-                self.url,
-                connect_timeout=self.config.database.connect_timeout_seconds,
-                settings=daemon_settings(self.config),
-            )
-        except DatabaseRefusedError as exc:
-            if not self.ready.is_set():
-                raise
-            log.error("the database refused a connection; retrying", error=str(exc))
-            raise DatabaseUnavailableError(str(exc)) from exc
 
     async def run(self) -> int:
         STATISTICS.attach(self.metric_families)
@@ -249,7 +227,7 @@ class Daemon:
         yield from appender_families(self.appender.statistics())
         yield from fleet_families(self.supervisor.statistics())
         yield from ingest_families(self.ingest.statistics())
-        yield from registry_families(self.registry.statistics())
+        yield from registry_families(self.meter_list.registry.statistics())
         yield from ownership_families(self.ownership.statistics())
         yield from component_families(self.components.statistics())
         mediator = self.mediator
@@ -271,7 +249,7 @@ class Daemon:
                 with anyio.CancelScope() as starting:
                     tg.start_soon(self._cancel_on_stop, starting)
                     await self._serve_management(tg)
-                    if await self._wait_for_database():
+                    if await self.database.wait_until_open(self.stop_requested):
                         await self._start(tg)
                 await self.stop_requested.wait()
                 await self._shutdown()
@@ -282,10 +260,7 @@ class Daemon:
                 await self._shutdown()
             finally:
                 tg.cancel_scope.cancel()
-        if self._pool is not None:
-            with anyio.move_on_after(5, shield=True):
-                await self._pool.close()
-            self._pool.terminate()
+        await self.database.close()
         if self._fatal is not None:
             self.notifier.status(f"cannot start: {self._fatal}")
             raise self._fatal
@@ -324,9 +299,9 @@ class Daemon:
             self.mediator_address = await tg.start(self._run_mediator)
         tg.start_soon(self._run_appender)
         self._appender_started = True
-        assert self._pool is not None  # opened by _wait_for_database
+        assert self.database.pool is not None  # opened by wait_until_open
         self.projectors = ProjectorRunner(
-            self._pool,
+            self.database.pool,
             self.config.projections,
             subscribe=self.appender.subscribe,
             availability=self.availability,
@@ -335,7 +310,7 @@ class Daemon:
         )
         self.housekeeping.projectors = self.projectors
         await tg.start(self.projectors.run)
-        await tg.start(self.components.run, "meter_list", self._run_registry)
+        await tg.start(self.components.run, "meter_list", self.meter_list.run)
         await tg.start(self.components.run, "meters", self.supervisor.run)
         await tg.start(self.components.run, "leases", self._run_ownership)
         if self.config.commands.table:
@@ -344,11 +319,7 @@ class Daemon:
         if self.config.daemon.summary_seconds > 0:
             tg.start_soon(self.components.run, "summary", self.housekeeping.summary_loop)
         self.ready.set()
-        if not self._ready_sent:
-            self._ready_sent = True
-            self.notifier.ready(self.status_line())
-        else:
-            self.notifier.status(self.status_line())
+        self.notifier.ready_or_status(self.status_line())
         log.info("flowsd ready", meters=len(self.supervisor.sessions))
 
     async def _run_appender(self) -> None:
@@ -366,7 +337,7 @@ class Daemon:
         service = self.mediator = MediatorService(
             self.dispatcher,
             Policy(mediator, tls=tls_enabled(mediator)),
-            lambda: self._pool,
+            lambda: self.database.pool,
             mediator.max_wait_seconds,
             leases=self.ownership,
         )
@@ -378,120 +349,6 @@ class Daemon:
         with anyio.CancelScope() as scope:
             self._ownership_scope = scope
             await self.ownership.run(task_status=task_status)
-
-    async def _run_registry(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        with anyio.CancelScope() as scope:
-            self._registry_scope = scope
-            await self.registry.run(task_status=task_status)
-
-    # -- database -----------------------------------------------------------------------------
-
-    async def _wait_for_database(self) -> bool:
-        """Connect, check the schema and open the projectors' pool, retrying with the shared
-        backoff while the database is unavailable; False if stopped first. A refusal or a
-        schema this flowsd cannot run on is a :class:`UserError` (fatal)."""
-        retry = Retry(self._reconnect_backoff())
-        while not self.stop_requested.is_set():
-            try:
-                await self._open_database()
-            except UserError:
-                raise
-            except DATABASE_ERRORS as exc:
-                self.availability.failed("start-up", exc)
-                delay = retry.next_delay()
-                status = f"waiting for the database: {describe(exc)}"
-                if self._ready_sent:
-                    self.notifier.status(status)
-                else:
-                    # Up and waiting, as in any outage: the start timeout must not apply.
-                    self._ready_sent = True
-                    self.notifier.ready(status)
-                log.warning(
-                    "database unavailable at start-up; retrying",
-                    database=self.availability.where,
-                    error=describe(exc),
-                    retry_in_seconds=round(delay, 3),
-                )
-                with anyio.move_on_after(delay):
-                    await self.stop_requested.wait()
-                continue
-            self.availability.succeeded("start-up")
-            return True
-        return False
-
-    async def _open_database(self) -> None:
-        """Check the schema and open the projectors' pool, or raise (see above)."""
-        conn = await self._connect()
-        try:
-            set_build_info(postgres=server_version(conn))
-            await check_schema(conn)
-        finally:
-            await close_quietly(conn)
-        self._pool = await create_pool_from_config(self.config, self.url)
-
-    # -- meters -------------------------------------------------------------------------------
-
-    async def _apply_meters(self, plan: DialPlan, conn: asyncpg.Connection) -> None:
-        """A new meter list: its dialled meters are the candidates for this daemon's share."""
-        self._dial_plan = plan
-        self.ownership.set_candidates(m.meter_id for m in plan.dialled)
-        await self._apply_owned(conn)
-
-    async def _apply_owned(self, conn: asyncpg.Connection | None) -> None:
-        """Make the fleet the dialled meters whose lease this daemon holds (new ones get
-        their resume and seed state) and record the meters nobody dials, with why, for
-        ``flowsd status``. Without ``conn`` meters can only leave the fleet."""
-        async with self._apply_lock:
-            if self._dial_plan is not None:
-                await self._apply_plan(self._dial_plan, conn)
-
-    async def _apply_plan(self, plan: DialPlan, conn: asyncpg.Connection | None) -> None:
-        owns = self.ownership.owns
-        meters = [m for m in plan.dialled if owns(m.meter_id)]
-        known = self.supervisor.sessions
-        new_ids = [m.meter_id for m in meters if m.meter_id not in known]
-        if conn is None:
-            meters = [m for m in meters if m.meter_id in known]
-            new_ids = []
-        resume = await load_resume(conn, new_ids) if conn is not None and new_ids else {}
-        if conn is not None and new_ids:
-            self.detector.seed(await load_meter_states(conn, new_ids))
-        unseen = [m.meter_id for m in meters if m.meter_id not in self.tracker.rows]
-        unseen += [m.meter_id for m in plan.not_dialled if m.meter_id not in self.tracker.rows]
-        if unseen and conn is not None:
-            for meter_id, row in (await load_rows(conn, unseen)).items():
-                self.tracker.rows.setdefault(meter_id, row)
-        targets = []
-        for meter in meters:
-            self.ingest.set_hardware(meter.meter_id, meter.hardware)
-            targets.append(
-                MeterTarget(
-                    meter_id=meter.meter_id,
-                    serial=meter.serial,
-                    ip_address=meter.ip_address,
-                    hardware=meter.hardware,
-                    resume=resume.get(meter.meter_id, MeterResume()),
-                )
-            )
-        wanted = {m.meter_id for m in meters}
-        gone = [meter_id for meter_id in known if meter_id not in wanted]
-        result = self.supervisor.apply(targets)
-        for meter_id in gone:
-            self.ingest.forget(meter_id)
-            self.detector.forget(meter_id)
-        for skipped in plan.not_dialled:
-            self.tracker.not_dialled(skipped.meter_id, skipped.serial, skipped.reason)
-        listed = wanted | {m.meter_id for m in plan.not_dialled}
-        for meter_id in [m for m in self.tracker.rows if m not in listed]:
-            self.tracker.forget(meter_id)
-        log.info(
-            "meter list applied",
-            added=result.added,
-            updated=result.updated,
-            removed=result.removed,
-            unchanged=result.unchanged,
-            not_dialled=len(plan.not_dialled),
-        )
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -506,7 +363,7 @@ class Daemon:
             return False
         self.detector.drift_threshold = fresh.ingest.clock_drift_threshold_seconds
         reload_seconds = fresh.daemon.registry_reload_seconds
-        self.registry.reload_seconds = reload_seconds
+        self.meter_list.registry.reload_seconds = reload_seconds
         # self.config holds what is in force: the rest of [daemon] applies only at start.
         self.config = msgspec.structs.replace(
             self.config,
@@ -517,7 +374,7 @@ class Daemon:
                 self.config.daemon, registry_reload_seconds=reload_seconds
             ),
         )
-        self.registry.request_reload()
+        self.meter_list.registry.request_reload()
         log.info("configuration reloaded", cadences=list(plan.cadence_names()))
         return True
 
@@ -535,8 +392,7 @@ class Daemon:
     async def _shutdown(self) -> None:
         self.notifier.stopping(f"stopping; {self.status_line()}")
         with anyio.CancelScope(shield=True):
-            if self._registry_scope is not None:
-                self._registry_scope.cancel()
+            self.meter_list.stop()
             if self._ownership_scope is not None:
                 self._ownership_scope.cancel()
             await self.supervisor.stop()
@@ -583,16 +439,3 @@ class Daemon:
         head = max((s.checkpoint + s.lag_events for s in self.projectors.status()), default=0)
         if not await self.projectors.wait_caught_up(head, _PROJECTOR_GRACE_SECONDS):
             log.info("projectors still behind at stop; they resume from their checkpoints")
-
-
-async def check_schema(conn: asyncpg.Connection) -> None:
-    """Refuse to run on a database migrated by a newer flowsd, with an applied migration that
-    differs from this flowsd's file, or lacking one of this flowsd's migrations."""
-    migrations = load_migrations()
-    applied = await applied_versions(conn)
-    check_compatible(applied, migrations)
-    missing = [m.version for m in migrations if m.version not in applied]
-    if missing:
-        raise UserError(
-            f"the database lacks migrations {', '.join(map(str, missing))}: run `flowsd migrate`"
-        )

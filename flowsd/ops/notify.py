@@ -22,6 +22,7 @@ class SystemdNotifier:
         # "@name" is Linux's abstract namespace: a leading NUL byte on the wire.
         self._address = "\0" + address[1:] if address.startswith("@") else address
         self._socket: socket.socket | None = None
+        self.ready_sent = False
         if address[:1] in ("/", "@"):
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             self._socket.setblocking(False)
@@ -43,6 +44,14 @@ class SystemdNotifier:
 
     def ready(self, status: str = "") -> None:
         self.send(ready=1, status=status) if status else self.send(ready=1)
+
+    def ready_or_status(self, status: str) -> None:
+        """``READY=1`` with ``status`` the first time, ``STATUS=`` alone after that."""
+        if self.ready_sent:
+            self.status(status)
+        else:
+            self.ready_sent = True
+            self.ready(status)
 
     def status(self, status: str) -> None:
         self.send(status=status.replace("\n", " "))

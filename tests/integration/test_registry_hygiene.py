@@ -103,13 +103,13 @@ async def test_bad_rows_are_not_dialled_and_silent_meters_never_count_online(
             assert reasons["DUPADDR001"] is not None and "is also meter" in reasons["DUPADDR001"]
             serial = fleet.meters[1].serial
             assert f"serial {serial} is also" in (reasons[serial.lower()] or "")
-            assert daemon.registry.statistics().not_dialled["duplicate_address"] == 1
+            assert daemon.meter_list.registry.statistics().not_dialled["duplicate_address"] == 1
             fleet_statistics = daemon.supervisor.statistics()
             assert fleet_statistics.meters_by_state["offline"] == 1
             assert fleet_statistics.never_answered == 1
             assert daemon.supervisor.status(top=0).never_answered == 1
             # A reload logs nothing again.
-            daemon.registry.request_reload()
+            daemon.meter_list.registry.request_reload()
             await anyio.sleep(1.0)
             await daemon.appender.flush()
             await anyio.sleep(2 * config.daemon.state_flush_seconds)

@@ -39,7 +39,7 @@ async def test_reload_keeps_schedules_and_applies_the_new_plan(
             )
             assert daemon.reload()
             # What reload applies live is what the daemon's config says is in force.
-            assert daemon.registry.reload_seconds == 1800.0
+            assert daemon.meter_list.registry.reload_seconds == 1800.0
             assert daemon.config.daemon.registry_reload_seconds == 1800.0
             assert daemon.config.daemon.drain_seconds == config.daemon.drain_seconds
             after = _slots(daemon)
