@@ -23,6 +23,7 @@ from tests.integration.daemon import (
     fetch,
     fetchval,
     registered_fleet,
+    run_config,
 )
 from tests.mediator.helpers import client
 from tests.support import WAIT_SECONDS, wait_until
@@ -58,40 +59,6 @@ def _drain(notify: socket.socket) -> list[str]:
                 return lines
 
 
-def _config(tmp_path: Path, port: int, single_phase: list[str]) -> str:
-    objects = ", ".join(f'"{name}"' for name in single_phase)
-    return f"""
-[state]
-directory = "{tmp_path / "state"}"
-[management]
-listen = ""
-[logging]
-format = "json"
-[meters]
-port = {port}
-min_gap_seconds = 0.0
-connect_timeout_seconds = 1.0
-read_timeout_seconds = 1.0
-request_attempts = 2
-retry_initial_seconds = 0.01
-retry_max_seconds = 0.02
-max_new_connections_per_second = 10000.0
-new_connections_burst = 1000
-schedule_jitter_seconds = 0.0
-schedule_tick_seconds = 0.05
-stop_deadline_seconds = 3.0
-[poll]
-cadences = {{ fast = 0.5 }}
-[poll.single_phase]
-fast = [{objects}]
-[poll.three_phase]
-fast = ["csq_net_op"]
-[daemon]
-state_flush_seconds = 0.3
-registry_reload_seconds = 3600.0
-"""
-
-
 async def _events_of(url: str, type_id: int, serial: str | None = None) -> int:
     query = """SELECT count(*) FROM flows.meter_event_log l
                JOIN flows.meter_registry r ON r.id = l.meter_id
@@ -117,7 +84,7 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
         finally:
             await conn.close()
         config = tmp_path / "flowsd.toml"
-        config.write_text(_config(tmp_path, fleet.port, ["csq_net_op"]))
+        config.write_text(run_config(tmp_path / "state", fleet.port))
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(tmp_path / "notify.sock"))
         notify.setblocking(False)
@@ -150,7 +117,13 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
                     )
                 finally:
                     await conn.close()
-                config.write_text(_config(tmp_path, fleet.port, ["csq_net_op", "prepay_balance"]))
+                config.write_text(
+                    run_config(
+                        tmp_path / "state",
+                        fleet.port,
+                        single_phase=["csq_net_op", "prepay_balance"],
+                    )
+                )
                 await anyio.sleep(1.0)
                 assert await _events_of(migrated_url, csq, late) == 0
                 process.send_signal(signal.SIGHUP)

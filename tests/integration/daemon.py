@@ -10,8 +10,12 @@ Waits are bounded by :data:`tests.support.WAIT_SECONDS`.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import socket
-from collections.abc import AsyncIterator, Callable
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +107,70 @@ def daemon_config(
         poll=poll or PollConfig(),
         appender=AppenderConfig(queue_size=2000, flush_interval_seconds=0.02),
         daemon=DaemonConfig(**settings),
+    )
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{key} = {_toml(v)}" for key, v in value.items()) + " }"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)  # a string or a list of strings: JSON's are TOML's too
+
+
+def run_config(
+    state: Path,
+    port: int,
+    *,
+    period: float = 0.5,
+    single_phase: Sequence[str] = ("csq_net_op",),
+    **sections: Mapping[str, object],
+) -> str:
+    """The text of a ``flowsd.toml`` polling a simulated fleet listening on ``port`` (state
+    under ``state``, JSON logs, no management endpoint, one cadence ``fast`` every ``period``
+    seconds, short timeouts, no gaps, jitter or rate limit to speak of); ``sections`` add keys
+    to a section or override them, e.g. ``leases={"lease_seconds": 3.0}``."""
+    config: dict[str, dict[str, object]] = {
+        "state": {"directory": str(state)},
+        "logging": {"format": "json"},
+        "management": {"listen": ""},
+        "meters": {
+            "port": port,
+            "min_gap_seconds": 0.0,
+            "connect_timeout_seconds": 1.0,
+            "read_timeout_seconds": 1.0,
+            "request_attempts": 2,
+            "retry_initial_seconds": 0.01,
+            "retry_max_seconds": 0.02,
+            "max_new_connections_per_second": 10000.0,
+            "new_connections_burst": 1000,
+            "schedule_jitter_seconds": 0.0,
+            "schedule_tick_seconds": 0.05,
+            "stop_deadline_seconds": 3.0,
+        },
+        "poll": {"cadences": {"fast": period}},
+        "poll.single_phase": {"fast": list(single_phase)},
+        "poll.three_phase": {"fast": ["csq_net_op"]},
+        "daemon": {"state_flush_seconds": 0.3, "registry_reload_seconds": 3600.0},
+    }
+    for name, keys in sections.items():
+        config[name] = {**config.get(name, {}), **keys}
+    return "".join(
+        f"[{name}]\n" + "".join(f"{key} = {_toml(value)}\n" for key, value in keys.items())
+        for name, keys in config.items()
+    )
+
+
+def start_run(home: Path, url: str, config: str, *, instance: str) -> subprocess.Popen[bytes]:
+    """``flowsd run`` as a process, with ``config`` written to ``home/flowsd.toml`` and its
+    stderr to ``home/stderr.log``."""
+    path = home / "flowsd.toml"
+    path.write_text(config)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flowsd", "run", "--config", str(path), "--database-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=(home / "stderr.log").open("wb"),
+        env={**os.environ, "FLOWSD_INSTANCE": instance},
     )
 
 

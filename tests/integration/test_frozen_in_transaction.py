@@ -15,10 +15,8 @@ what any daemon paused between two statements of a transaction looks like to the
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -34,51 +32,12 @@ from flowsd.events.store import append_batch
 from flowsd.sim.clock import from_emop
 from flowsd.sim.fleet import SimulatedFleet
 from tests.events.helpers import balance_event, create_meters
-from tests.integration.daemon import free_port, registered_fleet
+from tests.integration.daemon import free_port, registered_fleet, run_config, start_run
 from tests.support import migrate_database, wait_until
 
 IDLE_TIMEOUT = 2.0
 METERS = 4
 _CSQ = by_name("csq_net_op").id
-
-_CONFIG = """
-[database]
-idle_in_transaction_timeout_seconds = {idle}
-[state]
-directory = "{state}"
-[logging]
-format = "json"
-[management]
-listen = "127.0.0.1:{management}"
-[daemon]
-instance = "frozen"
-state_flush_seconds = 1.0
-registry_reload_seconds = 60.0
-[leases]
-lease_seconds = 120.0
-[appender]
-flush_interval_seconds = 0.1
-statement_timeout_seconds = 60.0
-lock_timeout_seconds = 60.0
-[meters]
-port = {port}
-min_gap_seconds = 0.0
-connect_timeout_seconds = 2.0
-read_timeout_seconds = 2.0
-request_attempts = 2
-retry_initial_seconds = 0.05
-retry_max_seconds = 0.1
-schedule_jitter_seconds = 0.0
-schedule_tick_seconds = 0.05
-profile_settle_seconds = 0.0
-stop_deadline_seconds = 3.0
-[poll]
-cadences = {{ fast = 0.5 }}
-[poll.single_phase]
-fast = ["csq_net_op"]
-[poll.three_phase]
-fast = ["csq_net_op"]
-"""
 
 # The daemon's append, waiting for a lock while it holds the (exclusive) append lock.
 _BLOCKED_APPEND = """
@@ -91,20 +50,29 @@ WHERE a.application_name = 'flowsd' AND a.wait_event_type = 'Lock'
 
 
 def _start(
-    tmp_path: Path, url: str, fleet: SimulatedFleet, management: int, log: Path
+    tmp_path: Path, url: str, fleet: SimulatedFleet, management: int
 ) -> subprocess.Popen[bytes]:
-    config = tmp_path / "flowsd.toml"
-    config.write_text(
-        _CONFIG.format(
-            idle=IDLE_TIMEOUT, state=tmp_path / "state", management=management, port=fleet.port
-        )
+    config = run_config(
+        tmp_path / "state",
+        fleet.port,
+        database={"idle_in_transaction_timeout_seconds": IDLE_TIMEOUT},
+        management={"listen": f"127.0.0.1:{management}"},
+        daemon={"instance": "frozen", "state_flush_seconds": 1.0, "registry_reload_seconds": 60.0},
+        leases={"lease_seconds": 120.0},
+        appender={
+            "flush_interval_seconds": 0.1,
+            "statement_timeout_seconds": 60.0,
+            "lock_timeout_seconds": 60.0,
+        },
+        meters={
+            "connect_timeout_seconds": 2.0,
+            "read_timeout_seconds": 2.0,
+            "retry_initial_seconds": 0.05,
+            "retry_max_seconds": 0.1,
+            "profile_settle_seconds": 0.0,
+        },
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "flowsd", "run", "--config", str(config), "--database-url", url],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-        env={**os.environ, "FLOWSD_INSTANCE": "frozen"},
-    )
+    return start_run(tmp_path, url, config, instance="frozen")
 
 
 def _metric(port: int, prefix: str) -> float:
@@ -132,7 +100,7 @@ async def test_a_daemon_frozen_in_its_append_transaction_is_cut_off_and_retries_
         (other_meter,) = await create_meters(conn, 1)
         management = free_port("127.0.0.1")
         log = tmp_path / "stderr.log"
-        daemon = _start(tmp_path, url, fleet, management, log)
+        daemon = _start(tmp_path, url, fleet, management)
         frozen = False
         try:
             await wait_until(lambda: _more(conn, 0))

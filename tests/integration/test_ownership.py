@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -45,7 +43,7 @@ from flowsd.events.store import APPEND_LOCK_KEY
 from flowsd.meters.ownership import owner_of
 from flowsd.sim.clock import from_emop
 from flowsd.sim.fleet import SimulatedFleet
-from tests.integration.daemon import free_port, registered_fleet
+from tests.integration.daemon import free_port, registered_fleet, run_config, start_run
 from tests.mediator.helpers import Client
 from tests.support import wait_until
 
@@ -54,53 +52,6 @@ LEASE = 3.0
 HARDWARE = ("C1.w", "EMA1.w", "B1.w")
 _CSQ = by_name("csq_net_op").id
 _FLAG = by_name("prepay_enabled_flag").id
-
-_CONFIG = """
-[state]
-directory = "{state}"
-[logging]
-format = "json"
-[management]
-listen = "127.0.0.1:{management}"
-[mediator]
-listen = "127.0.0.1:{mediator}"
-[daemon]
-instance = "{name}"
-state_flush_seconds = 1.0
-registry_reload_seconds = 60.0
-drain_seconds = 10.0
-[leases]
-lease_seconds = {lease}
-renew_seconds = {renew}
-[appender]
-flush_interval_seconds = 0.2
-statement_timeout_seconds = 2.0
-lock_timeout_seconds = 2.0
-[meters]
-port = {port}
-min_gap_seconds = 0.0
-connect_timeout_seconds = 2.0
-read_timeout_seconds = 2.0
-request_attempts = 2
-retry_initial_seconds = 0.05
-retry_max_seconds = 0.1
-max_connections_in_flight = 64
-max_new_connections_per_second = 10000.0
-new_connections_burst = 1000
-offline_after_failures = 5
-schedule_jitter_seconds = 0.0
-schedule_tick_seconds = 0.05
-profile_settle_seconds = 0.0
-backfill_horizon_hours = 1
-backfill_max_requests_per_poll = 24
-stop_deadline_seconds = 3.0
-[poll]
-cadences = {{ fast = 1.5 }}
-[poll.single_phase]
-fast = ["csq_net_op", "profile_logs"]
-[poll.three_phase]
-fast = ["csq_net_op"]
-"""
 
 
 @dataclass
@@ -133,25 +84,39 @@ def start(
     home = tmp_path / name
     home.mkdir()
     management, mediator = free_port("127.0.0.1"), free_port("127.0.0.1")
-    config = home / "flowsd.toml"
-    config.write_text(
-        _CONFIG.format(
-            state=home / "state",
-            management=management,
-            mediator=mediator,
-            name=name,
-            lease=lease,
-            renew=renew,
-            port=fleet.port,
-        )
+    config = run_config(
+        home / "state",
+        fleet.port,
+        period=1.5,
+        single_phase=["csq_net_op", "profile_logs"],
+        management={"listen": f"127.0.0.1:{management}"},
+        mediator={"listen": f"127.0.0.1:{mediator}"},
+        daemon={
+            "instance": name,
+            "state_flush_seconds": 1.0,
+            "registry_reload_seconds": 60.0,
+            "drain_seconds": 10.0,
+        },
+        leases={"lease_seconds": lease, "renew_seconds": renew},
+        appender={
+            "flush_interval_seconds": 0.2,
+            "statement_timeout_seconds": 2.0,
+            "lock_timeout_seconds": 2.0,
+        },
+        meters={
+            "connect_timeout_seconds": 2.0,
+            "read_timeout_seconds": 2.0,
+            "retry_initial_seconds": 0.05,
+            "retry_max_seconds": 0.1,
+            "max_connections_in_flight": 64,
+            "offline_after_failures": 5,
+            "profile_settle_seconds": 0.0,
+            "backfill_horizon_hours": 1,
+            "backfill_max_requests_per_poll": 24,
+        },
     )
+    process = start_run(home, url, config, instance=name)
     log = home / "stderr.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flowsd", "run", "--config", str(config), "--database-url", url],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-        env={**os.environ, "FLOWSD_INSTANCE": name},
-    )
     return Node(name, process, management, log, mediator)
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from flowsd.app import Daemon
 from flowsd.config import load_config, with_database_url
 from flowsd.events import types
-from tests.commands.test_run_cli import _config
 from tests.integration.daemon import (
     fetchval,
     registered_fleet,
+    run_config,
     running_daemon,
 )
 from tests.support import wait_until
@@ -22,7 +22,7 @@ async def test_reload_keeps_schedules_and_applies_the_new_plan(
 ) -> None:
     async with registered_fleet(migrated_url, 4, hardware=("EMA1.w",)) as fleet:
         path = tmp_path / "flowsd.toml"
-        path.write_text(_config(tmp_path, fleet.port, ["csq_net_op"]))
+        path.write_text(run_config(tmp_path / "state", fleet.port))
         config = with_database_url(load_config(path), migrated_url)
         async with running_daemon(config, migrated_url) as daemon:
             daemon.config_path = str(path)
@@ -31,12 +31,13 @@ async def test_reload_keeps_schedules_and_applies_the_new_plan(
             path.write_text("[poll]\ncadences = 3\n")
             assert not daemon.reload()
             assert _slots(daemon) == slots  # a refused file changes nothing
-            fresh = _config(tmp_path, fleet.port, ["csq_net_op", "prepay_balance"])
-            path.write_text(
-                fresh.replace(
-                    "registry_reload_seconds = 3600.0", "registry_reload_seconds = 1800.0"
-                )
+            fresh = run_config(
+                tmp_path / "state",
+                fleet.port,
+                single_phase=["csq_net_op", "prepay_balance"],
+                daemon={"registry_reload_seconds": 1800.0},
             )
+            path.write_text(fresh)
             assert daemon.reload()
             # What reload applies live is what the daemon's config says is in force.
             assert daemon.meter_list.registry.reload_seconds == 1800.0

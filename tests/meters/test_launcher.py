@@ -7,13 +7,16 @@ import time
 
 import anyio
 
+from flowsd.config import MetersConfig
 from flowsd.emop import by_name
 from flowsd.meters.command import MeterCommand
 from flowsd.meters.launcher import MIN_MARGIN, bound_for
 from flowsd.meters.limits import ConnectionLimiter
 from flowsd.meters.observations import SessionOutcome
 from flowsd.meters.operations import ReadObject
+from flowsd.meters.plan import PollPlan
 from flowsd.meters.supervisor import FleetSupervisor
+from flowsd.meters.target import MeterTarget
 from flowsd.sim.fleet import SimulatedFleet
 from tests.support import wait_until
 
@@ -31,6 +34,19 @@ class LeapingClock:
 
     def __call__(self) -> float:
         return time.time() + self.offset
+
+
+def supervised(
+    fleet: SimulatedFleet, config: MetersConfig, plan: PollPlan
+) -> tuple[FleetSupervisor, Collector, LeapingClock, list[MeterTarget]]:
+    """A supervisor of every meter of ``fleet`` on a :class:`LeapingClock` (an hour behind
+    still), its sink, the clock and the targets."""
+    clock = LeapingClock()
+    sink = Collector()
+    supervisor = FleetSupervisor(config, plan, sink, wall_clock=clock)
+    targets = targets_for(fleet)
+    supervisor.apply(targets)
+    return supervisor, sink, clock, targets
 
 
 class Sampler:
@@ -87,15 +103,12 @@ async def test_a_held_limiter_withdraws_backfill_waiters_and_refuses_new_ones() 
 async def test_at_most_the_bound_of_meter_tasks_run_and_every_meter_is_polled() -> None:
     """200 meters due at once under 4 connections: the tasks never exceed the bound (the
     rest wait in the queue), and the simulator answered every meter."""
-    clock = LeapingClock()
     config = settings(max_connections_in_flight=4)
     plan = plan_of(["csq_net_op", "prepay_balance"], period=HOUR)
     async with SimulatedFleet(
         meters=200, seed=3, base_address=subnet(), port=0, faults="slow=1:0.01s", journal=True
     ) as fleet:
-        sink = Collector()
-        supervisor = FleetSupervisor(config, plan, sink, wall_clock=clock)
-        supervisor.apply(targets_for(fleet))
+        supervisor, sink, clock, _ = supervised(fleet, config, plan)
         sampler = Sampler(supervisor)
         async with anyio.create_task_group() as tg, running(supervisor):
             tg.start_soon(sampler.run)
@@ -116,16 +129,12 @@ async def test_at_most_the_bound_of_meter_tasks_run_and_every_meter_is_polled() 
 async def test_a_command_goes_before_the_queued_scheduled_polls() -> None:
     """A command for a meter near the end of a long queue runs while most meters still
     wait to start."""
-    clock = LeapingClock()
     config = settings(
         max_connections_in_flight=4, max_new_connections_per_second=60.0, new_connections_burst=1
     )
     plan = plan_of(["csq_net_op"], period=HOUR)
     async with SimulatedFleet(meters=240, seed=4, base_address=subnet(), port=0) as fleet:
-        sink = Collector()
-        supervisor = FleetSupervisor(config, plan, sink, wall_clock=clock)
-        targets = targets_for(fleet)
-        supervisor.apply(targets)
+        supervisor, _, clock, targets = supervised(fleet, config, plan)
         async with running(supervisor):
             clock.offset = 0.0
             await wait_until(lambda: supervisor.statistics().meters_waiting_to_start > 150)
@@ -149,7 +158,6 @@ async def test_backfill_yields_to_meters_waiting_to_start() -> None:
     others wait to start, so every meter's live read is answered before more than a few
     back-fill requests (without the hold, the first tasks' whole back-fill would go first:
     hundreds of requests)."""
-    clock = LeapingClock()
     config = settings(
         max_connections_in_flight=1,
         backfill_horizon_hours=24,
@@ -165,9 +173,7 @@ async def test_backfill_yields_to_meters_waiting_to_start() -> None:
         history_days=2,
         journal=True,
     ) as fleet:
-        sink = Collector()
-        supervisor = FleetSupervisor(config, plan, sink, wall_clock=clock)
-        supervisor.apply(targets_for(fleet))
+        supervisor, _, clock, _ = supervised(fleet, config, plan)
         journal = fleet.journal
         assert journal is not None
         async with running(supervisor):
@@ -194,16 +200,12 @@ def test_a_reload_of_the_caps_moves_the_bound() -> None:
 async def test_meters_removed_or_held_back_while_queued_are_not_started() -> None:
     """A meter that leaves the fleet (registry change, lease lost) or is held back (lease
     handed over) while it waits to start is never started; the others all are."""
-    clock = LeapingClock()
     config = settings(
         max_connections_in_flight=4, max_new_connections_per_second=100.0, new_connections_burst=1
     )
     plan = plan_of(["csq_net_op"], period=HOUR)
     async with SimulatedFleet(meters=120, seed=6, base_address=subnet(), port=0) as fleet:
-        sink = Collector()
-        supervisor = FleetSupervisor(config, plan, sink, wall_clock=clock)
-        targets = targets_for(fleet)
-        supervisor.apply(targets)
+        supervisor, sink, clock, targets = supervised(fleet, config, plan)
         async with running(supervisor):
             clock.offset = 0.0
             await wait_until(lambda: supervisor.statistics().meters_waiting_to_start > 80)
