@@ -192,7 +192,7 @@ class Daemon:
         self._fatal: UserError | None = None
         self._ownership_scope: anyio.CancelScope | None = None
         self.housekeeping = Housekeeping(
-            config,
+            config=config,
             instance=self.instance,
             started_at=self.started_at,
             fleet=self.supervisor,

@@ -15,6 +15,7 @@ heartbeat and session-state rows ``flowsd status`` reads, and the summary log li
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import anyio
@@ -42,38 +43,24 @@ _FINAL_FLUSH_SECONDS = 5.0
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
+@dataclass(eq=False, kw_only=True)
 class Housekeeping:
     """The daemon's reports; the daemon hands it the parts it reports on."""
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        instance: str,
-        started_at: datetime,
-        fleet: FleetSupervisor,
-        appender: Appender,
-        availability: DatabaseAvailability,
-        tracker: SessionTracker,
-        components: Supervisor,
-        notifier: SystemdNotifier,
-        ready: anyio.Event,
-        connect: Connect,
-    ) -> None:
-        self.config = config
-        self.instance = instance
-        self.started_at = started_at
-        self.fleet = fleet
-        self.appender = appender
-        self.availability = availability
-        self.tracker = tracker
-        self.components = components
-        self.notifier = notifier
-        self.ready = ready
-        self._connect = connect
-        self.projectors: ProjectorRunner | None = None  # once started
-        self._state_scope: anyio.CancelScope | None = None
-        self._state_stopped = False
+    config: Config
+    instance: str
+    started_at: datetime
+    fleet: FleetSupervisor
+    appender: Appender
+    availability: DatabaseAvailability
+    tracker: SessionTracker
+    components: Supervisor
+    notifier: SystemdNotifier
+    ready: anyio.Event
+    connect: Connect
+    projectors: ProjectorRunner | None = None  # once started
+    _state_scope: anyio.CancelScope | None = field(default=None, init=False)
+    _state_stopped: bool = field(default=False, init=False)
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -134,7 +121,7 @@ class Housekeeping:
                     await anyio.sleep(self.config.daemon.state_flush_seconds)
                     try:
                         if conn is None or conn.is_closed():
-                            conn = await self._connect()
+                            conn = await self.connect()
                         await flush(conn, self.tracker, self.heartbeat())
                         self.availability.succeeded("session state")
                     except DATABASE_ERRORS as exc:
@@ -156,7 +143,7 @@ class Housekeeping:
         self._state_scope.cancel()
         with anyio.move_on_after(_FINAL_FLUSH_SECONDS):
             try:
-                conn = await self._connect()
+                conn = await self.connect()
                 try:
                     await flush(conn, self.tracker, self.heartbeat(stopped=True))
                 finally:

@@ -33,7 +33,7 @@ from flowsd.meters.target import MeterResume, MeterTarget
 log = structlog.get_logger("flowsd.app")
 
 
-@dataclass
+@dataclass(eq=False)
 class MeterList:
     """The meter list in force and what applying it (or a change of leases) does."""
 

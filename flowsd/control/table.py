@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -343,35 +344,30 @@ async def claim_rows(
     return Claim(claimed_rows, fenced, lapsed)
 
 
+@dataclass(eq=False)
 class CommandTable:
     """The daemon's side of ``flowsd.meter_command`` (see the module docstring)."""
 
-    def __init__(
-        self,
-        connect: Connect,
-        dispatcher: Dispatcher,
-        *,
-        instance: str,
-        poll_seconds: float,
-        leases: Ownership | None = None,
-    ) -> None:
-        self._connect = connect
-        self.leases = leases
-        self.dispatcher = dispatcher
-        self.supervisor = dispatcher.supervisor
-        self.instance = instance
-        self.run_id = uuid.uuid4()
-        self.poll_seconds = poll_seconds
+    connect: Connect
+    dispatcher: Dispatcher
+    _: KW_ONLY
+    instance: str
+    poll_seconds: float
+    leases: Ownership | None = None
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4, init=False)
+    claimed: int = field(default=0, init=False)
+    finished: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.supervisor = self.dispatcher.supervisor
         self._wake = anyio.Event()
-        self._listening = ListeningConnection(connect, NOTIFY_CHANNEL, self._notified)
+        self._listening = ListeningConnection(self.connect, NOTIFY_CHANNEL, self._notified)
         self._busy: set[UUID] = set()  # meters with a command of ours in flight
         self._tasks: TaskGroup | None = None
         self._stopping = False
         self._idle = anyio.Event()
         self._idle.set()
         self._running = 0
-        self.claimed = 0
-        self.finished = 0
 
     # ----------------------------------------------------------------- the loop
 
@@ -588,7 +584,7 @@ class CommandTable:
                 )
                 return
             try:
-                conn = await self._connect()
+                conn = await self.connect()
                 try:
                     await conn.fetch(query, *args)
                     return

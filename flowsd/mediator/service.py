@@ -39,6 +39,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -153,25 +154,18 @@ def _rpc(
     return wrap
 
 
+@dataclass(eq=False)
 class MediatorService:
     """The handlers of both services, bound to one daemon."""
 
-    def __init__(
-        self,
-        dispatcher: Dispatcher,
-        policy: Policy,
-        pool: PoolOf,
-        max_wait: float,
-        *,
-        leases: Ownership | None = None,
-    ) -> None:
-        self.dispatcher = dispatcher
-        self.leases = leases
-        self.policy = policy
-        self._pool = pool
-        self.max_wait = max_wait
-        self._calls: Counter[tuple[str, str]] = Counter()
-        self._refusals: Counter[str] = Counter()
+    dispatcher: Dispatcher
+    policy: Policy
+    pool: PoolOf
+    max_wait: float
+    _: KW_ONLY
+    leases: Ownership | None = None
+    _calls: Counter[tuple[str, str]] = field(default_factory=Counter, init=False)
+    _refusals: Counter[str] = field(default_factory=Counter, init=False)
 
     def statistics(self) -> MediatorStatistics:
         return MediatorStatistics(calls=dict(self._calls), refusals=dict(self._refusals))
@@ -265,7 +259,7 @@ class MediatorService:
         ref = await self._meter(identity, serial, method)
         command = MeterCommand(operation, source="grpc", client=identity.describe())
         if self.leases is not None:
-            self.leases.fence(command, self._pool, ref.meter_id)
+            self.leases.fence(command, self.pool, ref.meter_id)
         try:
             if ref.forwardable:
                 result = await self._forward(ref, operation, identity, context)
@@ -288,7 +282,7 @@ class MediatorService:
     ) -> CommandResult:
         """Another daemon owns the meter: a read goes through the command table
         (:mod:`flowsd.control.forward`); anything else is refused naming the owner."""
-        pool = self._pool()
+        pool = self.pool()
         if pool is None:
             raise CommandRefusedError("unavailable", "the database is not reachable yet")
         try:
@@ -394,7 +388,7 @@ class MediatorService:
         return pb.GetMetersReply(json_meters=json.dumps(rows, indent=2))
 
     async def _query(self, query: str, *args: object) -> Any:
-        pool = self._pool()
+        pool = self.pool()
         if pool is None:
             raise StatusError(grpc.StatusCode.UNAVAILABLE, "the database is not reachable yet")
         try:

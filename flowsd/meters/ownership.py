@@ -54,6 +54,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -167,37 +168,35 @@ class OwnershipStatistics(msgspec.Struct, frozen=True, kw_only=True):
     fenced_commands: dict[str, int] = {}  # by source: database (table rows), grpc (mediator)
 
 
+@dataclass(eq=False)
 class Ownership:
     """The lease loop of one daemon (see the module docstring)."""
 
-    def __init__(
-        self,
-        connect: Connect,
-        supervisor: FleetSupervisor,
-        changed: Changed,
-        *,
-        name: str,
-        lease_seconds: float,
-        renew_seconds: float = 0.0,
-        availability: DatabaseAvailability | None = None,
-    ) -> None:
-        self._connect = connect
-        self.supervisor = supervisor
-        self._changed = changed
-        self.name = name
-        self.lease_seconds = lease_seconds
-        self.renew_seconds = renew_seconds or lease_seconds / 3
-        self.availability = availability
-        self.started_at = datetime.now().astimezone()
-        self.held: dict[UUID, int] = {}  # meter -> epoch, leases held now
-        self.epochs: dict[UUID, int] = {}  # meter -> epoch held or last held (fencing)
-        self.candidates: frozenset[UUID] = frozenset()  # dialled meters (the registry's)
-        self.live: tuple[str, ...] = ()
-        self._share: set[UUID] = set()
-        self._share_key: tuple[frozenset[UUID], tuple[str, ...]] | None = None
-        self._deadline = -math.inf  # monotonic: the held leases are dropped after this
-        self._conn: asyncpg.Connection | None = None
-        self._registered = False
+    connect: Connect
+    supervisor: FleetSupervisor
+    changed: Changed
+    _: KW_ONLY
+    name: str
+    lease_seconds: float
+    renew_seconds: float = 0.0  # 0: a third of lease_seconds
+    availability: DatabaseAvailability | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now().astimezone(), init=False)
+    # meter -> epoch, leases held now
+    held: dict[UUID, int] = field(default_factory=dict, init=False)
+    # meter -> epoch held or last held (fencing)
+    epochs: dict[UUID, int] = field(default_factory=dict, init=False)
+    # dialled meters (the registry's)
+    candidates: frozenset[UUID] = field(default=frozenset(), init=False)
+    live: tuple[str, ...] = field(default=(), init=False)
+    _share: set[UUID] = field(default_factory=set, init=False)
+    _share_key: tuple[frozenset[UUID], tuple[str, ...]] | None = field(default=None, init=False)
+    # monotonic: the held leases are dropped after this
+    _deadline: float = field(default=-math.inf, init=False)
+    _conn: asyncpg.Connection | None = field(default=None, init=False)
+    _registered: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.renew_seconds = self.renew_seconds or self.lease_seconds / 3
         self._stopping = False
         self._wake = anyio.Event()
         self._lock = anyio.Lock()  # one user of the connection at a time
@@ -386,7 +385,7 @@ class Ownership:
         if lost or renewed.keys() != self.held.keys():
             self.held = renewed
             self.epochs.update(renewed)
-            await self._changed(conn)
+            await self.changed(conn)
 
     def _rebalance_share(self) -> None:
         live = self.live if self.name in self.live else (*self.live, self.name)
@@ -410,7 +409,7 @@ class Ownership:
             return
         for meter_id in idle:
             del self.held[meter_id]
-        await self._changed(conn)  # they leave the fleet before anyone else may dial them
+        await self.changed(conn)  # they leave the fleet before anyone else may dial them
         await conn.execute(_HAND_BACK, self.name, idle)
         self._counts["handed_back"] += len(idle)
         log.info("leases handed back for rebalancing", meters=len(idle), live=len(self.live))
@@ -436,7 +435,7 @@ class Ownership:
         acquired = len(taken) + len(fresh)
         self._counts["acquired"] += acquired
         self._counts["takeovers"] += takeovers
-        await self._changed(conn)
+        await self.changed(conn)
         log.info("leases taken", meters=acquired, takeovers=takeovers, live=len(self.live))
 
     async def _expiry_watch(self) -> None:
@@ -454,14 +453,14 @@ class Ownership:
                     "leases not renewed in time: every meter dropped until the database answers",
                     meters=dropped,
                 )
-                await self._changed(None)
+                await self.changed(None)
             await anyio.sleep(min(self.renew_seconds, 0.5))
 
     # ----------------------------------------------------------------- connection
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await self._connect()
+            self._conn = await self.connect()
         return self._conn
 
     async def _close(self) -> None:
