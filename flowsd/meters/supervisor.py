@@ -47,6 +47,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -97,34 +98,27 @@ class CommandRefusedError(Exception):
         self.detail = detail
 
 
+@dataclass(eq=False)
 class FleetSupervisor:
     """Owns the meter sessions and the fleet-wide limits; runs the meters that are due."""
 
-    def __init__(
-        self,
-        settings: MetersConfig,
-        plan: PollPlan,
-        sink: ObservationSink,
-        *,
-        wall_clock: WallClock = time.time,
-        rng: random.Random | None = None,
-        queue_size: int = 16,
-        readback_settle_seconds: float = 10.0,
-    ) -> None:
-        FleetSupervisor._check(settings)
-        self.queue_size = queue_size
-        self.readback_settle_seconds = readback_settle_seconds
-        self.settings = settings
-        self.plan = plan
-        self.sink = sink
-        self.wall_clock = wall_clock
-        self.rng = rng or random.Random()
-        self.counts = EngineCounts()
-        self.limiter = self._limiter(settings)
-        self.sessions: dict[UUID, MeterSession] = {}
-        self.scheduler = FleetScheduler(self.sessions, settings)
-        self.freshness = FreshnessWatch(self.sessions, wall_clock)
-        self.tally = FleetTally()
+    settings: MetersConfig
+    plan: PollPlan
+    sink: ObservationSink
+    _: KW_ONLY
+    wall_clock: WallClock = time.time
+    rng: random.Random = field(default_factory=random.Random)
+    queue_size: int = 16
+    readback_settle_seconds: float = 10.0
+    counts: EngineCounts = field(default_factory=EngineCounts, init=False)
+    sessions: dict[UUID, MeterSession] = field(default_factory=dict, init=False)
+    tally: FleetTally = field(default_factory=FleetTally, init=False)
+
+    def __post_init__(self) -> None:
+        FleetSupervisor._check(self.settings)
+        self.limiter = self._limiter(self.settings)
+        self.scheduler = FleetScheduler(self.sessions, self.settings)
+        self.freshness = FreshnessWatch(self.sessions, self.wall_clock)
         self._stopping = False
         self._running = False
         self._stopped = anyio.Event()
