@@ -24,14 +24,14 @@ def ingest_families(stats: IngestStatistics) -> Iterator[Metric]:
     yield counter(
         "flowsd_ingest_state_changes_total",
         "State-change events derived from readings and poll outcomes, by kind.",
-        {(kind,): n for kind, n in stats.state_changes.items()},
+        stats.state_changes,
         ["kind"],
     )
     yield counter(
         "flowsd_ingest_incomplete_groups_total",
         "Grouped reads (e.g. a tariff) not stored because a required piece was not read, by "
         "cause: piece_missing (a read failed) or poll_stopped (a stop cut the poll short).",
-        {(cause,): n for cause, n in stats.incomplete_groups.items()},
+        stats.incomplete_groups,
         ["cause"],
     )
     yield counter(

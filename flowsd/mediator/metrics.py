@@ -30,12 +30,12 @@ def mediator_families(stats: MediatorStatistics) -> Iterator[Metric]:
     yield counter(
         "flowsd_mediator_requests",
         "Mediator gRPC calls by method and status code, both snake_case (read_element, not_found).",
-        {key: n for key, n in stats.calls.items()},
+        stats.calls,
         ["method", "code"],
     )
     yield counter(
         "flowsd_mediator_refusals",
         "Calls refused with PERMISSION_DENIED, by reason (role: the method; esco: the meter).",
-        {(reason,): n for reason, n in stats.refusals.items()},
+        stats.refusals,
         ["reason"],
     )

@@ -64,16 +64,12 @@ def type_label(value: object) -> str:
     return label
 
 
-def _by_one(values: dict[str, int]) -> dict[tuple[str, ...], float]:
-    return {(key,): value for key, value in values.items()}
-
-
 def fleet_families(stats: FleetStatistics) -> Iterator[Metric]:
     """The engine's counts and the fleet's state."""
     yield counter(
         "flowsd_meter_requests",
         "Meter request attempts by outcome and failure reason (reason 'ok' for successes).",
-        {key: value for key, value in stats.attempts.items()},
+        stats.attempts,
         ["kind", "outcome", "reason"],
     )
     yield counter(
@@ -89,7 +85,7 @@ def fleet_families(stats: FleetStatistics) -> Iterator[Metric]:
         "flowsd_meter_connection_grants",
         "Connections granted under the fleet caps, by lane (live: cadence reads, commands, "
         "probes; backfill: profile-log history, granted only while no live request waits).",
-        {(lane,): n for lane, n in stats.connection_grants.items()},
+        stats.connection_grants,
         ["lane"],
     )
     yield counter(
@@ -105,7 +101,7 @@ def fleet_families(stats: FleetStatistics) -> Iterator[Metric]:
     yield gauge(
         "flowsd_meters",
         "Meters under polling by breaker state (online only once a meter has answered).",
-        _by_one(stats.meters_by_state),
+        stats.meters_by_state,
         ["state"],
     )
     yield gauge(
@@ -123,7 +119,7 @@ def fleet_families(stats: FleetStatistics) -> Iterator[Metric]:
     yield counter(
         "flowsd_meter_breaker_transitions",
         "Meters going offline / coming online.",
-        _by_one(stats.breaker_transitions),
+        stats.breaker_transitions,
         ["transition"],
     )
     yield counter(
@@ -163,7 +159,7 @@ def fleet_families(stats: FleetStatistics) -> Iterator[Metric]:
     yield counter(
         "flowsd_meter_observations",
         "Observations handed to the sink, by type (reading, interval_record, read_failure, ...).",
-        _by_one(stats.observations),
+        stats.observations,
         ["type"],
     )
     yield counter(
@@ -200,7 +196,7 @@ def fleet_families(stats: FleetStatistics) -> Iterator[Metric]:
         "flowsd_meter_commands",
         "Commands run for clients (gRPC, database, CLI) by operation and outcome "
         "('ok', or the failure reason).",
-        {key: value for key, value in stats.commands.items()},
+        stats.commands,
         ["operation", "outcome"],
     )
     yield gauge(
@@ -217,7 +213,7 @@ def fleet_families(stats: FleetStatistics) -> Iterator[Metric]:
         "flowsd_meter_commands_refused",
         "Commands refused before queueing, by reason (not_found, unavailable, queue_full, "
         "stopping).",
-        _by_one(stats.commands_refused),
+        stats.commands_refused,
         ["reason"],
     )
 
@@ -232,7 +228,7 @@ def registry_families(stats: RegistryStatistics) -> Iterator[Metric]:
     yield gauge(
         "flowsd_registry_not_dialled",
         "Active meters of meter_registry that flowsd does not dial, by reason, at the last reload.",
-        _by_one(stats.not_dialled),
+        stats.not_dialled,
         ["reason"],
     )
     yield counter("flowsd_registry_reloads", "Reloads of the meter list.", stats.reloads)
@@ -276,7 +272,7 @@ def ownership_families(stats: OwnershipStatistics) -> Iterator[Metric]:
         "Commands refused because this daemon's lease of their meter had passed on, by source: "
         "database (a meter_command row left for the holder, counted at each claim that skipped "
         "it), grpc (a mediator write or raw exchange refused before it was sent)",
-        {(source,): n for source, n in stats.fenced_commands.items()},
+        stats.fenced_commands,
         ["source"],
     )
     yield gauge(

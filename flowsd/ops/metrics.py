@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import platform
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol, TypeVar
 
 import asyncpg
 from prometheus_client import (
@@ -91,7 +91,13 @@ STATISTICS = StatisticsCollector()
 REGISTRY.register(STATISTICS)
 
 
-Values = float | Mapping[tuple[str, ...], float]  # one value, or one per tuple of label values
+class Samples(Protocol):
+    """Values by their label values: a tuple of them, or a string for the one label."""
+
+    def items(self) -> Iterable[tuple[tuple[str, ...] | str, float]]: ...
+
+
+Values = float | Samples  # one value, or one per label values
 _Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
 
 
@@ -106,11 +112,11 @@ def gauge(name: str, documentation: str, value: Values, labels: Sequence[str] = 
 
 
 def _family(family: _Family, value: Values) -> _Family:
-    if isinstance(value, Mapping):
-        for label_values, sample in value.items():
-            family.add_metric(list(label_values), sample)
-    else:
+    if isinstance(value, int | float):
         family.add_metric([], value)
+    else:
+        for key, sample in value.items():
+            family.add_metric([key] if isinstance(key, str) else list(key), sample)
     return family
 
 
