@@ -13,6 +13,7 @@ meter: the probe delay is capped, not the number of probes.
 from __future__ import annotations
 
 import random
+from dataclasses import InitVar, dataclass, field
 from typing import Literal
 
 from flowsd.backoff import Backoff
@@ -37,47 +38,30 @@ class HasBreakerState:
         return self.state == "offline"
 
 
+@dataclass(slots=True, kw_only=True, eq=False)
 class Breaker(HasBreakerState):
     """Consecutive-failure counter with a state and probe timing."""
 
-    __slots__ = (
-        "consecutive_failures",
-        "next_probe_at",
-        "offline_since",
-        "probe_initial",
-        "probe_max",
-        "probes_failed",
-        "rng",
-        "state",
-        "threshold",
-    )
+    threshold: int
+    probe_initial: float
+    probe_max: float
+    rng: random.Random
+    offline_since: float | None = None
+    answered: InitVar[bool] = False
+    now: InitVar[float] = 0.0
+    consecutive_failures: int = field(default=0, init=False)
+    probes_failed: int = field(default=0, init=False)
+    state: BreakerState = field(init=False)
+    next_probe_at: float | None = field(init=False)
 
-    def __init__(
-        self,
-        *,
-        threshold: int,
-        probe_initial: float,
-        probe_max: float,
-        rng: random.Random,
-        offline_since: float | None = None,
-        answered: bool = False,
-        now: float = 0.0,
-    ) -> None:
-        self.threshold = threshold
-        self.probe_initial = probe_initial
-        self.probe_max = probe_max
-        self.rng = rng
-        self.consecutive_failures = 0
-        self.probes_failed = 0
-        self.offline_since = offline_since
-        self.state: BreakerState
-        if offline_since is not None:
+    def __post_init__(self, answered: bool, now: float) -> None:
+        if self.offline_since is not None:
             self.state = "offline"
         else:
             self.state = "online" if answered else "awaiting_first_answer"
         # A meter that was offline before a restart is probed soon, not after a full backoff.
-        self.next_probe_at: float | None = (
-            now + self._delay(0) * rng.random() if self.state == "offline" else None
+        self.next_probe_at = (
+            now + self._delay(0) * self.rng.random() if self.state == "offline" else None
         )
 
     def _delay(self, attempt: int) -> float:

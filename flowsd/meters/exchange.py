@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal
 
 import anyio
@@ -104,50 +104,25 @@ def classify(exc: EmopError) -> FailureReason:
     return "payload"
 
 
+@dataclass(slots=True, eq=False)
 class MeterLink:
     """The connection side of one meter session."""
 
-    __slots__ = (
-        "_backfill_wait",
-        "_conn",
-        "_last_exchange_end",
-        "_slot_limiter",
-        "counts",
-        "host",
-        "limiter",
-        "port",
-        "rng",
-        "settings",
-        "stopping",
-        "waiting_for_slot",
-        "wall_clock",
-    )
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        settings: MetersConfig,
-        limiter: ConnectionLimiter,
-        counts: EngineCounts,
-        wall_clock: Callable[[], float],
-        rng: random.Random,
-        stopping: Callable[[], bool],
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.settings = settings
-        self.limiter = limiter
-        self.counts = counts
-        self.wall_clock = wall_clock
-        self.rng = rng
-        self.stopping = stopping
-        self.waiting_for_slot = False
-        self._backfill_wait: anyio.CancelScope | None = None
-        self._conn: MeterConnection | None = None
-        self._slot_limiter: ConnectionLimiter | None = None  # set while a slot is held
-        self._last_exchange_end = -1e18  # monotonic
+    host: str
+    port: int
+    _: KW_ONLY
+    settings: MetersConfig
+    limiter: ConnectionLimiter
+    counts: EngineCounts
+    wall_clock: Callable[[], float]
+    rng: random.Random
+    stopping: Callable[[], bool]
+    waiting_for_slot: bool = field(default=False, init=False)
+    _backfill_wait: anyio.CancelScope | None = field(default=None, init=False)
+    _conn: MeterConnection | None = field(default=None, init=False)
+    # set while a slot is held
+    _slot_limiter: ConnectionLimiter | None = field(default=None, init=False)
+    _last_exchange_end: float = field(default=-1e18, init=False)  # monotonic
 
     async def request(
         self,
