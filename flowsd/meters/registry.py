@@ -15,6 +15,7 @@ failed reload keeps the previous list in force and is retried with the shared ba
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from uuid import UUID
 
 import anyio
@@ -76,25 +77,24 @@ class RegistryStatistics(msgspec.Struct, frozen=True, kw_only=True):
     reload_errors: int
 
 
+@dataclass(eq=False)
 class RegistrySource:
     """Reloads the meter list periodically, on NOTIFY and on request."""
 
-    def __init__(
-        self,
-        connect: Connect,
-        consumer: Consumer,
-        *,
-        reload_seconds: float,
-        retry: Backoff | None = None,
-        availability: DatabaseAvailability | None = None,
-    ) -> None:
-        self._consumer = consumer
-        self.reload_seconds = reload_seconds
+    connect: InitVar[Connect]
+    consumer: Consumer
+    _: KW_ONLY
+    reload_seconds: float
+    retry: InitVar[Backoff | None] = None
+    availability: DatabaseAvailability = field(
+        default_factory=lambda: DatabaseAvailability("the meter list's database")
+    )
+    plan: DialPlan | None = field(default=None, init=False)
+
+    def __post_init__(self, connect: Connect, retry: Backoff | None) -> None:
         self._retry = Retry(retry or Backoff(0.5, 30.0))
-        self.availability = availability or DatabaseAvailability("the meter list's database")
         self._wake = anyio.Event()
         self._listening = ListeningConnection(connect, NOTIFY_CHANNEL, self._notified)
-        self.plan: DialPlan | None = None
         self._routable: set[str] = set()  # addresses found routable (checked once each)
         self._reported: dict[UUID, str] = {}  # not-dialled reasons already logged
         self._reloads = 0
@@ -159,7 +159,7 @@ class RegistrySource:
             self._reloads += 1
             plan = await self._plan(rows)
             if plan != self.plan:
-                await self._consumer(plan, conn)
+                await self.consumer(plan, conn)
                 if self.plan is not None:
                     before = len(self.plan.dialled)
                     log.info("meter list changed", meters=len(plan.dialled), before=before)
