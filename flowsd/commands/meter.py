@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -148,16 +149,26 @@ def command_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action is not None:
+        return run_command(args, command_of)
     config = load(args)
     with database_url(config) as url:
         timeout = config.database.connect_timeout_seconds
-        if args.action is None:
-            report = asyncio.run(
-                gather(url, args.serial, events=args.events, connect_timeout=timeout)
-            )
-            write(report, as_json=args.json, text=render_info)
-            return 0
-        kind, arguments = command_of(args)
+        report = asyncio.run(gather(url, args.serial, events=args.events, connect_timeout=timeout))
+    write(report, as_json=args.json, text=render_info)
+    return 0
+
+
+def run_command(
+    args: argparse.Namespace, command: Callable[[argparse.Namespace], tuple[str, dict[str, Any]]]
+) -> int:
+    """Send ``command(args)`` (its kind and arguments, checked once the database is known) to
+    the meter ``args.serial`` through the command table and print its outcome; the exit
+    status is 0 if it succeeded."""
+    config = load(args)
+    with database_url(config) as url:
+        kind, arguments = command(args)
+        timeout = config.database.connect_timeout_seconds
         outcome = asyncio.run(
             send(url, args.serial, kind, arguments, args=args, connect_timeout=timeout)
         )

@@ -8,10 +8,9 @@ succeeded, 1 when it failed or no daemon took it in time).
 from __future__ import annotations
 
 import argparse
-import asyncio
 
-from flowsd.commands.meter import add_waiting_arguments, render_outcome, send, write
-from flowsd.commands.run import add_common_arguments, database_url, load
+from flowsd.commands.meter import add_waiting_arguments, run_command
+from flowsd.commands.run import add_common_arguments
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,17 +25,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load(args)
-    with database_url(config) as url:
-        outcome = asyncio.run(
-            send(
-                url,
-                args.serial,
-                "poll",
-                {},
-                args=args,
-                connect_timeout=config.database.connect_timeout_seconds,
-            )
-        )
-    write(outcome, as_json=args.json, text=render_outcome)
-    return 0 if outcome["status"] == "succeeded" else 1
+    return run_command(args, lambda _: ("poll", {}))
