@@ -123,16 +123,16 @@ class Heartbeat(msgspec.Struct, kw_only=True):
 
     instance: str
     started_at: datetime
-    meters: int = 0
-    online: int = 0
-    offline: int = 0
-    never_answered: int = 0
-    queue_depth: int = 0
-    spilled_events: int = 0
-    events_appended: int = 0
-    database_up: bool = True
-    status: str = "starting"
-    stopped: bool = False
+    meters: int
+    online: int
+    offline: int
+    never_answered: int
+    queue_depth: int
+    spilled_events: int
+    events_appended: int
+    database_up: bool
+    status: str
+    stopped: bool
 
 
 # SessionRow's fields are the table's columns; their SQL types, for the unnest() arrays.
