@@ -21,10 +21,11 @@ Two first-in first-out queues:
   task to end, never behind the scheduled backlog;
 * ``scheduled``: routine polls and probes of offline meters, in the order they fell due.
 
-The queue does not decide whether a session should run: :class:`FleetSupervisor
-<flowsd.meters.supervisor.FleetSupervisor>` takes sessions off with :meth:`LaunchQueue.pop`
-and evaluates them afresh (a meter may have left the fleet, been held back, gone offline or
-been started by its address's turn since it was queued). A queued session carries
+The queue does not decide whether a session should run: :meth:`FleetScheduler.startable
+<flowsd.meters.scheduler.FleetScheduler.startable>` takes sessions off with
+:meth:`LaunchQueue.pop`, skips those that left the fleet, were held back or were started by
+their address's turn since they were queued, and the supervisor decides afresh what each
+runs (the meter may have gone offline meanwhile). A queued session carries
 ``launch_queued`` so that it is queued once (:meth:`put` again only moves it to ``urgent``)
 and so that :meth:`discard` can forget it at once; its stale deque entries are skipped on the
 way out.

@@ -178,7 +178,7 @@ class MeterSession:
         self.profile_cursors: dict[int, LogCursor] = {}
         self.event_cursor: EventLogCursor | None = target.resume.event_log
         self.running = False
-        self.launch_queued = False  # waiting in the supervisor's LaunchQueue
+        self.launch_queued = False  # waiting in the fleet scheduler's LaunchQueue
         self.heap_generation = 0
         self.cancel_scope: anyio.CancelScope | None = None
         self.link = MeterLink(
