@@ -394,7 +394,7 @@ class MeterSession:
         try:
             with anyio.CancelScope() as outer:
                 self.cancel_scope = outer
-                with watchdog.scope:
+                with watchdog:
                     for step in (job, None):
                         try:
                             if step is not None:

@@ -7,8 +7,11 @@ futures, buffers) was a large share of the CPU of that. Measured back to back ag
 simulator with ``bench/bench_transport.py``'s client loop (this machine, 8 clients): about
 120 µs of client CPU per round trip, against about 205 µs for the ``asyncio.Protocol``
 transport this replaced (the benchmark's own minimal Protocol client sits between the two).
-Timeouts are anyio cancel scopes, so a session cancelled by its watchdog or by shutdown
-leaves no reader or writer registered; the socket is closed by :meth:`MeterConnection.close`.
+A timeout is one event-loop timer per exchange (or connect) that wakes the waiting future
+and marks the connection expired: an anyio cancel scope per exchange, with its task
+bookkeeping, cost more CPU than the rest of the exchange's Python. A session cancelled by its
+watchdog or by shutdown is cancelled at the same ``await`` and, as a timeout, leaves no reader
+or writer registered; the socket is closed by :meth:`MeterConnection.close`.
 
 A response is complete when :func:`flowsd.emop.frame.frame_size` says so (``frame_length + 1``
 bytes, SPEC §3), however many TCP segments that takes; bytes after it are ignored. The first
@@ -53,6 +56,10 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class _ExpiredError(Exception):
+    """The exchange's or connect's time ran out while it waited on the socket."""
+
+
 class Traffic:
     """Bytes sent to and received from meters, over every connection that shares it."""
 
@@ -72,6 +79,7 @@ class MeterConnection:
         self._closed = False  # by us, or the meter closed or reset it
         self._used = False
         self._waiting: asyncio.Future[None] | None = None  # a task waits on the socket
+        self._expired = False  # the running exchange's (or connect's) timer fired
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -102,31 +110,35 @@ class MeterConnection:
         loop = asyncio.get_running_loop()
         buffer = bytearray()
         error: OSError | None = None
-        with anyio.move_on_after(read_timeout) as scope:
-            try:
-                await self._send(request, loop)
-                while True:
-                    await self._ready(loop.add_reader, loop.remove_reader)
-                    try:
-                        data = sock.recv(_RECV_SIZE)
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    if not data:
-                        self._closed = True
-                        break
-                    buffer += data
-                    if frame_size(buffer) is not None:
-                        break
-            except OSError as exc:
-                self._closed = True
-                error = exc
+        timer = self._start_timer(loop, read_timeout)
+        try:
+            await self._send(request, loop)
+            while True:
+                await self._ready(loop.add_reader, loop.remove_reader)
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                if not data:
+                    self._closed = True
+                    break
+                buffer += data
+                if frame_size(buffer) is not None:
+                    break
+        except _ExpiredError:
+            pass
+        except OSError as exc:
+            self._closed = True
+            error = exc
+        finally:
+            timer.cancel()
         data = bytes(buffer)
         self.bytes_received += len(data)
         self._traffic.received += len(data)
         size = frame_size(data)
         if size is not None:
             return data[:size]
-        if scope.cancelled_caught:
+        if self._expired:
             raise TransportError("read_timeout", f"{len(data)} bytes within {read_timeout}s", data)
         if data:
             raise TransportError("truncated", f"closed after {len(data)} bytes", data)
@@ -134,8 +146,22 @@ class MeterConnection:
             raise TransportError("reset", str(error))
         raise TransportError("closed", "closed without a reply")
 
+    def _start_timer(self, loop: asyncio.AbstractEventLoop, seconds: float) -> asyncio.TimerHandle:
+        """Arm the timeout of one exchange or connect: :meth:`_ready` raises
+        :class:`_ExpiredError` once it has fired."""
+        self._expired = False
+        return loop.call_at(loop.time() + seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._waiting is not None:
+            _wake(self._waiting)
+
     async def _ready(self, add: Callable[..., Any], remove: Callable[[int], Any]) -> None:
-        """Until the socket is readable (``add``: the loop's ``add_reader``) or writable."""
+        """Until the socket is readable (``add``: the loop's ``add_reader``) or writable;
+        :class:`_ExpiredError` when the running timer fired first."""
+        if self._expired:
+            raise _ExpiredError
         fd = self._sock.fileno()
         future = asyncio.get_running_loop().create_future()
         add(fd, _wake, future)
@@ -146,6 +172,8 @@ class MeterConnection:
             self._waiting = None
             if self._sock.fileno() == fd:  # not closed meanwhile (see close)
                 remove(fd)
+        if self._expired:
+            raise _ExpiredError
 
     async def _send(self, request: bytes, loop: asyncio.AbstractEventLoop) -> None:
         view = memoryview(request)
@@ -199,15 +227,25 @@ async def connect(
     connection = MeterConnection(sock, traffic or Traffic())
     try:
         sock.setblocking(False)
-        code = 0
-        with anyio.move_on_after(connect_timeout) as scope:
-            address = await _address(loop, host, port)
-            code = sock.connect_ex(address)
-            if code in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
+        started = loop.time()
+        address = _literal_address(host, port)
+        if address is None:
+            with anyio.move_on_after(connect_timeout):
+                address = await _resolve(loop, host, port)
+            if address is None:
+                raise TransportError("connect_timeout", f"no connection within {connect_timeout}s")
+        code = sock.connect_ex(address)
+        if code in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
+            timer = connection._start_timer(loop, connect_timeout - (loop.time() - started))
+            try:
                 await connection._ready(loop.add_writer, loop.remove_writer)
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if scope.cancelled_caught:
-            raise TransportError("connect_timeout", f"no connection within {connect_timeout}s")
+            except _ExpiredError:
+                raise TransportError(
+                    "connect_timeout", f"no connection within {connect_timeout}s"
+                ) from None
+            finally:
+                timer.cancel()
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             detail = f"[Errno {code}] {os.strerror(code)}: {host}:{port}"
             if code == errno.ECONNREFUSED:
@@ -223,18 +261,21 @@ async def connect(
     return connection
 
 
-async def _address(loop: asyncio.AbstractEventLoop, host: str, port: int) -> tuple[str, int]:
-    """``(host, port)`` for ``connect_ex``, a name resolved without blocking the loop."""
+def _literal_address(host: str, port: int) -> tuple[str, int] | None:
+    """``(host, port)`` when ``host`` is an IPv4 address already, else None."""
     try:
         socket.inet_pton(socket.AF_INET, host)
     except OSError:
-        try:
-            found = await loop.getaddrinfo(
-                host, port, family=socket.AF_INET, type=socket.SOCK_STREAM
-            )
-        except OSError as exc:
-            raise TransportError("unreachable", str(exc)) from None
-        if not found:
-            raise TransportError("unreachable", f"{host} has no IPv4 address") from None
-        return str(found[0][4][0]), port
+        return None
     return host, port
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> tuple[str, int]:
+    """``(address, port)`` for ``connect_ex``, a name resolved without blocking the loop."""
+    try:
+        found = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TransportError("unreachable", str(exc)) from None
+    if not found:
+        raise TransportError("unreachable", f"{host} has no IPv4 address") from None
+    return str(found[0][4][0]), port

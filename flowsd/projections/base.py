@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import lru_cache
 
 import asyncpg
 
-from flowsd.events.types import RecordedEvent, UnknownBody
+from flowsd.events.types import BODY_CLASSES, EventBody, MeterLogEntry, RecordedEvent, UnknownBody
 
 
 class Projection(ABC):
@@ -108,6 +109,36 @@ def stored_type(event: RecordedEvent) -> int:
     """The ``event_type`` the log holds, also for a body that did not decode."""
     body = event.body
     return body.type_id if isinstance(body, UnknownBody) else body.type_id()
+
+
+def events_in_range(
+    events: Sequence[RecordedEvent], wanted: frozenset[int], *, after: int, through: int
+) -> tuple[list[RecordedEvent], int]:
+    """The events of positions ``(after, through]`` whose stored type is in ``wanted``, and
+    how many events that range holds in all.
+
+    Every projector filters every batch, so the test is a set lookup of the body's class,
+    calling :func:`stored_type` only for bodies whose class does not fix their type id.
+    """
+    fixed, varying = _classes_of(wanted)
+    relevant: list[RecordedEvent] = []
+    covered = 0
+    for event in events:
+        if after < event.position <= through:
+            covered += 1
+            cls = type(event.body)
+            if cls in fixed or (cls in varying and stored_type(event) in wanted):
+                relevant.append(event)
+    return relevant, covered
+
+
+@lru_cache(maxsize=64)
+def _classes_of(wanted: frozenset[int]) -> tuple[frozenset[type], frozenset[type]]:
+    """Body classes whose every event is wanted, and those whose events must be asked."""
+    fixed: set[type[EventBody]] = {
+        cls for cls in BODY_CLASSES if cls is not MeterLogEntry and cls.TYPE_ID in wanted
+    }
+    return frozenset(fixed), frozenset({MeterLogEntry, UnknownBody})
 
 
 class ProjectionError(Exception):

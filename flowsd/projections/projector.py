@@ -26,7 +26,7 @@ import asyncpg
 from flowsd.events.checkpoints import CheckpointConflictError, read_checkpoint
 from flowsd.events.types import RecordedEvent
 from flowsd.projections import metrics
-from flowsd.projections.base import Projection, stored_type
+from flowsd.projections.base import Projection, events_in_range
 from flowsd.projections.parking import (
     apply_or_park,
     enter_projection,
@@ -62,8 +62,9 @@ async def apply_batch(
     """
     started = time.monotonic()
     name = projection.name
-    wanted = projection.event_types
-    relevant = [e for e in events if expected < e.position <= through and stored_type(e) in wanted]
+    relevant, covered = events_in_range(
+        events, projection.event_types, after=expected, through=through
+    )
     careful = any(undecodable(projection, e) is not None for e in relevant)
     try:
         applied, parked = await _transaction(
@@ -77,7 +78,6 @@ async def apply_batch(
         )
     metrics.BATCH_SECONDS.labels(name).observe(time.monotonic() - started)
     metrics.BATCH_SIZE.labels(name).observe(len(relevant))
-    covered = sum(1 for e in events if expected < e.position <= through)
     return BatchOutcome(through, applied, parked, covered)
 
 

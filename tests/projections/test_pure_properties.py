@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowsd.events.types import RecordedEvent, UnknownBody
-from flowsd.projections.base import type_of
+from flowsd.projections.base import events_in_range, stored_type, type_of
 from flowsd.projections.catalogue import all_projections
 from flowsd.projections.interval_hh import (
     ELEMENTS,
@@ -29,6 +29,7 @@ METERS = [uuid.UUID(int=i + 1) for i in range(3)]
 REVERSED = {METERS[2]}
 ROW_TABLES = [p for p in all_projections() if isinstance(p, RowTableProjection)]
 PATCH_TABLES: list[PatchProjection] = [ShadowsProjection(), RegistryProjection()]
+PROJECTED_TYPES = sorted(set().union(*(p.event_types for p in all_projections())))
 
 
 @st.composite
@@ -128,3 +129,35 @@ def test_unknown_bodies_are_ignored() -> None:
         assert projection.patches([unknown]) == {}
     for row_projection in ROW_TABLES:
         assert row_projection.rows([unknown], {}) == []
+
+
+@given(
+    events=st.builds(recorded, event_sequences(METERS, max_size=60)),
+    unknown_types=st.lists(st.sampled_from(PROJECTED_TYPES + [1999]), max_size=3),
+    bounds=st.tuples(st.integers(0, 70), st.integers(0, 70)),
+)
+@settings(max_examples=150, deadline=None)
+def test_each_projections_batch_filter_keeps_exactly_the_events_of_its_stored_types(
+    events: list[RecordedEvent], unknown_types: list[int], bounds: tuple[int, int]
+) -> None:
+    after, through = min(bounds), max(bounds)
+    at = len(events)
+    for type_id in unknown_types:  # stored bodies this version could not decode
+        at += 1
+        events.append(
+            RecordedEvent(
+                position=at,
+                recorded_at=RECORDED_AT,
+                meter_id=METERS[0],
+                observed_at=RECORDED_AT,
+                read_at=None,
+                body=UnknownBody(type_id=type_id, payload=None),
+                idempotency_key=uuid.uuid4(),
+            )
+        )
+    in_range = [e for e in events if after < e.position <= through]
+    for projection in all_projections():
+        wanted = projection.event_types
+        relevant, covered = events_in_range(events, wanted, after=after, through=through)
+        assert relevant == [e for e in in_range if stored_type(e) in wanted]
+        assert covered == len(in_range)
