@@ -133,7 +133,7 @@ def test_unknown_bodies_are_ignored() -> None:
 
 @given(
     events=st.builds(recorded, event_sequences(METERS, max_size=60)),
-    unknown_types=st.lists(st.sampled_from(PROJECTED_TYPES + [1999]), max_size=3),
+    unknown_types=st.lists(st.sampled_from([*PROJECTED_TYPES, 1999]), max_size=3),
     bounds=st.tuples(st.integers(0, 70), st.integers(0, 70)),
 )
 @settings(max_examples=150, deadline=None)
