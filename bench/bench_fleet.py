@@ -318,6 +318,7 @@ def _write_cpu_profile(profiler: Any, output: Path) -> None:
     import io  # noqa: PLC0415
     import pstats  # noqa: PLC0415
 
+    profiler.dump_stats(output.with_suffix(".prof"))  # for pstats: callers, other orders
     for order in ("tottime", "cumulative"):
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(70)

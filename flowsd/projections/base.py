@@ -17,7 +17,14 @@ from functools import lru_cache
 
 import asyncpg
 
-from flowsd.events.types import BODY_CLASSES, EventBody, MeterLogEntry, RecordedEvent, UnknownBody
+from flowsd.events.types import (
+    BODY_CLASSES,
+    NATIVE_TYPE_ID_MAX,
+    EventBody,
+    MeterLogEntry,
+    RecordedEvent,
+    UnknownBody,
+)
 
 
 class Projection(ABC):
@@ -138,7 +145,10 @@ def _classes_of(wanted: frozenset[int]) -> tuple[frozenset[type], frozenset[type
     fixed: set[type[EventBody]] = {
         cls for cls in BODY_CLASSES if cls is not MeterLogEntry and cls.TYPE_ID in wanted
     }
-    return frozenset(fixed), frozenset({MeterLogEntry, UnknownBody})
+    varying: set[type] = {UnknownBody}
+    if any(0 < type_id <= NATIVE_TYPE_ID_MAX for type_id in wanted):
+        varying.add(MeterLogEntry)
+    return frozenset(fixed), frozenset(varying)
 
 
 class ProjectionError(Exception):
