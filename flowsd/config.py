@@ -145,7 +145,7 @@ class AppenderConfig(_Section, frozen=True):
     queue_size: PositiveInt = 10_000
     # A batch is committed when it holds this many events or flush_interval after its first.
     batch_max: PositiveInt = 2_000
-    flush_interval_seconds: Seconds = 0.05
+    flush_interval_seconds: Seconds = 0.2
     # While the database is unreachable, events wait in memory up to this many, then go to
     # the spill journal under the state directory (fsync'd per write).
     memory_max_events: PositiveInt = 50_000
@@ -196,7 +196,7 @@ class ProjectionsConfig(_Section, frozen=True):
     batch_max: PositiveInt = 20_000
     # Live: batches arriving within this long of the first are applied in one transaction
     # (fewer commits and checkpoint writes; projections lag by up to this much more). 0: off.
-    merge_seconds: Seconds = 0.5
+    merge_seconds: Seconds = 1.0
     # Fallback poll of the log head when no NOTIFY or in-process batch arrived; the LISTEN
     # connection (and the projections' locks, flowsd.projections.leadership) is checked every
     # max(poll_interval_seconds, 1) seconds.

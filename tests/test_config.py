@@ -48,7 +48,7 @@ def test_out_of_range_value_is_rejected() -> None:
 
 def test_projection_merge_window() -> None:
     shipped = load_config(REPO / "config" / "flowsd.toml", environ={})
-    assert shipped.projections.merge_seconds == Config().projections.merge_seconds == 0.5
+    assert shipped.projections.merge_seconds == Config().projections.merge_seconds == 1.0
     off = decode_config("[projections]\nmerge_seconds = 0\n", source="x.toml")
     assert off.projections.merge_seconds == 0
     with pytest.raises(ConfigError, match="merge_seconds"):
