@@ -3,7 +3,10 @@
 A :class:`Poll` reads the plan items of its cadences in order (learning the hardware first
 when the registry does not know it), pages the meter's event log from the session's cursor
 and reads the profile logs from the session's per-log cursors with back-fill, always last:
-a meter's live readings never wait behind its own history. A profile-log request more than
+a meter's live readings never wait behind its own history. Without a cursor (a meter's
+first scan) the event log's pages behind the newest are history too: the scan then comes
+after the profile logs and those pages go in the back-fill lane (a withdrawn wait leaves
+the whole scan to a later poll). A profile-log request more than
 :data:`LIVE_HALF_HOURS` half hours behind is back-fill: it queues in the limiter's
 back-fill lane (:mod:`flowsd.meters.limits`), behind every live request of the fleet, and
 the poll leaves the rest of its back-fill to a later poll once the meter's next cadence is
@@ -20,6 +23,7 @@ retries.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Literal
@@ -120,8 +124,16 @@ class Poll:
         for cadence in session.plan.cadences(session.family or "single_phase"):
             if cadence.name in wanted:
                 items.extend(i for i in cadence.items if i not in items)
-        # Profile logs last (stable sort): the back-fill they may carry is the long part.
-        items.sort(key=lambda item: isinstance(item, ProfileLogsRead))
+        # Profile logs last (stable sort): the back-fill they may carry is the long part. An
+        # event log never scanned goes after them: most of its pages are history.
+        history = session.event_cursor is None
+
+        def rank(item: PlanItem) -> int:
+            if isinstance(item, ProfileLogsRead):
+                return 1
+            return 2 if history and isinstance(item, EventLogRead) else 0
+
+        items.sort(key=rank)
         return items
 
     async def _run_item(self, conv: Conversation, item: PlanItem) -> None:
@@ -153,7 +165,10 @@ class Poll:
         session = conv.session
         scan = EventLogScan(session.event_cursor, max_pages=session.settings.event_log_max_pages)
         while (page := scan.next_page()) is not None:
-            records = await self._event_page(conv, page)
+            # Without a cursor (nothing of this meter's log is stored yet) the pages behind
+            # the newest are history: back-fill, behind every meter's live reads.
+            history = page > 0 and scan.cursor is None
+            records = await self._event_page(conv, page, lane="backfill" if history else "live")
             if records is None:
                 return  # the cursor stays; the whole scan is repeated next time
             scan.add_page(records)
@@ -198,8 +213,20 @@ class Poll:
         await conv.emit(observations)
         session.event_cursor = result.cursor
 
-    async def _event_page(self, conv: Conversation, index: int) -> list[LogRecord] | None:
-        answer = await conv.request(EventLogRequest(index), "event_log", "event_log")
+    async def _event_page(
+        self, conv: Conversation, index: int, lane: Lane = "live"
+    ) -> list[LogRecord] | None:
+        """Page ``index`` of the meter's log; None when it failed or its back-fill wait was
+        withdrawn (the meter's next cadence came due, or the fleet has meters waiting to
+        start their first poll), counted."""
+        due = conv.session.schedule.next_due() if lane == "backfill" else math.inf
+        try:
+            answer = await conv.request(
+                EventLogRequest(index), "event_log", "event_log", lane=lane, due=due
+            )
+        except BackfillDeferredError:
+            conv.session.counts.backfill_deferred += 1
+            return None
         if isinstance(answer, Failure):
             return None
         record = answer.response.record

@@ -115,6 +115,7 @@ async def fleet_of(
     faults: str | None = None,
     seed: int = 7,
     history_days: int = 2,
+    journal: bool = False,
 ) -> AsyncIterator[SimulatedFleet]:
     async with SimulatedFleet(
         meters=meters,
@@ -124,6 +125,7 @@ async def fleet_of(
         faults=faults,
         hardware=hardware,
         history_days=history_days,
+        journal=journal,
     ) as fleet:
         yield fleet
 

@@ -8,13 +8,13 @@ import math
 import anyio
 
 from flowsd.meters.limits import ConnectionLimiter, Lane
-from flowsd.meters.observations import SessionOutcome
+from flowsd.meters.observations import EventLogScanned, MeterLogEntry, SessionOutcome
 from flowsd.meters.session import MeterSession
 from flowsd.meters.statistics import EngineCounts
 from flowsd.sim.fleet import SimulatedFleet
 from tests.support import wait_until
 
-from .conftest import Collector, plan_of, settings, subnet, targets_for
+from .conftest import Collector, fleet_of, plan_of, session_for, settings, subnet, targets_for
 
 
 async def test_a_live_waiter_is_granted_before_every_backfill_waiter_queued_earlier() -> None:
@@ -125,3 +125,45 @@ async def test_live_reads_of_a_meter_go_before_the_fleets_backfill_under_the_cap
 def _is_read(request: bytes) -> bool:
     """An object read (0x01 + object id) rather than a profile-log request."""
     return request[:1] == b"\x01"
+
+
+async def test_a_meters_first_event_log_scan_is_history_read_last_in_the_backfill_lane() -> None:
+    """Nothing of the meter's log is stored yet (no cursor): the poll reads its live objects
+    and then the event log's newest page; the older pages go in the back-fill lane. While
+    the fleet holds back-fill (meters waiting to start) they are not asked and nothing of the
+    scan is emitted; the next poll reads the whole log, every entry the meter holds."""
+    live = ["csq_net_op", "prepay_balance"]
+    plan = plan_of([*live, "event_log"], period=3600.0)
+    config = settings(event_log_max_pages=10)
+    async with fleet_of(1, hardware=["C1.w"], journal=True) as fleet:
+        (target,) = targets_for(fleet)
+        sink = Collector()
+        session = session_for(target, config, plan, sink)
+        limiter = session.limiter
+        journal = fleet.journal
+        assert journal is not None
+        assert limiter.hold_backfill(True) == 0
+
+        await session.poll(["fast"])
+        pages = [_event_page(e.request) for e in journal if _event_page(e.request) is not None]
+        assert pages == [0]  # the newest page live, the next one refused by the hold
+        assert [_is_read(e.request) for e in journal[: len(live)]] == [True] * len(live)
+        assert session.counts.backfill_deferred == 1
+        assert not sink.of(MeterLogEntry) and not sink.of(EventLogScanned)
+        assert session.event_cursor is None
+        assert all(o.ok for o in sink.of(SessionOutcome))
+
+        limiter.hold_backfill(False)
+        before = len(journal)
+        await session.poll(["fast"])
+        pages = [_event_page(e.request) for e in journal[before:]]
+        assert pages[-1] == 0 and 1 in pages  # history read, then the newest page again
+        assert limiter.granted["backfill"] >= 1
+        held = fleet.events(0)
+        assert len(sink.of(MeterLogEntry)) == len(held) > 10
+        assert session.event_cursor is not None
+
+
+def _event_page(request: bytes) -> int | None:
+    """The page an event-log request asks for (format 0x05), else None."""
+    return request[-1] if request[:1] == b"\x05" else None
