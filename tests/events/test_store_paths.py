@@ -110,11 +110,16 @@ async def test_a_key_stored_behind_the_lock_is_a_duplicate_not_an_error(
     # The first attempt sees no stored keys at all.
     blind_insert = store._INSERT.replace("LIMIT 1) AS hit", "LIMIT 0) AS hit")
     blind_lookup = store._STORED_KEYS.replace("WHERE EXISTS", "WHERE false AND EXISTS")
+    blind_any = store._STORED_KEYS_ANY.replace(
+        "WHERE idempotency_key", "WHERE false AND idempotency_key"
+    )
     assert blind_insert != store._INSERT
     assert blind_lookup != store._STORED_KEYS
-    seeing = (store._INSERT, store._STORED_KEYS)
+    assert blind_any != store._STORED_KEYS_ANY
+    seeing = (store._INSERT, store._STORED_KEYS, store._STORED_KEYS_ANY)
     monkeypatch.setattr(store, "_INSERT", blind_insert)
     monkeypatch.setattr(store, "_STORED_KEYS", blind_lookup)
+    monkeypatch.setattr(store, "_STORED_KEYS_ANY", blind_any)
     attempt = store._append
     attempts: list[bool] = []
 
@@ -122,6 +127,7 @@ async def test_a_key_stored_behind_the_lock_is_a_duplicate_not_an_error(
         if attempts:
             monkeypatch.setattr(store, "_INSERT", seeing[0])
             monkeypatch.setattr(store, "_STORED_KEYS", seeing[1])
+            monkeypatch.setattr(store, "_STORED_KEYS_ANY", seeing[2])
         attempts.append(True)
         return await attempt(*args, **kwargs)
 
