@@ -1,7 +1,7 @@
-"""Both ways a batch reaches the log (a key lookup and a binary COPY, or one INSERT from
-unnest for small batches) give the same result, including the rare paths: an enclosing
-transaction, positions taken outside the batch, a key stored behind the lock, an unknown meter,
-the writer role."""
+"""Both ways a batch reaches the log (key lookups, a part of the batch at a time, and a binary
+COPY, or one INSERT from unnest for small batches) give the same result, including the rare
+paths: an enclosing transaction, positions taken outside the batch, a key stored behind the
+lock, an unknown meter, the writer role."""
 
 from __future__ import annotations
 
@@ -19,10 +19,13 @@ from flowsd.events.types import Event
 from tests.events.helpers import balance_event, native_event, register_event
 
 
-@pytest.fixture(params=["copied", "unnested"])
+@pytest.fixture(params=["copied", "copied in parts", "unnested"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Force every batch through one path, whatever its size."""
-    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1 if request.param == "copied" else 10**9)
+    """Force every batch through one path, whatever its size ("copied in parts": keyed and
+    looked up 3 events at a time, so repeats and stored keys fall in other parts)."""
+    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 10**9 if request.param == "unnested" else 1)
+    if request.param == "copied in parts":
+        monkeypatch.setattr(store, "_PART_EVENTS", 3)
     yield str(request.param)
 
 
