@@ -38,10 +38,11 @@ whole in ``flowsd.rejected_event`` and counted, and the rest commit, in order.
 What a SIGKILL can lose: events in the queue or in memory that were neither committed nor
 spilled. Meters are re-read, and the idempotency keys make re-reading safe.
 
-The appender is the loop over the objects that do the work: :class:`~flowsd.events.backlog.Backlog`
-(queue and memory), :class:`~flowsd.events.log_writer.LogWriter` (connection, commits,
-rejections), :class:`~flowsd.events.outage.OutageRetry` (retrying, absorbing and spilling while
-the database is away) and :class:`~flowsd.events.spillover.Spillover` (the journal).
+:class:`Appender` is the loop and the public face; the work is done by
+:class:`~flowsd.events.backlog.Backlog` (queue and memory),
+:class:`~flowsd.events.log_writer.LogWriter` (connection, commits, rejections),
+:class:`~flowsd.events.outage.OutageRetry` (retrying, absorbing and spilling while the database
+is away) and :class:`~flowsd.events.spillover.Spillover` (the journal).
 """
 
 from __future__ import annotations

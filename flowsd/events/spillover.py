@@ -2,9 +2,9 @@
 
 Writes the backlog's memory (and, on stop or failure, its queue too) to the journal, fsync'd,
 and frees the memory; drains the oldest segment through a commit function and then removes it.
-A journal that cannot be written (disk full) or scanned leaves the events in memory and marks
-the spillover ``blocked`` (``flowsd_spill_disk_full``) until a write succeeds again or the
-memory has drained below its bound.
+A write that fails (disk full, I/O error) leaves the events in memory; it, or a journal that
+cannot be scanned at start, marks the spillover ``blocked`` (``flowsd_spill_disk_full``) until
+a write succeeds or commits have brought memory below ``memory_max_events`` again.
 """
 
 from __future__ import annotations
