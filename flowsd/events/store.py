@@ -22,14 +22,17 @@ How a batch travels (one transaction, the advisory lock held from the first stat
 
 1. ``flowsd.begin_event_append()``: the lock, the head position and the transaction's ``now()``
    (which is every new row's ``recorded_at``);
-2. the keys already in the log are looked up in ``flowsd.event_key`` (one index probe each,
-   under the lock, so none can arrive before the insert);
-3. the other events go straight into the log with binary ``COPY``, in batch order (encoded
-   piece by piece by :meth:`flowsd.events.codec.KeyedBatch.copy_data` while the server
-   stores the previous piece): positions are allocated in row order while the lock is held,
-   so the new events hold exactly the positions after the old head, and nothing per row
-   comes back. If the numbers disagree (someone called
-   ``nextval`` on the sequence by hand), the positions are read back by key instead;
+2. the keys already in the log are looked up in ``flowsd.event_key``, ``_PART_EVENTS`` at a
+   time (the next part is keyed in Python meanwhile), under the lock, so none can arrive
+   before the insert: one array index scan per part on PostgreSQL 17 and later, one index
+   probe per key before;
+3. the other events go straight into the log with one binary ``COPY``, in batch order
+   (encoded piece by piece by :meth:`flowsd.events.codec.KeyedBatch.copy_data` while the
+   server stores the previous piece; the returned events are built while it finishes):
+   positions are allocated in row order while the lock is held, so the new events hold
+   exactly the positions after the old head, and nothing per row comes back. If the numbers
+   disagree (someone called ``nextval`` on the sequence by hand), the positions are read
+   back by key instead;
 4. ``flowsd.finish_event_append()``: the new head and the NOTIFY.
 
 Batches below ``_COPY_MIN_EVENTS`` do steps 2 and 3 in one ``INSERT ... SELECT`` from
