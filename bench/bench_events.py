@@ -17,8 +17,10 @@ this machine) of its server process, which move far less than events/s on a shar
   JSON) and the building of the returned events.
 * ``copy ceiling indexed batch=N``: the same rows, already built as Python tuples, COPY'd by
   asyncpg into a table with the log's columns, identity, indexes and constraints (``LIKE ...
-  INCLUDING ALL``, its foreign keys, and the trigger that notes the meters, which stands in for
-  the meter foreign key), one transaction per batch: what a plain COPY of these rows achieves.
+  INCLUDING ALL``, its foreign keys, the trigger that notes the meters, which stands in for
+  the meter foreign key, and the key claim, which stands in for a unique index on the key:
+  the log's own trigger function, claiming into a key table like ``flowsd.event_key``), one
+  transaction per batch: what a plain COPY of these rows achieves with the log's guarantees.
   ``append/ceiling`` is measured against it.
 * ``copy ceiling unindexed batch=N``: the same into a table with the same columns and no
   index, key or trigger, for reference: what the hardware allows.
@@ -224,6 +226,28 @@ async def _create_ceilings(conn: asyncpg.Connection) -> None:
             "REFERENCING NEW TABLE AS appended "
             "FOR EACH STATEMENT EXECUTE FUNCTION flowsd.note_event_log_meters()"
         )
+    if await conn.fetchval("SELECT to_regproc('flowsd.claim_event_keys') IS NOT NULL"):
+        await _claim_keys_like_the_log(conn)
+
+
+async def _claim_keys_like_the_log(conn: asyncpg.Connection) -> None:
+    """The log's key uniqueness on the indexed ceiling: the log's own key-claiming function,
+    aimed at a key table of the ceiling's (the log's keys are claimed already, as the same
+    events are appended first), as the same statement trigger."""
+    await conn.execute("CREATE TABLE bench_indexed_key (LIKE flowsd.event_key INCLUDING ALL)")
+    definition: str = await conn.fetchval(
+        "SELECT pg_get_functiondef('flowsd.claim_event_keys'::regproc)"
+    )
+    aimed = definition.replace("flowsd.claim_event_keys(", "public.bench_claim_keys(", 1)
+    aimed = aimed.replace("flowsd.event_key ", "public.bench_indexed_key ")
+    if aimed.count("public.") != 2:
+        raise RuntimeError(f"flowsd.claim_event_keys changed shape: {definition}")
+    await conn.execute(aimed)
+    await conn.execute(
+        "CREATE TRIGGER bench_indexed_claim_keys AFTER INSERT ON bench_indexed "
+        "REFERENCING NEW TABLE AS appended "
+        "FOR EACH STATEMENT EXECUTE FUNCTION public.bench_claim_keys()"
+    )
 
 
 async def _appender(url: str, events: list[Event], spill: Path) -> float:

@@ -123,6 +123,33 @@ class KeyedBatch:
     ordinals: list[int] = field(default_factory=list)
     keys: list[UUID] = field(default_factory=list)
     observed_us: list[int] = field(default_factory=list)
+    _seen: set[bytes] = field(default_factory=set)
+
+    def key(self, start: int, stop: int) -> int:
+        """Add the rows of ``events[start:stop]`` whose key is not in the batch yet, in order
+        (a batch may be keyed in parts); the number of rows after them."""
+        events = self.events
+        seen = self._seen
+        for ordinal in range(start, min(stop, len(events))):
+            event = events[ordinal]
+            body = event.body
+            observed = epoch_microseconds(event.observed_at)
+            if isinstance(body, MeterLogEntry):
+                type_id = body.emlite_type_id
+                discriminator = str(body.event_set)
+            else:
+                type_id = body.TYPE_ID
+                discriminator = body.discriminator()
+            key = idempotency_key_bytes(
+                meter_text(event.meter_id), type_id, observed, discriminator
+            )
+            if key in seen:
+                continue
+            seen.add(key)
+            self.ordinals.append(ordinal)
+            self.keys.append(FastUUID(key))
+            self.observed_us.append(observed)
+        return len(self.ordinals)
 
     def copy_data(self, skip: frozenset[int], size: int = 1 << 16) -> Iterator[bytes]:
         """Binary COPY data (columns :data:`COPY_COLUMNS`) of every row whose index is not in
@@ -180,23 +207,7 @@ class KeyedBatch:
 def key_batch(events: Sequence[Event]) -> KeyedBatch:
     """The keys of ``events``; an event whose key appeared earlier in the batch is left out."""
     batch = KeyedBatch(events)
-    seen: set[bytes] = set()
-    for ordinal, event in enumerate(events):
-        body = event.body
-        observed = epoch_microseconds(event.observed_at)
-        if isinstance(body, MeterLogEntry):
-            type_id = body.emlite_type_id
-            discriminator = str(body.event_set)
-        else:
-            type_id = body.TYPE_ID
-            discriminator = body.discriminator()
-        key = idempotency_key_bytes(meter_text(event.meter_id), type_id, observed, discriminator)
-        if key in seen:
-            continue
-        seen.add(key)
-        batch.ordinals.append(ordinal)
-        batch.keys.append(FastUUID(key))
-        batch.observed_us.append(observed)
+    batch.key(0, len(events))
     return batch
 
 

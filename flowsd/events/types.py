@@ -616,8 +616,15 @@ class UnknownBody(msgspec.Struct, frozen=True, kw_only=True):
     payload: bytes | None
 
 
-class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """An event as committed: its global ``position`` and the database's ``recorded_at``."""
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An event as committed: its global ``position`` and the database's ``recorded_at``.
+
+    Not tracked by the garbage collector (``gc=False``): an append returns thousands at once,
+    and tracking them made the collector traverse every batch several times. Safe because a
+    recorded event cannot be part of a reference cycle: it is frozen, and its fields (numbers,
+    datetimes, uuids, a frozen body whose only containers hold strings and numbers) cannot
+    refer back to it.
+    """
 
     position: int
     recorded_at: datetime

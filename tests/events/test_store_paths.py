@@ -1,7 +1,7 @@
-"""Both ways a batch reaches the log (a key lookup and a binary COPY, or one INSERT from
-unnest for small batches) give the same result, including the rare paths: an enclosing
-transaction, positions taken outside the batch, a key stored behind the lock, an unknown meter,
-the writer role."""
+"""Both ways a batch reaches the log (key lookups, a part of the batch at a time, and a binary
+COPY, or one INSERT from unnest for small batches) give the same result, including the rare
+paths: an enclosing transaction, positions taken outside the batch, a key stored behind the
+lock, an unknown meter, the writer role."""
 
 from __future__ import annotations
 
@@ -19,10 +19,13 @@ from flowsd.events.types import Event
 from tests.events.helpers import balance_event, native_event, register_event
 
 
-@pytest.fixture(params=["copied", "unnested"])
+@pytest.fixture(params=["copied", "copied in parts", "unnested"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Force every batch through one path, whatever its size."""
-    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1 if request.param == "copied" else 10**9)
+    """Force every batch through one path, whatever its size ("copied in parts": keyed and
+    looked up 3 events at a time, so repeats and stored keys fall in other parts)."""
+    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 10**9 if request.param == "unnested" else 1)
+    if request.param == "copied in parts":
+        monkeypatch.setattr(store, "_PART_EVENTS", 3)
     yield str(request.param)
 
 
@@ -110,11 +113,16 @@ async def test_a_key_stored_behind_the_lock_is_a_duplicate_not_an_error(
     # The first attempt sees no stored keys at all.
     blind_insert = store._INSERT.replace("LIMIT 1) AS hit", "LIMIT 0) AS hit")
     blind_lookup = store._STORED_KEYS.replace("WHERE EXISTS", "WHERE false AND EXISTS")
+    blind_any = store._STORED_KEYS_ANY.replace(
+        "WHERE idempotency_key", "WHERE false AND idempotency_key"
+    )
     assert blind_insert != store._INSERT
     assert blind_lookup != store._STORED_KEYS
-    seeing = (store._INSERT, store._STORED_KEYS)
+    assert blind_any != store._STORED_KEYS_ANY
+    seeing = (store._INSERT, store._STORED_KEYS, store._STORED_KEYS_ANY)
     monkeypatch.setattr(store, "_INSERT", blind_insert)
     monkeypatch.setattr(store, "_STORED_KEYS", blind_lookup)
+    monkeypatch.setattr(store, "_STORED_KEYS_ANY", blind_any)
     attempt = store._append
     attempts: list[bool] = []
 
@@ -122,6 +130,7 @@ async def test_a_key_stored_behind_the_lock_is_a_duplicate_not_an_error(
         if attempts:
             monkeypatch.setattr(store, "_INSERT", seeing[0])
             monkeypatch.setattr(store, "_STORED_KEYS", seeing[1])
+            monkeypatch.setattr(store, "_STORED_KEYS_ANY", seeing[2])
         attempts.append(True)
         return await attempt(*args, **kwargs)
 
