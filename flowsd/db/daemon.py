@@ -12,6 +12,8 @@ database: ...`` (:mod:`flowsd.app` says why).
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
+
 import anyio
 import asyncpg
 import structlog
@@ -34,24 +36,17 @@ from flowsd.ops.notify import SystemdNotifier
 log = structlog.get_logger("flowsd.app")
 
 
+@dataclass(eq=False)
 class DaemonDatabase:
     """The connections and the pool of one daemon (``[database]``, fixed at start)."""
 
-    def __init__(
-        self,
-        config: Config,
-        url: str,
-        *,
-        availability: DatabaseAvailability,
-        notifier: SystemdNotifier,
-        ready: anyio.Event,
-    ) -> None:
-        self.config = config
-        self.url = url
-        self.availability = availability
-        self.notifier = notifier
-        self.ready = ready  # set once the daemon runs: refusals are retried from then on
-        self.pool: asyncpg.Pool | None = None
+    config: Config
+    url: str
+    _: KW_ONLY
+    availability: DatabaseAvailability
+    notifier: SystemdNotifier
+    ready: anyio.Event  # set once the daemon runs: refusals are retried from then on
+    pool: asyncpg.Pool | None = field(default=None, init=False)
 
     def reconnect_backoff(self) -> Backoff:
         database = self.config.database

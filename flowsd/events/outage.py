@@ -18,6 +18,7 @@ left to commit.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal
 
 import structlog
@@ -47,46 +48,40 @@ class SpilledSignal(Exception):  # noqa: N818 (control flow, not an error)
     """The in-flight memory batch moved to the journal while the database was away."""
 
 
+@dataclass(eq=False)
 class OutageRetry:
     """Commits a batch, retrying until it is in, spilling while the database is away."""
 
-    def __init__(
-        self,
-        writer: LogWriter,
-        backlog: Backlog,
-        spillover: Spillover,
-        *,
-        backoff: Backoff,
-        availability: DatabaseAvailability,
-        memory_max_events: int,
-        stopping: asyncio.Event,
-    ) -> None:
-        self._writer = writer
-        self._backlog = backlog
-        self._spillover = spillover
-        self._backoff = backoff
-        self.availability = availability
-        self._memory_max_events = memory_max_events
-        self._stopping = stopping
-        self.database_up = True  # until an append fails
-        self.last_attempt_ok = False  # what flowsd_appender_database_up says: 0 until one works
-        self.failures = 0  # failed commit attempts
-        self.failures_by_kind: dict[AppendErrorKind, int] = dict.fromkeys(APPEND_ERROR_KINDS, 0)
+    writer: LogWriter
+    backlog: Backlog
+    spillover: Spillover
+    _: KW_ONLY
+    backoff: Backoff
+    availability: DatabaseAvailability
+    memory_max_events: int
+    stopping: asyncio.Event
+    database_up: bool = field(default=True, init=False)  # until an append fails
+    # What flowsd_appender_database_up says: 0 until one works.
+    last_attempt_ok: bool = field(default=False, init=False)
+    failures: int = field(default=0, init=False)  # failed commit attempts
+    failures_by_kind: dict[AppendErrorKind, int] = field(
+        default_factory=lambda: dict.fromkeys(APPEND_ERROR_KINDS, 0), init=False
+    )
 
     async def commit(self, batch: list[Event], source: Source) -> list[AppendResult]:
         """Commit ``batch``, retrying until it is in (or, from memory, moved to the journal:
         :class:`SpilledSignal`)."""
-        retry = Retry(self._backoff)
+        retry = Retry(self.backoff)
         while True:
-            if self._stopping.is_set() and not self.database_up:
+            if self.stopping.is_set() and not self.database_up:
                 # Stopping during an outage: no more attempts, everything goes to the journal.
-                spilled = await self._spillover.spill_everything()
+                spilled = await self.spillover.spill_everything()
                 if spilled and source == "memory":
                     raise SpilledSignal
-                if self._backlog.is_empty():
+                if self.backlog.is_empty():
                     raise StoppedSignal
             try:
-                results = await self._writer.commit(batch)
+                results = await self.writer.commit(batch)
                 self.database_up = self.last_attempt_ok = True
                 self.availability.succeeded("appender")
                 return results
@@ -103,11 +98,11 @@ class OutageRetry:
                     events=len(batch),
                     source=source,
                 )
-                await self._writer.drop_connection()
+                await self.writer.drop_connection()
             spilled = await self._wait_absorbing(delay)
             if spilled and source == "memory":
                 raise SpilledSignal
-            if self._stopping.is_set() and self._backlog.is_empty():
+            if self.stopping.is_set() and self.backlog.is_empty():
                 raise StoppedSignal
 
     async def _wait_absorbing(self, seconds: float) -> bool:
@@ -115,23 +110,23 @@ class OutageRetry:
         from the queue; True if memory was spilled."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        bound = self._memory_max_events
-        memory = self._backlog.memory
+        bound = self.memory_max_events
+        memory = self.backlog.memory
         spilled = False
         recoveries = self.availability.recoveries
         while True:
-            if self._stopping.is_set():
-                return await self._spillover.spill_everything() or spilled
+            if self.stopping.is_set():
+                return await self.spillover.spill_everything() or spilled
             remaining = deadline - loop.time()
             if remaining <= 0 or self.availability.recoveries != recoveries:
                 return spilled
-            if self._spillover.blocked and len(memory) >= bound:
+            if self.spillover.blocked and len(memory) >= bound:
                 # Disk full too: leave events in the queue so producers wait; retry the disk
                 # once per retry period.
                 await asyncio.sleep(min(remaining, _ABSORB_POLL_SECONDS))
                 if remaining <= _ABSORB_POLL_SECONDS:
-                    spilled = await self._spillover.spill_memory() or spilled
+                    spilled = await self.spillover.spill_memory() or spilled
                 continue
-            await self._backlog.absorb(min(remaining, _ABSORB_POLL_SECONDS), bound)
+            await self.backlog.absorb(min(remaining, _ABSORB_POLL_SECONDS), bound)
             if len(memory) > bound:
-                spilled = await self._spillover.spill_memory() or spilled
+                spilled = await self.spillover.spill_memory() or spilled

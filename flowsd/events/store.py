@@ -378,20 +378,21 @@ async def _record(
         if index in skip:
             continue
         position += 1
-        event = events[ordinal]
-        recorded.append(
-            RecordedEvent(
-                position=position,
-                recorded_at=recorded_at,
-                meter_id=event.meter_id,
-                observed_at=event.observed_at,
-                read_at=event.read_at,
-                body=event.body,
-                idempotency_key=keys[index],
-            )
-        )
+        recorded.append(_committed(events[ordinal], position, recorded_at, keys[index]))
         if index % _RECORD_SLICE == 0:
             await asyncio.sleep(0)
+
+
+def _committed(event: Event, position: int, recorded_at: datetime, key: UUID) -> RecordedEvent:
+    return RecordedEvent(
+        position=position,
+        recorded_at=recorded_at,
+        meter_id=event.meter_id,
+        observed_at=event.observed_at,
+        read_at=event.read_at,
+        body=event.body,
+        idempotency_key=key,
+    )
 
 
 async def _insert(conn: asyncpg.Connection, events: Sequence[Event]) -> _Inserted:
@@ -428,18 +429,7 @@ def _recorded(
             if found is None:
                 continue  # not stored
             position = found
-        event = events[ordinal]
-        recorded.append(
-            RecordedEvent(
-                position=position,
-                recorded_at=recorded_at,
-                meter_id=event.meter_id,
-                observed_at=event.observed_at,
-                read_at=event.read_at,
-                body=event.body,
-                idempotency_key=key,
-            )
-        )
+        recorded.append(_committed(events[ordinal], position, recorded_at, key))
     if positions is not None:
         recorded.sort(key=lambda r: r.position)
     return tuple(recorded)
