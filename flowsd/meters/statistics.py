@@ -11,8 +11,8 @@ what the supervisor adds, into a :class:`FleetStatistics`, which ``flowsd status
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -136,10 +136,10 @@ class FleetTally:
     ) -> FleetStatistics:
         connections = counts.connections
         return FleetStatistics(
+            **_shared_counts(counts),
             meters_by_state={state: self.states[state] for state in BREAKER_STATES},
             never_answered=self.never_answered,
             stale=stale,
-            runs_in_progress=counts.runs_in_progress,
             meters_running=meters_running,
             meters_running_bound=meters_running_bound,
             meters_waiting_to_start=meters_waiting_to_start,
@@ -147,30 +147,20 @@ class FleetTally:
             peak_connections_in_flight=peak_connections_in_flight,
             connects=connections.connects,
             connection_grants=dict(connections.granted),
-            backfill_deferred=counts.backfill_deferred,
             bytes_sent=counts.traffic.sent,
             bytes_received=counts.traffic.received,
-            requests_ok=counts.requests_ok,
-            request_failures=dict(counts.request_failures),
-            attempts=dict(counts.attempts),
-            retries=counts.retries,
-            polls=counts.polls,
-            failed_polls=counts.failed_polls,
-            probes=counts.probes,
-            failed_probes=counts.failed_probes,
-            watchdog_cancellations=counts.watchdog_cancellations,
-            skipped_slots=counts.skipped_slots,
-            sink_wait_seconds=counts.sink_wait_seconds,
-            sink_failures=counts.sink_failures,
-            observations=dict(counts.observations),
-            interval_gaps=counts.interval_gaps,
-            event_log_overflows=counts.event_log_overflows,
-            event_log_rescans=counts.event_log_rescans,
-            event_log_invalid_records=counts.event_log_invalid_records,
-            invalid_values=counts.invalid_values,
-            breaker_transitions=dict(counts.breaker_transitions),
-            commands=dict(counts.commands),
-            commands_running=counts.commands_running,
-            commands_queued=counts.commands_queued,
-            commands_refused=dict(counts.commands_refused),
         )
+
+
+def _shared_counts(counts: EngineCounts) -> dict[str, Any]:
+    """The counters of ``counts`` that :class:`FleetStatistics` holds under the same name,
+    each counter (a dict) copied so that the snapshot does not change with the engine."""
+    shared: dict[str, Any] = {}
+    for name in FleetStatistics.__struct_fields__:
+        if name in _ENGINE_COUNT_NAMES:
+            value = getattr(counts, name)
+            shared[name] = dict(value) if isinstance(value, dict) else value
+    return shared
+
+
+_ENGINE_COUNT_NAMES = frozenset(counter.name for counter in fields(EngineCounts))
