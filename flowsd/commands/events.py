@@ -27,7 +27,7 @@ import msgspec
 
 from flowsd.commands import add_command
 from flowsd.commands.output import to_json
-from flowsd.commands.replay import parse_time, with_connection
+from flowsd.commands.replay import add_since_argument, parse_time, with_connection
 from flowsd.commands.run import add_common_arguments
 from flowsd.db.meter_names import MeterName, find_meter
 from flowsd.errors import UserError
@@ -50,9 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         subparsers, "events", "one meter's events (--follow: as they come)", __doc__
     )
     parser.add_argument("--meter", metavar="SERIAL", required=True, help="serial or id")
-    parser.add_argument(
-        "--since", metavar="TIME", help="events recorded at or after TIME (ISO 8601; UTC default)"
-    )
+    add_since_argument(parser, "events")
     parser.add_argument(
         "--type",
         metavar="NAME",

@@ -45,6 +45,24 @@ def add_projection_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_from_snapshot_argument(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--from-snapshot",
+        action="store_true",
+        help="start from each projection's newest snapshot (flowsd projections snapshot), "
+        "not from position 0",
+    )
+
+
+def add_since_argument(parser: argparse._ActionsContainer, what: str) -> None:
+    """``--since TIME``, read by :func:`parse_time`."""
+    parser.add_argument(
+        "--since",
+        metavar="TIME",
+        help=f"{what} recorded at or after TIME (ISO 8601; UTC when no offset)",
+    )
+
+
 def with_connection(
     args: argparse.Namespace, work: Callable[[asyncpg.Connection, Connect], Awaitable[T]]
 ) -> T:
@@ -86,16 +104,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start.add_argument(
         "--from-position", metavar="N", type=int, help="rebuild from events after position N"
     )
-    start.add_argument(
-        "--from-snapshot",
-        action="store_true",
-        help="start from each projection's newest snapshot (flowsd projections snapshot)",
-    )
-    start.add_argument(
-        "--since",
-        metavar="TIME",
-        help="rebuild from events recorded at or after TIME (ISO 8601; UTC when no offset)",
-    )
+    add_from_snapshot_argument(start)
+    add_since_argument(start, "rebuild from events")
     add_common_arguments(parser)
     parser.set_defaults(handler=run)
 

@@ -19,7 +19,11 @@ import asyncpg
 
 from flowsd.commands import add_command
 from flowsd.commands.output import print_json
-from flowsd.commands.replay import add_projection_argument, with_connection
+from flowsd.commands.replay import (
+    add_from_snapshot_argument,
+    add_projection_argument,
+    with_connection,
+)
 from flowsd.commands.run import add_common_arguments
 from flowsd.projections.catalogue import select_projections
 from flowsd.projections.replay import Connect
@@ -38,11 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--show", metavar="N", type=int, default=10, help="differing rows to print per projection"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument(
-        "--from-snapshot",
-        action="store_true",
-        help="rebuild from each projection's newest snapshot, not from position 0",
-    )
+    add_from_snapshot_argument(parser)
     add_common_arguments(parser)
     parser.set_defaults(handler=run)
 
