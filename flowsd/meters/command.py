@@ -41,6 +41,7 @@ from flowsd.emop import (
     by_name,
 )
 from flowsd.emop.records import EventLog, ProfileLog1, ProfileLog2
+from flowsd.fields import same_named
 from flowsd.meters.backfill import HALF_HOUR, newest_complete, to_datetime
 from flowsd.meters.eventlog import RepeatNumbering
 from flowsd.meters.exchange import Answer, Failure, PollAbortError
@@ -227,16 +228,10 @@ class MeterCommand:
             serial=serial,
             read_at=now,
             command_id=self.id,
-            lane=self.lane,
             operation=self.name,
+            **same_named(result, CommandOutcome),  # ok, reason, detail, nak, writes, readback
+            lane=self.lane,
             recorded=self.changes_meter,
-            ok=result.ok,
-            reason=result.reason,
-            detail=result.detail,
-            nak=result.nak,
-            writes_acknowledged=result.writes_acknowledged,
-            writes_total=result.writes_total,
-            readback=result.readback,
             duration_seconds=seconds,
         )
 

@@ -11,11 +11,12 @@ what the supervisor adds, into a :class:`FleetStatistics`, which ``flowsd status
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from flowsd.fields import same_named
 from flowsd.meters.breaker import BREAKER_STATES, BreakerState
 from flowsd.meters.limits import ConnectionTotals, Lane
 from flowsd.meters.transport import Traffic
@@ -136,7 +137,7 @@ class FleetTally:
     ) -> FleetStatistics:
         connections = counts.connections
         return FleetStatistics(
-            **_shared_counts(counts),
+            **same_named(counts, FleetStatistics),
             meters_by_state={state: self.states[state] for state in BREAKER_STATES},
             never_answered=self.never_answered,
             stale=stale,
@@ -150,17 +151,3 @@ class FleetTally:
             bytes_sent=counts.traffic.sent,
             bytes_received=counts.traffic.received,
         )
-
-
-def _shared_counts(counts: EngineCounts) -> dict[str, Any]:
-    """The counters of ``counts`` that :class:`FleetStatistics` holds under the same name,
-    each counter (a dict) copied so that the snapshot does not change with the engine."""
-    shared: dict[str, Any] = {}
-    for name in FleetStatistics.__struct_fields__:
-        if name in _ENGINE_COUNT_NAMES:
-            value = getattr(counts, name)
-            shared[name] = dict(value) if isinstance(value, dict) else value
-    return shared
-
-
-_ENGINE_COUNT_NAMES = frozenset(counter.name for counter in fields(EngineCounts))
