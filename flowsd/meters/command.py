@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 from uuid import UUID
 
 import anyio
@@ -134,6 +134,16 @@ def _nak_name(detail: str) -> str:
     return "UNKNOWN"
 
 
+class _CommandFields(TypedDict):
+    """The fields :class:`CommandRequested` and :class:`CommandOutcome` share."""
+
+    meter_id: UUID
+    serial: str | None
+    read_at: datetime
+    command_id: UUID
+    operation: str
+
+
 class MeterCommand:
     """One queued command and the result its caller waits for."""
 
@@ -175,6 +185,12 @@ class MeterCommand:
                 return "read_element"
         return "raw_exchange"
 
+    def _about(self, meter_id: UUID, serial: str | None, now: datetime) -> _CommandFields:
+        """What both of this command's observations (requested, outcome) say of it."""
+        return _CommandFields(
+            meter_id=meter_id, serial=serial, read_at=now, command_id=self.id, operation=self.name
+        )
+
     def requested(self, meter_id: UUID, serial: str | None, now: datetime) -> CommandRequested:
         """The observation recording that the command was accepted (commands that write)."""
         op = self.operation
@@ -192,13 +208,9 @@ class MeterCommand:
             if op.request.object_id != TOKEN_OBJECT_ID:
                 arguments = {"payload_hex": op.request.payload.hex()}
         return CommandRequested(
-            meter_id=meter_id,
-            serial=serial,
-            read_at=now,
-            command_id=self.id,
+            **self._about(meter_id, serial, now),
             source=self.source,
             client=self.client,
-            operation=self.name,
             objects=objects,
             payload_sha256=digest,
             arguments=arguments,
@@ -224,11 +236,7 @@ class MeterCommand:
         result = self.result
         assert result is not None
         return CommandOutcome(
-            meter_id=meter_id,
-            serial=serial,
-            read_at=now,
-            command_id=self.id,
-            operation=self.name,
+            **self._about(meter_id, serial, now),
             **same_named(result, CommandOutcome),  # ok, reason, detail, nak, writes, readback
             lane=self.lane,
             recorded=self.changes_meter,
