@@ -179,9 +179,21 @@ async def play_history(
         if waited.cancelled_caught:
             log.warning("demo: the fleet did not answer a history step in time; moving on")
     clock.advance(seconds=max(0.0, time.time() - clock.unix()))
+    await _tables_show_history(daemon)
     clock.set_speed(1.0)
     daemon.supervisor.freshness.resume()
     log.info("demo: running in real time")
+
+
+async def _tables_show_history(daemon: Daemon) -> None:
+    """Until the read tables hold every event of the history just polled: the documented
+    queries read them (the offline-meters view, say, reads the newest signal readings)."""
+    with anyio.move_on_after(_ROUND_SECONDS):
+        await daemon.appender.flush()
+    projectors = daemon.projectors
+    head = daemon.appender.statistics().head_position
+    if projectors is not None and not await projectors.wait_caught_up(head, _ROUND_SECONDS):
+        log.warning("demo: the projections did not catch up with the history in time")
 
 
 def run(args: argparse.Namespace) -> int:
