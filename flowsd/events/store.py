@@ -51,8 +51,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
+import anyio
 import asyncpg
 import msgspec
 
@@ -80,6 +82,8 @@ _COPY_MIN_EVENTS = 250
 # A copied batch is keyed and looked up in parts of this many events, so that Python keys
 # the next part while the server looks this one up (see _copy).
 _PART_EVENTS = 2000
+# How long a cancelled lookup or COPY may take to end before the append gives up on it.
+_STOP_SECONDS = 5.0
 
 _BEGIN = "SELECT flowsd.begin_event_append() AS head, now() AS recorded_at"
 _BEGIN_FENCED = """
@@ -289,11 +293,13 @@ async def _copy(
     first, keyed = 0, rows.key(0, _PART_EVENTS)
     for start in range(_PART_EVENTS, len(events) + _PART_EVENTS, _PART_EVENTS):
         lookup = asyncio.ensure_future(_stored_indexes(conn, rows.keys[first:keyed]))
-        await asyncio.sleep(0)  # the lookup is sent before the next part is keyed
         try:
+            await asyncio.sleep(0)  # the lookup is sent before the next part is keyed
             following = rows.key(start, start + _PART_EVENTS)
-        finally:
             found = await lookup
+        except BaseException:
+            await _stop(lookup)
+            raise
         skip.update(first + index for index in found)
         first, keyed = keyed, following
     skipped = frozenset(skip)
@@ -315,6 +321,18 @@ async def _copy(
         finally:
             await copy.done()
     return inserted
+
+
+async def _stop(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` (a statement on the append's connection) and wait until it has ended,
+    within :data:`_STOP_SECONDS`: the caller's ROLLBACK on that connection would otherwise
+    fail with "another operation is in progress" instead of reporting the timeout or
+    cancellation that got here. Its own error, if any, is dropped: the caller's is raised."""
+    task.cancel()
+    with anyio.move_on_after(_STOP_SECONDS, shield=True):
+        await asyncio.wait({task})
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: asyncio would log it as never retrieved
 
 
 class _Copy:
@@ -346,7 +364,7 @@ class _Copy:
         try:
             await asyncio.wait({self._task, waiting}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
-            self._task.cancel()
+            await _stop(self._task)
             raise
         finally:
             waiting.cancel()

@@ -5,6 +5,7 @@ lock, an unknown meter, the writer role."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -174,3 +175,28 @@ async def test_the_writer_role_appends_on_both_paths(
         await conn.execute(f"DROP ROLE {role}")
     noted = await conn.fetch("SELECT meter_id FROM flowsd.event_log_meter")
     assert [row["meter_id"] for row in noted] == [meters[0]]
+
+
+async def test_an_append_timed_out_while_its_copy_is_sending_ends_cleanly(
+    conn: asyncpg.Connection, meters: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timeout that lands while the COPY's data is still being handed over is reported as
+    the timeout, nothing is stored, and the connection takes the next append: the COPY is
+    cancelled and waited for before the transaction rolls back (a ROLLBACK sent beside a
+    running COPY fails with "another operation is in progress")."""
+    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1)
+    chunks = store._Copy._data
+
+    async def slow_data(self: Any) -> Any:
+        async for chunk in chunks(self):
+            yield chunk
+            await asyncio.sleep(5)
+
+    monkeypatch.setattr(store._Copy, "_data", slow_data)
+    batch = _mixed(meters, 0, 20)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(append_batch(conn, batch), 0.5)
+    assert await conn.fetchval("SELECT count(*) FROM flows.meter_event_log") == 0
+    monkeypatch.setattr(store._Copy, "_data", chunks)
+    result = await asyncio.wait_for(append_batch(conn, batch), 10)
+    assert len(result.events) == len(batch)
