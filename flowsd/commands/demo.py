@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -186,14 +187,17 @@ async def play_history(
 
 
 async def _tables_show_history(daemon: Daemon) -> None:
-    """Until the read tables hold every event of the history just polled: the documented
-    queries read them (the offline-meters view, say, reads the newest signal readings)."""
-    with anyio.move_on_after(_ROUND_SECONDS):
-        await daemon.appender.flush()
+    """Until the read tables hold every event of the history just polled, for at most
+    :data:`_ROUND_SECONDS` in all: the documented queries read them (the offline-meters
+    view, say, reads the newest signal readings)."""
     projectors = daemon.projectors
-    head = daemon.appender.statistics().head_position
-    if projectors is not None and not await projectors.wait_caught_up(head, _ROUND_SECONDS):
-        log.warning("demo: the projections did not catch up with the history in time")
+    if projectors is None or daemon.stop_requested.is_set():
+        return
+    with anyio.move_on_after(_ROUND_SECONDS) as waited:
+        await daemon.appender.flush()
+        await projectors.wait_caught_up(daemon.appender.statistics().head_position, math.inf)
+    if waited.cancelled_caught:
+        log.warning("demo: the tables did not catch up with the history in time; moving on")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,8 @@ and reads the profile logs from the session's per-log cursors with back-fill, al
 a meter's live readings never wait behind its own history. Without a cursor (a meter's
 first scan) the event log's pages behind the newest are history too: the scan then comes
 after the profile logs and those pages go in the back-fill lane (a withdrawn wait leaves
-the whole scan to a later poll). A profile-log request more than
+the whole scan to a later poll; after :data:`EVENT_HISTORY_MAX_DEFERRALS` such polls the
+history is read live, since the meter's log rolls over). A profile-log request more than
 :data:`LIVE_HALF_HOURS` half hours behind is back-fill: it queues in the limiter's
 back-fill lane (:mod:`flowsd.meters.limits`), behind every live request of the fleet, and
 the poll leaves the rest of its back-fill to a later poll once the meter's next cadence is
@@ -85,6 +86,9 @@ NOT_HALF_HOURLY_RECHECK_SECONDS = 86400.0
 # A profile log at most this many half hours behind is read in the live lane: a
 # half-hourly poll normally finds one (two around its slot's edge) per log.
 LIVE_HALF_HOURS = 2
+# A meter's first event-log scan waits for back-fill room at most this many polls; then its
+# history is read in the live lane (the log keeps its last 100 entries and rolls over).
+EVENT_HISTORY_MAX_DEFERRALS = 2
 
 
 class Probe:
@@ -166,8 +170,13 @@ class Poll:
         scan = EventLogScan(session.event_cursor, max_pages=session.settings.event_log_max_pages)
         while (page := scan.next_page()) is not None:
             # Without a cursor (nothing of this meter's log is stored yet) the pages behind
-            # the newest are history: back-fill, behind every meter's live reads.
-            history = page > 0 and scan.cursor is None
+            # the newest are history: back-fill, behind every meter's live reads, until the
+            # scan has been given up too often (the log rolls over: waiting loses entries).
+            history = (
+                page > 0
+                and scan.cursor is None
+                and session.event_history_deferrals < EVENT_HISTORY_MAX_DEFERRALS
+            )
             records = await self._event_page(conv, page, lane="backfill" if history else "live")
             if records is None:
                 return  # the cursor stays; the whole scan is repeated next time
@@ -226,6 +235,7 @@ class Poll:
             )
         except BackfillDeferredError:
             conv.session.counts.backfill_deferred += 1
+            conv.session.event_history_deferrals += 1
             return None
         if isinstance(answer, Failure):
             return None

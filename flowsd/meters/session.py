@@ -106,6 +106,7 @@ class MeterSession:
         "commands",
         "counts",
         "event_cursor",
+        "event_history_deferrals",
         "hardware",
         "heap_generation",
         "last_failure",
@@ -177,6 +178,7 @@ class MeterSession:
         )
         self.profile_cursors: dict[int, LogCursor] = {}
         self.event_cursor: EventLogCursor | None = target.resume.event_log
+        self.event_history_deferrals = 0  # first scans given up for want of back-fill room
         self.running = False
         self.launch_queued = False  # waiting in the fleet scheduler's LaunchQueue
         self.heap_generation = 0

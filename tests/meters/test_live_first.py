@@ -167,3 +167,30 @@ async def test_a_meters_first_event_log_scan_is_history_read_last_in_the_backfil
 def _event_page(request: bytes) -> int | None:
     """The page an event-log request asks for (format 0x05), else None."""
     return request[-1] if request[:1] == b"\x05" else None
+
+
+async def test_a_first_event_log_scan_given_up_twice_reads_its_history_live() -> None:
+    """The fleet keeps holding back-fill (meters keep waiting to start): a meter's first
+    scan is given up at two polls, then read live, the whole log, rather than wait while
+    the meter's log rolls over."""
+    plan = plan_of(["csq_net_op", "event_log"], period=3600.0)
+    async with fleet_of(1, hardware=["C1.w"], journal=True) as fleet:
+        (target,) = targets_for(fleet)
+        sink = Collector()
+        session = session_for(target, settings(event_log_max_pages=10), plan, sink)
+        journal = fleet.journal
+        assert journal is not None
+        session.limiter.hold_backfill(True)
+        for deferrals in (1, 2):
+            before = len(journal)
+            await session.poll(["fast"])
+            assert [_event_page(e.request) for e in journal[before:]] == [None, 0]
+            assert session.event_history_deferrals == deferrals
+            assert not sink.of(MeterLogEntry)
+        before = len(journal)
+        await session.poll(["fast"])
+        pages = [_event_page(e.request) for e in journal[before:]]
+        assert 9 in pages and pages[-1] == 0
+        assert session.limiter.granted["backfill"] == 0
+        assert len(sink.of(MeterLogEntry)) == len(fleet.events(0))
+        assert session.event_cursor is not None
