@@ -7,6 +7,14 @@ restarts, and ``apply()`` of an unchanged meter keeps its schedule. Within its s
 runs at ``slot start + jitter`` (jitter also from the hash, so it is reproducible, and at
 most half a period).
 
+The first run of a cadence after its schedule is made (a start, a restart, a reload that
+changes its period) is the exception: a meter whose place lies late in the period would
+otherwise first run up to a period plus the jitter after the start, and its readings would
+be missing for longer than one cadence. So the first runs, ``[now, now + period + jitter)``
+by place and jitter, are scaled into ``[now, now + FIRST_RUN_WITHIN x period)``: the fleet
+stays spread evenly and in the same order, and the rest of the period is left for the
+polls to finish. Runs after the first keep to their slots.
+
 A schedule remembers the last slot it serviced per cadence. Slots that passed while the
 meter was offline or still busy are not queued: the newest one is serviced and the older
 ones are counted as skipped.
@@ -18,6 +26,9 @@ import hashlib
 import math
 from collections.abc import Iterable
 from uuid import UUID
+
+# The first run of a cadence falls within this share of its period after the schedule is made.
+FIRST_RUN_WITHIN = 0.9
 
 
 def unit_hash(*parts: object) -> float:
@@ -38,7 +49,7 @@ def slot_index(now: float, period: float, phase: float) -> int:
 class CadenceSlots:
     """Slot arithmetic and the last serviced slot for one (meter, cadence)."""
 
-    __slots__ = ("jitter", "last_done", "meter_id", "name", "period", "phase")
+    __slots__ = ("first_due", "jitter", "last_done", "meter_id", "name", "period", "phase")
 
     def __init__(self, meter_id: UUID, name: str, period: float, jitter: float, now: float) -> None:
         self.meter_id = meter_id
@@ -46,9 +57,14 @@ class CadenceSlots:
         self.period = period
         self.phase = phase_of(meter_id, name, period)
         self.jitter = min(jitter, period / 2)
-        # Start with the current slot counted as done: the first poll comes at this meter's
-        # place in the next slot, so a restart does not poll the whole fleet at once.
+        # Start with the current slot counted as done: the first poll comes in the order of
+        # the meters' places in the next slot, spread over most of a period (the module's
+        # docstring), so a restart does not poll the whole fleet at once.
         self.last_done = slot_index(now, period, self.phase)
+        natural = self.due_at(self.last_done + 1) - now
+        self.first_due: float | None = now + natural * (
+            FIRST_RUN_WITHIN * period / (period + self.jitter)
+        )
 
     def slot_start(self, index: int) -> float:
         return index * self.period + self.phase
@@ -57,7 +73,20 @@ class CadenceSlots:
         return self.slot_start(index) + unit_hash(self.meter_id, self.name, index) * self.jitter
 
     def next_due(self) -> float:
+        if self.first_due is not None:
+            return self.first_due
         return self.due_at(self.last_done + 1)
+
+    def done(self, now: float) -> int:
+        """Record a run at ``now`` as servicing the current slot; returns slots skipped.
+
+        A first run brought forward into the slot counted as done at creation services the
+        next one, whose own run would otherwise follow within the same period."""
+        current = max(self.current(now), self.last_done + 1)
+        skipped = max(0, current - self.last_done - 1)
+        self.first_due = None
+        self.last_done = current
+        return skipped
 
     def current(self, now: float) -> int:
         return slot_index(now, self.period, self.phase)
@@ -91,13 +120,7 @@ class MeterSchedule:
 
     def mark_done(self, names: Iterable[str], now: float) -> int:
         """Record the named cadences as serviced in the current slot; returns slots skipped."""
-        skipped = 0
-        for name in names:
-            cadence = self.cadences[name]
-            current = max(cadence.current(now), cadence.last_done + 1)
-            skipped += max(0, current - cadence.last_done - 1)
-            cadence.last_done = current
-        return skipped
+        return sum(self.cadences[name].done(now) for name in names)
 
     def lateness(self, names: Iterable[str], now: float) -> float:
         """How long after its due time the earliest of the named cadences started."""

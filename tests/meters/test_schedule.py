@@ -8,7 +8,7 @@ import uuid
 
 from flowsd.backoff import Backoff
 from flowsd.meters.breaker import Breaker
-from flowsd.meters.schedule import MeterSchedule, phase_of
+from flowsd.meters.schedule import FIRST_RUN_WITHIN, MeterSchedule, phase_of
 
 HOUR = 3600.0
 
@@ -34,26 +34,54 @@ def test_phase_is_stable_and_differs_per_cadence() -> None:
     assert phase_of(meter, "hourly", HOUR) != phase_of(meter, "daily", 86400.0)
 
 
-def test_first_poll_is_at_the_meters_place_in_the_next_slot_then_every_period() -> None:
-    meter = _ids(1)[0]
+def test_first_poll_is_within_most_of_a_period_then_at_the_meters_place_every_period() -> None:
     now = 1_800_000_000.0
-    schedule = MeterSchedule(meter, [("hourly", HOUR)], jitter=0.0, now=now)
-    first = schedule.next_due()
-    assert now < first <= now + HOUR
-    assert schedule.due(first - 0.001) == [] and schedule.due(first) == ["hourly"]
-    assert schedule.mark_done(["hourly"], first) == 0
-    assert schedule.next_due() == first + HOUR
+    for meter in _ids(50):
+        schedule = MeterSchedule(meter, [("hourly", HOUR)], jitter=30.0, now=now)
+        hourly = schedule.cadences["hourly"]
+        first = schedule.next_due()
+        assert now <= first < now + FIRST_RUN_WITHIN * HOUR
+        assert schedule.due(first - 0.001) == [] and schedule.due(first) == ["hourly"]
+        assert schedule.mark_done(["hourly"], first) == 0
+        # Later runs keep to the meter's place (plus jitter) in each following slot,
+        # at most one period and the jitter after the first.
+        second = schedule.next_due()
+        assert 0 <= second - hourly.slot_start(hourly.last_done + 1) < 30.0
+        assert first < second <= first + HOUR + 30.0 + (1 - FIRST_RUN_WITHIN) * HOUR
+        schedule.mark_done(["hourly"], second)
+        assert abs(schedule.next_due() - second - HOUR) < 30.0
+
+
+def test_a_fleets_first_polls_come_within_one_period_spread_evenly_in_place_order() -> None:
+    """The first polls after a start keep the spread of the slots (no herd at any moment)
+    and the order of the meters' places, and every meter is polled within 0.9 of a period:
+    no meter waits a period plus its jitter for its first readings."""
+    now = 1_800_000_000.0
+    meters = _ids(6000, seed=7)
+    firsts = [
+        MeterSchedule(m, [("hourly", HOUR)], jitter=30.0, now=now).next_due() - now for m in meters
+    ]
+    assert min(firsts) >= 0 and max(firsts) < FIRST_RUN_WITHIN * HOUR
+    counts = [0] * 12
+    for offset in firsts:
+        counts[int(offset // (FIRST_RUN_WITHIN * HOUR / 12))] += 1
+    assert min(counts) > 400 and max(counts) < 600
+    # Each meter keeps its place in the period, as a share of it, up to the jitter's share.
+    for meter, offset in zip(meters, firsts, strict=True):
+        place = (phase_of(meter, "hourly", HOUR) - now) % HOUR
+        assert abs(offset / (FIRST_RUN_WITHIN * HOUR) - place / HOUR) < 2 * 30.0 / HOUR
 
 
 def test_slots_missed_while_busy_or_offline_are_counted_not_queued() -> None:
     meter = _ids(1)[0]
     now = 1_800_000_000.0
     schedule = MeterSchedule(meter, [("hourly", HOUR)], jitter=0.0, now=now)
-    first = schedule.next_due()
-    late = first + 3 * HOUR + 10
+    hourly = schedule.cadences["hourly"]
+    slot_after_start = hourly.slot_start(hourly.last_done + 1)
+    late = slot_after_start + 3 * HOUR + 10
     assert schedule.due(late) == ["hourly"]
     assert schedule.mark_done(["hourly"], late) == 3
-    assert schedule.next_due() == first + 4 * HOUR
+    assert schedule.next_due() == slot_after_start + 4 * HOUR
 
 
 def test_jitter_stays_within_bounds_and_rebase_keeps_unchanged_cadences() -> None:
@@ -61,11 +89,11 @@ def test_jitter_stays_within_bounds_and_rebase_keeps_unchanged_cadences() -> Non
     now = 1_800_000_000.0
     schedule = MeterSchedule(meter, [("hourly", HOUR), ("m", 60.0)], jitter=600.0, now=now)
     hourly = schedule.cadences["hourly"]
+    schedule.mark_done(["hourly"], hourly.next_due())
     offset = hourly.next_due() - hourly.slot_start(hourly.last_done + 1)
     assert 0 <= offset < 600
     minute = schedule.cadences["m"]
     assert minute.jitter == 30.0  # capped at half the period
-    schedule.mark_done(["hourly"], hourly.next_due())
     kept = schedule.cadences["hourly"]
     schedule.rebase([("hourly", HOUR), ("daily", 86400.0)], meter, 600.0, now)
     assert schedule.cadences["hourly"] is kept
