@@ -282,7 +282,14 @@ def run_daemon(arguments: str) -> None:
                 await anyio.sleep(_SAMPLE_SECONDS)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(daemon.run)
+
+            async def run_daemon() -> None:
+                # Stopped by request_stop() and waited for: a cancellation would cut its polls
+                # and its appender off, leaving accepted events to the spill journal.
+                await daemon.run()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(run_daemon)
             tg.start_soon(reporter)
             await daemon.ready.wait()
             if memory is not None:
@@ -309,7 +316,6 @@ def run_daemon(arguments: str) -> None:
                 report(event=command)
             daemon.request_stop()
             report(event="stopping")
-            tg.cancel_scope.cancel()
 
     anyio.run(main)
 

@@ -415,7 +415,7 @@ class Daemon:
         """Commit (or spill) everything accepted; if the appender is gone for good, spill."""
         leftovers = self.ingest.pending_events()
         if not self.appender.running:
-            await self.appender.spill_remaining(leftovers)
+            await self.appender.spill_remaining(leftovers, reason="appender not running at stop")
             return
         with anyio.move_on_after(self.config.daemon.drain_seconds):
             if leftovers:
@@ -424,7 +424,7 @@ class Daemon:
             await self._appender_done.wait()
         if self._appender_done.is_set():
             # Whatever a failing appender left behind (normally nothing) goes to the journal.
-            await self.appender.spill_remaining()
+            await self.appender.spill_remaining(reason="events left when the appender ended")
         else:
             log.error("appender did not finish within the drain deadline")
 

@@ -52,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from uuid import UUID
 
+import anyio
 import msgspec
 import structlog
 
@@ -254,12 +255,13 @@ class Appender:
         finally:
             self._running = False
 
-    async def spill_remaining(self, extra: Sequence[Event] = ()) -> bool:
+    async def spill_remaining(self, extra: Sequence[Event] = (), *, reason: str) -> bool:
         """Write everything in the queue and in memory, then ``extra``, to the journal now
-        (the task is gone for good and the daemon must stop); True if anything was written."""
+        (the task is gone for good and the daemon must stop); True if anything was written.
+        ``reason`` says why in the log line."""
         self._closed = True
         self._backlog.accept_into_memory(extra)
-        return await self._spillover.spill_everything()
+        return await self._spillover.spill_everything(reason)
 
     async def _run(self) -> None:
         pending = await self._spillover.scan()
@@ -279,8 +281,16 @@ class Appender:
                 self._note_idle()
         except StoppedSignal:
             log.info("appender stopped", spilled_events=journal.pending_events)
-        except BaseException:
-            await self._spillover.spill_everything()
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            # Shielded: in a cancelled scope the journal write would be cancelled in turn and
+            # the events in memory lost with the process.
+            with anyio.CancelScope(shield=True):
+                await self._spillover.spill_everything(
+                    "appender cancelled" if cancelled else "appender failed",
+                    stopping=self._stopping.is_set(),
+                    error=None if cancelled else repr(exc),
+                )
             raise
         finally:
             journal.close()

@@ -38,6 +38,7 @@ Source = Literal["memory", "journal"]
 log = structlog.get_logger("flowsd.events.appender")
 
 _ABSORB_POLL_SECONDS = 0.1
+_STOPPED_IN_OUTAGE = "stopping while the database is unreachable"
 
 
 class StoppedSignal(Exception):  # noqa: N818 (control flow, not an error)
@@ -75,7 +76,7 @@ class OutageRetry:
         while True:
             if self.stopping.is_set() and not self.database_up:
                 # Stopping during an outage: no more attempts, everything goes to the journal.
-                spilled = await self.spillover.spill_everything()
+                spilled = await self.spillover.spill_everything(_STOPPED_IN_OUTAGE)
                 if spilled and source == "memory":
                     raise SpilledSignal
                 if self.backlog.is_empty():
@@ -116,7 +117,7 @@ class OutageRetry:
         recoveries = self.availability.recoveries
         while True:
             if self.stopping.is_set():
-                return await self.spillover.spill_everything() or spilled
+                return await self.spillover.spill_everything(_STOPPED_IN_OUTAGE) or spilled
             remaining = deadline - loop.time()
             if remaining <= 0 or self.availability.recoveries != recoveries:
                 return spilled

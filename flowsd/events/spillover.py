@@ -1,10 +1,12 @@
 """The appender's use of the spill journal (:class:`flowsd.events.spill.SpillJournal`).
 
 Writes the backlog's memory (and, on stop or failure, its queue too) to the journal, fsync'd,
-and frees the memory; drains the oldest segment through a commit function and then removes it.
-A write that fails (disk full, I/O error) leaves the events in memory; it, or a journal that
-cannot be scanned at start, marks the spillover ``blocked`` (``flowsd_spill_disk_full``) until
-a write succeeds or commits have brought memory below ``memory_max_events`` again.
+and frees the memory, logging why (``<reason>: events spilled to disk``: the database
+unreachable, a stop during an outage, the appender task failed or cancelled, ...); drains
+the oldest segment through a commit function and then removes it. A write that fails (disk
+full, I/O error) leaves the events in memory; it, or a journal that cannot be scanned at
+start, marks the spillover ``blocked`` (``flowsd_spill_disk_full``) until a write succeeds
+or commits have brought memory below ``memory_max_events`` again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from flowsd.events.spill import SpillDirectoryInUseError, SpillJournal
 from flowsd.events.types import Event
 
 log = structlog.get_logger("flowsd.events.appender")
+
+DATABASE_UNREACHABLE = "database unreachable"
 
 
 class Spillover:
@@ -55,13 +59,13 @@ class Spillover:
         if self.blocked and len(self._backlog.memory) < memory_max_events:
             self.blocked = False
 
-    async def spill_everything(self) -> bool:
+    async def spill_everything(self, reason: str, **details: object) -> bool:
         """Queue and memory to the journal (on stop or failure while uncommitted); True if
-        anything was written."""
+        anything was written. ``reason`` (and ``details``) say why in the log line."""
         self._backlog.move_queue_to_memory()
-        return await self.spill_memory()
+        return await self.spill_memory(reason, **details)
 
-    async def spill_memory(self) -> bool:
+    async def spill_memory(self, reason: str = DATABASE_UNREACHABLE, **details: object) -> bool:
         """Memory to the journal; True if anything was written. On a write failure the events
         stay in memory and spilling is blocked."""
         memory = self._backlog.memory
@@ -83,7 +87,7 @@ class Spillover:
         self.blocked = False
         self.spilled += len(events)
         memory.clear()
-        log.warning("database unreachable: events spilled to disk", events=len(events))
+        log.warning(f"{reason}: events spilled to disk", events=len(events), **details)
         return True
 
     async def drain_oldest_segment(
