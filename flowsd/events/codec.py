@@ -24,7 +24,6 @@ from flowsd.events.types import (
     body_class_for,
     epoch_microseconds,
     idempotency_key_bytes,
-    meter_text,
 )
 
 _json_encoder = msgspec.json.Encoder()
@@ -101,106 +100,106 @@ COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header ext
 COPY_TRAILER = b"\xff\xff"
 _POSTGRES_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC, the zero of timestamptz
 _NULL = b"\xff\xff\xff\xff"
-# Field count, then (length, value) of meter_id, timestamp and event_type.
-_LEADING = struct.Struct(">hi16siqii").pack
-_INT4 = struct.Struct(">ii").pack
+# Field count and the length of meter_id; then (length, value) of timestamp, event_type and
+# event_set, or of the first two and event_set's NULL.
+_FIELDS_AND_UUID_LENGTH = struct.pack(">hi", len(COPY_COLUMNS), 16)
+_MIDDLE = struct.Struct(">iqiiii").pack
+_MIDDLE_NO_SET = struct.Struct(">iqiii").pack
 _TIMESTAMP = struct.Struct(">iq").pack
 _JSONB_HEADER = struct.Struct(">ib").pack  # length, then jsonb's binary format version 1
 _KEY_HEADER = b"\x00\x00\x00\x10"
 
 
 @lru_cache(maxsize=1 << 16)
-def _uuid_bytes(value: UUID) -> bytes:
-    return value.bytes
+def _row_start(meter_id: UUID) -> bytes:
+    """A row's field count and its ``meter_id`` field (a fleet has a bounded set of meters)."""
+    return _FIELDS_AND_UUID_LENGTH + meter_id.bytes
 
 
 @dataclass(slots=True)
 class KeyedBatch:
     """A batch's keys, without in-batch duplicates: row ``i`` is ``events[ordinals[i]]``, its
-    key is ``keys[i]`` and its observed time ``observed_us[i]`` (microseconds since 1970)."""
+    key is ``keys[i]`` (``key_bytes[i]`` its 16 bytes) and its observed time
+    ``observed_us[i]`` (microseconds since 1970)."""
 
     events: Sequence[Event]
     ordinals: list[int] = field(default_factory=list)
     keys: list[UUID] = field(default_factory=list)
+    key_bytes: list[bytes] = field(default_factory=list)
     observed_us: list[int] = field(default_factory=list)
     _seen: set[bytes] = field(default_factory=set)
 
     def key(self, start: int, stop: int) -> int:
         """Add the rows of ``events[start:stop]`` whose key is not in the batch yet, in order
         (a batch may be keyed in parts); the number of rows after them."""
-        events = self.events
+        part = self.events[start:stop]
+        keys: list[bytes] = []
+        observed: list[int] = []
+        idempotency_key_bytes(
+            ((e.meter_id, (b := e.body).type_id(), e.observed_at, b.discriminator()) for e in part),
+            keys,
+            observed,
+        )
         seen = self._seen
-        for ordinal in range(start, min(stop, len(events))):
-            event = events[ordinal]
-            body = event.body
-            observed = epoch_microseconds(event.observed_at)
-            if isinstance(body, MeterLogEntry):
-                type_id = body.emlite_type_id
-                discriminator = str(body.event_set)
-            else:
-                type_id = body.TYPE_ID
-                discriminator = body.discriminator()
-            key = idempotency_key_bytes(
-                meter_text(event.meter_id), type_id, observed, discriminator
-            )
+        fresh = set(keys)
+        if len(fresh) == len(keys) and seen.isdisjoint(fresh):  # all new: the usual case
+            seen |= fresh
+            self.ordinals.extend(range(start, start + len(keys)))
+            self.keys.extend(map(FastUUID, keys))
+            self.key_bytes.extend(keys)
+            self.observed_us.extend(observed)
+            return len(self.ordinals)
+        for offset, key in enumerate(keys):
             if key in seen:
                 continue
             seen.add(key)
-            self.ordinals.append(ordinal)
+            self.ordinals.append(start + offset)
             self.keys.append(FastUUID(key))
-            self.observed_us.append(observed)
+            self.key_bytes.append(key)
+            self.observed_us.append(observed[offset])
         return len(self.ordinals)
 
-    def copy_data(self, skip: frozenset[int], size: int = 1 << 16) -> Iterator[bytes]:
+    def copy_data(self, skip: frozenset[int], rows: int = 400) -> Iterator[bytes]:
         """Binary COPY data (columns :data:`COPY_COLUMNS`) of every row whose index is not in
-        ``skip``, in pieces of about ``size`` bytes, encoded as they are asked for (so that
-        encoding overlaps the server's work on the previous piece). Naive datetimes are taken
-        as UTC, as in the keys."""
+        ``skip``, in pieces of about ``rows`` rows (about 64 kB), encoded as they are asked for (so
+        that encoding overlaps the server's work on the previous piece). Naive datetimes are
+        taken as UTC, as in the keys."""
         encode = _json_encoder.encode
         events = self.events
+        observed_us = self.observed_us
+        key_bytes = self.key_bytes
         pending = [COPY_HEADER]
-        length = len(COPY_HEADER)
+        add = pending.append
         for index, ordinal in enumerate(self.ordinals):
             if index in skip:
                 continue
             event = events[ordinal]
             body = event.body
-            if isinstance(body, MeterLogEntry):
-                type_id = body.emlite_type_id
-                event_set = _INT4(4, body.event_set)
-                payload = _NULL
-            else:
-                type_id = body.TYPE_ID
-                event_set = _NULL
-                document = encode(body)
-                payload = _JSONB_HEADER(len(document) + 1, 1) + document
+            observed = observed_us[index] - _POSTGRES_EPOCH_US
             read_at = event.read_at
-            row = b"".join(
-                (
-                    _LEADING(
-                        7,
-                        16,
-                        _uuid_bytes(event.meter_id),
-                        8,
-                        self.observed_us[index] - _POSTGRES_EPOCH_US,
-                        4,
-                        type_id,
-                    ),
-                    event_set,
-                    _NULL
-                    if read_at is None
-                    else _TIMESTAMP(8, epoch_microseconds(read_at) - _POSTGRES_EPOCH_US),
-                    payload,
-                    _KEY_HEADER,
-                    self.keys[index].bytes,
-                )
-            )
-            pending.append(row)
-            length += len(row)
-            if length >= size:
+            if read_at is None:
+                read = _NULL
+            elif read_at is event.observed_at:
+                read = _TIMESTAMP(8, observed)
+            else:
+                read = _TIMESTAMP(8, epoch_microseconds(read_at) - _POSTGRES_EPOCH_US)
+            add(_row_start(event.meter_id))
+            if isinstance(body, MeterLogEntry):
+                add(_MIDDLE(8, observed, 4, body.emlite_type_id, 4, body.event_set))
+                add(read)
+                add(_NULL)
+            else:
+                add(_MIDDLE_NO_SET(8, observed, 4, body.TYPE_ID, -1))
+                add(read)
+                document = encode(body)
+                add(_JSONB_HEADER(len(document) + 1, 1))
+                add(document)
+            add(_KEY_HEADER)
+            add(key_bytes[index])
+            if len(pending) >= rows * 7:  # 6 or 7 parts a row
                 yield b"".join(pending)
-                pending, length = [], 0
-        pending.append(COPY_TRAILER)
+                pending.clear()
+        add(COPY_TRAILER)
         yield b"".join(pending)
 
 

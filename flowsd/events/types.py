@@ -72,7 +72,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -650,6 +650,10 @@ def meter_text(value: uuid.UUID) -> str:
     return str(value)
 
 
+# What identifies an observation: meter, type id, observed time, the body's discriminator.
+KeyParts: TypeAlias = tuple[uuid.UUID, int, datetime, str]
+
+
 def idempotency_key(
     meter_id: uuid.UUID, type_id: int, observed_at: datetime, discriminator: str = ""
 ) -> uuid.UUID:
@@ -660,24 +664,37 @@ def idempotency_key(
     UUIDv7), so keys of recent events sit together at the end of the unique index instead of
     landing on random index pages. The SQL twin is ``flowsd.event_idempotency_key`` (migration
     0002). md5 is used for its availability in SQL, not for security: keys are not adversarial.
+    Computed by :func:`idempotency_key_bytes`, which keys a whole batch at once.
 
     The result is asyncpg's ``UUID`` (a :class:`uuid.UUID` subclass, equal and hashing alike),
     about ten times cheaper to build and sent to PostgreSQL without conversion.
     """
-    key: uuid.UUID = FastUUID(
-        idempotency_key_bytes(
-            meter_text(meter_id), type_id, epoch_microseconds(observed_at), discriminator
-        )
-    )
+    keys: list[bytes] = []
+    idempotency_key_bytes(((meter_id, type_id, observed_at, discriminator),), keys, [])
+    key: uuid.UUID = FastUUID(keys[0])
     return key
 
 
-def idempotency_key_bytes(meter: str, type_id: int, epoch_us: int, discriminator: str) -> bytes:
-    """The 16 bytes of :func:`idempotency_key`, from the meter id's text and the observed time
-    in microseconds (for callers that need those anyway)."""
-    digest: bytes = _md5(f"{meter}|{type_id}|{epoch_us}|{discriminator}".encode()).digest()
-    prefix: bytes = ((epoch_us // 1000) & _MILLISECONDS_MASK).to_bytes(6, "big")
-    return prefix + digest[6:]
+def idempotency_key_bytes(
+    observations: Iterable[KeyParts], keys: list[bytes], observed_us: list[int]
+) -> None:
+    """Append the 16 bytes of each observation's :func:`idempotency_key` to ``keys`` and its
+    observed time in microseconds since 1970 (as :func:`epoch_microseconds`) to
+    ``observed_us``.
+
+    The one implementation of the key, written as one loop over a batch (an append keys
+    thousands of events, and function calls per event were a third of its cost).
+    """
+    md5 = _md5
+    text = meter_text
+    microseconds = epoch_microseconds
+    add_key = keys.append
+    add_observed = observed_us.append
+    for meter_id, type_id, moment, discriminator in observations:
+        epoch_us = microseconds(moment)
+        digest = md5(f"{text(meter_id)}|{type_id}|{epoch_us}|{discriminator}".encode()).digest()
+        add_key(((epoch_us // 1000) & _MILLISECONDS_MASK).to_bytes(6, "big") + digest[6:])
+        add_observed(epoch_us)
 
 
 def catalogue() -> list[tuple[int, str]]:

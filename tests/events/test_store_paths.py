@@ -200,3 +200,22 @@ async def test_an_append_timed_out_while_its_copy_is_sending_ends_cleanly(
     monkeypatch.setattr(store._Copy, "_data", chunks)
     result = await asyncio.wait_for(append_batch(conn, batch), 10)
     assert len(result.events) == len(batch)
+
+
+async def test_an_append_timed_out_while_looking_keys_up_ends_cleanly(
+    conn: asyncpg.Connection, meters: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timeout that lands while the server looks keys up is reported as the timeout and
+    the connection takes the next append: the lookup is cancelled and waited for before the
+    transaction rolls back."""
+    monkeypatch.setattr(store, "_COPY_MIN_EVENTS", 1)
+    for name in ("_STORED_KEYS_ANY", "_STORED_KEYS"):
+        statement = getattr(store, name)
+        monkeypatch.setattr(store, name, statement.replace("SELECT", "SELECT pg_sleep(5),", 1))
+    batch = _mixed(meters, 0, 20)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(append_batch(conn, batch), 0.5)
+    monkeypatch.undo()
+    assert await conn.fetchval("SELECT count(*) FROM flows.meter_event_log") == 0
+    result = await asyncio.wait_for(append_batch(conn, batch), 10)
+    assert len(result.events) == len(batch)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import msgspec
 import pytest
 
 from flowsd.events import types as t
-from flowsd.events.codec import decode_body, decode_from_spill, encode_for_spill, payload_json
+from flowsd.events.codec import (
+    KeyedBatch,
+    decode_body,
+    decode_from_spill,
+    encode_for_spill,
+    key_batch,
+    payload_json,
+)
 
 METER = uuid.UUID("6a1f0c8e-59d3-4f57-9a57-0f3c2d1b9e11")
 WHEN = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
@@ -216,6 +223,64 @@ def test_idempotency_key_tells_elements_and_event_sets_apart() -> None:
     assert key(t.MeterLogEntry(emlite_type_id=33, event_set=1)) != key(
         t.MeterLogEntry(emlite_type_id=34, event_set=1)
     )
+
+
+# Keys computed before the key derivation was rewritten as one loop over a batch: stored logs
+# and spill journals hold such keys, so the formula must never change them.
+_MOMENT = datetime(2026, 3, 29, 0, 59, 59, 999_999, tzinfo=UTC)
+GOLDEN_KEYS = [
+    (
+        t.MeterLogEntry(emlite_type_id=33, event_set=2),
+        _MOMENT,
+        "019d371a-da7f-cd40-6943-6b17c1251431",
+    ),
+    (
+        t.BalanceRead(balance_gbp=Decimal("1.5"), emergency_credit_gbp=None),
+        _MOMENT,
+        "019d371a-da7f-59e1-f894-e3273af63ead",
+    ),
+    (
+        t.RegisterRead(element="B", import_active_wh=1, export_active_wh=2),
+        _MOMENT.replace(tzinfo=None),
+        "019d371a-da7f-c44a-800a-9410db345d90",
+    ),
+    (
+        t.VoltageRead(voltage_v=Decimal("239.4")),
+        _MOMENT.astimezone(timezone(timedelta(hours=1))),
+        "019d371a-da7f-a1a1-7e20-8501ea37f636",
+    ),
+    (
+        t.VoltageRead(voltage_v=Decimal("239.4")),
+        datetime(1969, 12, 31, 23, 59, 59, 999_000, UTC),
+        "ffffffff-ffff-58f5-068c-2d69b7ffe5b4",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "observed_at", "expected"), GOLDEN_KEYS)
+def test_keys_keep_their_values(body: t.AnyBody, observed_at: datetime, expected: str) -> None:
+    event = t.Event(meter_id=METER, observed_at=observed_at, read_at=None, body=body)
+    assert str(event.idempotency_key()) == expected
+    batch = key_batch([event, event])
+    assert [str(key) for key in batch.keys] == [expected]
+    assert batch.key_bytes == [uuid.UUID(expected).bytes]
+    assert batch.observed_us == [t.epoch_microseconds(observed_at)]
+
+
+def test_a_batch_keyed_in_parts_drops_repeats_across_parts() -> None:
+    events = [
+        t.Event(
+            meter_id=METER,
+            observed_at=WHEN + timedelta(seconds=n % 5),
+            read_at=None,
+            body=SAMPLES[1],
+        )
+        for n in range(12)
+    ]
+    batch = KeyedBatch(events)
+    assert [batch.key(start, start + 3) for start in range(0, 12, 3)] == [3, 5, 5, 5]
+    assert batch.ordinals == [0, 1, 2, 3, 4]
+    assert batch.keys == [event.idempotency_key() for event in events[:5]]
 
 
 def test_naive_times_are_taken_as_utc_in_keys() -> None:
