@@ -14,13 +14,16 @@ daemon's ``/proc`` figures and reads the event log. Knobs (environment):
   it; caps, pacing and timeouts stay in real seconds);
 * ``FLOWSD_BENCH_FLEET_SECONDS``: the longest the run may take (default: until back-fill is
   complete plus a steady window, at most 10 hours for the full fleet);
+* ``FLOWSD_BENCH_FLEET_SNAPSHOT_SECONDS``: with the memory profile, a further snapshot every
+  so many seconds (default: none), to follow growth over a run too short to reach the marks;
 * ``FLOWSD_BENCH_FLEET_STEADY_SECONDS``: the steady-state window after back-fill (default
   half an hour of simulated time, at least 60 s);
 * ``FLOWSD_BENCH_FLEET_PROFILE``: ``memory`` (tracemalloc in the daemon: bytes per meter by
-  module at start, after the first pass and at the end) or ``cpu`` (cProfile of the daemon,
-  timed in the process's CPU time, over the steady window, or over the last third of the
-  run); written next to the JSON results as ``fleet-<kind>-<time>.txt``. Profiling slows the
-  daemon: its figures are not the benchmark's.
+  module at start, after the first pass and at the end; each snapshot is also dumped next to
+  the text as ``.<n>.snap`` for ``tracemalloc.Snapshot.load`` and ``compare_to``) or ``cpu``
+  (cProfile of the daemon, timed in the process's CPU time, over the steady window, or over
+  the last third of the run); written next to the JSON results as ``fleet-<kind>-<time>.txt``.
+  Profiling slows the daemon: its figures are not the benchmark's.
 
 Reported (the daemon process only; PostgreSQL and the simulator are other processes):
 
@@ -99,6 +102,7 @@ class Settings:
     max_seconds: float
     steady_seconds: float
     profile: str
+    snapshot_seconds: float
 
     @classmethod
     def from_environment(cls, quick: bool) -> Settings:
@@ -116,6 +120,7 @@ class Settings:
             max_seconds=float(env.get("FLOWSD_BENCH_FLEET_SECONDS", longest)),
             steady_seconds=steady,
             profile=profile,
+            snapshot_seconds=float(env.get("FLOWSD_BENCH_FLEET_SNAPSHOT_SECONDS", 0)),
         )
 
 
@@ -156,31 +161,89 @@ def _cpu_seconds() -> tuple[float, float]:
 
 
 class _MemoryProfile:
-    """tracemalloc snapshots, compared with the one taken before the meters were loaded."""
+    """tracemalloc snapshots, dumped as they are taken; compared with the one taken before
+    the meters were loaded by :func:`_describe_snapshots`, in the harness after the run (the
+    grouping takes minutes under tracemalloc and would stop the daemon's loop meanwhile)."""
 
-    def __init__(self, output: Path, meters: int) -> None:
+    def __init__(self, output: Path) -> None:
         import tracemalloc  # noqa: PLC0415
 
         self.tracemalloc = tracemalloc
         self.output = output
-        self.meters = meters
         tracemalloc.start(8)
-        self.base = tracemalloc.take_snapshot()
+        tracemalloc.take_snapshot().dump(str(output.with_suffix(".0.snap")))
+        self.taken = 0
 
     def snapshot(self, label: str) -> None:
         snapshot = self.tracemalloc.take_snapshot()
-        lines = [f"## {label}: traced {self.tracemalloc.get_traced_memory()[0]:,} bytes"]
+        self.taken += 1
+        snapshot.dump(str(self.output.with_suffix(f".{self.taken}.snap")))
+        header = (
+            f"## {label} (.{self.taken}.snap): traced "
+            f"{self.tracemalloc.get_traced_memory()[0]:,} bytes, RSS {_rss_bytes():,} bytes, "
+            f"{_malloc_figures()}"
+        )
+        with self.output.open("a") as out:
+            out.write(header + "\n")
+
+
+def _describe_snapshots(output: Path, meters: int) -> None:
+    """Append to ``output`` each dumped snapshot's growth over the first, grouped."""
+    import tracemalloc  # noqa: PLC0415
+
+    base_path = output.with_suffix(".0.snap")
+    if not base_path.exists():
+        return
+    base = tracemalloc.Snapshot.load(str(base_path))
+    taken = 1
+    while (path := output.with_suffix(f".{taken}.snap")).exists():
+        snapshot = tracemalloc.Snapshot.load(str(path))
+        lines = [f"## .{taken}.snap over .0.snap"]
         for title, key in (
             ("by the innermost flowsd line (allocations made on flowsd's behalf)", _flowsd_frame),
             ("by the allocating file", _innermost_file),
         ):
-            grouped = _group(snapshot, key) - _group(self.base, key)
+            grouped = _group(snapshot, key) - _group(base, key)
             total = sum(grouped.values())
-            lines.append(f"\n### {title}: {total / self.meters:,.0f} B/meter in all")
+            lines.append(f"\n### {title}: {total / meters:,.0f} B/meter in all")
             for name, size in grouped.most_common(25):
-                lines.append(f"{size / self.meters:>10,.0f} B/meter  {size:>14,} B  {name}")
-        with self.output.open("a") as out:
+                lines.append(f"{size / meters:>10,.0f} B/meter  {size:>14,} B  {name}")
+        with output.open("a") as out:
             out.write("\n".join(lines) + "\n\n")
+        taken += 1
+
+
+def _malloc_figures() -> str:
+    """glibc's own account of the heap (mallinfo2), or nothing on another libc."""
+    import ctypes  # noqa: PLC0415
+
+    class _MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return "no mallinfo2"
+    return (
+        f"malloc: arena {info.arena:,} in use {info.uordblks:,} free {info.fordblks:,} "
+        f"mmapped {info.hblkhd:,}"
+    )
 
 
 class _Counter(dict[str, int]):
@@ -227,9 +290,7 @@ def run_daemon(arguments: str) -> None:
     options = json.loads(arguments)
     speed, origin, start_unix = options["speed"], options["origin"], options["start_unix"]
     memory = (
-        _MemoryProfile(Path(options["profile_output"]), options["meters"])
-        if options["profile"] == "memory"
-        else None
+        _MemoryProfile(Path(options["profile_output"])) if options["profile"] == "memory" else None
     )
     profiler: Any = None
 
@@ -540,6 +601,7 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
     sim_cpu_start = _process_cpu(simulator.pid)
     baseline_rss = 0
     cadence_hour = 3600.0 / settings.speed
+    next_snapshot = time.time() + (settings.snapshot_seconds or math.inf)
     conn = await asyncpg.connect(url)
     try:
         while True:
@@ -564,6 +626,9 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
             if daemon.poll() is not None:
                 raise RuntimeError(f"the daemon exited early ({daemon.returncode})")
             await progress.update(conn, now)
+            if now >= next_snapshot:
+                next_snapshot = now + settings.snapshot_seconds
+                _send(daemon, f"snapshot {now - started:.0f} s after start")
             sim_now = start_unix + (now - origin) * settings.speed
             if "first_pass" not in marks and len(progress.live) >= settings.meters:
                 marks["first_pass"] = now
@@ -624,6 +689,8 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
             simulator.wait(timeout=30)
         except subprocess.TimeoutExpired:
             simulator.kill()
+    if settings.profile == "memory":
+        _describe_snapshots(profile_output, settings.meters)
     first_live = sorted(progress.live.values())
     return {
         "settings": settings,
