@@ -42,6 +42,11 @@ Lane = Literal["live", "backfill"]
 LANES: tuple[Lane, ...] = ("live", "backfill")
 
 
+# Dead entries the back-fill due heap may hold beyond twice its live waiters before it is
+# compacted (each compaction then pays for at least this many pushes).
+_DUES_SLACK = 256
+
+
 class ConnectionTotals:
     """Connections of every limiter that shares it: open now, opened, granted per lane."""
 
@@ -120,6 +125,11 @@ class ConnectionLimiter:
 
     # ----------------------------------------------------------------- taking a slot
 
+    @property
+    def due_entries(self) -> int:
+        """Entries of the back-fill due heap, dead ones included (bounded, see _push_due)."""
+        return len(self._dues)
+
     def waiting(self, lane: Lane) -> int:
         """Waiters queued in ``lane`` now."""
         return self._waiting[lane]
@@ -150,7 +160,7 @@ class ConnectionLimiter:
         self._queues[lane].append(waiter)
         self._waiting[lane] += 1
         if lane == "backfill" and due < math.inf:
-            heapq.heappush(self._dues, (due, next(self._sequence), waiter))
+            self._push_due(due, waiter)
         self._dispatch()
         try:
             return await future
@@ -162,6 +172,17 @@ class ConnectionLimiter:
             elif future.result():
                 self.release()  # granted as the waiter was being cancelled
             raise
+
+    def _push_due(self, due: float, waiter: _Waiter) -> None:
+        dues = self._dues
+        # A granted, expired or cancelled waiter's entry stays until its due time reaches the
+        # top (up to a cadence period: half an hour on the shipped plan), and back-fill at
+        # fleet scale queues tens of waiters a second: drop those entries once they are most
+        # of the heap, or it holds tens of thousands of dead waiters and their futures.
+        if len(dues) >= 2 * self._waiting["backfill"] + _DUES_SLACK:
+            dues[:] = [entry for entry in dues if entry[2].queued]
+            heapq.heapify(dues)
+        heapq.heappush(dues, (due, next(self._sequence), waiter))
 
     def expire(self, now: float) -> int:
         """Withdraw the back-fill waiters whose ``due`` (wall clock) is at or before ``now``;

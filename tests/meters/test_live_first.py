@@ -61,6 +61,33 @@ async def test_a_backfill_wait_is_withdrawn_when_its_meter_is_due() -> None:
     limiter.release()
 
 
+async def test_granted_backfill_waits_do_not_pile_up_until_their_meters_are_due() -> None:
+    # Each back-fill wait carries its meter's next due time, up to a cadence period away; the
+    # waits granted long before it must not stay in the limiter (at fleet scale: tens of
+    # thousands of dead waiters and futures, megabytes).
+    limiter = ConnectionLimiter(max_in_flight=1, rate=1e9, burst=1)
+    granted = 0
+
+    async def take() -> None:
+        nonlocal granted
+        assert await limiter.acquire("backfill", due=1e12)
+        granted += 1
+        limiter.release()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            assert limiter.try_acquire("live")  # the slot is busy: the next ones queue
+            for _ in range(100):
+                tg.start_soon(take)
+            await wait_until(lambda: limiter.waiting("backfill") == 100)
+            limiter.release()
+            await wait_until(lambda: limiter.waiting("backfill") == 0)
+    assert granted == 2000 and limiter.in_flight == 0
+    assert limiter.due_entries <= 2 * 100 + 256
+    # Expiry still sees only the waits that are queued.
+    assert limiter.expire(1e12) == 0 and limiter.expired == 0
+
+
 async def test_live_reads_of_a_meter_go_before_the_fleets_backfill_under_the_caps() -> None:
     """Six meters share caps that back-fill alone would saturate: five are back-filling a
     day of profile logs when the sixth starts its poll. The simulator's journal (the order in
