@@ -16,6 +16,9 @@ daemon's ``/proc`` figures and reads the event log. Knobs (environment):
   complete plus a steady window, at most 10 hours for the full fleet);
 * ``FLOWSD_BENCH_FLEET_SNAPSHOT_SECONDS``: with the memory profile, a further snapshot every
   so many seconds (default: none), to follow growth over a run too short to reach the marks;
+* ``FLOWSD_BENCH_FLEET_MALLOC``: ``log`` (the daemon writes its RSS and glibc's account of
+  its heap, mallinfo2, to stderr every minute) or ``trim`` (the same, then ``malloc_trim(0)``
+  and its RSS after: how much of the RSS is freed heap glibc kept);
 * ``FLOWSD_BENCH_FLEET_STEADY_SECONDS``: the steady-state window after back-fill (default
   half an hour of simulated time, at least 60 s);
 * ``FLOWSD_BENCH_FLEET_PROFILE``: ``memory`` (tracemalloc in the daemon: bytes per meter by
@@ -103,6 +106,7 @@ class Settings:
     steady_seconds: float
     profile: str
     snapshot_seconds: float
+    malloc: str
 
     @classmethod
     def from_environment(cls, quick: bool) -> Settings:
@@ -121,6 +125,7 @@ class Settings:
             steady_seconds=steady,
             profile=profile,
             snapshot_seconds=float(env.get("FLOWSD_BENCH_FLEET_SNAPSHOT_SECONDS", 0)),
+            malloc=env.get("FLOWSD_BENCH_FLEET_MALLOC", ""),
         )
 
 
@@ -246,6 +251,73 @@ def _malloc_figures() -> str:
     )
 
 
+def _pymalloc_figures() -> str:
+    """Python's small-object allocator: its arenas, not in mallinfo2 (they are mmapped)."""
+    import re  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)  # sys._debugmallocstats writes to the C stderr
+        os.dup2(captured.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode()
+    figures = {}
+    for name in (
+        "arenas allocated current",
+        "bytes in allocated blocks",
+        "bytes in available blocks",
+    ):
+        found = re.search(rf"# {name}\s*=\s*([\d,]+)", text)
+        figures[name] = int(found.group(1).replace(",", "")) if found else -1
+    return (
+        f"pymalloc: arenas {figures['arenas allocated current']:,} (MiB), "
+        f"blocks in use {figures['bytes in allocated blocks']:,}, "
+        f"free {figures['bytes in available blocks']:,}"
+    )
+
+
+_FIRST_TYPE_COUNTS: dict[str, int] = {}
+
+
+def _type_changes() -> str:
+    """The types whose gc-tracked instance count changed most since the first call."""
+    import collections  # noqa: PLC0415
+    import gc  # noqa: PLC0415
+
+    counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    if not _FIRST_TYPE_COUNTS:
+        _FIRST_TYPE_COUNTS.update(counts)
+    changes = {name: n - _FIRST_TYPE_COUNTS.get(name, 0) for name, n in counts.items()}
+    top = sorted(changes.items(), key=lambda item: -abs(item[1]))[:12]
+    return ", ".join(f"{name} {change:+,}" for name, change in top)
+
+
+def _log_malloc(trim: bool, origin: float, daemon: Any) -> None:
+    line = f"malloc t={time.time() - origin:.0f}s rss {_rss_bytes():,} {_malloc_figures()}"
+    # Where committed events wait in memory: the projectors' in-memory buffers (batches are
+    # shared between them), and each projector's catch-up page size.
+    batches: dict[int, int] = {}
+    for subscription in daemon.appender._hub._subscriptions:
+        for batch in list(subscription._batches._queue):
+            batches[id(batch)] = len(batch.events)
+    runner = daemon.projectors  # None until the daemon has started them
+    pages = sorted(task._page for task in runner.tasks) if runner is not None else []
+    line += f"; {_pymalloc_figures()}"
+    line += f"; gc-tracked objects by type, change since the first line: {_type_changes()}"
+    line += f"; buffered events {sum(batches.values()):,} in {len(batches)} batches; pages {pages}"
+    if trim:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        line += f"; after malloc_trim(0): rss {_rss_bytes():,}"
+    print(line, file=sys.stderr, flush=True)
+
+
 class _Counter(dict[str, int]):
     def most_common(self, n: int) -> list[tuple[str, int]]:
         return sorted(self.items(), key=lambda item: -abs(item[1]))[:n]
@@ -338,8 +410,12 @@ def run_daemon(arguments: str) -> None:
             print(json.dumps(figures), flush=True)
 
         async def reporter() -> None:
+            samples = 0
             while True:
                 report()
+                if options["malloc"] and samples % 12 == 0:
+                    _log_malloc(options["malloc"] == "trim", origin, daemon)
+                samples += 1
                 await anyio.sleep(_SAMPLE_SECONDS)
 
         async with anyio.create_task_group() as tg:
@@ -587,6 +663,7 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
         "meters": settings.meters,
         "profile": settings.profile,
         "profile_output": str(profile_output),
+        "malloc": settings.malloc,
     }
     started = time.time()
     daemon = _child(
