@@ -420,13 +420,13 @@ def run_daemon(arguments: str) -> None:
 
         async with anyio.create_task_group() as tg:
 
-            async def run_daemon() -> None:
+            async def run_until_stopped() -> None:
                 # Stopped by request_stop() and waited for: a cancellation would cut its polls
                 # and its appender off, leaving accepted events to the spill journal.
                 await daemon.run()
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(run_daemon)
+            tg.start_soon(run_until_stopped)
             tg.start_soon(reporter)
             await daemon.ready.wait()
             if memory is not None:
