@@ -157,12 +157,14 @@ def _apply(state: MeterState, body: object) -> MeterState:
 
 
 async def load_meter_states(conn: asyncpg.Connection, meter_ids: Sequence[UUID]) -> MeterStates:
-    """The change detector's seed for these meters (see the module docstring)."""
+    """The change detector's seed for these meters (see the module docstring), keyed by the
+    caller's id objects (not second copies from the database)."""
+    same = {m: m for m in meter_ids}
     states: dict[UUID, MeterState] = {}
     unreadable = 0
     for chunk in _chunks(meter_ids):
         for row in await conn.fetch(_REGISTRY, chunk):
-            states[row["id"]] = MeterState(
+            states[same.get(row["id"], row["id"])] = MeterState(
                 serial=row["serial"],
                 hardware=row["hardware"],
                 firmware=row["firmware_version"],
@@ -173,7 +175,7 @@ async def load_meter_states(conn: asyncpg.Connection, meter_ids: Sequence[UUID])
             )
         online_at: dict[UUID, tuple[datetime, bool]] = {}
         for row in await conn.fetch(_LATEST_OF_TYPES, chunk, _STATE_TYPES):
-            meter_id, at = row["meter_id"], row["timestamp"]
+            meter_id, at = same.get(row["meter_id"], row["meter_id"]), row["timestamp"]
             state = states.get(meter_id) or MeterState()
             body = _body(meter_id, state.serial, row["event_type"], row["payload"])
             if body is _UNREADABLE:

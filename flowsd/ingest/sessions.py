@@ -178,13 +178,20 @@ ON CONFLICT (instance) DO UPDATE SET
 
 
 async def load_rows(conn: asyncpg.Connection, meter_ids: list[UUID]) -> dict[UUID, SessionRow]:
-    """Stored rows of these meters (counters continue across restarts)."""
+    """Stored rows of these meters (counters continue across restarts), keyed by and holding
+    the caller's id objects (not second copies from the database)."""
     rows = await conn.fetch(
         f"SELECT {', '.join(_COLUMNS)} FROM flowsd.meter_session_state "
         "WHERE meter_id = ANY($1::uuid[])",
         meter_ids,
     )
-    return {row["meter_id"]: SessionRow(**dict(row)) for row in rows}
+    same = {m: m for m in meter_ids}
+    found: dict[UUID, SessionRow] = {}
+    for row in rows:
+        stored = dict(row)
+        meter_id = stored["meter_id"] = same.get(row["meter_id"], row["meter_id"])
+        found[meter_id] = SessionRow(**stored)
+    return found
 
 
 async def flush(conn: asyncpg.Connection, tracker: SessionTracker, heartbeat: Heartbeat) -> int:

@@ -383,8 +383,11 @@ class Ownership:
             self._counts["lost"] += len(lost)
             log.warning("leases taken over by another daemon: meters dropped", meters=len(lost))
         if lost or renewed.keys() != self.held.keys():
-            self.held = renewed
-            self.epochs.update(renewed)
+            # Keyed by the id objects the daemon holds already, not the database's copies.
+            same = {m: m for m in self.candidates}
+            same.update((m, m) for m in self.held)
+            self.held = {same.get(m, m): epoch for m, epoch in renewed.items()}
+            self.epochs.update(self.held)
             await self.changed(conn)
 
     def _rebalance_share(self) -> None:
@@ -429,9 +432,14 @@ class Ownership:
         if not taken and not fresh:
             return
         takeovers = sum(1 for row in taken if row["previous"] not in (None, self.name))
+        # The candidates' id objects (the meter list's, which its sessions hold), not the
+        # database's copies: one UUID per meter.
+        same = {m: m for m in wanted}
         for row in (*taken, *fresh):
-            self.held[row["meter_id"]] = row["epoch"]
-            self.epochs[row["meter_id"]] = row["epoch"]
+            meter_id = same.get(row["meter_id"], row["meter_id"])
+            self.held[meter_id] = row["epoch"]
+            self.epochs.pop(meter_id, None)  # an older id object of a meter held before
+            self.epochs[meter_id] = row["epoch"]
         acquired = len(taken) + len(fresh)
         self._counts["acquired"] += acquired
         self._counts["takeovers"] += takeovers

@@ -14,7 +14,7 @@ failed reload keeps the previous list in force and is retried with the shared ba
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass, field
 from uuid import UUID
 
@@ -57,10 +57,17 @@ ORDER BY created_at, id
 _DEBOUNCE_SECONDS = 0.5
 
 
-async def load_active_meters(conn: asyncpg.Connection) -> list[RegistryRow]:
-    """Every active row, oldest first."""
+async def load_active_meters(
+    conn: asyncpg.Connection, known: Mapping[UUID, UUID] | None = None
+) -> list[RegistryRow]:
+    """Every active row, oldest first. A row whose id is in ``known`` carries the id object
+    found there instead of the one the database sent (one object per meter id)."""
     rows = await conn.fetch(_SELECT_ACTIVE)
-    return [RegistryRow(row["id"], row["serial"], row["address"], row["hardware"]) for row in rows]
+    same = known or {}
+    return [
+        RegistryRow(same.get(row["id"], row["id"]), row["serial"], row["address"], row["hardware"])
+        for row in rows
+    ]
 
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
@@ -155,7 +162,7 @@ class RegistrySource:
         """Read the list and hand it on if it changed; False when the database failed."""
         try:
             conn = await self._listening.connection()
-            rows = await load_active_meters(conn)
+            rows = await load_active_meters(conn, self._known_ids())
             self._reloads += 1
             plan = await self._plan(rows)
             if plan != self.plan:
@@ -174,6 +181,17 @@ class RegistrySource:
             log.warning("meter list reload failed; keeping the current list", error=describe(exc))
             await self._listening.close()
             return False
+
+    def _known_ids(self) -> dict[UUID, UUID] | None:
+        """Each id of the plan in force, to itself: a reload reuses these objects, which the
+        fleet's sessions, the leases and the seeds already hold, rather than adding a second
+        UUID per meter (built per reload, so a meter that left is not kept)."""
+        plan = self.plan
+        if plan is None:
+            return None
+        known = {m.meter_id: m.meter_id for m in plan.dialled}
+        known.update((m.meter_id, m.meter_id) for m in plan.not_dialled)
+        return known
 
     async def _plan(self, rows: Sequence[RegistryRow]) -> DialPlan:
         """The dial plan, asking the routing table (in a thread) about new addresses only."""

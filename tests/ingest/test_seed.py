@@ -12,6 +12,7 @@ from flowsd.events import types
 from flowsd.events.store import append_batch, meter_index_covers
 from flowsd.ingest import seed
 from flowsd.ingest.seed import load_meter_states, load_resume
+from flowsd.ingest.sessions import load_rows
 from flowsd.meters.target import MeterResume
 from tests.ingest.helpers import METER, at, event
 
@@ -59,6 +60,34 @@ async def test_states_come_from_the_newest_change_events_over_the_registry(
     assert mine.drift_above is True and mine.hardware == "C1.w" and mine.prepay_enabled is True
     other = states[OTHER]
     assert other.balance == Decimal("4.5") and other.online is None and other.firmware == "3_03_2"
+
+
+async def test_seeds_and_stored_session_rows_keep_the_callers_id_objects(
+    migrated_url: str,
+) -> None:
+    """One UUID object per meter: what is loaded for a meter is keyed by the id object the
+    caller (the fleet) holds, not by the database's copy of it."""
+    mine, other = uuid.UUID(str(METER)), uuid.UUID(str(OTHER))  # not the module's objects
+    conn = await _database(migrated_url)
+    try:
+        await append_batch(
+            conn, [event(types.MeterWentOffline(consecutive_failures=3, last_error="x"), 100)]
+        )
+        await conn.execute(
+            "INSERT INTO flowsd.meter_session_state (meter_id, serial, online, polls) "
+            "VALUES ($1, 'EML1', true, 7), ($2, 'EML2', false, 2)",
+            METER,
+            OTHER,
+        )
+        seeds = await load_meter_states(conn, [mine, other])
+        rows = await load_rows(conn, [mine, other])
+    finally:
+        await conn.close()
+    assert {id(m) for m in seeds.states} == {id(mine), id(other)}
+    assert seeds.states[mine].online is False
+    assert {id(m) for m in rows} == {id(mine), id(other)}
+    assert rows[mine].meter_id is mine and rows[other].meter_id is other
+    assert rows[mine].polls == 7 and rows[other].serial == "EML2"
 
 
 async def test_resume_points_from_profile_records_meter_log_and_offline_state(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
+from flowsd.app import Daemon
 from flowsd.events import types
 from flowsd.meters.dialplan import dial_plan
 from flowsd.meters.registry import load_active_meters
@@ -66,6 +67,7 @@ async def test_registry_changes_apply_without_restart(migrated_url: str, tmp_pat
                 assert ids[serials[3]] in sessions and ids[serials[4]] in sessions
                 # The re-activated meter is polled.
                 await wait_until(lambda: daemon.tracker.rows.get(ids[serials[5]]) is not None)
+                _one_id_object_per_meter(daemon)
                 await daemon.appender.flush()
             listed = {m.serial for m in dial_plan(await load_active_meters(conn)).dialled}
             assert listed == {serials[2], serials[3], serials[4], serials[5]}
@@ -77,3 +79,25 @@ async def test_registry_changes_apply_without_restart(migrated_url: str, tmp_pat
         types.SignalQualityRead.TYPE_ID,
     )
     assert ids[serials[5]] in {row["meter_id"] for row in polled}
+
+
+def _one_id_object_per_meter(daemon: Daemon) -> None:
+    """Every structure keyed by a fleet meter's id holds the one UUID object its session has
+    (registry reloads, lease rows and seeds from the database reuse it)."""
+    fleet = {id(meter_id) for meter_id in daemon.supervisor.sessions}
+    assert all(s.target.meter_id is m for m, s in daemon.supervisor.sessions.items())
+    plan = daemon.meter_list.registry.plan
+    assert plan is not None
+    holders = {
+        "registry plan": [m.meter_id for m in plan.dialled],
+        "leases held": list(daemon.ownership.held),
+        "epochs": list(daemon.ownership.epochs),
+        "candidates": list(daemon.ownership.candidates),
+        "detector": list(daemon.detector.states),
+        "tracker": [*daemon.tracker.rows, *(r.meter_id for r in daemon.tracker.rows.values())],
+        "hardware": list(daemon.ingest.hardware),
+    }
+    for name, held in holders.items():
+        ours = [m for m in held if m in daemon.supervisor.sessions]
+        assert ours, name
+        assert all(id(m) in fleet for m in ours), name
