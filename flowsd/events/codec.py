@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -18,6 +17,7 @@ from flowsd.events.types import (
     AnyBody,
     Event,
     EventBody,
+    MeterCache,
     MeterLogEntry,
     RecordedEvent,
     UnknownBody,
@@ -110,10 +110,12 @@ _JSONB_HEADER = struct.Struct(">ib").pack  # length, then jsonb's binary format 
 _KEY_HEADER = b"\x00\x00\x00\x10"
 
 
-@lru_cache(maxsize=1 << 16)
-def _row_start(meter_id: UUID) -> bytes:
-    """A row's field count and its ``meter_id`` field (a fleet has a bounded set of meters)."""
+def _row_start_of(meter_id: UUID) -> bytes:
+    """A row's field count and its ``meter_id`` field."""
     return _FIELDS_AND_UUID_LENGTH + meter_id.bytes
+
+
+_row_start: Callable[[UUID], bytes] = MeterCache(_row_start_of).__getitem__
 
 
 @dataclass(slots=True)

@@ -299,3 +299,19 @@ def test_meter_log_entries_take_the_emlite_id() -> None:
 def test_profile_status_bits() -> None:
     record = t.ProfileLog1Record(status=0x0180 | 0x40, import_a_wh=1)
     assert record.valid and record.reset and record.power_fail and not record.time_error
+
+
+def test_meter_cache_derives_once_per_id_and_is_emptied_at_its_limit() -> None:
+    derived: list[uuid.UUID] = []
+
+    def derive(meter_id: uuid.UUID) -> str:
+        derived.append(meter_id)
+        return str(meter_id)
+
+    cache = t.MeterCache(derive, limit=2)
+    a, b, c = (uuid.UUID(int=n) for n in (1, 2, 3))
+    assert cache[a] == str(a) and cache[a] == str(a) and cache[b] == str(b)
+    assert derived == [a, b]
+    assert cache[c] == str(c)  # the limit was reached: emptied, then c
+    assert list(cache) == [c] and derived == [a, b, c]
+    assert t.meter_text(a) == str(a)
