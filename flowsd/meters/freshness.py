@@ -9,7 +9,11 @@ or the poll plan was reloaded, so a meter is never stale merely because flowsd j
 
 Why three periods: a meter due once per slot runs at most 1.5 periods after its previous
 run (its place in the slot plus a jitter of at most half a period), so one failed or
-skipped slot stays under three periods and two in a row do not. An offline meter is not
+skipped slot stays under three periods and two in a row do not. The exception is the run
+after a cadence's first one, which :mod:`~flowsd.meters.schedule` brings forward: up to
+``P(2 - 0.9P/(P+J)) + J`` after it (1.13 periods for the shipped plan's half hour and 30 s
+jitter; up to 1.9 for a cadence of twice the jitter), so a failed slot right after it still
+stays under three. An offline meter is not
 stale: it is offline (``flowsd_meters{state="offline"}``). A poll that outlasts several
 periods of a short cadence makes the meter stale, which is the point: its readings are old.
 

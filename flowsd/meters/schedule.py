@@ -119,7 +119,8 @@ class MeterSchedule:
         return [name for name, c in self.cadences.items() if c.is_due(now)]
 
     def mark_done(self, names: Iterable[str], now: float) -> int:
-        """Record the named cadences as serviced in the current slot; returns slots skipped."""
+        """Record the named cadences as serviced in the current slot (a first run brought
+        forward: in the next one); returns slots skipped."""
         return sum(self.cadences[name].done(now) for name in names)
 
     def lateness(self, names: Iterable[str], now: float) -> float:
