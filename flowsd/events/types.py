@@ -666,6 +666,18 @@ class MeterCache(dict[uuid.UUID, _Derived]):
         return value
 
 
+def held_id_objects(*held: Iterable[uuid.UUID]) -> Callable[[uuid.UUID], uuid.UUID]:
+    """``same(meter_id)``: the equal id object among ``held``, else ``meter_id`` itself.
+
+    Rows read from the database bring a new UUID per meter id; keying what the daemon keeps by
+    the objects its sessions already hold keeps one UUID per meter (72 bytes each, several
+    copies a meter after a restart or a list change otherwise)."""
+    known: dict[uuid.UUID, uuid.UUID] = {}
+    for ids in held:
+        known.update((m, m) for m in ids)
+    return lambda meter_id: known.get(meter_id, meter_id)
+
+
 # ``str(meter_id)``, cached: a noticeable share of key derivation.
 meter_text: Callable[[uuid.UUID], str] = MeterCache(str).__getitem__
 

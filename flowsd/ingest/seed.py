@@ -30,7 +30,7 @@ import structlog
 from flowsd.events import types
 from flowsd.events.codec import decode_body, decode_payload
 from flowsd.events.store import METER_INDEX_PREDICATE
-from flowsd.events.types import body_class_for
+from flowsd.events.types import body_class_for, held_id_objects
 from flowsd.ingest.detector import MeterState
 from flowsd.meters.eventlog import cursor_from_entries
 from flowsd.meters.target import MeterResume
@@ -159,12 +159,12 @@ def _apply(state: MeterState, body: object) -> MeterState:
 async def load_meter_states(conn: asyncpg.Connection, meter_ids: Sequence[UUID]) -> MeterStates:
     """The change detector's seed for these meters (see the module docstring), keyed by the
     caller's id objects (not second copies from the database)."""
-    same = {m: m for m in meter_ids}
+    same = held_id_objects(meter_ids)
     states: dict[UUID, MeterState] = {}
     unreadable = 0
     for chunk in _chunks(meter_ids):
         for row in await conn.fetch(_REGISTRY, chunk):
-            states[same.get(row["id"], row["id"])] = MeterState(
+            states[same(row["id"])] = MeterState(
                 serial=row["serial"],
                 hardware=row["hardware"],
                 firmware=row["firmware_version"],
@@ -175,7 +175,7 @@ async def load_meter_states(conn: asyncpg.Connection, meter_ids: Sequence[UUID])
             )
         online_at: dict[UUID, tuple[datetime, bool]] = {}
         for row in await conn.fetch(_LATEST_OF_TYPES, chunk, _STATE_TYPES):
-            meter_id, at = same.get(row["meter_id"], row["meter_id"]), row["timestamp"]
+            meter_id, at = same(row["meter_id"]), row["timestamp"]
             state = states.get(meter_id) or MeterState()
             body = _body(meter_id, state.serial, row["event_type"], row["payload"])
             if body is _UNREADABLE:

@@ -18,6 +18,7 @@ import asyncpg
 import msgspec
 
 from flowsd import __version__
+from flowsd.events.types import held_id_objects
 from flowsd.meters.observations import CommandOutcome, ReadFailure, SessionOutcome
 
 
@@ -185,11 +186,11 @@ async def load_rows(conn: asyncpg.Connection, meter_ids: list[UUID]) -> dict[UUI
         "WHERE meter_id = ANY($1::uuid[])",
         meter_ids,
     )
-    same = {m: m for m in meter_ids}
+    same = held_id_objects(meter_ids)
     found: dict[UUID, SessionRow] = {}
     for row in rows:
         stored = dict(row)
-        meter_id = stored["meter_id"] = same.get(row["meter_id"], row["meter_id"])
+        meter_id = stored["meter_id"] = same(row["meter_id"])
         found[meter_id] = SessionRow(**stored)
     return found
 

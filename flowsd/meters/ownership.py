@@ -68,6 +68,7 @@ from flowsd.db.availability import DatabaseAvailability
 from flowsd.db.connect import close_quietly
 from flowsd.db.errors import DATABASE_ERRORS, describe
 from flowsd.events.store import APPEND_LOCK_KEY
+from flowsd.events.types import held_id_objects
 from flowsd.meters.command import CommandResult, MeterCommand, refused
 from flowsd.meters.operations import ReadObject
 from flowsd.meters.supervisor import FleetSupervisor
@@ -384,9 +385,8 @@ class Ownership:
             log.warning("leases taken over by another daemon: meters dropped", meters=len(lost))
         if lost or renewed.keys() != self.held.keys():
             # Keyed by the id objects the daemon holds already, not the database's copies.
-            same = {m: m for m in self.candidates}
-            same.update((m, m) for m in self.held)
-            self.held = {same.get(m, m): epoch for m, epoch in renewed.items()}
+            same = held_id_objects(self.candidates, self.held)
+            self.held = {same(m): epoch for m, epoch in renewed.items()}
             self.epochs.update(self.held)
             await self.changed(conn)
 
@@ -434,9 +434,9 @@ class Ownership:
         takeovers = sum(1 for row in taken if row["previous"] not in (None, self.name))
         # The candidates' id objects (the meter list's, which its sessions hold), not the
         # database's copies: one UUID per meter.
-        same = {m: m for m in wanted}
+        same = held_id_objects(wanted)
         for row in (*taken, *fresh):
-            meter_id = same.get(row["meter_id"], row["meter_id"])
+            meter_id = same(row["meter_id"])
             self.held[meter_id] = row["epoch"]
             self.epochs.pop(meter_id, None)  # an older id object of a meter held before
             self.epochs[meter_id] = row["epoch"]

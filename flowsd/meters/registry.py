@@ -14,7 +14,7 @@ failed reload keeps the previous list in force and is retried with the shared ba
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass, field
 from uuid import UUID
 
@@ -29,6 +29,7 @@ from flowsd.backoff import Backoff, Retry
 from flowsd.db.availability import DatabaseAvailability
 from flowsd.db.errors import DATABASE_ERRORS, describe
 from flowsd.db.listen import ListeningConnection
+from flowsd.events.types import held_id_objects
 from flowsd.meters.dialplan import (
     NOT_DIALLED_KINDS,
     DialPlan,
@@ -58,15 +59,14 @@ _DEBOUNCE_SECONDS = 0.5
 
 
 async def load_active_meters(
-    conn: asyncpg.Connection, known: Mapping[UUID, UUID] | None = None
+    conn: asyncpg.Connection, known: Iterable[UUID] = ()
 ) -> list[RegistryRow]:
-    """Every active row, oldest first. A row whose id is in ``known`` carries the id object
-    found there instead of the one the database sent (one object per meter id)."""
+    """Every active row, oldest first. A row whose id is among ``known`` carries that id
+    object instead of the one the database sent (one object per meter id)."""
     rows = await conn.fetch(_SELECT_ACTIVE)
-    same = known or {}
+    same = held_id_objects(known)
     return [
-        RegistryRow(same.get(row["id"], row["id"]), row["serial"], row["address"], row["hardware"])
-        for row in rows
+        RegistryRow(same(row["id"]), row["serial"], row["address"], row["hardware"]) for row in rows
     ]
 
 
@@ -182,16 +182,13 @@ class RegistrySource:
             await self._listening.close()
             return False
 
-    def _known_ids(self) -> dict[UUID, UUID] | None:
-        """Each id of the plan in force, to itself: a reload reuses these objects, which the
-        fleet's sessions, the leases and the seeds already hold, rather than adding a second
-        UUID per meter (built per reload, so a meter that left is not kept)."""
-        plan = self.plan
-        if plan is None:
-            return None
-        known = {m.meter_id: m.meter_id for m in plan.dialled}
-        known.update((m.meter_id, m.meter_id) for m in plan.not_dialled)
-        return known
+    def _known_ids(self) -> Iterator[UUID]:
+        """The ids of the plan in force: a reload reuses these objects, which the fleet's
+        sessions, the leases and the seeds already hold, rather than adding a second UUID per
+        meter (read per reload, so a meter that left is not kept)."""
+        if self.plan is not None:
+            yield from (m.meter_id for m in self.plan.dialled)
+            yield from (m.meter_id for m in self.plan.not_dialled)
 
     async def _plan(self, rows: Sequence[RegistryRow]) -> DialPlan:
         """The dial plan, asking the routing table (in a thread) about new addresses only."""
