@@ -7,7 +7,13 @@ period; migration 110) and polls only the meters it holds a lease for in
 1. in one transaction: the heartbeat, the renewal of every lease it holds (one ``UPDATE``
    for all of them) and the list of live daemons (no stop recorded, a heartbeat younger than
    their own lease period). A lease it held that the renewal no longer finds was taken over
-   after it expired (the daemon was paused or cut off): the meter leaves the fleet at once;
+   after it expired (the daemon was paused or cut off): the meter leaves the fleet at once.
+   The renewal returns only how many leases it renewed and the sum of their epochs; the rows
+   themselves are read when those differ from :attr:`Ownership.held`, and after a failed
+   round or a fenced command. That is enough: only this daemon's own take gives a lease its
+   name and a new epoch, and records it in ``held`` before the next renewal unless the round
+   failed (a commit it did not see), so the renewed leases are a subset of ``held`` and equal
+   to it when they are as many;
 2. its share: each dialled meter goes to the live daemon with the highest rendezvous score
    (a hash of daemon name and meter id), so a daemon joining or leaving moves only the meters
    that go to or come from it;
@@ -96,11 +102,17 @@ SET host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
 # they are taken again.
 _FORGET_EARLIER = "UPDATE flowsd.meter_lease SET daemon = NULL WHERE daemon = $1"
 _HEARTBEAT = "UPDATE flowsd.daemon SET heartbeat_at = now() WHERE name = $1"
+# The renewal answers with a count and a sum of epochs, not a row per lease: at 20,000 meters
+# the rows were 20,000 records, UUIDs and ints every few seconds, freed again at once.
 _RENEW = """
-UPDATE flowsd.meter_lease SET expires_at = now() + make_interval(secs => $2)
-WHERE daemon = $1
-RETURNING meter_id, epoch
+WITH renewed AS (
+    UPDATE flowsd.meter_lease SET expires_at = now() + make_interval(secs => $2)
+    WHERE daemon = $1
+    RETURNING epoch
+)
+SELECT count(*) AS meters, coalesce(sum(epoch), 0) AS epochs FROM renewed
 """
+_HELD_ROWS = "SELECT meter_id, epoch FROM flowsd.meter_lease WHERE daemon = $1"
 _LIVE = """
 SELECT name FROM flowsd.daemon
 WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => lease_seconds)
@@ -195,6 +207,8 @@ class Ownership:
     _deadline: float = field(default=-math.inf, init=False)
     _conn: asyncpg.Connection | None = field(default=None, init=False)
     _registered: bool = field(default=False, init=False)
+    # The next renewal reads the lease rows, not only their count and epoch sum.
+    _list_leases: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
         self.renew_seconds = self.renew_seconds or self.lease_seconds / 3
@@ -230,6 +244,7 @@ class Ownership:
         """Count commands refused because this daemon's lease had passed on, and renew now:
         the renewal finds the leases lost and drops their meters."""
         self._fenced[source] += count
+        self._list_leases = True
         self.renew_soon()
 
     def renew_soon(self) -> None:
@@ -352,6 +367,7 @@ class Ownership:
             if self.availability is not None:
                 self.availability.succeeded("leases")
         except DATABASE_ERRORS as exc:
+            self._list_leases = True  # a take may have committed unseen
             if self.availability is not None:
                 self.availability.failed("leases", exc)
             log.warning("leases not renewed; will retry", error=describe(exc))
@@ -372,14 +388,24 @@ class Ownership:
                 await conn.execute(_FORGET_EARLIER, self.name)
             else:
                 await conn.execute(_HEARTBEAT, self.name)
-            rows = await conn.fetch(_RENEW, self.name, self.lease_seconds)
+            summary = await conn.fetchrow(_RENEW, self.name, self.lease_seconds)
+            assert summary is not None
+            as_held = (
+                not self._list_leases
+                and summary["meters"] == len(self.held)
+                and summary["epochs"] == sum(self.held.values())
+            )
+            rows = None if as_held else await conn.fetch(_HELD_ROWS, self.name)
             live = await conn.fetch(_LIVE)
         self._registered = True
+        self._list_leases = False
         self._deadline = sent + SAFETY * self.lease_seconds
         self._counts["renewals"] += 1
+        self.live = tuple(sorted(row["name"] for row in live))
+        if rows is None:
+            return
         renewed = {row["meter_id"]: row["epoch"] for row in rows}
         lost = [m for m in self.held if renewed.get(m) != self.held[m]]
-        self.live = tuple(sorted(row["name"] for row in live))
         if lost:
             self._counts["lost"] += len(lost)
             log.warning("leases taken over by another daemon: meters dropped", meters=len(lost))
@@ -401,9 +427,10 @@ class Ownership:
     async def _hand_back(self, conn: asyncpg.Connection) -> None:
         """Meters held outside the share: held back, and handed back once idle."""
         surplus = [m for m in self.held if m not in self._share]
-        kept = [m for m in self.held if m in self._share]
         supervisor = self.supervisor
-        supervisor.hold_back(kept, release=True)
+        supervisor.hold_back(
+            [m for m in supervisor.held_back if m in self._share and m in self.held], release=True
+        )
         if not surplus:
             return
         supervisor.hold_back(surplus)

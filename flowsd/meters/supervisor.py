@@ -47,6 +47,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
@@ -238,6 +239,11 @@ class FleetSupervisor:
     def hold_back(self, meter_ids: Iterable[UUID], *, release: bool = False) -> None:
         """Start no more routine polls of these meters (``release``: start them again)."""
         self.scheduler.hold_back(meter_ids, release=release)
+
+    @property
+    def held_back(self) -> AbstractSet[UUID]:
+        """The meters held back (read only)."""
+        return self.scheduler.held_back
 
     def is_held_back(self, meter_id: UUID) -> bool:
         return meter_id in self.scheduler.held_back
