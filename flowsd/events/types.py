@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -676,6 +677,13 @@ def held_id_objects(*held: Iterable[uuid.UUID]) -> Callable[[uuid.UUID], uuid.UU
     for ids in held:
         known.update((m, m) for m in ids)
     return lambda meter_id: known.get(meter_id, meter_id)
+
+
+def shared_text(text: str | None) -> str | None:
+    """``text`` as the one string object of its value (``sys.intern``): serials, addresses,
+    hardware and firmware names arrive as a new string per row read, and are kept per meter
+    in several places (the meter list, the change detector's seed, the session rows)."""
+    return None if text is None else sys.intern(text)
 
 
 # ``str(meter_id)``, cached: a noticeable share of key derivation.

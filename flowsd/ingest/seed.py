@@ -30,7 +30,7 @@ import structlog
 from flowsd.events import types
 from flowsd.events.codec import decode_body, decode_payload
 from flowsd.events.store import METER_INDEX_PREDICATE
-from flowsd.events.types import body_class_for, held_id_objects
+from flowsd.events.types import body_class_for, held_id_objects, shared_text
 from flowsd.ingest.detector import MeterState
 from flowsd.meters.eventlog import cursor_from_entries
 from flowsd.meters.target import MeterResume
@@ -165,9 +165,9 @@ async def load_meter_states(conn: asyncpg.Connection, meter_ids: Sequence[UUID])
     for chunk in _chunks(meter_ids):
         for row in await conn.fetch(_REGISTRY, chunk):
             states[same(row["id"])] = MeterState(
-                serial=row["serial"],
-                hardware=row["hardware"],
-                firmware=row["firmware_version"],
+                serial=shared_text(row["serial"]),
+                hardware=shared_text(row["hardware"]),
+                firmware=shared_text(row["firmware_version"]),
                 prepay_enabled=row["prepay_enabled"],
                 dst_correction=row["dst"],
                 balance=row["balance"],

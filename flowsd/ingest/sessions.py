@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 
 from flowsd import __version__
-from flowsd.events.types import held_id_objects
+from flowsd.events.types import held_id_objects, shared_text
 from flowsd.meters.observations import CommandOutcome, ReadFailure, SessionOutcome
 
 
@@ -191,6 +191,7 @@ async def load_rows(conn: asyncpg.Connection, meter_ids: list[UUID]) -> dict[UUI
     for row in rows:
         stored = dict(row)
         meter_id = stored["meter_id"] = same(row["meter_id"])
+        stored["serial"] = shared_text(row["serial"])
         found[meter_id] = SessionRow(**stored)
     return found
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 from uuid import UUID
@@ -130,7 +131,7 @@ def dial_plan(
             skipped.append(NotDialled(row.meter_id, row.serial, *problem))
             continue
         assert row.address is not None
-        host = str(normalise(row.address))
+        host = sys.intern(str(normalise(row.address)))  # the row's own string, as a rule
         serial_key = row.serial.strip().upper() if row.serial and row.serial.strip() else None
         first = by_address.get(host)
         if first is not None:

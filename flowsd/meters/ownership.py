@@ -60,6 +60,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -201,7 +202,7 @@ class Ownership:
     # dialled meters (the registry's)
     candidates: frozenset[UUID] = field(default=frozenset(), init=False)
     live: tuple[str, ...] = field(default=(), init=False)
-    _share: set[UUID] = field(default_factory=set, init=False)
+    _share: AbstractSet[UUID] = field(default_factory=frozenset, init=False)
     _share_key: tuple[frozenset[UUID], tuple[str, ...]] | None = field(default=None, init=False)
     # monotonic: the held leases are dropped after this
     _deadline: float = field(default=-math.inf, init=False)
@@ -422,7 +423,10 @@ class Ownership:
         if key == self._share_key:
             return
         self._share_key = key
-        self._share = {m for m in self.candidates if owner_of(m, live) == self.name}
+        if live == (self.name,):
+            self._share = self.candidates  # alone: all of them (no second set of 20,000)
+        else:
+            self._share = frozenset(m for m in self.candidates if owner_of(m, live) == self.name)
 
     async def _hand_back(self, conn: asyncpg.Connection) -> None:
         """Meters held outside the share: held back, and handed back once idle."""

@@ -14,6 +14,7 @@ failed reload keeps the previous list in force and is retried with the shared ba
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass, field
 from uuid import UUID
@@ -29,7 +30,7 @@ from flowsd.backoff import Backoff, Retry
 from flowsd.db.availability import DatabaseAvailability
 from flowsd.db.errors import DATABASE_ERRORS, describe
 from flowsd.db.listen import ListeningConnection
-from flowsd.events.types import held_id_objects
+from flowsd.events.types import held_id_objects, shared_text
 from flowsd.meters.dialplan import (
     NOT_DIALLED_KINDS,
     DialPlan,
@@ -66,7 +67,13 @@ async def load_active_meters(
     rows = await conn.fetch(_SELECT_ACTIVE)
     same = held_id_objects(known)
     return [
-        RegistryRow(same(row["id"]), row["serial"], row["address"], row["hardware"]) for row in rows
+        RegistryRow(
+            same(row["id"]),
+            shared_text(row["serial"]),
+            shared_text(row["address"]),
+            shared_text(row["hardware"]),
+        )
+        for row in rows
     ]
 
 
@@ -193,7 +200,7 @@ class RegistrySource:
     async def _plan(self, rows: Sequence[RegistryRow]) -> DialPlan:
         """The dial plan, asking the routing table (in a thread) about new addresses only."""
         hosts = {
-            str(normalise(r.address))
+            sys.intern(str(normalise(r.address)))
             for r in rows
             if r.address is not None and address_problem(r.address) is None
         }

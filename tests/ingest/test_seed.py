@@ -13,6 +13,7 @@ from flowsd.events.store import append_batch, meter_index_covers
 from flowsd.ingest import seed
 from flowsd.ingest.seed import load_meter_states, load_resume
 from flowsd.ingest.sessions import load_rows
+from flowsd.meters.registry import load_active_meters
 from flowsd.meters.target import MeterResume
 from tests.ingest.helpers import METER, at, event
 
@@ -81,8 +82,13 @@ async def test_seeds_and_stored_session_rows_keep_the_callers_id_objects(
         )
         seeds = await load_meter_states(conn, [mine, other])
         rows = await load_rows(conn, [mine, other])
+        listed = {row.meter_id: row for row in await load_active_meters(conn)}
     finally:
         await conn.close()
+    # One string object per serial, hardware and firmware name, however many rows read it.
+    assert seeds.states[mine].serial is rows[mine].serial is listed[METER].serial
+    assert seeds.states[mine].hardware is seeds.states[other].hardware is listed[OTHER].hardware
+    assert seeds.states[mine].firmware is seeds.states[other].firmware
     assert {id(m) for m in seeds.states} == {id(mine), id(other)}
     assert seeds.states[mine].online is False
     assert {id(m) for m in rows} == {id(mine), id(other)}
