@@ -78,7 +78,7 @@ from flowsd.meters.ownership import Ownership
 from flowsd.meters.plan import PollPlan
 from flowsd.meters.supervisor import FleetSupervisor
 from flowsd.ops.http import serve_management
-from flowsd.ops.limits import raise_open_files_limit
+from flowsd.ops.limits import keep_large_blocks_mapped, raise_open_files_limit
 from flowsd.ops.metrics import STATISTICS
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.projections.metrics import projector_families
@@ -240,7 +240,13 @@ class Daemon:
 
     async def _run(self) -> int:
         soft, hard = raise_open_files_limit()
-        log.info("flowsd starting", database=redact(self.url), open_files=soft, hard_limit=hard)
+        log.info(
+            "flowsd starting",
+            database=redact(self.url),
+            open_files=soft,
+            hard_limit=hard,
+            large_blocks_mapped=keep_large_blocks_mapped(),
+        )
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.housekeeping.systemd_loop)
             if self.handle_signals:
