@@ -135,10 +135,11 @@ async def _measure(url: str, state: Path, reads: int) -> dict[str, float]:
                     timeout=75,
                 )
             raw_tariff = time.perf_counter() - started
-            # Its read-back follows once the writes settled (10 s); let it finish first.
+            # Its read-back follows once the writes settled (10 s); let it finish first (the
+            # session holds an inbox while it owes one).
             session = daemon.supervisor.sessions[(await daemon.dispatcher.lookup(serial)).meter_id]
             with anyio.fail_after(120):
-                while session.readback or session.running:  # noqa: ASYNC110 - engine state
+                while session.inbox or session.running:  # noqa: ASYNC110 - engine state
                     await anyio.sleep(0.1)
             await anyio.sleep(GAP_SECONDS + 0.5)
             operation = commands.future_tariff(

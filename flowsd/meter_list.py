@@ -28,7 +28,7 @@ from flowsd.ingest.sessions import SessionTracker, load_rows
 from flowsd.meters.ownership import Ownership
 from flowsd.meters.registry import DialPlan, RegistrySource
 from flowsd.meters.supervisor import FleetSupervisor
-from flowsd.meters.target import MeterResume, MeterTarget
+from flowsd.meters.target import NO_RESUME, MeterTarget
 
 log = structlog.get_logger("flowsd.app")
 
@@ -115,7 +115,7 @@ class MeterList:
                     serial=meter.serial,
                     ip_address=meter.ip_address,
                     hardware=meter.hardware,
-                    resume=resume.get(meter.meter_id, MeterResume()),
+                    resume=resume.get(meter.meter_id, NO_RESUME),
                 )
             )
         wanted = {m.meter_id for m in meters}

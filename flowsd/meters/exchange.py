@@ -1,6 +1,8 @@
 """One request to one meter: pacing, a connection slot, retries, strict validation.
 
-A :class:`MeterLink` belongs to one meter session. For each request it waits out the
+A :class:`MeterLink` belongs to one meter session and reads the session's address, settings,
+limiter, counters, clock, generator and stop check when it needs them (it keeps no copies of
+its own). For each request it waits out the
 meter's minimum gap, takes a fleet connection slot (unless it still holds an open
 persistent connection), connects, exchanges one frame, validates it (the codec checks
 delimiter, length, CRC, destination address, NAK, format and echoed object id) and
@@ -15,8 +17,8 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import KW_ONLY, dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import anyio
 
@@ -41,6 +43,7 @@ from flowsd.meters import metrics, transport
 from flowsd.meters.limits import ConnectionLimiter, Lane
 from flowsd.meters.observations import FailureReason
 from flowsd.meters.statistics import EngineCounts
+from flowsd.meters.target import MeterTarget
 from flowsd.meters.transport import MeterConnection, TransportError
 from flowsd.meters.watchdog import ProgressWatchdog
 
@@ -104,19 +107,30 @@ def classify(exc: EmopError) -> FailureReason:
     return "payload"
 
 
+class LinkOwner(Protocol):
+    """What a link uses of its session (read when used: the session may change them)."""
+
+    @property
+    def target(self) -> MeterTarget: ...
+    @property
+    def settings(self) -> MetersConfig: ...
+    @property
+    def limiter(self) -> ConnectionLimiter: ...
+    @property
+    def counts(self) -> EngineCounts: ...
+    @property
+    def wall_clock(self) -> Callable[[], float]: ...
+    @property
+    def rng(self) -> random.Random: ...
+    @property
+    def stopping(self) -> Callable[[], bool]: ...
+
+
 @dataclass(slots=True, eq=False)
 class MeterLink:
     """The connection side of one meter session."""
 
-    host: str
-    port: int
-    _: KW_ONLY
-    settings: MetersConfig
-    limiter: ConnectionLimiter
-    counts: EngineCounts
-    wall_clock: Callable[[], float]
-    rng: random.Random
-    stopping: Callable[[], bool]
+    owner: LinkOwner
     waiting_for_slot: bool = field(default=False, init=False)
     _backfill_wait: anyio.CancelScope | None = field(default=None, init=False)
     _conn: MeterConnection | None = field(default=None, init=False)
@@ -144,17 +158,18 @@ class MeterLink:
         :class:`BackfillDeferredError` when its wait is withdrawn (``due``, wall clock:
         when the meter's next cadence begins; :meth:`defer_backfill`; or after
         :data:`BACKFILL_MAX_WAIT_SECONDS`)."""
+        owner = self.owner
         wire = encode_request(request)
-        max_attempts = attempts or self.settings.request_attempts
+        max_attempts = attempts or owner.settings.request_attempts
         failure = Failure("internal", "no attempt made", 0)
         for attempt in range(max_attempts):
             if attempt:
-                if stoppable and self.stopping():
+                if stoppable and owner.stopping():
                     raise PollAbortError  # not the meter's failure: do not count it
-                self.counts.retries += 1
-                settings = self.settings
+                owner.counts.retries += 1
+                settings = owner.settings
                 backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
-                await anyio.sleep(backoff.delay(attempt - 1, self.rng))
+                await anyio.sleep(backoff.delay(attempt - 1, owner.rng))
             try:
                 answer = await self._attempt(
                     wire,
@@ -171,12 +186,12 @@ class MeterLink:
             except EmopError as exc:
                 failure = Failure(classify(exc), str(exc), attempt + 1)
             else:
-                self.counts.attempts[kind, "ok", "ok"] += 1
+                owner.counts.attempts[kind, "ok", "ok"] += 1
                 metrics.REQUEST_LATENCY.observe(answer.latency)
                 return answer
             finally:
                 watchdog.progress()
-            self.counts.attempts[kind, "failed", failure.reason] += 1
+            owner.counts.attempts[kind, "failed", failure.reason] += 1
             if not failure.connection_level:
                 break
         return failure
@@ -193,7 +208,8 @@ class MeterLink:
         lane: Lane,
         due: float,
     ) -> Answer:
-        settings = self.settings
+        owner = self.owner
+        settings = owner.settings
         wait = self._last_exchange_end + settings.min_gap_seconds - time.monotonic()
         if wait > 0:
             await anyio.sleep(wait)
@@ -205,13 +221,13 @@ class MeterLink:
             except BackfillDeferredError:
                 deferred = True  # nothing was sent: the meter's gap is not restarted
                 raise
-            sent_at = self.wall_clock()
+            sent_at = owner.wall_clock()
             try:
                 frame = await conn.exchange(wire, settings.read_timeout_seconds)
             except TransportError:
                 self.close()
                 raise
-            received_at = self.wall_clock()
+            received_at = owner.wall_clock()
             latency = time.monotonic() - start
             if settings.connection_mode == "per_request":
                 self.close()
@@ -236,8 +252,9 @@ class MeterLink:
         if self._conn is not None and self._conn.usable:
             return self._conn
         self.close()
-        if not self.limiter.try_acquire(lane):
-            if stoppable and self.stopping():
+        owner = self.owner
+        if not owner.limiter.try_acquire(lane):
+            if stoppable and owner.stopping():
                 raise PollAbortError
             # Waiting for the fleet's caps is not being stuck; stop() may cancel this wait.
             self.waiting_for_slot = True
@@ -247,17 +264,21 @@ class MeterLink:
                     if lane == "backfill":
                         self._backfill_wait = scope
                         scope.deadline = anyio.current_time() + BACKFILL_MAX_WAIT_SECONDS
-                    granted = await self.limiter.acquire(lane, due=due)
+                    granted = await owner.limiter.acquire(lane, due=due)
             finally:
                 self.waiting_for_slot = False
                 self._backfill_wait = None
             if not granted:
                 raise BackfillDeferredError
         # A slot goes back to the limiter that granted it, even after a reconfigure.
-        self._slot_limiter = self.limiter
+        self._slot_limiter = owner.limiter
+        target, settings = owner.target, owner.settings
         try:
             self._conn = await transport.connect(
-                self.host, self.port, self.settings.connect_timeout_seconds, self.counts.traffic
+                target.ip_address,
+                target.port or settings.port,
+                settings.connect_timeout_seconds,
+                owner.counts.traffic,
             )
         except BaseException:
             self.close()

@@ -296,14 +296,13 @@ class Poll:
         newest = newest_complete(conv.now(), settings.profile_settle_seconds)
         horizon = settings.backfill_horizon_hours * 3600
         resume = session.target.resume
-        cursors = session.profile_cursors
-        for log, last in ((1, resume.profile_log_1_last), (2, resume.profile_log_2_last)):
-            if log not in cursors:
-                cursors[log] = LogCursor(log, first_wanted(last, newest, horizon))  # type: ignore[arg-type]
+        logs = (
+            session.profile_cursor(1, first_wanted(resume.profile_log_1_last, newest, horizon)),
+            session.profile_cursor(2, first_wanted(resume.profile_log_2_last, newest, horizon)),
+        )
         twin = is_twin_element(session.hardware)
         budget = full_budget = settings.backfill_max_requests_per_poll
         stalled: set[int] = set()
-        logs = (cursors[1], cursors[2])
         while budget > 0:
             cursor = choose_next(logs, newest, stalled)
             if cursor is None:
@@ -353,12 +352,9 @@ class Poll:
         # Records are stamped with their interval's start: the newest complete one starts
         # half an hour before the newest profile-log timestamp.
         newest = newest_complete(conv.now(), settings.profile_settle_seconds) - HALF_HOUR
-        cursor = session.profile_cursors.get(THREE_PHASE_LOG)
-        if cursor is None:
-            last = session.target.resume.three_phase_interval_last
-            horizon = settings.backfill_horizon_hours * 3600
-            cursor = LogCursor(THREE_PHASE_LOG, first_wanted(last, newest, horizon))
-            session.profile_cursors[THREE_PHASE_LOG] = cursor
+        last = session.target.resume.three_phase_interval_last
+        horizon = settings.backfill_horizon_hours * 3600
+        cursor = session.profile_cursor(THREE_PHASE_LOG, first_wanted(last, newest, horizon))
         if cursor.paused_until > session.wall_clock():
             return
 

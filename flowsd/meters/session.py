@@ -2,7 +2,8 @@
 
 A :class:`MeterSession` is created per meter and lives as long as the meter is in the
 fleet. It holds what outlives a run (breaker, schedule, cursors, hardware, the link with
-its pacing, the command queue, read-backs still owed) and runs one job at a time
+its pacing, and while any waits, an :class:`Inbox` of queued commands, poll requests and
+read-backs still owed) and runs one job at a time
 (:meth:`MeterSession.run`): a :class:`~flowsd.meters.poll.Poll` of the cadences that are
 due, a :class:`~flowsd.meters.poll.Probe` while the breaker holds the meter offline, or
 nothing but the queued commands. Queued commands are served between two plan items of a
@@ -33,7 +34,7 @@ from flowsd.config import MetersConfig
 from flowsd.emop import by_name
 from flowsd.emop.hardware import HardwareFamily
 from flowsd.meters import metrics
-from flowsd.meters.backfill import LogCursor
+from flowsd.meters.backfill import LogCursor, ProfileLogNumber
 from flowsd.meters.breaker import Breaker
 from flowsd.meters.command import CommandResult, MeterCommand, refused
 from flowsd.meters.conversation import Conversation
@@ -90,6 +91,25 @@ class PollRequest:
         return self.outcome
 
 
+class Inbox:
+    """What callers wait for from one meter: queued commands, full-poll requests and the
+    read-backs still owed. A session holds one only while any of these waits (most meters
+    have none almost all the time, and a fleet holds tens of thousands of sessions)."""
+
+    __slots__ = ("commands", "poll_requests", "readback", "readback_due")
+
+    def __init__(self) -> None:
+        # A short FIFO (at most queue_size): a list, not a deque (56 bytes against 760).
+        self.commands: list[MeterCommand] = []
+        self.poll_requests: list[PollRequest] = []
+        self.readback: dict[str, None] = {}  # names in reading order
+        self.readback_due = math.inf  # wall clock
+
+    @property
+    def empty(self) -> bool:
+        return not (self.commands or self.poll_requests or self.readback)
+
+
 # One generator for every session that is not given its own: a Mersenne Twister is 2.5 KB,
 # which per meter was the largest single item of a loaded fleet (bench/bench_fleet.py).
 _SHARED_RNG = random.Random()
@@ -103,12 +123,12 @@ class MeterSession:
         "answered_ever",
         "breaker",
         "cancel_scope",
-        "commands",
         "counts",
         "event_cursor",
         "event_history_deferrals",
         "hardware",
         "heap_generation",
+        "inbox",
         "last_failure",
         "last_failure_at",
         "last_poll_seconds",
@@ -117,11 +137,8 @@ class MeterSession:
         "limiter",
         "link",
         "plan",
-        "poll_requests",
         "profile_cursors",
         "queue_size",
-        "readback",
-        "readback_due",
         "readback_settle_seconds",
         "rng",
         "running",
@@ -176,28 +193,15 @@ class MeterSession:
         self.schedule = MeterSchedule(
             target.meter_id, self._periods(), jitter=settings.schedule_jitter_seconds, now=now
         )
-        self.profile_cursors: dict[int, LogCursor] = {}
+        self.profile_cursors: dict[int, LogCursor] | None = None  # made by the first poll
         self.event_cursor: EventLogCursor | None = target.resume.event_log
         self.event_history_deferrals = 0  # first scans given up for want of back-fill room
         self.running = False
         self.launch_queued = False  # waiting in the fleet scheduler's LaunchQueue
         self.heap_generation = 0
         self.cancel_scope: anyio.CancelScope | None = None
-        self.link = MeterLink(
-            target.ip_address,
-            target.port or settings.port,
-            settings=settings,
-            limiter=limiter,
-            counts=counts,
-            wall_clock=wall_clock,
-            rng=self.rng,
-            stopping=stopping,
-        )
-        # A short FIFO (at most queue_size); a list, not a deque: 56 bytes per idle meter.
-        self.commands: list[MeterCommand] = []
-        self.poll_requests: list[PollRequest] = []
-        self.readback: dict[str, None] = {}  # names in reading order
-        self.readback_due = math.inf  # wall clock
+        self.link = MeterLink(self)
+        self.inbox: Inbox | None = None  # None while nothing waits
         # Introspection
         self.last_failure: Failure | None = None
         self.last_failure_at: float | None = None
@@ -213,6 +217,16 @@ class MeterSession:
     @property
     def waiting_for_slot(self) -> bool:
         return self.link.waiting_for_slot
+
+    def profile_cursor(self, log: ProfileLogNumber, first: int) -> LogCursor:
+        """The meter's cursor of profile log ``log``; made at half hour ``first`` when the
+        meter has none yet (it has none before the first poll that reads the log)."""
+        if self.profile_cursors is None:
+            self.profile_cursors = {}
+        cursor = self.profile_cursors.get(log)
+        if cursor is None:
+            cursor = self.profile_cursors[log] = LogCursor(log, first)
+        return cursor
 
     # ----------------------------------------------------------------- schedule
 
@@ -240,9 +254,6 @@ class MeterSession:
         self.settings = settings
         self.plan = plan
         self.limiter = limiter
-        self.link.settings = settings
-        self.link.limiter = limiter
-        self.link.port = self.target.port or settings.port
         self.breaker.threshold = settings.offline_after_failures
         self.breaker.probe_initial = settings.probe_initial_seconds
         self.breaker.probe_max = settings.probe_max_seconds
@@ -257,8 +268,6 @@ class MeterSession:
         """New address or hardware for the same meter; schedule and cursors are kept."""
         hardware_changed = target.hardware != self.target.hardware
         self.target = target
-        self.link.host = target.ip_address
-        self.link.port = target.port or self.settings.port
         if hardware_changed and target.hardware is not None:
             self.set_hardware(target.hardware)
 
@@ -275,19 +284,46 @@ class MeterSession:
 
     # ----------------------------------------------------------------- commands
 
+    @property
+    def commands(self) -> Sequence[MeterCommand]:
+        """The queued commands, oldest first (read only: see :meth:`enqueue`)."""
+        return () if self.inbox is None else self.inbox.commands
+
+    @property
+    def poll_requests(self) -> Sequence[PollRequest]:
+        """The callers waiting for the next full poll (read only: see :meth:`request_poll`)."""
+        return () if self.inbox is None else self.inbox.poll_requests
+
+    @property
+    def readback_due(self) -> float:
+        """When the read-backs owed are next due (wall clock; inf: not before another is
+        asked for)."""
+        return math.inf if self.inbox is None else self.inbox.readback_due
+
+    def _inbox(self) -> Inbox:
+        if self.inbox is None:
+            self.inbox = Inbox()
+        return self.inbox
+
+    def _drop_inbox_if_empty(self) -> None:
+        if self.inbox is not None and self.inbox.empty:
+            self.inbox = None
+
     def enqueue(self, command: MeterCommand) -> None:
         """Queue a command (the supervisor wakes the session); raises QueueFullError."""
         if len(self.commands) >= self.queue_size:
             raise QueueFullError
         command.state = "queued"
-        self.commands.append(command)
+        self._inbox().commands.append(command)
         self.counts.commands_queued += 1
 
     async def withdraw(self, command: MeterCommand, result: CommandResult) -> bool:
         """Take a command that has not started out of the queue (its caller gave up)."""
         if command.state != "queued":
             return False
-        self.commands.remove(command)
+        assert self.inbox is not None
+        self.inbox.commands.remove(command)
+        self._drop_inbox_if_empty()
         self.counts.commands_queued -= 1
         await self.finish_unrun(command, result, None)
         return True
@@ -297,12 +333,43 @@ class MeterSession:
     ) -> int:
         """Fail every queued command (the meter is unreachable, or the daemon is stopping)."""
         failed = 0
-        while self.commands:
-            command = self.commands.pop(0)
+        while self.inbox is not None and self.inbox.commands:
+            command = self.inbox.commands.pop(0)
+            self._drop_inbox_if_empty()
             self.counts.commands_queued -= 1
             await self.finish_unrun(command, refused(reason, detail), watchdog)
             failed += 1
         return failed
+
+    def drop_queued(self, result: CommandResult) -> None:
+        """Finish every queued command with ``result`` and record nothing (the session
+        leaves a fleet that is not running: there is no task to record outcomes in)."""
+        if self.inbox is None:
+            return
+        for command in self.inbox.commands:
+            command.finish(result)
+        self.inbox.commands.clear()
+        self._drop_inbox_if_empty()
+
+    def request_poll(self) -> PollRequest:
+        """A caller's request for the next full poll (the supervisor wakes the session)."""
+        request = PollRequest()
+        self._inbox().poll_requests.append(request)
+        return request
+
+    def finish_poll_requests(
+        self, outcome: SessionOutcome | None, requests: Sequence[PollRequest] | None = None
+    ) -> None:
+        """Give ``outcome`` to those of ``requests`` still waiting (None: to every waiting
+        one), which then wait no more."""
+        if self.inbox is None:
+            return
+        waiting = self.inbox.poll_requests
+        for request in list(waiting) if requests is None else requests:
+            if request in waiting:  # not answered meanwhile (stop() answers every one)
+                waiting.remove(request)
+                request.finish(outcome)
+        self._drop_inbox_if_empty()
 
     async def finish_unrun(
         self, command: MeterCommand, result: CommandResult, watchdog: ProgressWatchdog | None
@@ -316,28 +383,33 @@ class MeterSession:
     def read_back_later(self, names: tuple[str, ...], *, settle: bool) -> None:
         """Owe a read-back of ``names``: after ``readback_settle_seconds`` without another
         such request (``settle``), else at the end of this run or when the meter answers."""
-        self.readback.update(dict.fromkeys(names))
+        inbox = self._inbox()
+        inbox.readback.update(dict.fromkeys(names))
         delay = self.readback_settle_seconds if settle else 0.0
-        self.readback_due = self.wall_clock() + delay
+        inbox.readback_due = self.wall_clock() + delay
 
     async def serve_commands(self, conv: Conversation, *, final: bool = False) -> None:
         """Run the queued commands (between two plan items, and at the end of a run with
         ``final``, then the read-backs that are due). A command that found the meter
         unreachable ends the run like a failed poll request does."""
-        while self.commands and not self.stopping():
+        while self.inbox is not None and self.inbox.commands and not self.stopping():
             if self.breaker.offline or _unreachable(conv):
                 why = self.last_failure.reason if self.last_failure else "offline"
                 await self.fail_queued("unavailable", f"meter unreachable ({why})", conv.watchdog)
                 break
-            command = self.commands.pop(0)
+            command = self.inbox.commands.pop(0)
+            self._drop_inbox_if_empty()
             self.counts.commands_queued -= 1
             if time.monotonic() >= command.deadline:
                 late = refused("deadline", "the caller's deadline passed in the queue")
                 await self.finish_unrun(command, late, conv.watchdog)
                 continue
             await self._execute(conv, command)
-        if final and self.readback and self.readback_due <= self.wall_clock():
-            await self._read_back(conv)
+        inbox = self.inbox
+        if not final or inbox is None:
+            return
+        if inbox.readback and inbox.readback_due <= self.wall_clock():
+            await self._read_back(conv, inbox)
 
     async def _execute(self, conv: Conversation, command: MeterCommand) -> None:
         started = time.monotonic()
@@ -357,8 +429,9 @@ class MeterSession:
         if result.reason in _TRANSPORT or self.breaker.offline:
             raise PollAbortError  # the meter is unreachable: end the run as a poll would
 
-    async def _read_back(self, conv: Conversation) -> None:
-        for name in list(self.readback):
+    async def _read_back(self, conv: Conversation, inbox: Inbox) -> None:
+        # ``inbox`` stays the session's throughout: it is not dropped while names are owed.
+        for name in list(inbox.readback):
             info = by_name(name)
             try:
                 answer = await conv.read_object(name, info.id)
@@ -366,10 +439,11 @@ class MeterSession:
                 answer = conv.last_failure or Failure("internal", "aborted", 0)
             if isinstance(answer, Failure) and not answer.meter_answered:
                 # Not now: again after a probe's delay (or when the meter is back online).
-                self.readback_due = self.wall_clock() + self.settings.probe_initial_seconds
+                inbox.readback_due = self.wall_clock() + self.settings.probe_initial_seconds
                 raise PollAbortError
-            del self.readback[name]
-        self.readback_due = math.inf
+            del inbox.readback[name]
+        inbox.readback_due = math.inf
+        self._drop_inbox_if_empty()
 
     # ----------------------------------------------------------------- runs
 

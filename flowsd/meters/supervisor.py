@@ -193,15 +193,11 @@ class FleetSupervisor:
 
     def _forsake(self, session: MeterSession, why: str) -> None:
         """Fail what a session that is going away still holds for callers."""
-        for request in session.poll_requests:
-            request.finish(None)
-        session.poll_requests.clear()
+        session.finish_poll_requests(None)
         if session.commands and self._task_group is not None:
             self._task_group.start_soon(session.fail_queued, "unavailable", why)
-        elif session.commands:
-            for command in session.commands:
-                command.finish(CommandResult(ok=False, reason="unavailable", detail=why))
-            session.commands.clear()
+        else:
+            session.drop_queued(CommandResult(ok=False, reason="unavailable", detail=why))
 
     def reconfigure(self, settings: MetersConfig, plan: PollPlan) -> None:
         """Apply a reloaded ``[meters]``/``[poll]`` without restarting anything.
@@ -338,9 +334,7 @@ class FleetSupervisor:
         try:
             outcome = await session.run(job)
         finally:
-            for request in waiting:
-                session.poll_requests.remove(request)
-                request.finish(outcome)
+            session.finish_poll_requests(outcome, waiting)
             address = self.scheduler.ended(session)
             if self.sessions.get(session.target.meter_id) is session:
                 self.tally.ran(session, before, answered_before)
@@ -360,9 +354,7 @@ class FleetSupervisor:
             # Not dialled yet: nothing is in flight for these, so end them now.
             if session.waiting_for_slot and session.cancel_scope is not None:
                 session.cancel_scope.cancel()
-            for request in session.poll_requests:
-                request.finish(None)
-            session.poll_requests.clear()
+            session.finish_poll_requests(None)
             if session.commands:
                 with anyio.CancelScope(shield=True):
                     await session.fail_queued("stopped", "the daemon is stopping")
@@ -427,8 +419,7 @@ class FleetSupervisor:
     def poll_now(self, meter_id: UUID) -> PollRequest:
         """Ask for a full poll of the meter as soon as it is free; wait on the result."""
         session = self._session_for(meter_id)
-        request = PollRequest()
-        session.poll_requests.append(request)
+        request = session.request_poll()
         self._wake_now(session)
         return request
 

@@ -37,6 +37,10 @@ class MeterResume(msgspec.Struct, frozen=True, kw_only=True):
     answered: bool = False
 
 
+# The resume point of every meter the daemon has stored nothing for (shared: it is frozen).
+NO_RESUME = MeterResume()
+
+
 class MeterTarget(msgspec.Struct, frozen=True, kw_only=True):
     """One meter to poll. ``port`` None means ``[meters] port``.
 
@@ -49,7 +53,7 @@ class MeterTarget(msgspec.Struct, frozen=True, kw_only=True):
     ip_address: str
     port: int | None = None
     hardware: str | None = None
-    resume: MeterResume = MeterResume()
+    resume: MeterResume = NO_RESUME
 
     def same_identity(self, other: MeterTarget) -> bool:
         """Same meter, address and hardware: an apply() with it changes nothing."""

@@ -144,6 +144,10 @@ async def test_an_interrupted_tariff_sequence_is_recorded_and_read_back(
         before = len(await events_of(migrated_url, "FUTURE_TARIFF_READ"))
         s.fleet.set_faults(None)  # the meter is back: the tariff is read back
         await wait_until(lambda: _more(migrated_url, "FUTURE_TARIFF_READ", before))
+        meter_id = s.daemon.supervisor.meter_id_of(meter.serial)
+        assert meter_id is not None
+        session = s.daemon.supervisor.sessions[meter_id]
+        await wait_until(lambda: session.inbox is None)  # nothing owed, nothing held
         failed = await events_of(migrated_url, "COMMAND_FAILED")
     assert failed[-1]["interrupted"] is True and failed[-1]["operation"] == "future_tariff"
 

@@ -201,9 +201,31 @@ async def test_sessions_share_one_stopping_check_that_follows_the_supervisor() -
         checks = {id(s.stopping) for s in supervisor.sessions.values()}
         assert len(checks) == 1
         session = next(iter(supervisor.sessions.values()))
-        assert not session.stopping() and not session.link.stopping()
+        assert not session.stopping()
         await supervisor.stop()
-        assert session.stopping() and session.link.stopping()
+        assert session.stopping()
+
+
+async def test_a_poll_request_is_answered_once_and_leaves_the_session_idle_again() -> None:
+    config = settings(read_timeout_seconds=60.0, stop_deadline_seconds=0.3)
+    async with fleet_of(1, hardware=["B1.w"], faults="slow=1:300ms") as fleet:
+        sink = Collector()
+        supervisor = FleetSupervisor(config, plan_of(period=3600.0), sink)
+        supervisor.apply(targets_for(fleet))
+        session = next(iter(supervisor.sessions.values()))
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            answered = await supervisor.poll_now(session.target.meter_id).wait()
+            assert answered is not None and answered.ok and answered.kind == "poll"
+            assert session.inbox is None
+            # Stopped while the asked-for poll runs: stop() answers the caller (None), and
+            # the poll that ends afterwards does not answer it again.
+            request = supervisor.poll_now(session.target.meter_id)
+            await wait_until(lambda: session.running)
+            with anyio.fail_after(5):
+                await supervisor.stop()
+            assert await request.wait() is None
+        assert session.inbox is None and not session.running
 
 
 async def test_stop_abandons_in_flight_requests_within_the_deadline() -> None:
