@@ -19,12 +19,14 @@ from flowsd.emop.records import (
     EventLog,
     FirmwareVersion,
     HardwareVersion,
+    IntervalStatus,
     LoadSwitch,
     PrepayBalance,
     ProfileLog1,
     ProfileLog1Record,
     ProfileLog2,
     ProfileLog2TwinRecord,
+    ProfileStatus,
     Record,
     Registers,
     Serial,
@@ -236,3 +238,14 @@ def test_profile_log_1_encodes_the_five_records_a_meter_sends() -> None:
     twin = ProfileLog2TwinRecord(1800, VALID, 1, 2, 3, 4, 5, 6, 7)
     with pytest.raises(EncodeError, match="at most 2"):
         ProfileLog2(True, 1800, (twin,) * 3).encode()
+
+
+@given(raw=st.binary(min_size=2, max_size=2))
+def test_status_words_decode_to_shared_values_and_encode_back(raw: bytes) -> None:
+    """Decoded statuses are shared per word and kind (a back-fill decodes thousands of
+    records with a handful of words), and any status, decoded or built, encodes to its word."""
+    profile, interval = ProfileStatus.from_bytes(raw), IntervalStatus.from_bytes(raw)
+    assert ProfileStatus.from_bytes(raw) is profile and type(interval) is IntervalStatus
+    assert profile.to_bytes() == interval.to_bytes() == raw
+    built = ProfileStatus(*(bool(raw[i // 8] & (0x80 >> i % 8)) for i in range(16)))
+    assert built == profile and built.to_bytes() == raw

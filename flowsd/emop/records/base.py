@@ -94,12 +94,32 @@ def byte_from_bits_msb_first(bits: list[bool]) -> int:
 
 class StatusFlags(msgspec.Struct, frozen=True):
     """Two status bytes as 16 boolean fields, which subclasses declare in wire order
-    (byte 0 bit 7 first)."""
+    (byte 0 bit 7 first).
+
+    A meter's records carry a handful of distinct status words, and a back-fill decodes
+    thousands of records (and the ingest turns each status back into its word): decoded
+    statuses are shared, immutable values, remembered by their two bytes."""
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Self:
-        return cls(*bits_msb_first(raw[0]), *bits_msb_first(raw[1]))
+        key = (cls, bytes(raw[:2]))
+        found = _DECODED.get(key)
+        if found is None:
+            if len(_DECODED) >= _STATUS_CACHE_LIMIT:
+                _DECODED.clear()
+                _ENCODED.clear()
+            found = _DECODED[key] = cls(*bits_msb_first(raw[0]), *bits_msb_first(raw[1]))
+            _ENCODED[found] = key[1]
+        return found  # type: ignore[return-value]  # keyed by cls: an instance of it
 
     def to_bytes(self) -> bytes:
-        bits = [bool(getattr(self, name)) for name in self.__struct_fields__]
-        return bytes((byte_from_bits_msb_first(bits[:8]), byte_from_bits_msb_first(bits[8:])))
+        raw = _ENCODED.get(self)  # equal structs are of one type with equal fields
+        if raw is None:
+            bits = [bool(getattr(self, name)) for name in self.__struct_fields__]
+            raw = bytes((byte_from_bits_msb_first(bits[:8]), byte_from_bits_msb_first(bits[8:])))
+        return raw
+
+
+_STATUS_CACHE_LIMIT = 4096
+_DECODED: dict[tuple[type[StatusFlags], bytes], StatusFlags] = {}
+_ENCODED: dict[StatusFlags, bytes] = {}
