@@ -69,4 +69,4 @@ def test_an_idle_session_holds_no_empty_containers_and_stays_under_its_byte_boun
     finally:
         tracemalloc.stop()
     assert per_session < BOUND, f"{per_session:.0f} bytes per idle session"
-    assert all(s is not None and s.inbox is None and s.profile_cursors is None for s in sessions)
+    assert all(s is not None and s.inbox is None and s.profile_cursors == () for s in sessions)
