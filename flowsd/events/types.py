@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import sys
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -665,25 +664,6 @@ class MeterCache(dict[uuid.UUID, _Derived]):
             self.clear()
         value = self[meter_id] = self.derive(meter_id)
         return value
-
-
-def held_id_objects(*held: Iterable[uuid.UUID]) -> Callable[[uuid.UUID], uuid.UUID]:
-    """``same(meter_id)``: the equal id object among ``held``, else ``meter_id`` itself.
-
-    Rows read from the database bring a new UUID per meter id; keying what the daemon keeps by
-    the objects its sessions already hold keeps one UUID per meter (72 bytes each, several
-    copies a meter after a restart or a list change otherwise)."""
-    known: dict[uuid.UUID, uuid.UUID] = {}
-    for ids in held:
-        known.update((m, m) for m in ids)
-    return lambda meter_id: known.get(meter_id, meter_id)
-
-
-def shared_text(text: str | None) -> str | None:
-    """``text`` as the one string object of its value (``sys.intern``): serials, addresses,
-    hardware and firmware names arrive as a new string per row read, and are kept per meter
-    in several places (the meter list, the change detector's seed, the session rows)."""
-    return None if text is None else sys.intern(text)
 
 
 # ``str(meter_id)``, cached: a noticeable share of key derivation.

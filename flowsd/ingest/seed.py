@@ -30,9 +30,10 @@ import structlog
 from flowsd.events import types
 from flowsd.events.codec import decode_body, decode_payload
 from flowsd.events.store import METER_INDEX_PREDICATE
-from flowsd.events.types import body_class_for, held_id_objects, shared_text
+from flowsd.events.types import body_class_for
 from flowsd.ingest.detector import MeterState
 from flowsd.meters.eventlog import cursor_from_entries
+from flowsd.meters.sharing import held_id_objects, shared_text
 from flowsd.meters.target import MeterResume
 
 log = structlog.get_logger("flowsd.ingest")

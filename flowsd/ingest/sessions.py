@@ -18,8 +18,8 @@ import asyncpg
 import msgspec
 
 from flowsd import __version__
-from flowsd.events.types import held_id_objects, shared_text
 from flowsd.meters.observations import CommandOutcome, ReadFailure, SessionOutcome
+from flowsd.meters.sharing import held_id_objects, shared_text
 
 
 @dataclass(slots=True)

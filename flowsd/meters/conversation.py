@@ -84,6 +84,7 @@ class Conversation:
         :class:`~flowsd.meters.exchange.BackfillDeferredError` (see ``MeterLink.request``)."""
         session = self.session
         result = await session.link.request(
+            session,
             request,
             kind,
             attempts=attempts,

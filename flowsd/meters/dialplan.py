@@ -131,7 +131,8 @@ def dial_plan(
             skipped.append(NotDialled(row.meter_id, row.serial, *problem))
             continue
         assert row.address is not None
-        host = sys.intern(str(normalise(row.address)))  # the row's own string, as a rule
+        # One string per address: normally the row's own (the registry stores host addresses).
+        host = sys.intern(str(normalise(row.address)))
         serial_key = row.serial.strip().upper() if row.serial and row.serial.strip() else None
         first = by_address.get(host)
         if first is not None:

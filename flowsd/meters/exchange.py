@@ -1,8 +1,11 @@
 """One request to one meter: pacing, a connection slot, retries, strict validation.
 
-A :class:`MeterLink` belongs to one meter session and reads the session's address, settings,
-limiter, counters, clock, generator and stop check when it needs them (it keeps no copies of
-its own). For each request it waits out the
+A :class:`MeterLink` belongs to one meter session, which it is given with each request: it
+reads the session's address, settings, limiter, counters, clock, generator and stop check
+then, rather than keeping copies or a reference (a session and its link pointing at each
+other would outlive the meter's leaving the fleet until a full garbage collection); only
+the limiter a connection slot came from is kept, while the slot is held. For each
+request it waits out the
 meter's minimum gap, takes a fleet connection slot (unless it still holds an open
 persistent connection), connects, exchanges one frame, validates it (the codec checks
 delimiter, length, CRC, destination address, NAK, format and echoed object id) and
@@ -130,7 +133,6 @@ class LinkOwner(Protocol):
 class MeterLink:
     """The connection side of one meter session."""
 
-    owner: LinkOwner
     waiting_for_slot: bool = field(default=False, init=False)
     _backfill_wait: anyio.CancelScope | None = field(default=None, init=False)
     _conn: MeterConnection | None = field(default=None, init=False)
@@ -140,6 +142,7 @@ class MeterLink:
 
     async def request(
         self,
+        owner: LinkOwner,
         request: Request,
         kind: RequestKind,
         *,
@@ -158,7 +161,6 @@ class MeterLink:
         :class:`BackfillDeferredError` when its wait is withdrawn (``due``, wall clock:
         when the meter's next cadence begins; :meth:`defer_backfill`; or after
         :data:`BACKFILL_MAX_WAIT_SECONDS`)."""
-        owner = self.owner
         wire = encode_request(request)
         max_attempts = attempts or owner.settings.request_attempts
         failure = Failure("internal", "no attempt made", 0)
@@ -172,11 +174,12 @@ class MeterLink:
                 await anyio.sleep(backoff.delay(attempt - 1, owner.rng))
             try:
                 answer = await self._attempt(
+                    owner,
                     wire,
                     request,
                     twin,
                     watchdog,
-                    attempt + 1,
+                    number=attempt + 1,
                     stoppable=stoppable,
                     lane=lane,
                     due=due,
@@ -198,17 +201,17 @@ class MeterLink:
 
     async def _attempt(
         self,
+        owner: LinkOwner,
         wire: bytes,
         request: Request,
         twin: bool,
         watchdog: ProgressWatchdog,
-        number: int,
         *,
+        number: int,
         stoppable: bool,
         lane: Lane,
         due: float,
     ) -> Answer:
-        owner = self.owner
         settings = owner.settings
         wait = self._last_exchange_end + settings.min_gap_seconds - time.monotonic()
         if wait > 0:
@@ -217,7 +220,7 @@ class MeterLink:
         deferred = False
         try:
             try:
-                conn = await self._connection(watchdog, stoppable, lane, due)
+                conn = await self._connection(owner, watchdog, stoppable, lane, due)
             except BackfillDeferredError:
                 deferred = True  # nothing was sent: the meter's gap is not restarted
                 raise
@@ -247,12 +250,11 @@ class MeterLink:
             self._backfill_wait.cancel()
 
     async def _connection(
-        self, watchdog: ProgressWatchdog, stoppable: bool, lane: Lane, due: float
+        self, owner: LinkOwner, watchdog: ProgressWatchdog, stoppable: bool, lane: Lane, due: float
     ) -> MeterConnection:
         if self._conn is not None and self._conn.usable:
             return self._conn
         self.close()
-        owner = self.owner
         if not owner.limiter.try_acquire(lane):
             if stoppable and owner.stopping():
                 raise PollAbortError

@@ -69,7 +69,7 @@ class Freshness:
 
     stale: dict[UUID, StaleMeter] = field(default_factory=dict)
     _heap: list[tuple[float, UUID]] = field(default_factory=list)
-    # Per meter one array of doubles, not a dict of floats per meter (about 270 bytes less a
+    # Per meter one array of doubles, not a dict of floats per meter (about 150 bytes less a
     # meter): [0] the baseline (since), then each cadence's last success at the position
     # _positions gives its name; NaN for not yet.
     _times: dict[UUID, array[float]] = field(default_factory=dict)

@@ -9,11 +9,12 @@ period; migration 110) and polls only the meters it holds a lease for in
    their own lease period). A lease it held that the renewal no longer finds was taken over
    after it expired (the daemon was paused or cut off): the meter leaves the fleet at once.
    The renewal returns only how many leases it renewed and the sum of their epochs; the rows
-   themselves are read when those differ from :attr:`Ownership.held`, and after a failed
-   round or a fenced command. That is enough: only this daemon's own take gives a lease its
-   name and a new epoch, and records it in ``held`` before the next renewal unless the round
-   failed (a commit it did not see), so the renewed leases are a subset of ``held`` and equal
-   to it when they are as many;
+   themselves are read when those differ from :attr:`Ownership.held`, after a failed round
+   and after a fenced command. A lease lost makes the count smaller, and only a gain in the
+   same round could hide that: leases gain this daemon's name by its own takes, which
+   ``held`` records, except in a round that failed (a commit it did not see; the rows are
+   read next). An epoch moved on under this daemon's name (a second process under the same
+   name) changes the sum;
 2. its share: each dialled meter goes to the live daemon with the highest rendezvous score
    (a hash of daemon name and meter id), so a daemon joining or leaving moves only the meters
    that go to or come from it;
@@ -75,9 +76,9 @@ from flowsd.db.availability import DatabaseAvailability
 from flowsd.db.connect import close_quietly
 from flowsd.db.errors import DATABASE_ERRORS, describe
 from flowsd.events.store import APPEND_LOCK_KEY
-from flowsd.events.types import held_id_objects
 from flowsd.meters.command import CommandResult, MeterCommand, refused
 from flowsd.meters.operations import ReadObject
+from flowsd.meters.sharing import held_id_objects
 from flowsd.meters.supervisor import FleetSupervisor
 
 log = structlog.get_logger("flowsd.meters.ownership")
@@ -103,8 +104,7 @@ SET host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
 # they are taken again.
 _FORGET_EARLIER = "UPDATE flowsd.meter_lease SET daemon = NULL WHERE daemon = $1"
 _HEARTBEAT = "UPDATE flowsd.daemon SET heartbeat_at = now() WHERE name = $1"
-# The renewal answers with a count and a sum of epochs, not a row per lease: at 20,000 meters
-# the rows were 20,000 records, UUIDs and ints every few seconds, freed again at once.
+# Not a row per lease: 20,000 records, UUIDs and ints every few seconds, freed at once.
 _RENEW = """
 WITH renewed AS (
     UPDATE flowsd.meter_lease SET expires_at = now() + make_interval(secs => $2)
@@ -376,6 +376,8 @@ class Ownership:
 
     async def _renew(self, conn: asyncpg.Connection) -> None:
         sent = time.monotonic()
+        # Taken before the first await: a fence meanwhile asks the next round again.
+        list_rows, self._list_leases = self._list_leases, False
         async with conn.transaction():
             if not self._registered:
                 await conn.execute(
@@ -392,14 +394,13 @@ class Ownership:
             summary = await conn.fetchrow(_RENEW, self.name, self.lease_seconds)
             assert summary is not None
             as_held = (
-                not self._list_leases
+                not list_rows
                 and summary["meters"] == len(self.held)
                 and summary["epochs"] == sum(self.held.values())
             )
             rows = None if as_held else await conn.fetch(_HELD_ROWS, self.name)
             live = await conn.fetch(_LIVE)
         self._registered = True
-        self._list_leases = False
         self._deadline = sent + SAFETY * self.lease_seconds
         self._counts["renewals"] += 1
         self.live = tuple(sorted(row["name"] for row in live))

@@ -30,7 +30,6 @@ from flowsd.backoff import Backoff, Retry
 from flowsd.db.availability import DatabaseAvailability
 from flowsd.db.errors import DATABASE_ERRORS, describe
 from flowsd.db.listen import ListeningConnection
-from flowsd.events.types import held_id_objects, shared_text
 from flowsd.meters.dialplan import (
     NOT_DIALLED_KINDS,
     DialPlan,
@@ -41,6 +40,7 @@ from flowsd.meters.dialplan import (
     normalise,
     route_problem,
 )
+from flowsd.meters.sharing import held_id_objects, shared_text
 
 __all__ = ["DialPlan", "RegistryMeter", "RegistrySource", "load_active_meters"]
 

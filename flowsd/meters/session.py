@@ -202,7 +202,7 @@ class MeterSession:
         self.launch_queued = False  # waiting in the fleet scheduler's LaunchQueue
         self.heap_generation = 0
         self.cancel_scope: anyio.CancelScope | None = None
-        self.link = MeterLink(self)
+        self.link = MeterLink()
         self.inbox: Inbox | None = None  # None while nothing waits
         # Introspection
         self.last_failure: Failure | None = None
@@ -321,8 +321,8 @@ class MeterSession:
 
     async def withdraw(self, command: MeterCommand, result: CommandResult) -> bool:
         """Take a command that has not started out of the queue (its caller gave up)."""
-        if command.state != "queued":
-            return False
+        if command.state != "queued" or command not in self.commands:
+            return False  # started, or queued in a session that has since left the fleet
         assert self.inbox is not None
         self.inbox.commands.remove(command)
         self._drop_inbox_if_empty()

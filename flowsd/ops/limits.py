@@ -15,7 +15,6 @@ about 10 MB of free heap over a fleet's first pass. Setting the threshold fixes 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import resource
 
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
@@ -38,11 +37,8 @@ def raise_open_files_limit() -> tuple[int, int]:
 def keep_large_blocks_mapped() -> bool:
     """Fix glibc's mmap threshold at :data:`LARGE_BLOCK_BYTES` (see the module docstring);
     False where the C library is not glibc (nothing is changed there)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process runs on
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)

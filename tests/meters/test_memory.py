@@ -70,3 +70,12 @@ def test_an_idle_session_holds_no_empty_containers_and_stays_under_its_byte_boun
         tracemalloc.stop()
     assert per_session < BOUND, f"{per_session:.0f} bytes per idle session"
     assert all(s is not None and s.inbox is None and s.profile_cursors == () for s in sessions)
+    # A session is freed when the fleet lets it go, not at the next full collection: it is
+    # in no reference cycle (a link holding its session was one).
+    gc.collect()
+    gc.disable()
+    try:
+        sessions.clear()
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
