@@ -160,17 +160,22 @@ async def running(supervisor: FleetSupervisor) -> AsyncIterator[FleetSupervisor]
                 await supervisor.stop()
 
 
-def session_for(
-    target: MeterTarget, config: MetersConfig, plan: PollPlan, sink: Collector
-) -> MeterSession:
-    """A session outside a supervisor, with its own limiter and counters."""
-    counts = EngineCounts()
-    limiter = ConnectionLimiter(
+def limiter_for(config: MetersConfig, counts: EngineCounts) -> ConnectionLimiter:
+    """The connection limiter a supervisor would make for ``config``, counting into ``counts``."""
+    return ConnectionLimiter(
         config.max_connections_in_flight,
         config.max_new_connections_per_second,
         config.new_connections_burst,
         totals=counts.connections,
     )
+
+
+def session_for(
+    target: MeterTarget, config: MetersConfig, plan: PollPlan, sink: Collector
+) -> MeterSession:
+    """A session outside a supervisor, with its own limiter and counters."""
+    counts = EngineCounts()
+    limiter = limiter_for(config, counts)
     return MeterSession(
         target, settings=config, plan=plan, limiter=limiter, sink=sink, counts=counts
     )

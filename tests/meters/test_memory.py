@@ -7,12 +7,11 @@ import random
 import tracemalloc
 import uuid
 
-from flowsd.meters.limits import ConnectionLimiter
 from flowsd.meters.session import MeterSession
 from flowsd.meters.statistics import EngineCounts
 from flowsd.meters.target import MeterTarget
 
-from .conftest import Collector, production_plan, settings
+from .conftest import Collector, limiter_for, production_plan, settings
 
 METERS = 2000
 # CPython 3.11, this test: 1,488 bytes per idle session when each held an empty command
@@ -26,12 +25,7 @@ BOUND = 1300
 def test_an_idle_session_holds_no_empty_containers_and_stays_under_its_byte_bound() -> None:
     config, plan = settings(), production_plan()
     counts = EngineCounts()
-    limiter = ConnectionLimiter(
-        config.max_connections_in_flight,
-        config.max_new_connections_per_second,
-        config.new_connections_burst,
-        totals=counts.connections,
-    )
+    limiter = limiter_for(config, counts)
     sink, rng = Collector(), random.Random(1)
     targets = [
         MeterTarget(
