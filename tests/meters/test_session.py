@@ -110,7 +110,9 @@ async def test_clock_reading_keeps_meter_time_and_measures_drift() -> None:
 
 
 async def test_profile_records_carry_the_meters_own_timestamps_and_match_truth() -> None:
-    plan = plan_of(["profile_logs"])
+    # An hourly cadence: back-fill yields once the meter's next run is due, which for a new
+    # schedule comes within 0.9 of a period (half a second would cut the reading short).
+    plan = plan_of(["profile_logs"], period=3600.0)
     async with fleet_of(1, hardware=["C1.w"]) as fleet:
         now = datetime.now(UTC)
         last = now - timedelta(hours=4)
