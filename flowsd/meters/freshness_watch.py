@@ -45,11 +45,10 @@ class FreshnessWatch:
     def stale(self) -> dict[UUID, StaleMeter]:
         return self.rule.stale
 
-    def joined(self, session: MeterSession, now: float | None = None) -> None:
-        """A new meter: its ages start now (``now``: the wall clock, read once by a caller
-        adding many, whose meters then share one float)."""
+    def joined(self, session: MeterSession) -> None:
+        """A new meter: its ages start now."""
         meter_id = session.target.meter_id
-        self.rule.restart_clock(meter_id, self.wall_clock() if now is None else now)
+        self.rule.restart_clock(meter_id, self.wall_clock())
         self.rule.watch(meter_id, _periods(session))
 
     def changed(self, session: MeterSession) -> None:

@@ -48,20 +48,15 @@ log = structlog.get_logger("flowsd.meters.registry")
 
 NOTIFY_CHANNEL = "flowsd_meter_registry"
 
-_SELECT_ACTIVE = """
-SELECT id, serial, host(ip_address) AS address, nullif(hardware, '') AS hardware
-FROM flows.meter_registry
-WHERE mode = 'active'
-ORDER BY created_at, id
-"""
-# What the dial plan is made of, as one digest: a periodic reload of an unchanged list reads
-# this instead of 20,000 rows (which it built into a plan, compared and threw away).
-_DIGEST_ACTIVE = """
-SELECT md5(coalesce(string_agg(
-    row(id, serial, host(ip_address), nullif(hardware, ''))::text, ',' ORDER BY created_at, id
-), ''))
-FROM flows.meter_registry
-WHERE mode = 'active'
+# What a dial plan is made of, in its order. A periodic reload of an unchanged list reads a
+# digest of the same rows instead of 20,000 of them (which it built into a plan, compared and
+# threw away); the digest covers the order too.
+_DIAL_COLUMNS = "id, serial, host(ip_address) AS address, nullif(hardware, '') AS hardware"
+_ACTIVE = "FROM flows.meter_registry WHERE mode = 'active'"
+_SELECT_ACTIVE = f"SELECT {_DIAL_COLUMNS} {_ACTIVE} ORDER BY created_at, id"
+_DIGEST_ACTIVE = f"""
+SELECT md5(coalesce(string_agg(dial::text, ',' ORDER BY created_at, id), ''))
+FROM (SELECT {_DIAL_COLUMNS}, created_at {_ACTIVE}) AS dial
 """
 
 # A burst of registry statements (a provisioning script) becomes one reload.

@@ -34,6 +34,7 @@ import hashlib
 import math
 from array import array
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from types import MappingProxyType
 from uuid import UUID
 
@@ -45,11 +46,6 @@ _PHASE = 0
 _FIRST_DUE = 1  # NaN: no first run pending
 _LAST_DONE = 2
 _WIDTH = 3
-
-# The Cadences made so far, by (periods, jitter): a few per configuration. Cleared when it
-# reaches _SHARED_MAX (schedules keep their own reference), so reloads cannot grow it.
-_SHARED: dict[tuple[tuple[tuple[str, float], ...], float], Cadences] = {}
-_SHARED_MAX = 64
 
 
 def unit_hash(*parts: object) -> float:
@@ -90,14 +86,13 @@ class Cadences:
     def of(cls, periods: Iterable[tuple[str, float]], jitter: float) -> Cadences:
         """The shared description of ``periods`` (a name given twice: its last period, in
         its first place) with ``jitter``."""
-        by_name = dict(periods)
-        key = (tuple(by_name.items()), jitter)
-        shared = _SHARED.get(key)
-        if shared is None:
-            if len(_SHARED) >= _SHARED_MAX:
-                _SHARED.clear()
-            shared = _SHARED[key] = cls(by_name, jitter)
-        return shared
+        return _shared_cadences(tuple(dict(periods).items()), jitter)
+
+
+# A few per configuration; bounded, so reloads cannot grow it (schedules keep their own).
+@lru_cache(maxsize=64)
+def _shared_cadences(periods: tuple[tuple[str, float], ...], jitter: float) -> Cadences:
+    return Cadences(dict(periods), jitter)
 
 
 class MeterSchedule:
@@ -187,24 +182,19 @@ class MeterSchedule:
             raise KeyError(name)
         return CadenceSlots(self, name)
 
-    def rebase(
-        self, periods: Iterable[tuple[str, float]], meter_id: UUID, jitter: float, now: float
-    ) -> None:
+    def rebase(self, periods: Iterable[tuple[str, float]], jitter: float, now: float) -> None:
         """Adopt new cadences, keeping the slots of those whose period and capped jitter did
-        not change (a different meter id is another meter: nothing is kept)."""
+        not change."""
         fresh = Cadences.of(periods, jitter)
         old, old_state = self.cadences, self.state
-        same_meter = meter_id == self.meter_id
-        if fresh is old and same_meter:
+        if fresh is old:
             return
-        self.meter_id = meter_id
         self.cadences = fresh
         state: list[float] = []
         for i, name in enumerate(fresh.names):
             j = old.index.get(name)
             if (
-                same_meter
-                and j is not None
+                j is not None
                 and old.periods[j] == fresh.periods[i]
                 and old.jitters[j] == fresh.jitters[i]
             ):

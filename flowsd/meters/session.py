@@ -259,12 +259,7 @@ class MeterSession:
         self.breaker.threshold = settings.offline_after_failures
         self.breaker.probe_initial = settings.probe_initial_seconds
         self.breaker.probe_max = settings.probe_max_seconds
-        self.schedule.rebase(
-            self._periods(),
-            self.target.meter_id,
-            settings.schedule_jitter_seconds,
-            self.wall_clock(),
-        )
+        self.schedule.rebase(self._periods(), settings.schedule_jitter_seconds, self.wall_clock())
 
     def update_target(self, target: MeterTarget) -> None:
         """New address or hardware for the same meter; schedule and cursors are kept."""
@@ -278,10 +273,7 @@ class MeterSession:
         self.hardware = hardware
         if self.family != old_family:
             self.schedule.rebase(
-                self._periods(),
-                self.target.meter_id,
-                self.settings.schedule_jitter_seconds,
-                self.wall_clock(),
+                self._periods(), self.settings.schedule_jitter_seconds, self.wall_clock()
             )
 
     # ----------------------------------------------------------------- commands

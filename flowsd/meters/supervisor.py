@@ -154,7 +154,6 @@ class FleetSupervisor:
                     gone.cancel_scope.cancel()
                 self._forsake(gone, "the meter left the fleet")
                 removed += 1
-        joined_at: float | None = None  # read once: the meters joining share it
         for meter_id, target in wanted.items():
             session = self.sessions.get(meter_id)
             if session is None:
@@ -173,9 +172,7 @@ class FleetSupervisor:
                 )
                 self.sessions[meter_id] = session
                 self.tally.joined(session)
-                if joined_at is None:
-                    joined_at = self.wall_clock()
-                self.freshness.joined(session, joined_at)
+                self.freshness.joined(session)
                 self.scheduler.push(session)
                 added += 1
             elif session.target.same_identity(target):

@@ -97,7 +97,7 @@ def test_jitter_stays_within_bounds_and_rebase_keeps_unchanged_cadences() -> Non
     minute = schedule.cadence("m")
     assert minute.jitter == 30.0  # capped at half the period
     kept = (hourly.phase, hourly.last_done)
-    schedule.rebase([("hourly", HOUR), ("daily", 86400.0)], meter, 600.0, now)
+    schedule.rebase([("hourly", HOUR), ("daily", 86400.0)], 600.0, now)
     # Kept, not made again: a new cadence would have a brought-forward first run pending.
     hourly = schedule.cadence("hourly")
     assert (hourly.phase, hourly.last_done) == kept and hourly.first_due is None

@@ -189,7 +189,7 @@ def test_the_compact_schedule_behaves_as_the_reference(
         elif step == "rebase":
             periods = data.draw(_periods)
             jitter = data.draw(st.sampled_from([jitter]) | _jitters)
-            schedule.rebase(periods, meter_id, jitter, now)
+            schedule.rebase(periods, jitter, now)
             reference.rebase(periods, meter_id, jitter, now)
         assert _state(schedule) == _reference_state(reference)
         assert schedule.next_due() == reference.next_due()

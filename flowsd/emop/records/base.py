@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from functools import lru_cache
 from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
@@ -102,24 +103,18 @@ class StatusFlags(msgspec.Struct, frozen=True):
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Self:
-        key = (cls, bytes(raw[:2]))
-        found = _DECODED.get(key)
-        if found is None:
-            if len(_DECODED) >= _STATUS_CACHE_LIMIT:
-                _DECODED.clear()
-                _ENCODED.clear()
-            found = _DECODED[key] = cls(*bits_msb_first(raw[0]), *bits_msb_first(raw[1]))
-            _ENCODED[found] = key[1]
-        return found  # type: ignore[return-value]  # keyed by cls: an instance of it
+        return _decoded_status(cls, bytes(raw[:2]))  # type: ignore[return-value]  # of cls
 
     def to_bytes(self) -> bytes:
-        raw = _ENCODED.get(self)  # equal structs are of one type with equal fields
-        if raw is None:
-            bits = [bool(getattr(self, name)) for name in self.__struct_fields__]
-            raw = bytes((byte_from_bits_msb_first(bits[:8]), byte_from_bits_msb_first(bits[8:])))
-        return raw
+        return _status_word(self)
 
 
-_STATUS_CACHE_LIMIT = 4096
-_DECODED: dict[tuple[type[StatusFlags], bytes], StatusFlags] = {}
-_ENCODED: dict[StatusFlags, bytes] = {}
+@lru_cache(maxsize=4096)
+def _decoded_status(cls: type[StatusFlags], raw: bytes) -> StatusFlags:
+    return cls(*bits_msb_first(raw[0]), *bits_msb_first(raw[1]))
+
+
+@lru_cache(maxsize=4096)  # equal statuses are of one type with equal fields: one word
+def _status_word(status: StatusFlags) -> bytes:
+    bits = [bool(getattr(status, name)) for name in status.__struct_fields__]
+    return bytes((byte_from_bits_msb_first(bits[:8]), byte_from_bits_msb_first(bits[8:])))
