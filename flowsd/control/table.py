@@ -106,6 +106,12 @@ _PENDING = """
 SELECT DISTINCT meter_id FROM flowsd.meter_command
 WHERE status = 'pending' AND meter_id = ANY($1::uuid[]) AND expires_at > now()
 """
+# Every meter with a pending row (the partial index on pending rows; usually none): a look
+# need not send the whole fleet's ids to find out that nothing waits.
+_PENDING_ANY = """
+SELECT DISTINCT meter_id FROM flowsd.meter_command
+WHERE status = 'pending' AND expires_at > now()
+"""
 # Of (meter, epoch) pairs, those whose lease is not (or no longer) this daemon's, with the
 # holder named by the lease row (null: nobody) and whether it is still this daemon's, at
 # that epoch, only not renewed in time (lapsed).
@@ -453,8 +459,12 @@ class CommandTable:
 
     async def _claim(self, conn: asyncpg.Connection) -> list[CommandRow]:
         supervisor = self.supervisor
+        sessions = supervisor.sessions
+        waiting = [r["meter_id"] for r in await conn.fetch(_PENDING_ANY)]
         free = [
-            m for m in supervisor.sessions if m not in self._busy and not supervisor.is_held_back(m)
+            m
+            for m in waiting
+            if m in sessions and m not in self._busy and not supervisor.is_held_back(m)
         ]
         if not free:
             return []
