@@ -357,6 +357,7 @@ def run_daemon(arguments: str) -> None:
     import anyio  # noqa: PLC0415
 
     from flowsd.app import Daemon  # noqa: PLC0415
+    from flowsd.ops import event_loop  # noqa: PLC0415
     from flowsd.ops.logs import configure_logging  # noqa: PLC0415
 
     options = json.loads(arguments)
@@ -454,7 +455,7 @@ def run_daemon(arguments: str) -> None:
             daemon.request_stop()
             report(event="stopping")
 
-    anyio.run(main)
+    event_loop.run(main, config.daemon.event_loop)
 
 
 def _write_cpu_profile(profiler: Any, output: Path) -> None:

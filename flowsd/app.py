@@ -77,6 +77,7 @@ from flowsd.meters.metrics import fleet_families, ownership_families, registry_f
 from flowsd.meters.ownership import Ownership
 from flowsd.meters.plan import PollPlan
 from flowsd.meters.supervisor import FleetSupervisor
+from flowsd.ops.event_loop import loop_in_use
 from flowsd.ops.http import serve_management
 from flowsd.ops.limits import keep_large_blocks_mapped, raise_open_files_limit
 from flowsd.ops.metrics import STATISTICS
@@ -246,6 +247,7 @@ class Daemon:
             open_files=soft,
             hard_limit=hard,
             large_blocks_mapped=keep_large_blocks_mapped(),
+            event_loop=loop_in_use(),
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.housekeeping.systemd_loop)

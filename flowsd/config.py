@@ -23,6 +23,7 @@ CONFIG_PATH_ENV = "FLOWSD_CONFIG"
 INSTANCE_ENV = "FLOWSD_INSTANCE"
 
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
+EventLoop = Literal["uvloop", "asyncio"]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -177,6 +178,8 @@ class DaemonConfig(_Section, frozen=True):
     summary_seconds: Seconds = 0.0
     # Name of this daemon's heartbeat row; empty: the host name.
     instance: str = ""
+    # The event loop: uvloop (libuv, in C), or asyncio's own (for its debug mode).
+    event_loop: EventLoop = "uvloop"
     # A component failing unexpectedly is restarted after a delay doubling from the first
     # value to the second; failing restart_limit times within restart_window_seconds, it
     # makes the daemon stop (queued events committed or spilled) with exit status 1.

@@ -35,6 +35,7 @@ from flowsd.config import Config, ManagementConfig
 from flowsd.db.connect import connect
 from flowsd.db.migrate import migrate
 from flowsd.errors import UserError
+from flowsd.ops import event_loop
 from flowsd.ops.logs import configure_logging
 from flowsd.ops.ports import AUTO, next_free_listen
 from flowsd.ops.statelock import state_directory_lock
@@ -252,4 +253,4 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 await fleet.stop()
 
-        return anyio.run(main)
+        return event_loop.run(main, config.daemon.event_loop)

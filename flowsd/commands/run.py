@@ -18,7 +18,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import anyio
 import msgspec
 
 from flowsd.app import Daemon
@@ -26,6 +25,7 @@ from flowsd.commands import add_command
 from flowsd.config import Config, load_config, with_database_url
 from flowsd.db.connect import resolve_database
 from flowsd.mediator.server import check_config as check_mediator
+from flowsd.ops import event_loop
 from flowsd.ops.logs import configure_logging
 from flowsd.ops.notify import SystemdNotifier
 from flowsd.ops.statelock import state_directory_lock
@@ -122,6 +122,6 @@ def run(args: argparse.Namespace) -> int:
                 )
                 return await daemon.run()
 
-            return anyio.run(main)
+            return event_loop.run(main, config.daemon.event_loop)
     finally:
         notifier.close()

@@ -13,20 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import ipaddress
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from flowsd.commands import add_command
 from flowsd.config import DATABASE_URL_ENV
 from flowsd.errors import UserError
+from flowsd.ops import event_loop
 from flowsd.sim.clock import SimClock
 from flowsd.sim.faults import FaultPlan, FaultSpecError
 from flowsd.sim.fleet import DEFAULT_BASE_ADDRESS, DEFAULT_PORT, SimulatedFleet
@@ -142,19 +140,9 @@ def run(args: argparse.Namespace) -> int:
         clock=clock,
         hardware=kinds,
     )
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=event_loop.loop_factory("uvloop")) as runner:
         runner.run(_serve(fleet, args))
     return 0
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    # uvloop is not a dependency; use it when the machine happens to have it.
-    if importlib.util.find_spec("uvloop") is None:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = importlib.import_module(
-        "uvloop"
-    ).new_event_loop
-    return factory
 
 
 async def _serve(fleet: SimulatedFleet, args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from flowsd.emop import (
     DELIMITER,
@@ -41,16 +41,13 @@ SPLIT_GAP_SECONDS = 0.05
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-def reset(transport: asyncio.BaseTransport) -> None:
+def reset(transport: asyncio.Transport) -> None:
     """Close with a TCP RST (what a meter refusing the connection looks like)."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    if isinstance(transport, asyncio.Transport):
-        transport.abort()
-    else:
-        transport.close()
+    transport.abort()
 
 
 class MeterConnection(asyncio.Protocol):
@@ -68,7 +65,9 @@ class MeterConnection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream connection's transport (uvloop's is not a subclass of asyncio.Transport,
+        # so no isinstance check: it failed every connection on uvloop).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         fleet = self.fleet
         fleet.stats.connections += 1

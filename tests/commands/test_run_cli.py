@@ -137,6 +137,9 @@ async def test_sighup_reloads_and_sigterm_drains_and_exits_0(
                     process.kill()
                     await process.wait()
         assert status == 0, log.read_text()[-2000:]
+    # The shipped default loop, under which the signals above were handled.
+    starting = next(line for line in log.read_text().splitlines() if "flowsd starting" in line)
+    assert "uvloop" in starting, starting
     messages = _drain(notify)
     assert "READY=1" in messages and "STOPPING=1" in messages and "WATCHDOG=1" in messages
     statuses = [line for line in messages if line.startswith("STATUS=")]
