@@ -106,6 +106,7 @@ class ConnectionLimiter:
         self.expired = 0
         self.backfill_held = False
         self.held = 0  # back-fill waits withdrawn or refused by hold_backfill
+        self.token_wakes = 0  # times the token timer fired
         # Monotonic times of the most recent connects (for rate checks).
         self.recent_connects: collections.deque[float] = collections.deque(maxlen=history)
 
@@ -254,6 +255,7 @@ class ConnectionLimiter:
         delay = max(0.0, (1.0 - self._tokens) / self.rate)
 
         def wake() -> None:
+            self.token_wakes += 1
             self._timer = None
             self._dispatch()
 
