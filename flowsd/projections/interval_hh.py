@@ -152,15 +152,20 @@ def wh_to_kwh(wh: int | None) -> Decimal | None:
 
 
 def touched_slots(events: Iterable[RecordedEvent]) -> set[SlotKey]:
-    """Half hours bounded by a record in ``events``: the one ending and the one starting at it."""
+    """Half hours bounded by a record in ``events``: the one ending and the one starting at it
+    (a profile log record), or the one it starts (a three-phase record of profile 0)."""
     slots: set[SlotKey] = set()
     for e in events:
-        if profile_point(e) is not None:
+        body = e.body
+        if isinstance(body, _PROFILE_LOG_BODIES):
             slots.add((e.meter_id, e.observed_at - SLOT))
             slots.add((e.meter_id, e.observed_at))
-        elif demand_point(e) is not None:
+        elif isinstance(body, ThreePhaseIntervalRecord) and body.profile == THREE_PHASE_PROFILE:
             slots.add((e.meter_id, e.observed_at))
     return slots
+
+
+_PROFILE_LOG_BODIES = (ProfileLog1Record, ProfileLog2Record)  # the records profile_point reads
 
 
 def slot_rows(
@@ -172,21 +177,28 @@ def slot_rows(
     """Pure: the rows of ``slots`` given every record around them and their registers."""
     rows: list[Row] = []
     for meter, start in sorted(slots):
-        bounds = {
-            log: (points.get((meter, log, start)), points.get((meter, log, start + SLOT)))
-            for log in (IMPORT_LOG, EXPORT_LOG)
-        }
-        positions = [
-            max(p.position for p in pair if p is not None)
-            for pair in bounds.values()
-            if pair[0] is not None and pair[1] is not None
-        ]
+        end = start + SLOT
+        import_start, import_end = (
+            points.get((meter, IMPORT_LOG, start)),
+            points.get((meter, IMPORT_LOG, end)),
+        )
+        export_start, export_end = (
+            points.get((meter, EXPORT_LOG, start)),
+            points.get((meter, EXPORT_LOG, end)),
+        )
+        positions: list[int] = []
+        if import_start is not None and import_end is not None:
+            positions.append(max(import_start.position, import_end.position))
+        if export_start is not None and export_end is not None:
+            positions.append(max(export_start.position, export_end.position))
         demand = None if demands is None else demands.get((meter, start))
         if demand is not None:
             positions.append(demand.position)
+        if not positions:
+            continue  # no pair of records and no demand: nothing about it can be known
         for element in ELEMENTS:
-            imported = wh_to_kwh(delta_wh(*bounds[IMPORT_LOG], element))
-            exported = wh_to_kwh(delta_wh(*bounds[EXPORT_LOG], element))
+            imported = wh_to_kwh(delta_wh(import_start, import_end, element))
+            exported = wh_to_kwh(delta_wh(export_start, export_end, element))
             if demand is not None and element == "A":
                 imported = demand.imported if imported is None else imported
                 exported = demand.exported if exported is None else exported
@@ -203,22 +215,24 @@ def slot_rows(
     return rows
 
 
-_NEIGHBOURS = f"""
+# The records around the slots, in one round trip: the profile log records at both ends of
+# each slot ($1, $2: meter and time pairs) with their values, and the three-phase records
+# starting a slot ($3, $4) with their payload.
+_RECORDS = f"""
 SELECT e.position, e.meter_id, e.event_type, e."timestamp", (e.payload ->> 'status')::integer,
        (CASE WHEN e.event_type = {IMPORT_LOG} THEN e.payload ->> 'import_a_wh'
              ELSE e.payload ->> 'export_a_wh' END)::bigint,
        (CASE WHEN e.event_type = {IMPORT_LOG} THEN e.payload ->> 'import_b_wh'
-             ELSE e.payload ->> 'export_b_wh' END)::bigint
+             ELSE e.payload ->> 'export_b_wh' END)::bigint,
+       NULL::text
 FROM flows.meter_event_log e
-WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position <= $3
+WHERE e.event_type IN ({IMPORT_LOG}, {EXPORT_LOG}) AND e.position <= $5
   AND (e.meter_id, e."timestamp") IN (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]))
-"""
-
-_DEMANDS = f"""
-SELECT e.position, e.meter_id, e."timestamp", e.payload::text
+UNION ALL
+SELECT e.position, e.meter_id, e.event_type, e."timestamp", NULL, NULL, NULL, e.payload::text
 FROM flows.meter_event_log e
-WHERE e.event_type = {THREE_PHASE} AND e.position <= $3
-  AND (e.meter_id, e."timestamp") IN (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]))
+WHERE e.event_type = {THREE_PHASE} AND e.position <= $5
+  AND (e.meter_id, e."timestamp") IN (SELECT * FROM unnest($3::uuid[], $4::timestamptz[]))
 """
 
 
@@ -237,38 +251,41 @@ class IntervalProjection(KeyedRowsProjection):
         if not slots:
             return
         through = events[-1].position
-        points = await self._points_around(conn, slots, through=through)
-        demands = await self._demands_at(conn, slots, through=through)
+        points, demands = await self._records_around(conn, slots, through=through)
         lookups = [(meter, element, start) for meter, start in slots for element in ELEMENTS]
         registers = await resolve_registers(conn, lookups)
         rows = slot_rows(slots, points, registers, demands)
         if rows:
             await self.upsert(conn, self.table, [values for _, values in rows])
 
-    async def _points_around(
+    async def _records_around(
         self, conn: asyncpg.Connection, slots: set[SlotKey], *, through: int
-    ) -> dict[PointKey, ProfilePoint]:
+    ) -> tuple[dict[PointKey, ProfilePoint], dict[SlotKey, DemandPoint]]:
+        """The profile log records at both ends of ``slots`` and the three-phase records
+        starting them, committed up to ``through``."""
         wanted = {(meter, at) for meter, start in slots for at in (start, start + SLOT)}
         rows = await conn.fetch(
-            _NEIGHBOURS, [w[0] for w in wanted], [w[1] for w in wanted], through
+            _RECORDS,
+            [w[0] for w in wanted],
+            [w[1] for w in wanted],
+            [s[0] for s in slots],
+            [s[1] for s in slots],
+            through,
         )
-        return {
-            (r[1], r[2], r[3]): ProfilePoint(position=r[0], status=r[4], a=r[5], b=r[6])
-            for r in rows
-        }
-
-    async def _demands_at(
-        self, conn: asyncpg.Connection, slots: set[SlotKey], *, through: int
-    ) -> dict[SlotKey, DemandPoint]:
-        rows = await conn.fetch(_DEMANDS, [s[0] for s in slots], [s[1] for s in slots], through)
-        found: dict[SlotKey, DemandPoint] = {}
+        points: dict[PointKey, ProfilePoint] = {}
+        demands: dict[SlotKey, DemandPoint] = {}
         for r in rows:
-            body = decode_body(THREE_PHASE, None, r[3])
+            if r[2] != THREE_PHASE:
+                points[(r[1], r[2], r[3])] = ProfilePoint(
+                    position=r[0], status=r[4], a=r[5], b=r[6]
+                )
+                continue
+            body = decode_body(THREE_PHASE, None, r[7])
             if isinstance(body, ThreePhaseIntervalRecord):
                 demand = demand_of(r[0], body)
                 if demand is not None:
-                    found[(r[1], r[2])] = demand
-        return found
+                    demands[(r[1], r[3])] = demand
+        return points, demands
 
     async def build(self, conn: asyncpg.Connection, shadow: str, after: int, through: int) -> None:
         # Channels first, into a table with statistics: estimated from a CTE, millions of
