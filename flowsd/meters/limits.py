@@ -42,6 +42,8 @@ Lane = Literal["live", "backfill"]
 LANES: tuple[Lane, ...] = ("live", "backfill")
 
 
+# Added to the token timer's delay: the event loop's timer resolution (uvloop: 1 ms).
+_TIMER_SLACK_SECONDS = 0.001
 # Dead entries the back-fill due heap may hold beyond twice its live waiters before it is
 # compacted (each compaction then pays for at least this many pushes).
 _DUES_SLACK = 256
@@ -252,7 +254,12 @@ class ConnectionLimiter:
     def _wake_for_token(self) -> None:
         if self._timer is not None:
             return
-        delay = max(0.0, (1.0 - self._tokens) / self.rate)
+        # uvloop counts timers in whole milliseconds: it fires a delay under half of one at
+        # once and a longer one up to a millisecond early, and each early wake re-armed the
+        # timer for what was still missing, a spin of dozens of wakes per token. Asking for a
+        # millisecond more wakes once, after the token is whole (tokens keep accruing, so
+        # the rate is unchanged; a grant waits at most that millisecond longer).
+        delay = max(0.0, (1.0 - self._tokens) / self.rate) + _TIMER_SLACK_SECONDS
 
         def wake() -> None:
             self.token_wakes += 1

@@ -1,9 +1,10 @@
 """The limiter's token timer on both event loops: one wake-up per token, the rate held.
 
-The daemon runs on uvloop, whose timers count whole milliseconds from a clock read once per
-loop iteration, where asyncio's read the clock each time: a timer that fired before its
-token was whole would be re-armed for the sliver missing and could spin. Each case runs on
-a fresh loop of its own kind, with other work holding every iteration for a few milliseconds.
+The daemon runs on uvloop, whose timers count whole milliseconds: a delay under half of one
+fires at once and a longer one up to a millisecond early. A timer armed for the fraction of
+a token still missing then fired again and again until the token was whole (dozens of wakes
+per token; about four per connection at fleet scale). Each case runs on a fresh loop of its
+own kind.
 """
 
 from __future__ import annotations
@@ -50,3 +51,25 @@ def test_each_token_costs_at_most_one_timer_wake(kind: EventLoop) -> None:
     assert limiter.token_wakes <= WAITERS, (limiter.token_wakes, WAITERS)
     # ... and none comes early: never more than the burst plus the rate in any window.
     assert limiter.max_connects_in_window(0.1) <= 1 + RATE * 0.1
+
+
+async def _wait_for_a_nearly_whole_token(limiter: ConnectionLimiter) -> None:
+    # The burst is spent; most of the next token is refilled (by a blocking wait: the loop
+    # must not run meanwhile) when the waiter queues: the timer is armed for a fraction of
+    # a millisecond, below uvloop's timer resolution.
+    await asyncio.sleep(1.5 / RATE)  # the burst refilled
+    assert limiter.try_acquire("live")
+    limiter.release()
+    time.sleep(0.93 / RATE)  # noqa: ASYNC251 (the loop must not run: see above)
+    assert await limiter.acquire("live")
+    limiter.release()
+
+
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_a_fraction_of_a_token_missing_costs_one_wake(kind: EventLoop) -> None:
+    limiter = ConnectionLimiter(max_in_flight=10, rate=RATE, burst=1)
+    with asyncio.Runner(loop_factory=loop_factory(kind)) as runner:
+        for _ in range(20):
+            runner.run(_wait_for_a_nearly_whole_token(limiter))
+    assert limiter.connects == 40
+    assert limiter.token_wakes <= 20, limiter.token_wakes
