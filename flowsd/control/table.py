@@ -107,7 +107,8 @@ SELECT DISTINCT meter_id FROM flowsd.meter_command
 WHERE status = 'pending' AND meter_id = ANY($1::uuid[]) AND expires_at > now()
 """
 # Every meter with a pending row (the partial index on pending rows; usually none): a look
-# need not send the whole fleet's ids to find out that nothing waits.
+# need not send the whole fleet's ids to find out that nothing waits. With several daemons
+# each sees the others' pending meters too, and offers only its own.
 _PENDING_ANY = """
 SELECT DISTINCT meter_id FROM flowsd.meter_command
 WHERE status = 'pending' AND expires_at > now()

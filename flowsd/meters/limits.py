@@ -42,8 +42,8 @@ Lane = Literal["live", "backfill"]
 LANES: tuple[Lane, ...] = ("live", "backfill")
 
 
-# Added to the token timer's delay: the event loop's timer resolution (uvloop: 1 ms).
-_TIMER_SLACK_SECONDS = 0.001
+# Added to the token timer's delay, in whole milliseconds: uvloop's timer resolution.
+_TIMER_SLACK_MS = 1
 # Dead entries the back-fill due heap may hold beyond twice its live waiters before it is
 # compacted (each compaction then pays for at least this many pushes).
 _DUES_SLACK = 256
@@ -254,12 +254,14 @@ class ConnectionLimiter:
     def _wake_for_token(self) -> None:
         if self._timer is not None:
             return
-        # uvloop counts timers in whole milliseconds: it fires a delay under half of one at
-        # once and a longer one up to a millisecond early, and each early wake re-armed the
-        # timer for what was still missing, a spin of dozens of wakes per token. Asking for a
-        # millisecond more wakes once, after the token is whole (tokens keep accruing, so
-        # the rate is unchanged; a grant waits at most that millisecond longer).
-        delay = max(0.0, (1.0 - self._tokens) / self.rate) + _TIMER_SLACK_SECONDS
+        # uvloop counts timers in whole milliseconds from a clock cut to the millisecond: it
+        # fires a delay under half of one at once and a longer one up to a millisecond early,
+        # and each early wake re-armed the timer for what was still missing, a spin of dozens
+        # of wakes per token. Rounded up to whole milliseconds, plus one, the timer fires
+        # after the token is whole (tokens keep accruing, so the rate is unchanged; a grant
+        # waits at most two milliseconds longer).
+        missing_ms = max(0.0, (1.0 - self._tokens) / self.rate) * 1000
+        delay = (math.ceil(missing_ms) + _TIMER_SLACK_MS) / 1000
 
         def wake() -> None:
             self.token_wakes += 1

@@ -151,6 +151,9 @@ def wh_to_kwh(wh: int | None) -> Decimal | None:
     return None if wh is None else Decimal(wh).scaleb(-3)
 
 
+_PROFILE_LOG_BODIES = (ProfileLog1Record, ProfileLog2Record)  # the records profile_point reads
+
+
 def touched_slots(events: Iterable[RecordedEvent]) -> set[SlotKey]:
     """Half hours bounded by a record in ``events``: the one ending and the one starting at it
     (a profile log record), or the one it starts (a three-phase record of profile 0)."""
@@ -163,9 +166,6 @@ def touched_slots(events: Iterable[RecordedEvent]) -> set[SlotKey]:
         elif isinstance(body, ThreePhaseIntervalRecord) and body.profile == THREE_PHASE_PROFILE:
             slots.add((e.meter_id, e.observed_at))
     return slots
-
-
-_PROFILE_LOG_BODIES = (ProfileLog1Record, ProfileLog2Record)  # the records profile_point reads
 
 
 def slot_rows(

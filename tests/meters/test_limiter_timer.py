@@ -49,7 +49,7 @@ def test_each_token_costs_at_most_one_timer_wake(kind: EventLoop) -> None:
     assert limiter.connects == WAITERS
     # The first grant spends the burst; every later one waits for a token: one wake each.
     assert limiter.token_wakes <= WAITERS, (limiter.token_wakes, WAITERS)
-    # ... and none comes early: never more than the burst plus the rate in any window.
+    # ... and the slack costs no rate: the burst plus the rate in any window, no more.
     assert limiter.max_connects_in_window(0.1) <= 1 + RATE * 0.1
 
 
