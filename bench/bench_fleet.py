@@ -33,7 +33,9 @@ Reported (the daemon process only; PostgreSQL and the simulator are other proces
 * RSS per meter: growth over the daemon's RSS before the meters were loaded, per meter, when
   the meters are loaded, after the first pass (every meter has a live reading), after
   back-fill and at the end, and the slope over the steady window (bytes per meter per hour);
-* CPU per request (user + system CPU of the daemon / answered requests) per phase;
+* CPU per request (user + system CPU of the daemon / answered requests) per phase, and the
+  cycle collector's share of that CPU (:class:`flowsd.ops.heap.CollectorClock`; per
+  generation in the JSON);
 * requests/s against what the plan asks at steady state (object reads, one event-log page and
   one request per profile log and half hour);
 * time to the first live reading (balance, signal or voltage) of every meter, and how many
@@ -357,7 +359,7 @@ def run_daemon(arguments: str) -> None:
     import anyio  # noqa: PLC0415
 
     from flowsd.app import Daemon  # noqa: PLC0415
-    from flowsd.ops import event_loop  # noqa: PLC0415
+    from flowsd.ops import event_loop, heap  # noqa: PLC0415
     from flowsd.ops.logs import configure_logging  # noqa: PLC0415
 
     options = json.loads(arguments)
@@ -397,6 +399,7 @@ def run_daemon(arguments: str) -> None:
                 "t": time.time(),
                 "cpu_user": user,
                 "cpu_system": system,
+                "gc_seconds": list(heap.CLOCK.statistics().seconds),
                 "rss": _rss_bytes(),
                 "baseline_rss": baseline_rss,
                 "meters": status.meters,
@@ -496,6 +499,7 @@ class Sample:
     requests: int
     failures: int
     connects: int
+    gc_seconds: tuple[float, float, float]  # the daemon's cycle collector, per generation
 
 
 @dataclass
@@ -696,6 +700,7 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
                         line["requests_ok"],
                         line["request_failures"],
                         line["connects"],
+                        tuple(line["gc_seconds"]),
                     )
                 )
                 if line.get("event") == "ready" and "ready" not in marks:
@@ -856,8 +861,18 @@ def _results(m: dict[str, Any]) -> list[Result]:
                 (last.cpu_system - first.cpu_system) / max(last.cpu - first.cpu, 1e-9), 3
             ),
             failures=last.failures - first.failures,
+            gc_share=[
+                round((b - a) / max(last.cpu - first.cpu, 1e-9), 3)
+                for a, b in zip(first.gc_seconds, last.gc_seconds, strict=True)
+            ],
         )
         add(f"requests/s, {name}", requests / seconds, "requests/s")
+        gc_seconds = sum(last.gc_seconds) - sum(first.gc_seconds)
+        add(
+            f"cycle collector's share of CPU, {name}",
+            gc_seconds / max(last.cpu - first.cpu, 1e-9) * 100,
+            "%",
+        )
         if name == "steady":
             hours = seconds * settings.speed / 3600
             add(

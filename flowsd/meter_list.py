@@ -6,8 +6,9 @@ list, makes the dialled meters the candidates of this daemon's leases
 :meth:`MeterList.apply_owned` makes the fleet supervisor's fleet the dialled meters whose lease
 this daemon holds: a meter joining the fleet gets its resume point and the change detector's
 last known state from the database; one leaving it is forgotten by the ingest pipeline and the
-detector. The session tracker gets a row for every listed meter (with why, for those nobody
-dials, for ``flowsd status``) and forgets the unlisted ones.
+detector; ``fleet_changed`` is called after either. The session tracker gets a row for every
+listed meter (with why, for those nobody dials, for ``flowsd status``) and forgets the
+unlisted ones.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class MeterList:
     reload_seconds: InitVar[float]
     retry: InitVar[Backoff]
     availability: InitVar[DatabaseAvailability]
+    fleet_changed: Callable[[], None] | None = None  # after meters joined or left the fleet
     registry: RegistrySource = field(init=False)
     _dial_plan: DialPlan | None = field(default=None, init=False)
     _lock: anyio.Lock = field(default_factory=anyio.Lock, init=False)
@@ -129,6 +131,8 @@ class MeterList:
         listed = wanted | {m.meter_id for m in plan.not_dialled}
         for meter_id in [m for m in self.tracker.rows if m not in listed]:
             self.tracker.forget(meter_id)
+        if (result.added or result.removed) and self.fleet_changed is not None:
+            self.fleet_changed()
         log.info(
             "meter list applied",
             added=result.added,

@@ -16,6 +16,7 @@ observations) is the session's business.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
@@ -215,7 +216,7 @@ class MeterLink:
         settings = owner.settings
         wait = self._last_exchange_end + settings.min_gap_seconds - time.monotonic()
         if wait > 0:
-            await anyio.sleep(wait)
+            await asyncio.sleep(wait)  # anyio.sleep's backend lookup, saved per request
         start = time.monotonic()
         deferred = False
         try:
@@ -260,14 +261,21 @@ class MeterLink:
                 raise PollAbortError
             # Waiting for the fleet's caps is not being stuck; stop() may cancel this wait.
             self.waiting_for_slot = True
-            granted = False
+            watchdog.pause()
             try:
-                with watchdog.paused(), anyio.CancelScope() as scope:
-                    if lane == "backfill":
+                if lane == "live":
+                    # Most requests of a fleet at its caps wait here, without a cancel scope
+                    # of their own: anyio's, entered and left per request, showed in the
+                    # fleet benchmark's profile.
+                    granted = await owner.limiter.acquire(lane, due=due)
+                else:
+                    granted = False
+                    with anyio.CancelScope() as scope:
                         self._backfill_wait = scope
                         scope.deadline = anyio.current_time() + BACKFILL_MAX_WAIT_SECONDS
-                    granted = await owner.limiter.acquire(lane, due=due)
+                        granted = await owner.limiter.acquire(lane, due=due)
             finally:
+                watchdog.resume()
                 self.waiting_for_slot = False
                 self._backfill_wait = None
             if not granted:

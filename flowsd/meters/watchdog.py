@@ -56,12 +56,19 @@ class ProgressWatchdog:
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        self._paused += 1
+        self.pause()
         try:
             yield
         finally:
-            self._paused -= 1
-            self.progress()
+            self.resume()
+
+    def pause(self) -> None:
+        """Waiting that is not the meter's doing starts (end it with :meth:`resume`)."""
+        self._paused += 1
+
+    def resume(self) -> None:
+        self._paused -= 1
+        self.progress()
 
     @property
     def fired(self) -> bool:

@@ -38,6 +38,7 @@ _UNITLESS = {
     "flowsd_projector_healthy",
     "flowsd_projector_active",
     "flowsd_spill_disk_full",
+    "flowsd_gc_frozen_objects",
 }
 _SNAKE = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>[^}]*)\})? ")
