@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import struct
 from functools import lru_cache
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import msgspec
 
@@ -75,10 +75,10 @@ E = TypeVar("E", bound=enum.IntEnum)
 
 def enum_or_int(enum_type: type[E], value: int) -> E | int:
     """The enum member for ``value``, or the plain integer when the enum has none."""
-    try:
-        return enum_type(value)
-    except ValueError:
-        return value
+    # The enum's own value map: a dict look-up, where calling the enum runs Python-level
+    # code for every value (and builds a ValueError for each one it lacks).
+    member = enum_type._value2member_map_.get(value)
+    return value if member is None else cast(E, member)
 
 
 def bits_msb_first(byte: int) -> list[bool]:
