@@ -2,15 +2,17 @@
 
 A :class:`MeterSession` is created per meter and lives as long as the meter is in the
 fleet. It holds what outlives a run (breaker, schedule, cursors, hardware, the link with
-its pacing, and while any waits, an :class:`Inbox` of queued commands, poll requests and
-read-backs still owed) and runs one job at a time
+its pacing, and while any waits, an :class:`~flowsd.meters.inbox.Inbox` of queued
+commands, poll requests and read-backs still owed) and runs one job at a time
 (:meth:`MeterSession.run`): a :class:`~flowsd.meters.poll.Poll` of the cadences that are
 due, a :class:`~flowsd.meters.poll.Probe` while the breaker holds the meter offline, or
 nothing but the queued commands. Queued commands are served between two plan items of a
 poll and at the end of every run, so a client never waits for more than one item, and
 always over the same link (the meter's pacing, never a second connection). Each run is
 watched by a progress watchdog and ends with a
-:class:`~flowsd.meters.observations.SessionOutcome`.
+:class:`~flowsd.meters.observations.SessionOutcome`. The queue handling (queueing,
+withdrawing and failing commands, poll requests, read-backs, serving the queue in a run) is
+in :mod:`flowsd.meters.inbox`; the session's members of the same names delegate to it.
 
 Nothing a meter does raises out of a session: every failure becomes an observation with a
 reason, a count (:class:`~flowsd.meters.statistics.EngineCounts`) and a log line (a warning
@@ -24,21 +26,21 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import anyio
 import structlog
 
 from flowsd.config import MetersConfig
-from flowsd.emop import by_name
 from flowsd.emop.hardware import HardwareFamily
+from flowsd.meters import inbox as queue
 from flowsd.meters import metrics
 from flowsd.meters.backfill import LogCursor, ProfileLogNumber
 from flowsd.meters.breaker import Breaker
-from flowsd.meters.command import CommandResult, MeterCommand, refused
+from flowsd.meters.command import CommandResult, MeterCommand
 from flowsd.meters.conversation import Conversation
 from flowsd.meters.exchange import Failure, MeterLink, PollAbortError
+from flowsd.meters.inbox import Inbox, PollRequest
 from flowsd.meters.limits import ConnectionLimiter
 from flowsd.meters.observations import (
     EventLogCursor,
@@ -69,45 +71,6 @@ class Job(Protocol):
     def cadences(self) -> tuple[str, ...]: ...
 
     async def run(self, conv: Conversation) -> None: ...
-
-
-class QueueFullError(Exception):
-    """The meter's command queue is full."""
-
-
-class PollRequest:
-    """A caller waiting for the next full poll of a meter (``flowsd poll SERIAL``)."""
-
-    def __init__(self) -> None:
-        self.outcome: SessionOutcome | None = None
-        self._done = anyio.Event()
-
-    def finish(self, outcome: SessionOutcome | None) -> None:
-        self.outcome = outcome
-        self._done.set()
-
-    async def wait(self) -> SessionOutcome | None:
-        await self._done.wait()
-        return self.outcome
-
-
-class Inbox:
-    """What callers wait for from one meter: queued commands, full-poll requests and the
-    read-backs still owed. A session holds one only while any of these waits (most meters
-    have none almost all the time, and a fleet holds tens of thousands of sessions)."""
-
-    __slots__ = ("commands", "poll_requests", "readback", "readback_due")
-
-    def __init__(self) -> None:
-        # A short FIFO (at most queue_size): a list, not a deque (56 bytes against 760).
-        self.commands: list[MeterCommand] = []
-        self.poll_requests: list[PollRequest] = []
-        self.readback: dict[str, None] = {}  # names in reading order
-        self.readback_due = math.inf  # wall clock
-
-    @property
-    def empty(self) -> bool:
-        return not (self.commands or self.poll_requests or self.readback)
 
 
 # One generator for every session that is not given its own: a Mersenne Twister is 2.5 KB,
@@ -276,7 +239,10 @@ class MeterSession:
                 self._periods(), self.settings.schedule_jitter_seconds, self.wall_clock()
             )
 
-    # ----------------------------------------------------------------- commands
+    # ----------------------------------------------------------------- inbox
+
+    # What callers wait for is in an Inbox, held only while something waits. The queue
+    # handling is flowsd.meters.inbox (imported as ``queue``): the members below delegate.
 
     @property
     def commands(self) -> Sequence[MeterCommand]:
@@ -294,150 +260,49 @@ class MeterSession:
         asked for)."""
         return math.inf if self.inbox is None else self.inbox.readback_due
 
-    def _inbox(self) -> Inbox:
-        if self.inbox is None:
-            self.inbox = Inbox()
-        return self.inbox
-
-    def _drop_inbox_if_empty(self) -> None:
-        if self.inbox is not None and self.inbox.empty:
-            self.inbox = None
-
     def enqueue(self, command: MeterCommand) -> None:
         """Queue a command (the supervisor wakes the session); raises QueueFullError."""
-        if len(self.commands) >= self.queue_size:
-            raise QueueFullError
-        command.state = "queued"
-        self._inbox().commands.append(command)
-        self.counts.commands_queued += 1
+        queue.enqueue(self, command)
 
     async def withdraw(self, command: MeterCommand, result: CommandResult) -> bool:
         """Take a command that has not started out of the queue (its caller gave up)."""
-        if command.state != "queued" or command not in self.commands:
-            return False  # started, or queued in a session that has since left the fleet
-        assert self.inbox is not None
-        self.inbox.commands.remove(command)
-        self._drop_inbox_if_empty()
-        self.counts.commands_queued -= 1
-        await self.finish_unrun(command, result, None)
-        return True
+        return await queue.withdraw(self, command, result)
 
     async def fail_queued(
         self, reason: str, detail: str, watchdog: ProgressWatchdog | None = None
     ) -> int:
         """Fail every queued command (the meter is unreachable, or the daemon is stopping)."""
-        failed = 0
-        while self.inbox is not None and self.inbox.commands:
-            command = self.inbox.commands.pop(0)
-            self._drop_inbox_if_empty()
-            self.counts.commands_queued -= 1
-            await self.finish_unrun(command, refused(reason, detail), watchdog)
-            failed += 1
-        return failed
+        return await queue.fail_queued(self, reason, detail, watchdog)
 
     def drop_queued(self, result: CommandResult) -> None:
-        """Finish every queued command with ``result`` and record nothing (the session
-        leaves a fleet that is not running: there is no task to record outcomes in)."""
-        if self.inbox is None:
-            return
-        for command in self.inbox.commands:
-            command.finish(result)
-        self.inbox.commands.clear()
-        self._drop_inbox_if_empty()
+        """Finish every queued command with ``result``, recording nothing."""
+        queue.drop_queued(self, result)
 
     def request_poll(self) -> PollRequest:
         """A caller's request for the next full poll (the supervisor wakes the session)."""
-        request = PollRequest()
-        self._inbox().poll_requests.append(request)
-        return request
+        return queue.request_poll(self)
 
     def finish_poll_requests(
         self, outcome: SessionOutcome | None, requests: Sequence[PollRequest] | None = None
     ) -> None:
-        """Give ``outcome`` to those of ``requests`` still waiting (None: to every waiting
-        one), which then wait no more."""
-        if self.inbox is None:
-            return
-        waiting = self.inbox.poll_requests
-        for request in list(waiting) if requests is None else requests:
-            if request in waiting:  # not answered meanwhile (stop() answers every one)
-                waiting.remove(request)
-                request.finish(outcome)
-        self._drop_inbox_if_empty()
+        """Give ``outcome`` to those of ``requests`` still waiting (None: to every one)."""
+        queue.finish_poll_requests(self, outcome, requests)
 
     async def finish_unrun(
         self, command: MeterCommand, result: CommandResult, watchdog: ProgressWatchdog | None
     ) -> None:
-        command.finish(result)
-        self.counts.commands[command.name, result.reason or "failed"] += 1
-        target = self.target
-        now = datetime.fromtimestamp(self.wall_clock(), UTC)
-        await self.emit([command.outcome(target.meter_id, target.serial, now, 0.0)], watchdog)
+        """Finish a command that did not run with ``result``, and record its outcome."""
+        await queue.finish_unrun(self, command, result, watchdog)
 
     def read_back_later(self, names: tuple[str, ...], *, settle: bool) -> None:
-        """Owe a read-back of ``names``: after ``readback_settle_seconds`` without another
-        such request (``settle``), else at the end of this run or when the meter answers."""
-        inbox = self._inbox()
-        inbox.readback.update(dict.fromkeys(names))
-        delay = self.readback_settle_seconds if settle else 0.0
-        inbox.readback_due = self.wall_clock() + delay
+        """Owe a read-back of ``names``: due now, or after ``readback_settle_seconds``
+        (``settle``)."""
+        queue.read_back_later(self, names, settle=settle)
 
     async def serve_commands(self, conv: Conversation, *, final: bool = False) -> None:
-        """Run the queued commands (between two plan items, and at the end of a run with
-        ``final``, then the read-backs that are due). A command that found the meter
-        unreachable ends the run like a failed poll request does."""
-        while self.inbox is not None and self.inbox.commands and not self.stopping():
-            if self.breaker.offline or _unreachable(conv):
-                why = self.last_failure.reason if self.last_failure else "offline"
-                await self.fail_queued("unavailable", f"meter unreachable ({why})", conv.watchdog)
-                break
-            command = self.inbox.commands.pop(0)
-            self._drop_inbox_if_empty()
-            self.counts.commands_queued -= 1
-            if time.monotonic() >= command.deadline:
-                late = refused("deadline", "the caller's deadline passed in the queue")
-                await self.finish_unrun(command, late, conv.watchdog)
-                continue
-            await self._execute(conv, command)
-        inbox = self.inbox
-        if not final or inbox is None:
-            return
-        if inbox.readback and inbox.readback_due <= self.wall_clock():
-            await self._read_back(conv, inbox)
-
-    async def _execute(self, conv: Conversation, command: MeterCommand) -> None:
-        started = time.monotonic()
-        self.counts.commands_running += 1
-        try:
-            result = await command.execute(conv)
-        except Exception as exc:  # a flowsd bug: the caller gets an answer, the run goes on
-            self.log.exception("meter command failed unexpectedly", command=command.name)
-            result = refused("internal", repr(exc))
-            command.finish(result)
-        finally:
-            self.counts.commands_running -= 1
-        self.counts.commands[command.name, "ok" if result.ok else (result.reason or "failed")] += 1
-        target = self.target
-        seconds = time.monotonic() - started
-        await conv.emit([command.outcome(target.meter_id, target.serial, conv.now(), seconds)])
-        if result.reason in _TRANSPORT or self.breaker.offline:
-            raise PollAbortError  # the meter is unreachable: end the run as a poll would
-
-    async def _read_back(self, conv: Conversation, inbox: Inbox) -> None:
-        # ``inbox`` stays the session's throughout: it is not dropped while names are owed.
-        for name in list(inbox.readback):
-            info = by_name(name)
-            try:
-                answer = await conv.read_object(name, info.id)
-            except PollAbortError:
-                answer = conv.last_failure or Failure("internal", "aborted", 0)
-            if isinstance(answer, Failure) and not answer.meter_answered:
-                # Not now: again after a probe's delay (or when the meter is back online).
-                inbox.readback_due = self.wall_clock() + self.settings.probe_initial_seconds
-                raise PollAbortError
-            del inbox.readback[name]
-        inbox.readback_due = math.inf
-        self._drop_inbox_if_empty()
+        """Run the queued commands in ``conv``, a run of this session (``final``: at its
+        end, then the read-backs that are due)."""
+        await queue.serve_commands(conv, final=final)
 
     # ----------------------------------------------------------------- runs
 
@@ -545,13 +410,3 @@ class MeterSession:
         counts.sink_wait_seconds += time.monotonic() - started
         for observation in observations:
             counts.observations[metrics.type_label(observation)] += 1
-
-
-_TRANSPORT = frozenset(
-    {"refused", "connect_timeout", "unreachable", "reset", "closed", "read_timeout", "watchdog"}
-)
-
-
-def _unreachable(conv: Conversation) -> bool:
-    failure = conv.first_failure
-    return failure is not None and failure.connection_level

@@ -62,18 +62,13 @@ from flowsd.errors import ConfigError
 from flowsd.meters import metrics
 from flowsd.meters.command import CommandResult, MeterCommand
 from flowsd.meters.freshness_watch import FreshnessWatch
+from flowsd.meters.inbox import PollRequest, QueueFullError
 from flowsd.meters.limits import ConnectionLimiter
 from flowsd.meters.observations import ObservationSink
 from flowsd.meters.plan import PollPlan
 from flowsd.meters.poll import Poll, Probe
 from flowsd.meters.scheduler import Address, FleetScheduler
-from flowsd.meters.session import (
-    Job,
-    MeterSession,
-    PollRequest,
-    QueueFullError,
-    WallClock,
-)
+from flowsd.meters.session import Job, MeterSession, WallClock
 from flowsd.meters.statistics import EngineCounts, FleetStatistics, FleetTally
 from flowsd.meters.status import FleetStatus, fleet_status, utc
 from flowsd.meters.target import MeterTarget
