@@ -399,7 +399,7 @@ def run_daemon(arguments: str) -> None:
                 "t": time.time(),
                 "cpu_user": user,
                 "cpu_system": system,
-                "gc_seconds": list(heap.CLOCK.statistics().seconds),
+                "gc_seconds": list(heap.HEAP.statistics().seconds),
                 "rss": _rss_bytes(),
                 "baseline_rss": baseline_rss,
                 "meters": status.meters,

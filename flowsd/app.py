@@ -16,8 +16,8 @@ projector runner, the meter list with its resume points and change-detector stat
 supervisor, the command table and the session-state writer start, each under the component
 supervisor (:mod:`flowsd.supervision`), and ``READY=1`` follows if it was not sent yet.
 While the daemon runs, the cycle collector collects its youngest generation less often, and
-each time meters join or leave the fleet the heap is collected and frozen
-(:mod:`flowsd.ops.heap`); its collections are timed for ``/metrics``.
+the heap is collected and frozen once the fleet is quiet after meters joined or left, and
+hourly (:mod:`flowsd.ops.heap`); its collections are timed for ``/metrics``.
 
 Steady state: every database-facing loop retries :data:`~flowsd.db.errors.DATABASE_ERRORS`
 itself and reports to one :class:`~flowsd.db.availability.DatabaseAvailability`, which
@@ -181,6 +181,7 @@ class Daemon:
             poll_seconds=config.commands.table_poll_seconds,
             leases=self.ownership,
         )
+        self.freezer = heap.Freezer()
         self.meter_list = MeterList(
             self.supervisor,
             self.ownership,
@@ -190,7 +191,7 @@ class Daemon:
             config.daemon.registry_reload_seconds,
             self.database.reconnect_backoff(),
             self.availability,
-            fleet_changed=self._freeze_fleet,
+            fleet_changed=self.freezer.fleet_changed,
         )
         self._appender_done = anyio.Event()
         self._appender_started = False
@@ -223,13 +224,10 @@ class Daemon:
 
     async def run(self) -> int:
         STATISTICS.attach(self.metric_families)
-        heap.CLOCK.install()
-        thresholds = heap.tune()
         try:
-            return await self._run()
+            with heap.HEAP.tuned():
+                return await self._run()
         finally:
-            heap.restore(thresholds)
-            heap.CLOCK.uninstall()
             STATISTICS.detach(self.metric_families)
 
     def metric_families(self) -> Iterator[Metric]:
@@ -240,7 +238,7 @@ class Daemon:
         yield from registry_families(self.meter_list.registry.statistics())
         yield from ownership_families(self.ownership.statistics())
         yield from component_families(self.components.statistics())
-        yield from heap.collector_families(heap.CLOCK.statistics())
+        yield from heap.collector_families(heap.HEAP.statistics())
         mediator = self.mediator
         # Without a mediator its families are served empty: /metrics names the same families.
         idle = MediatorStatistics(calls={}, refusals={})
@@ -292,14 +290,6 @@ class Daemon:
         await self.stop_requested.wait()
         scope.cancel()
 
-    def _freeze_fleet(self) -> None:
-        # Meters joined or left: the fleet's objects are not walked by collections again
-        # (flowsd.ops.heap), and a leaver's garbage cycles go now.
-        started = time.process_time()
-        frozen = heap.freeze_fleet()
-        took = round(time.process_time() - started, 3)
-        log.info("heap frozen", objects=frozen, cpu_seconds=took)
-
     def _component_gave_up(self, error: BaseException) -> None:
         """A component failed past the restart limit (or fatally): stop, draining first."""
         if isinstance(error, UserError):
@@ -344,6 +334,7 @@ class Daemon:
         tg.start_soon(self.components.run, "session_state", self.housekeeping.state_writer)
         if self.config.daemon.summary_seconds > 0:
             tg.start_soon(self.components.run, "summary", self.housekeeping.summary_loop)
+        tg.start_soon(self.components.run, "heap_freezer", self.freezer.run)
         self.ready.set()
         self.notifier.ready_or_status(self.status_line())
         log.info("flowsd ready", meters=len(self.supervisor.sessions))

@@ -33,7 +33,7 @@ import structlog
 
 from flowsd.config import MetersConfig
 from flowsd.emop.hardware import HardwareFamily
-from flowsd.meters import inbox as queue
+from flowsd.meters import inbox as inbox_ops
 from flowsd.meters import metrics
 from flowsd.meters.backfill import LogCursor, ProfileLogNumber
 from flowsd.meters.breaker import Breaker
@@ -242,7 +242,7 @@ class MeterSession:
     # ----------------------------------------------------------------- inbox
 
     # What callers wait for is in an Inbox, held only while something waits. The queue
-    # handling is flowsd.meters.inbox (imported as ``queue``): the members below delegate.
+    # handling is flowsd.meters.inbox (imported as ``inbox_ops``): the members below delegate.
 
     @property
     def commands(self) -> Sequence[MeterCommand]:
@@ -262,47 +262,47 @@ class MeterSession:
 
     def enqueue(self, command: MeterCommand) -> None:
         """Queue a command (the supervisor wakes the session); raises QueueFullError."""
-        queue.enqueue(self, command)
+        inbox_ops.enqueue(self, command)
 
     async def withdraw(self, command: MeterCommand, result: CommandResult) -> bool:
         """Take a command that has not started out of the queue (its caller gave up)."""
-        return await queue.withdraw(self, command, result)
+        return await inbox_ops.withdraw(self, command, result)
 
     async def fail_queued(
         self, reason: str, detail: str, watchdog: ProgressWatchdog | None = None
     ) -> int:
         """Fail every queued command (the meter is unreachable, or the daemon is stopping)."""
-        return await queue.fail_queued(self, reason, detail, watchdog)
+        return await inbox_ops.fail_queued(self, reason, detail, watchdog)
 
     def drop_queued(self, result: CommandResult) -> None:
         """Finish every queued command with ``result``, recording nothing."""
-        queue.drop_queued(self, result)
+        inbox_ops.drop_queued(self, result)
 
     def request_poll(self) -> PollRequest:
         """A caller's request for the next full poll (the supervisor wakes the session)."""
-        return queue.request_poll(self)
+        return inbox_ops.request_poll(self)
 
     def finish_poll_requests(
         self, outcome: SessionOutcome | None, requests: Sequence[PollRequest] | None = None
     ) -> None:
         """Give ``outcome`` to those of ``requests`` still waiting (None: to every one)."""
-        queue.finish_poll_requests(self, outcome, requests)
+        inbox_ops.finish_poll_requests(self, outcome, requests)
 
     async def finish_unrun(
         self, command: MeterCommand, result: CommandResult, watchdog: ProgressWatchdog | None
     ) -> None:
         """Finish a command that did not run with ``result``, and record its outcome."""
-        await queue.finish_unrun(self, command, result, watchdog)
+        await inbox_ops.finish_unrun(self, command, result, watchdog)
 
     def read_back_later(self, names: tuple[str, ...], *, settle: bool) -> None:
         """Owe a read-back of ``names``: due now, or after ``readback_settle_seconds``
         (``settle``)."""
-        queue.read_back_later(self, names, settle=settle)
+        inbox_ops.read_back_later(self, names, settle=settle)
 
     async def serve_commands(self, conv: Conversation, *, final: bool = False) -> None:
         """Run the queued commands in ``conv``, a run of this session (``final``: at its
         end, then the read-backs that are due)."""
-        await queue.serve_commands(conv, final=final)
+        await inbox_ops.serve_commands(conv, final=final)
 
     # ----------------------------------------------------------------- runs
 

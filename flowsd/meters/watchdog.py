@@ -2,8 +2,9 @@
 
 Every finished exchange pushes the deadline forward. Waiting that is not the meter's doing
 (a connection slot, a rate token, the sink applying back-pressure) is done inside
-:meth:`ProgressWatchdog.paused`, so a busy fleet or a slow database never looks like a
-stuck meter.
+:meth:`ProgressWatchdog.paused` (or between :meth:`~ProgressWatchdog.pause` and
+:meth:`~ProgressWatchdog.resume`, on the per-request path), so a busy fleet or a slow
+database never looks like a stuck meter.
 
 Progress is only noted (a float); one event-loop timer, re-armed when it fires early, decides.
 Moving an anyio cancel scope's deadline at every exchange instead cancelled and scheduled a
@@ -67,6 +68,7 @@ class ProgressWatchdog:
         self._paused += 1
 
     def resume(self) -> None:
+        """That waiting ended: the deadline starts again from now."""
         self._paused -= 1
         self.progress()
 

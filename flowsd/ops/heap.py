@@ -9,73 +9,56 @@ youngest generation tens of times a second, walking the objects of every poll in
 time, and a sampling profile of the fleet benchmark (19,500 meters, native frames) put it at
 about 8 % of the daemon's CPU.
 
-* :func:`tune` raises the youngest generation's threshold to :data:`YOUNG_THRESHOLD`: a
-  collection costs about what is alive in the generation, so a window 14 times wider walks the
-  polls in flight 14 times less often, for a few hundred kilobytes of garbage cycles kept a
-  little longer.
-* :func:`freeze_fleet` (once the fleet is loaded, and again when it changes) collects, then
-  moves every object alive into the permanent generation (``gc.freeze``), which no
-  collection walks: the fleet's own objects are not walked again by each full collection.
-  A frozen object is still freed by reference counting; only a garbage cycle among frozen
-  objects waits for the next :func:`freeze_fleet`, which unfreezes and collects first.
-* :class:`CollectorClock` times every collection through ``gc.callbacks``
-  (:meth:`CollectorClock.statistics`, exported as ``flowsd_gc_*``), so the collector's share
-  of the CPU is a figure on ``/metrics`` and not a guess.
+* :meth:`Heap.tuned`, around a daemon's run, raises the youngest generation's threshold to
+  :data:`YOUNG_THRESHOLD`: a collection costs about what is alive in the generation, so a
+  window 14 times wider walks the polls in flight 14 times less often, for a few hundred
+  kilobytes of garbage cycles kept a little longer. Runs may nest (tests run daemons in one
+  process): the first entry tunes, the last exit puts the thresholds back and unfreezes.
+* :meth:`Heap.freeze` collects everything, frozen objects included, then moves every
+  object alive into the permanent generation (``gc.freeze``), which no collection walks: the
+  fleet's own objects are not walked again by each full collection. It is a full
+  collection, run on the event loop (a fraction of a second at fleet scale), so
+  :class:`Freezer` runs it only once the fleet has been quiet for :data:`SETTLE_SECONDS`
+  after meters joined or left (a rebalance of leases moves meters over several rounds; a
+  leaver's task ends a moment after it is cancelled), and every :data:`REFREEZE_SECONDS`.
+  A frozen object is still freed by reference counting; a garbage cycle among frozen
+  objects (a poll that was in flight at the freeze, say) waits for the next freeze, at
+  most :data:`REFREEZE_SECONDS`.
+* :class:`CollectorClock` times every collection (the collecting thread's CPU time) through
+  ``gc.callbacks``, so the collector's share of the CPU is a figure on ``/metrics``
+  (``flowsd_gc_*``) and in the fleet benchmark, not a guess.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.abc
+import structlog
 from prometheus_client.metrics_core import Metric
 
 from flowsd.ops.metrics import counter, gauge
 
+log = structlog.get_logger("flowsd.heap")
+
 # The youngest generation's threshold (CPython's default: 700); the older two keep theirs.
 YOUNG_THRESHOLD = 10_000
-
-
-def tune() -> tuple[int, int, int]:
-    """Collect the youngest generation every :data:`YOUNG_THRESHOLD` container allocations;
-    returns the thresholds before, for :func:`restore`."""
-    before = gc.get_threshold()
-    young, middle, oldest = before
-    gc.set_threshold(max(young, YOUNG_THRESHOLD), middle, oldest)
-    return before
-
-
-# Objects frozen by the last freeze_fleet(): gc.get_freeze_count() walks the permanent
-# generation (a million objects at fleet scale, milliseconds), too slow for every scrape.
-_frozen = 0
-
-
-def freeze_fleet() -> int:
-    """Collect everything (frozen objects included), then freeze what is alive; returns
-    how many objects are frozen."""
-    global _frozen  # noqa: PLW0603 - one permanent generation per process
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    _frozen = gc.get_freeze_count()
-    return _frozen
-
-
-def restore(thresholds: tuple[int, int, int]) -> None:
-    """Unfreeze, and set the thresholds :func:`tune` returned (a daemon run in a test
-    process leaves the collector as it found it)."""
-    global _frozen  # noqa: PLW0603
-    gc.unfreeze()
-    _frozen = 0
-    gc.set_threshold(*thresholds)
+# Quiet time after meters joined or left the fleet before the heap is frozen again.
+SETTLE_SECONDS = 30.0
+# The longest between two freezes (and so the longest a frozen garbage cycle is kept).
+REFREEZE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
 class CollectorStatistics:
-    """Collections, their CPU seconds and the objects they freed, per generation (0-2)."""
+    """Collections, their CPU seconds and the objects they freed, per generation (0-2);
+    the objects frozen by the last freeze."""
 
     collections: tuple[int, int, int]
     seconds: tuple[float, float, float]
@@ -84,13 +67,14 @@ class CollectorStatistics:
 
 
 class CollectorClock:
-    """Times each collection (process CPU time) while installed."""
+    """Times each collection while installed. Collections never overlap (CPython runs one
+    at a time) and start and end in one thread, whose CPU time is what is counted."""
 
     def __init__(self) -> None:
-        self._collections = [0, 0, 0]
-        self._seconds = [0.0, 0.0, 0.0]
-        self._collected = [0, 0, 0]
-        self._started = 0.0
+        self.collections = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collected = [0, 0, 0]
+        self._started: float | None = None
 
     def install(self) -> None:
         if self._callback not in gc.callbacks:
@@ -102,24 +86,112 @@ class CollectorClock:
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._started = time.process_time()
+            self._started = time.thread_time()
             return
+        if self._started is None:
+            return  # installed during this collection
         generation = min(int(info["generation"]), 2)
-        self._collections[generation] += 1
-        self._seconds[generation] += time.process_time() - self._started
-        self._collected[generation] += int(info["collected"])
+        self.collections[generation] += 1
+        self.seconds[generation] += time.thread_time() - self._started
+        self.collected[generation] += int(info["collected"])
+        self._started = None
+
+
+class Heap:
+    """The process's collector settings, its frozen heap and its clock."""
+
+    def __init__(self) -> None:
+        self.clock = CollectorClock()
+        # Objects frozen by the last freeze: gc.get_freeze_count() walks the permanent
+        # generation (a million objects at fleet scale, milliseconds), too slow per scrape.
+        self.frozen = 0
+        self._depth = 0
+        self._thresholds = gc.get_threshold()
+
+    @contextmanager
+    def tuned(self) -> Iterator[None]:
+        """The daemon's settings and the clock, for the outermost of nested uses."""
+        if self._depth == 0:
+            self._thresholds = young, middle, oldest = gc.get_threshold()
+            gc.set_threshold(max(young, YOUNG_THRESHOLD), middle, oldest)
+            self.clock.install()
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                gc.unfreeze()
+                self.frozen = 0
+                gc.set_threshold(*self._thresholds)
+                self.clock.uninstall()
+
+    def freeze(self) -> int:
+        """Collect everything (frozen objects included), then freeze what is alive; returns
+        how many objects are frozen."""
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.frozen = gc.get_freeze_count()
+        return self.frozen
 
     def statistics(self) -> CollectorStatistics:
-        c, s, f = self._collections, self._seconds, self._collected
+        c, s, f = self.clock.collections, self.clock.seconds, self.clock.collected
         return CollectorStatistics(
             collections=(c[0], c[1], c[2]),
             seconds=(s[0], s[1], s[2]),
             collected=(f[0], f[1], f[2]),
-            frozen=_frozen,
+            frozen=self.frozen,
         )
 
 
-CLOCK = CollectorClock()
+HEAP = Heap()
+
+
+class Freezer:
+    """Freezes :data:`HEAP` once the fleet has been quiet for ``settle`` seconds after a
+    change (:meth:`fleet_changed`), and every ``refreeze`` seconds."""
+
+    def __init__(
+        self,
+        heap: Heap = HEAP,
+        *,
+        settle: float = SETTLE_SECONDS,
+        refreeze: float = REFREEZE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.heap = heap
+        self.settle = settle
+        self.refreeze = refreeze
+        self.clock = clock
+        self.freezes = 0
+        self._changed_at: float | None = None
+        self._frozen_at = clock()
+
+    def fleet_changed(self) -> None:
+        self._changed_at = self.clock()
+
+    def due(self) -> bool:
+        now = self.clock()
+        if self._changed_at is not None and now - self._changed_at >= self.settle:
+            return True
+        return now - self._frozen_at >= self.refreeze
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        task_status.started()
+        while True:
+            await anyio.sleep(min(self.settle, self.refreeze) / 4)
+            if self.due():
+                self.freeze()
+
+    def freeze(self) -> None:
+        started = time.thread_time()
+        frozen = self.heap.freeze()
+        self._changed_at = None
+        self._frozen_at = self.clock()
+        self.freezes += 1
+        took = round(time.thread_time() - started, 3)
+        log.info("heap frozen", objects=frozen, cpu_seconds=took)
 
 
 def collector_families(stats: CollectorStatistics) -> Iterator[Metric]:
@@ -145,6 +217,6 @@ def collector_families(stats: CollectorStatistics) -> Iterator[Metric]:
     )
     yield gauge(
         "flowsd_gc_frozen_objects",
-        "Objects in the permanent generation (frozen once the fleet was loaded or changed).",
+        "Objects frozen by the last freeze (after the fleet changed, and hourly).",
         stats.frozen,
     )

@@ -74,7 +74,9 @@ E = TypeVar("E", bound=enum.IntEnum)
 
 
 def enum_or_int(enum_type: type[E], value: int) -> E | int:
-    """The enum member for ``value``, or the plain integer when the enum has none."""
+    """The enum member for ``value``, or the plain integer when the enum has none (for
+    plain ``IntEnum`` types: an enum's ``_missing_`` hook, or an ``IntFlag``'s composite
+    values, are not consulted)."""
     # The enum's own value map: a dict look-up, where calling the enum runs Python-level
     # code for every value (and builds a ValueError for each one it lacks).
     member = enum_type._value2member_map_.get(value)
