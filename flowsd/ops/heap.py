@@ -196,25 +196,18 @@ class Freezer:
 
 def collector_families(stats: CollectorStatistics) -> Iterator[Metric]:
     """``flowsd_gc_*`` from a :class:`CollectorStatistics`."""
-    generations = ("0", "1", "2")
-    yield counter(
-        "flowsd_gc_collections_total",
-        "Cycle-collector runs, by the oldest generation collected.",
-        dict(zip(generations, stats.collections, strict=True)),
-        ["generation"],
+    per_generation: tuple[tuple[str, str, tuple[float, float, float]], ...] = (
+        ("collections_total", "Cycle-collector runs", stats.collections),
+        ("seconds_total", "CPU seconds spent in the cycle collector", stats.seconds),
+        ("collected_objects_total", "Objects (garbage cycles) it freed", stats.collected),
     )
-    yield counter(
-        "flowsd_gc_seconds_total",
-        "Process CPU seconds spent in the cycle collector, by the oldest generation collected.",
-        dict(zip(generations, stats.seconds, strict=True)),
-        ["generation"],
-    )
-    yield counter(
-        "flowsd_gc_collected_objects_total",
-        "Objects the cycle collector freed (garbage cycles), by the oldest generation collected.",
-        dict(zip(generations, stats.collected, strict=True)),
-        ["generation"],
-    )
+    for name, documentation, values in per_generation:
+        yield counter(
+            f"flowsd_gc_{name}",
+            f"{documentation}, by the oldest generation collected.",
+            dict(zip(("0", "1", "2"), values, strict=True)),
+            ["generation"],
+        )
     yield gauge(
         "flowsd_gc_frozen_objects",
         "Objects frozen by the last freeze (after the fleet changed, and hourly).",
