@@ -401,11 +401,14 @@ class MeterSession:
         if not observations:
             return
         started = time.monotonic()
-        if watchdog is not None:
-            with watchdog.paused():
-                await self.sink(observations)
-        else:
+        if watchdog is None:
             await self.sink(observations)
+        else:
+            watchdog.pause()  # once per request: not the paused() generator
+            try:
+                await self.sink(observations)
+            finally:
+                watchdog.resume()
         counts = self.counts
         counts.sink_wait_seconds += time.monotonic() - started
         for observation in observations:

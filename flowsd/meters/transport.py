@@ -73,8 +73,13 @@ class Traffic:
 class MeterConnection:
     """One TCP connection to a meter; :meth:`exchange` may be called again (persistent mode)."""
 
-    def __init__(self, sock: socket.socket, traffic: Traffic) -> None:
+    def __init__(
+        self, sock: socket.socket, traffic: Traffic, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._sock = sock
+        # The loop it was opened on, kept: on Python 3.11 every asyncio.get_running_loop()
+        # is a getpid() system call, and a request would make four.
+        self._loop = loop
         self._traffic = traffic
         self._closed = False  # by us, or the meter closed or reset it
         self._used = False
@@ -107,7 +112,7 @@ class MeterConnection:
         if self._used:
             self._drop_stray_bytes()
         self._used = True
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         buffer = bytearray()
         error: OSError | None = None
         timer = self._start_timer(loop, read_timeout)
@@ -163,7 +168,7 @@ class MeterConnection:
         if self._expired:
             raise _ExpiredError
         fd = self._sock.fileno()
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()
         add(fd, _wake, future)
         self._waiting = future
         try:
@@ -224,7 +229,7 @@ async def connect(
     :class:`TransportError` on refusal, timeout or other errors."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    connection = MeterConnection(sock, traffic or Traffic())
+    connection = MeterConnection(sock, traffic or Traffic(), loop)
     try:
         sock.setblocking(False)
         started = loop.time()
