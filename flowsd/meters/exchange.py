@@ -264,9 +264,9 @@ class MeterLink:
             watchdog.pause()
             try:
                 if lane == "live":
-                    # Most requests of a fleet at its caps wait here, without a cancel scope
-                    # of their own: anyio's, entered and left per request, showed in the
-                    # fleet benchmark's profile.
+                    # Every live request of a fleet at its caps waits here (most of its
+                    # requests at steady state), without a cancel scope of its own: anyio's,
+                    # entered and left per request, showed in the fleet benchmark's profile.
                     granted = await owner.limiter.acquire(lane, due=due)
                 else:
                     granted = False
