@@ -3,14 +3,22 @@ under the caps (the limiter's two lanes, and the order of a poll's items)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import uuid
 
 import anyio
+import pytest
 
+from flowsd.emop import ReadRequest
+from flowsd.meters import exchange
+from flowsd.meters.exchange import BackfillDeferredError, MeterLink
 from flowsd.meters.limits import ConnectionLimiter, Lane
 from flowsd.meters.observations import EventLogScanned, MeterLogEntry, SessionOutcome
 from flowsd.meters.session import MeterSession
 from flowsd.meters.statistics import EngineCounts
+from flowsd.meters.target import MeterTarget
+from flowsd.meters.watchdog import ProgressWatchdog
 from flowsd.sim.fleet import SimulatedFleet
 from tests.support import wait_until
 
@@ -219,3 +227,55 @@ async def test_a_first_event_log_scan_given_up_twice_reads_its_history_live() ->
         assert session.limiter.granted["backfill"] == 0
         assert len(sink.of(MeterLogEntry)) == len(fleet.events(0))
         assert session.event_cursor is not None
+
+
+async def test_a_backfill_wait_ends_when_deferred_or_after_its_longest_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A back-fill request queued for a connection gives up its place, sending nothing and
+    holding no slot, when a command arrives for its meter (defer_backfill) and when it has
+    waited BACKFILL_MAX_WAIT_SECONDS; a cancelled wait stays a cancellation."""
+    monkeypatch.setattr(exchange, "BACKFILL_MAX_WAIT_SECONDS", 0.2)
+    config = settings(max_connections_in_flight=1)
+    target = MeterTarget(meter_id=uuid.UUID(int=1), serial="EML0", ip_address="127.0.0.1")
+    session = session_for(target, config, plan_of(), Collector())
+    limiter = session.limiter
+    link = MeterLink()
+    request = ReadRequest(object_id=0x0025)
+
+    async def backfill_request() -> None:
+        with ProgressWatchdog(10.0) as watchdog:
+            await link.request(
+                session, request, "profile_log", attempts=1, twin=False,
+                watchdog=watchdog, lane="backfill",
+            )  # fmt: skip
+
+    assert limiter.try_acquire("live")  # the fleet's only slot is busy
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BackfillDeferredError):
+        await backfill_request()
+    assert 0.2 <= loop.time() - started < 2.0 and limiter.waiting("backfill") == 0
+
+    monkeypatch.setattr(exchange, "BACKFILL_MAX_WAIT_SECONDS", 60.0)  # only a deferral ends it
+    async with anyio.create_task_group() as tg:
+        outcome: list[str] = []
+
+        async def deferred() -> None:
+            try:
+                await backfill_request()
+            except BackfillDeferredError:
+                outcome.append("deferred")
+
+        tg.start_soon(deferred)
+        await wait_until(lambda: link.waiting_for_slot)
+        link.defer_backfill()
+        link.defer_backfill()  # twice before it runs: still one deferral
+        await wait_until(lambda: outcome == ["deferred"])
+
+        tg.start_soon(deferred)
+        await wait_until(lambda: link.waiting_for_slot)
+        tg.cancel_scope.cancel()
+    assert outcome == ["deferred"] and limiter.waiting("backfill") == 0
+    limiter.release()
+    assert limiter.in_flight == 0 and limiter.connects == 1  # nothing but the busy slot
