@@ -19,13 +19,13 @@ A schedule remembers the last slot it serviced per cadence. Slots that passed wh
 meter was offline or still busy are not queued: the newest one is serviced and the older
 ones are counted as skipped.
 
-Every meter session holds a schedule, so it is kept small (208 bytes for the shipped plan's
+Every meter session holds a schedule, so it is kept small (216 bytes for the shipped plan's
 three cadences by tracemalloc on CPython 3.11, against 728 with an object per cadence): what
 all meters of the same periods and jitter share (names, periods, capped jitters) is one
 :class:`Cadences`, and a :class:`MeterSchedule` holds only the meter id, that shared
 description and one array of doubles with, per cadence, the phase, the brought-forward first
 due time (NaN once the first run is done) and the last serviced slot (a slot index, exact in
-a double below 2**53).
+a double below 2**53), then the soonest due time of all cadences as last computed.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ _PHASE = 0
 _FIRST_DUE = 1  # NaN: no first run pending
 _LAST_DONE = 2
 _WIDTH = 3
+# After the cadences: the soonest of their due times, NaN until next_due is asked again.
+_SOONEST = -1
 
 
 def unit_hash(*parts: object) -> float:
@@ -114,7 +116,7 @@ class MeterSchedule:
         for i in range(len(self.cadences.names)):
             state += self._made(i, now)
         # From a list, not an iterator: an array extended item by item over-allocates.
-        self.state = array("d", state)
+        self.state = array("d", [*state, math.nan])
 
     def _made(self, i: int, now: float) -> tuple[float, float, int]:
         """Phase, first due time and last serviced slot of cadence ``i`` made at ``now``.
@@ -152,10 +154,18 @@ class MeterSchedule:
         current = max(current, last_done + 1)
         self.state[at + _FIRST_DUE] = math.nan
         self.state[at + _LAST_DONE] = current
+        self.state[_SOONEST] = math.nan
         return max(0, current - last_done - 1)
 
     def next_due(self) -> float:
-        return min((self._next_due(i) for i in range(len(self.cadences.names))), default=math.inf)
+        """The soonest due time of any cadence (kept until the next run: a poll asks
+        before each of its back-fill requests, and each due time is a hash)."""
+        soonest = self.state[_SOONEST]
+        if math.isnan(soonest):
+            cadences = range(len(self.cadences.names))
+            soonest = min((self._next_due(i) for i in cadences), default=math.inf)
+            self.state[_SOONEST] = soonest
+        return soonest
 
     def due(self, now: float) -> list[str]:
         return [name for i, name in enumerate(self.cadences.names) if now >= self._next_due(i)]
@@ -201,7 +211,7 @@ class MeterSchedule:
                 state += old_state[_WIDTH * j : _WIDTH * (j + 1)]
             else:
                 state += self._made(i, now)
-        self.state = array("d", state)
+        self.state = array("d", [*state, math.nan])
 
 
 class CadenceSlots:
