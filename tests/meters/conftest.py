@@ -6,14 +6,17 @@ tests never collide with each other or with a running simulator.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
 import msgspec
+import pytest
+import uvloop
 
 from flowsd.config import MetersConfig, PollConfig
 from flowsd.meters.limits import ConnectionLimiter
@@ -27,6 +30,26 @@ from flowsd.sim.fleet import SimulatedFleet
 
 _subnets = itertools.count(1)
 ObsT = TypeVar("ObsT", bound=Observation)
+
+# The daemon runs on uvloop (flowsd.ops.event_loop), whose sockets, readers and timers differ
+# from the standard loop's in ways these tests have caught (millisecond timers, transports
+# that are not asyncio.Transport): the modules that drive sockets and the limiter's timer
+# run on both loops. The rest of the suite runs on the standard loop.
+BOTH_LOOPS = frozenset(
+    {"test_transport", "test_live_first", "test_limiter_timer", "test_session", "test_backfill"}
+)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The loops a test of this package runs on (pytest-asyncio's hook, for this folder)."""
+    module = getattr(item, "module", None)
+    name = module.__name__.rpartition(".")[2] if module is not None else ""
+    if name in BOTH_LOOPS:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
 
 FAST = MetersConfig(
     min_gap_seconds=0.0,
