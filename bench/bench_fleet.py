@@ -25,8 +25,11 @@ daemon's ``/proc`` figures and reads the event log. Knobs (environment):
   module at start, after the first pass and at the end; each snapshot is also dumped next to
   the text as ``.<n>.snap`` for ``tracemalloc.Snapshot.load`` and ``compare_to``) or ``cpu``
   (cProfile of the daemon, timed in the process's CPU time, over the steady window, or over
-  the last third of the run); written next to the JSON results as ``fleet-<kind>-<time>.txt``.
-  Profiling slows the daemon: its figures are not the benchmark's.
+  the last third of the run), or ``perf`` (``perf record -e cpu-clock -g`` on the daemon over the
+  same window: samples only while it is on a core, the kernel included, reported by shared
+  object and by symbol; needs Linux ``perf``, and names no Python function on CPython 3.11);
+  written next to the JSON results as ``fleet-<kind>-<time>.txt``. Profiling slows the
+  daemon: its figures are not the benchmark's (least so with ``perf``).
 
 Reported (the daemon process only; PostgreSQL and the simulator are other processes):
 
@@ -56,6 +59,8 @@ import json
 import math
 import os
 import resource
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -118,8 +123,10 @@ class Settings:
         steady = float(env.get("FLOWSD_BENCH_FLEET_STEADY_SECONDS", max(60.0, 1800.0 / speed)))
         longest = 180.0 if quick else 36_000.0
         profile = env.get("FLOWSD_BENCH_FLEET_PROFILE", "")
-        if profile not in ("", "memory", "cpu"):
-            raise SystemExit(f"FLOWSD_BENCH_FLEET_PROFILE={profile!r}: memory or cpu")
+        if profile not in ("", "memory", "cpu", "perf"):
+            raise SystemExit(f"FLOWSD_BENCH_FLEET_PROFILE={profile!r}: memory, cpu or perf")
+        if profile == "perf" and shutil.which("perf") is None:
+            raise SystemExit("FLOWSD_BENCH_FLEET_PROFILE=perf: no perf on PATH (linux-perf)")
         return cls(
             meters=meters,
             speed=speed,
@@ -461,6 +468,44 @@ def run_daemon(arguments: str) -> None:
     event_loop.run(main, config.daemon.event_loop)
 
 
+class _PerfRecording:
+    """``perf record`` on the daemon between :meth:`start` and :meth:`stop`; the report is
+    appended to the profile's text (by shared object, then by symbol)."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.data = output.with_suffix(".perf.data")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, pid: int) -> None:
+        if self.process is not None:
+            return
+        command = ["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", str(pid)]
+        self.process = subprocess.Popen(
+            [*command, "-o", str(self.data)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+        for sort in ("dso", "dso,sym"):
+            command = ["perf", "report", "-i", str(self.data), "--no-children", "--stdio"]
+            report = subprocess.run(
+                [*command, "-g", "none", "--sort", sort],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            rows = [line for line in report.stdout.splitlines() if line and line[0] != "#"]
+            with self.output.open("a") as out:
+                out.write(f"## perf, by {sort}\n" + "\n".join(rows[:80]) + "\n\n")
+
+
 def _write_cpu_profile(profiler: Any, output: Path) -> None:
     import io  # noqa: PLC0415
     import pstats  # noqa: PLC0415
@@ -675,6 +720,7 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
         f"from bench.bench_fleet import run_daemon; run_daemon({json.dumps(json.dumps(options))})"
     )
     lines = _Lines(daemon)
+    perf = _PerfRecording(profile_output) if settings.profile == "perf" else None
     samples: list[Sample] = []
     marks: dict[str, float] = {}
     rss_at: dict[str, int] = {}
@@ -736,12 +782,17 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
                 rss_at["backfill_done"] = samples[-1].rss if samples else 0
                 _send(daemon, "snapshot back-fill complete")
                 _send(daemon, "cpu start")
+                if perf is not None:
+                    perf.start(daemon.pid)
             steady_start = marks.get("backfill_done")
             elapsed = now - started
             late = elapsed >= settings.max_seconds * 2 / 3
-            if settings.profile == "cpu" and steady_start is None and "cpu" not in marks and late:
+            profiling = settings.profile in ("cpu", "perf")
+            if profiling and steady_start is None and "cpu" not in marks and late:
                 marks["cpu"] = now
                 _send(daemon, "cpu start")
+                if perf is not None:
+                    perf.start(daemon.pid)
             done = steady_start is not None and now - steady_start >= settings.steady_seconds
             if done or elapsed >= settings.max_seconds:
                 marks["end"] = now
@@ -750,6 +801,8 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
                 break
         sim_cpu = _process_cpu(simulator.pid) - sim_cpu_start
         _send(daemon, "cpu stop")
+        if perf is not None:
+            perf.stop()
         _send(daemon, "snapshot end")
         _send(daemon, "stop")
         profile_rows = await conn.fetchval(
