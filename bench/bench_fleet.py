@@ -470,39 +470,50 @@ def run_daemon(arguments: str) -> None:
 
 class _PerfRecording:
     """``perf record`` on the daemon between :meth:`start` and :meth:`stop`; the report is
-    appended to the profile's text (by shared object, then by symbol)."""
+    appended to the profile's text (by shared object, then by symbol), or what perf said
+    when it could not record."""
 
     def __init__(self, output: Path) -> None:
         self.output = output
         self.data = output.with_suffix(".perf.data")
+        self.messages = output.with_suffix(".perf.log")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, pid: int) -> None:
         if self.process is not None:
             return
         command = ["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", str(pid)]
-        self.process = subprocess.Popen(
-            [*command, "-o", str(self.data)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with self.messages.open("wb") as messages:
+            self.process = subprocess.Popen(
+                [*command, "-o", str(self.data)], stdout=messages, stderr=messages
+            )
 
     def stop(self) -> None:
+        """Stop recording and write the report (once; also after a failed run)."""
         process, self.process = self.process, None
         if process is None:
             return
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
-        for sort in ("dso", "dso,sym"):
-            command = ["perf", "report", "-i", str(self.data), "--no-children", "--stdio"]
-            report = subprocess.run(
-                [*command, "-g", "none", "--sort", sort],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            rows = [line for line in report.stdout.splitlines() if line and line[0] != "#"]
-            with self.output.open("a") as out:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        with self.output.open("a") as out:
+            if not self.data.exists():
+                said = self.messages.read_text(errors="replace")
+                out.write(f"## perf recorded nothing (exit {process.returncode})\n{said}\n")
+                return
+            for sort in ("dso", "dso,sym"):
+                command = ["perf", "report", "-i", str(self.data), "--no-children", "--stdio"]
+                report = subprocess.run(
+                    [*command, "-g", "none", "--sort", sort],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                rows = [line for line in report.stdout.splitlines() if line and line[0] != "#"]
                 out.write(f"## perf, by {sort}\n" + "\n".join(rows[:80]) + "\n\n")
 
 
@@ -809,6 +820,8 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
             "SELECT count(*) FROM flows.meter_event_log WHERE event_type IN (1014, 1015)"
         )
     finally:
+        if perf is not None:
+            perf.stop()
         await conn.close()
         _send(daemon, "stop")
         with contextlib.suppress(OSError):
