@@ -514,6 +514,8 @@ class _PerfRecording:
                     check=False,
                 )
                 rows = [line for line in report.stdout.splitlines() if line and line[0] != "#"]
+                if report.returncode:
+                    rows = [f"perf report failed ({report.returncode}): {report.stderr}"]
                 out.write(f"## perf, by {sort}\n" + "\n".join(rows[:80]) + "\n\n")
 
 
@@ -732,6 +734,12 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
     )
     lines = _Lines(daemon)
     perf = _PerfRecording(profile_output) if settings.profile == "perf" else None
+
+    def open_profile_window() -> None:
+        _send(daemon, "cpu start")
+        if perf is not None:
+            perf.start(daemon.pid)
+
     samples: list[Sample] = []
     marks: dict[str, float] = {}
     rss_at: dict[str, int] = {}
@@ -792,18 +800,14 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
                 load["backfill_done"] = os.getloadavg()[0]
                 rss_at["backfill_done"] = samples[-1].rss if samples else 0
                 _send(daemon, "snapshot back-fill complete")
-                _send(daemon, "cpu start")
-                if perf is not None:
-                    perf.start(daemon.pid)
+                open_profile_window()
             steady_start = marks.get("backfill_done")
             elapsed = now - started
             late = elapsed >= settings.max_seconds * 2 / 3
             profiling = settings.profile in ("cpu", "perf")
             if profiling and steady_start is None and "cpu" not in marks and late:
                 marks["cpu"] = now
-                _send(daemon, "cpu start")
-                if perf is not None:
-                    perf.start(daemon.pid)
+                open_profile_window()
             done = steady_start is not None and now - steady_start >= settings.steady_seconds
             if done or elapsed >= settings.max_seconds:
                 marks["end"] = now
@@ -812,8 +816,6 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
                 break
         sim_cpu = _process_cpu(simulator.pid) - sim_cpu_start
         _send(daemon, "cpu stop")
-        if perf is not None:
-            perf.stop()
         _send(daemon, "snapshot end")
         _send(daemon, "stop")
         profile_rows = await conn.fetchval(
@@ -821,7 +823,7 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
         )
     finally:
         if perf is not None:
-            perf.stop()
+            perf.stop()  # here, so a failed run stops it too
         await conn.close()
         _send(daemon, "stop")
         with contextlib.suppress(OSError):

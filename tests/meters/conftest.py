@@ -44,9 +44,7 @@ def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     """The loops a test of this package runs on (pytest-asyncio's hook, for this folder)."""
-    module = getattr(item, "module", None)
-    name = module.__name__.rpartition(".")[2] if module is not None else ""
-    if name in BOTH_LOOPS:
+    if item.path.stem in BOTH_LOOPS:
         return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
     return {"asyncio": asyncio.new_event_loop}
 
