@@ -39,6 +39,10 @@ Reported (the daemon process only; PostgreSQL and the simulator are other proces
 * CPU per request (user + system CPU of the daemon / answered requests) per phase, and the
   cycle collector's share of that CPU (:class:`flowsd.ops.heap.CollectorClock`; per
   generation in the JSON);
+* the transport floor, measured in the same run before the daemon starts (see
+  :func:`measure_floor`), and CPU per request as a multiple of it: the same commit's CPU per
+  request differs by more than two times between the machines sessions run on, and the
+  multiple compares across them where the microseconds do not;
 * requests/s against what the plan asks at steady state (object reads, one event-log page and
   one request per profile log and half hour);
 * time to the first live reading (balance, signal or voltage) of every meter, and how many
@@ -90,6 +94,7 @@ from flowsd.meters.plan import (
     ProfileLogsRead,
 )
 from flowsd.sim.clock import to_emop
+from flowsd.sim.identity import ip_for
 from flowsd.sim.register import register_fleet
 from flowsd.sim.state import FleetState
 
@@ -159,6 +164,42 @@ async def serve_fleet(
     ):
         print(json.dumps({"pid": os.getpid()}), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+# --- the transport floor child ------------------------------------------------------------
+
+FLOOR_WORKERS = 8
+FLOOR_SECONDS = 10.0
+
+
+def measure_floor(port: int, meters: int) -> None:
+    """Child process: this machine's transport floor, measured against the simulated fleet
+    before the daemon starts. ``FLOOR_WORKERS`` clients make requests back to back for
+    ``FLOOR_SECONDS`` on the daemon's event loop, through flowsd's own transport (connect, one
+    frame each way, close: what every meter request costs before any decoding, event or
+    database work). Prints ``{"requests", "cpu", "wall"}`` as JSON."""
+    from bench.bench_transport import flowsd_exchange, measure_exchanges  # noqa: PLC0415
+    from flowsd.ops.event_loop import loop_factory  # noqa: PLC0415
+
+    addresses = [(ip_for(BASE_ADDRESS, i), port) for i in range(min(meters, 64))]
+    with asyncio.Runner(loop_factory=loop_factory("uvloop")) as runner:
+        requests, cpu, wall = runner.run(
+            measure_exchanges(flowsd_exchange, addresses, FLOOR_WORKERS, FLOOR_SECONDS)
+        )
+    print(json.dumps({"requests": requests, "cpu": cpu, "wall": wall}), flush=True)
+
+
+def _transport_floor(port: int, meters: int) -> dict[str, float]:
+    child = _child(f"from bench.bench_fleet import measure_floor; measure_floor({port}, {meters})")
+    try:
+        out, _ = child.communicate(timeout=FLOOR_SECONDS + 120)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise RuntimeError("the transport floor did not finish") from None
+    if child.returncode:
+        raise RuntimeError(f"the transport floor failed ({child.returncode})")
+    figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return figures
 
 
 # --- the daemon child ---------------------------------------------------------------------
@@ -716,6 +757,11 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
     if not simulator.stdout.readline():
         simulator.kill()
         raise RuntimeError("the simulator did not start")
+    try:
+        floor = await asyncio.to_thread(_transport_floor, port, settings.meters)
+    except BaseException:
+        simulator.kill()
+        raise
     options = {
         "url": url,
         "state": str(scratch / "state"),
@@ -861,6 +907,7 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
         "events": progress.events,
         "profile_rows": profile_rows,
         "simulator_cpu": sim_cpu,
+        "floor": floor,
         "profile_output": str(profile_output) if settings.profile else "",
     }
 
@@ -894,6 +941,16 @@ def _results(m: dict[str, Any]) -> list[Result]:
     def add(name: str, value: float, unit: str, **extra: object) -> None:
         results.append(Result(AREA, f"{name} ({label})", value, unit, {**detail, **extra}))
 
+    floor = m["floor"]
+    floor_us = floor["cpu"] / max(floor["requests"], 1) * 1e6
+    add(
+        "transport floor: CPU per request",
+        floor_us,
+        "µs",
+        requests=floor["requests"],
+        requests_per_second=round(floor["requests"] / max(floor["wall"], 1e-9)),
+        workers=FLOOR_WORKERS,
+    )
     baseline = m["baseline_rss"]
     for phase in ("ready", "one_hourly_cadence", "first_pass", "backfill_done", "end"):
         if phase in m["rss_at"]:
@@ -934,6 +991,12 @@ def _results(m: dict[str, Any]) -> list[Result]:
                 for a, b in zip(first.gc_seconds, last.gc_seconds, strict=True)
             ],
         )
+        if name in ("first start", "steady"):
+            add(
+                f"CPU per request over the transport floor, {name}",
+                (last.cpu - first.cpu) / requests * 1e6 / max(floor_us, 1e-9),
+                "×",
+            )
         add(f"requests/s, {name}", requests / seconds, "requests/s")
         gc_seconds = sum(last.gc_seconds) - sum(first.gc_seconds)
         add(

@@ -53,7 +53,8 @@ Address = tuple[str, int]
 Exchange = Callable[[Address, bytes], Awaitable[bytes]]
 
 
-async def _flowsd(address: Address, request: bytes) -> bytes:
+async def flowsd_exchange(address: Address, request: bytes) -> bytes:
+    """One request as flowsd's transport makes it: connect, one frame each way, close."""
     conn = await connect(address[0], address[1], 5.0)
     try:
         return await conn.exchange(request, 5.0)
@@ -115,9 +116,11 @@ async def _asyncio_streams(address: Address, request: bytes) -> bytes:
             await writer.wait_closed()
 
 
-async def _measure(
+async def measure_exchanges(
     exchange: Exchange, addresses: list[Address], workers: int, seconds: float
 ) -> tuple[int, float, float]:
+    """``workers`` clients making requests back to back for ``seconds``: (answered requests,
+    CPU seconds of this process, wall seconds)."""
     request = encode_request(ReadRequest(object_id("csq_net_op")))
     done = 0
     errors = 0
@@ -197,7 +200,7 @@ def run(quick: bool) -> list[Result]:
             host, port = line.split()
             addresses.append((host, int(port)))
         apis: dict[str, Exchange] = {
-            "flowsd_transport": _flowsd,
+            "flowsd_transport": flowsd_exchange,
             "asyncio_protocol": _protocol,
             "asyncio_streams": _asyncio_streams,
             "anyio_streams": _anyio_streams,
@@ -205,7 +208,7 @@ def run(quick: bool) -> list[Result]:
         totals: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in apis}
         for _ in range(rounds):  # round robin, so machine noise hits every API alike
             for name, exchange in apis.items():
-                measured = asyncio.run(_measure(exchange, addresses, workers, seconds))
+                measured = asyncio.run(measure_exchanges(exchange, addresses, workers, seconds))
                 for i, value in enumerate(measured):
                     totals[name][i] += value
         totals["engine_3_objects_per_second_per_meter"] = [0.0, 0.0, 0.0]
