@@ -27,7 +27,8 @@ daemon's ``/proc`` figures and reads the event log. Knobs (environment):
   (cProfile of the daemon, timed in the process's CPU time, over the steady window, or over
   the last third of the run), or ``perf`` (``perf record -e cpu-clock -g`` on the daemon over the
   same window: samples only while it is on a core, the kernel included, reported by shared
-  object and by symbol; needs Linux ``perf``, and names no Python function on CPython 3.11);
+  object and by symbol; needs Linux ``perf``; run from Python 3.12 or later, it also names
+  the innermost Python function of each sample, see :func:`innermost_python`);
   written next to the JSON results as ``fleet-<kind>-<time>.txt``. Profiling slows the
   daemon: its figures are not the benchmark's (least so with ``perf``).
 
@@ -58,6 +59,7 @@ which move far less with load than the rates.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import math
@@ -68,6 +70,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -509,10 +512,16 @@ def run_daemon(arguments: str) -> None:
     event_loop.run(main, config.daemon.event_loop)
 
 
+# CPython 3.12 and later can name Python functions to perf (PYTHONPERFSUPPORT: a trampoline
+# per Python frame, listed in /tmp/perf-<pid>.map); 3.11 cannot.
+PERF_NAMES_PYTHON = sys.version_info >= (3, 12)
+
+
 class _PerfRecording:
     """``perf record`` on the daemon between :meth:`start` and :meth:`stop`; the report is
-    appended to the profile's text (by shared object, then by symbol), or what perf said
-    when it could not record."""
+    appended to the profile's text (by shared object, then by symbol; on Python 3.12 and
+    later also by the innermost Python function and its file), or what perf said when it
+    could not record."""
 
     def __init__(self, output: Path) -> None:
         self.output = output
@@ -523,7 +532,10 @@ class _PerfRecording:
     def start(self, pid: int) -> None:
         if self.process is not None:
             return
-        command = ["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", str(pid)]
+        # CPython is built without frame pointers: only DWARF unwinding reaches the
+        # trampoline of the innermost Python frame (and stops there).
+        stacks = ["--call-graph", "dwarf,16384"] if PERF_NAMES_PYTHON else ["-g"]
+        command = ["perf", "record", "-e", "cpu-clock", "-F", "499", *stacks, "-p", str(pid)]
         with self.messages.open("wb") as messages:
             self.process = subprocess.Popen(
                 [*command, "-o", str(self.data)], stdout=messages, stderr=messages
@@ -558,6 +570,61 @@ class _PerfRecording:
                 if report.returncode:
                     rows = [f"perf report failed ({report.returncode}): {report.stderr}"]
                 out.write(f"## perf, by {sort}\n" + "\n".join(rows[:80]) + "\n\n")
+            if PERF_NAMES_PYTHON:
+                out.write(self._python_report())
+
+    def _python_report(self) -> str:
+        script = subprocess.run(
+            ["perf", "script", "-i", str(self.data), "-F", "ip,sym"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if script.returncode:
+            return f"perf script failed ({script.returncode}): {script.stderr}\n"
+        samples, functions = innermost_python(script.stdout)
+        files: collections.Counter[str] = collections.Counter()
+        for function, count in functions.items():
+            files[function.rsplit(":", 1)[-1]] += count
+        text = ""
+        for title, counts, rows in (("function", functions, 80), ("file", files, 40)):
+            text += f"## perf, by innermost Python {title} ({samples} samples)\n"
+            for name, count in counts.most_common(rows):
+                text += f"{100 * count / max(samples, 1):7.2f}%  {name}\n"
+            text += "\n"
+        return text
+
+
+def innermost_python(script: str) -> tuple[int, collections.Counter[str]]:
+    """``perf script -F ip,sym`` output: how many samples, and how many of them ran in each
+    Python function, innermost on their stack, as ``qualname:file`` (the file shortened to
+    the repository, site-packages or the standard library). Whatever the function called
+    in C, the kernel included, counts as the function's; samples with no Python frame are
+    the event loop's own C code."""
+    prefixes = [
+        (str(HERE.parent) + "/", ""),
+        (sysconfig.get_path("purelib") + "/", ""),
+        (sysconfig.get_path("platlib") + "/", ""),
+        (sysconfig.get_path("stdlib") + "/", "stdlib/"),
+    ]
+    samples = 0
+    counts: collections.Counter[str] = collections.Counter()
+    for block in script.split("\n\n"):
+        frames = [line.split(None, 1) for line in block.splitlines() if line.strip()]
+        if not frames:
+            continue
+        samples += 1
+        name = next(
+            (f[1][4:] for f in frames if len(f) == 2 and f[1].startswith("py::")),
+            "(no Python frame)",
+        )
+        function, _, path = name.partition(":")
+        for prefix, short in prefixes:
+            if path.startswith(prefix):
+                path = short + path[len(prefix) :]
+                break
+        counts[f"{function}:{path}" if path else function] += 1
+    return samples, counts
 
 
 def _write_cpu_profile(profiler: Any, output: Path) -> None:
@@ -673,13 +740,14 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _child(code: str) -> subprocess.Popen[str]:
+def _child(code: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=HERE.parent,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -775,8 +843,10 @@ async def _measure(url: str, settings: Settings, scratch: Path) -> dict[str, Any
         "malloc": settings.malloc,
     }
     started = time.time()
+    perf_names = settings.profile == "perf" and PERF_NAMES_PYTHON
     daemon = _child(
-        f"from bench.bench_fleet import run_daemon; run_daemon({json.dumps(json.dumps(options))})"
+        f"from bench.bench_fleet import run_daemon; run_daemon({json.dumps(json.dumps(options))})",
+        {"PYTHONPERFSUPPORT": "1"} if perf_names else None,
     )
     lines = _Lines(daemon)
     perf = _PerfRecording(profile_output) if settings.profile == "perf" else None
