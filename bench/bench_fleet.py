@@ -189,6 +189,8 @@ def measure_floor(port: int, meters: int) -> None:
         requests, cpu, wall = runner.run(
             measure_exchanges(flowsd_exchange, addresses, FLOOR_WORKERS, FLOOR_SECONDS)
         )
+    if not requests:
+        raise SystemExit(f"the transport floor: no whole frame from {len(addresses)} meters")
     print(json.dumps({"requests": requests, "cpu": cpu, "wall": wall}), flush=True)
 
 
@@ -200,6 +202,7 @@ def _transport_floor(port: int, meters: int) -> dict[str, float]:
         child.kill()
         raise RuntimeError("the transport floor did not finish") from None
     if child.returncode:
+        # The child's stderr is the harness's: its reason is printed above.
         raise RuntimeError(f"the transport floor failed ({child.returncode})")
     figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return figures
@@ -601,12 +604,16 @@ def innermost_python(script: str) -> tuple[int, collections.Counter[str]]:
     the repository, site-packages or the standard library). Whatever the function called
     in C, the kernel included, counts as the function's; samples with no Python frame are
     the event loop's own C code."""
-    prefixes = [
-        (str(HERE.parent) + "/", ""),
-        (sysconfig.get_path("purelib") + "/", ""),
-        (sysconfig.get_path("platlib") + "/", ""),
-        (sysconfig.get_path("stdlib") + "/", "stdlib/"),
-    ]
+    # Longest first: the virtual environment may sit inside the repository.
+    prefixes = sorted(
+        [
+            (str(HERE.parent) + "/", ""),
+            (sysconfig.get_path("purelib") + "/", ""),
+            (sysconfig.get_path("platlib") + "/", ""),
+            (sysconfig.get_path("stdlib") + "/", "stdlib/"),
+        ],
+        key=lambda prefix: -len(prefix[0]),
+    )
     samples = 0
     counts: collections.Counter[str] = collections.Counter()
     for block in script.split("\n\n"):
@@ -1012,7 +1019,7 @@ def _results(m: dict[str, Any]) -> list[Result]:
         results.append(Result(AREA, f"{name} ({label})", value, unit, {**detail, **extra}))
 
     floor = m["floor"]
-    floor_us = floor["cpu"] / max(floor["requests"], 1) * 1e6
+    floor_us = floor["cpu"] / floor["requests"] * 1e6  # measure_floor fails on none
     add(
         "transport floor: CPU per request",
         floor_us,
